@@ -1,0 +1,102 @@
+"""Small pieces every codec shares: validation helpers, ids, and the reasoning-effort table."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from .base import bad_request
+
+__all__ = [
+    "budget_to_effort",
+    "effort_to_budget",
+    "expect_bool",
+    "expect_dict",
+    "expect_int",
+    "expect_list",
+    "expect_number",
+    "expect_str",
+    "new_id",
+    "pick_extra",
+]
+
+# One table for every codec, so effort -> budget -> effort is stable across hops.
+# Anthropic's minimum budget is 1024 (Messages API, "Extended thinking").
+_EFFORT_BUDGET = {"minimal": 1024, "low": 2048, "medium": 8192, "high": 24576}
+
+
+def effort_to_budget(effort: str) -> int:
+    return _EFFORT_BUDGET.get(effort, _EFFORT_BUDGET["medium"])
+
+
+def budget_to_effort(budget: int) -> str:
+    if budget <= 1024:
+        return "minimal"
+    if budget <= 2048:
+        return "low"
+    if budget <= 8192:
+        return "medium"
+    return "high"
+
+
+def new_id(prefix: str) -> str:
+    """A fresh opaque id (``prefix`` + 24 hex chars), as providers shape theirs."""
+    return f"{prefix}{os.urandom(12).hex()}"
+
+
+def pick_extra(body: dict[str, Any], known: frozenset[str]) -> dict[str, Any]:
+    """The fields of ``body`` this model does not name, kept for a same-protocol rebuild."""
+    return {k: v for k, v in body.items() if k not in known}
+
+
+def expect_dict(value: Any, path: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise bad_request(path, f"expected an object, got {_kind(value)}")
+    return value
+
+
+def expect_list(value: Any, path: str, *, non_empty: bool = False) -> list[Any]:
+    if not isinstance(value, list):
+        raise bad_request(path, f"expected an array, got {_kind(value)}")
+    if non_empty and not value:
+        raise bad_request(path, "must not be empty")
+    return value
+
+
+def expect_str(value: Any, path: str) -> str:
+    if not isinstance(value, str):
+        raise bad_request(path, f"expected a string, got {_kind(value)}")
+    return value
+
+
+def expect_int(value: Any, path: str, *, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad_request(path, f"expected an integer, got {_kind(value)}")
+    if minimum is not None and value < minimum:
+        raise bad_request(path, f"must be >= {minimum}, got {value}")
+    return value
+
+
+def expect_number(value: Any, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise bad_request(path, f"expected a number, got {_kind(value)}")
+    return value
+
+
+def expect_bool(value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise bad_request(path, f"expected a boolean, got {_kind(value)}")
+    return value
+
+
+def _kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)

@@ -1,0 +1,107 @@
+"""The codec interface: one class per wire protocol, every method overridable on its own.
+
+A codec is stateless; streams get a per-stream decoder or encoder object from it.
+
+Requests, responses and errors travel as JSON-compatible Python values (``dict``/``list``):
+the transport layers decode bytes once with msgspec and encode once, and a codec only maps
+shapes.  Parsing validates: a malformed request raises ``GatewayError("bad_request", ...)``
+whose message and ``param`` name the offending field by its path (``messages[2].role``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from ..errors import GatewayError
+from ..sse import ServerSentEvent
+from ..unified import Event, Request, Response
+
+__all__ = ["Codec", "StreamDecoder", "StreamEncoder", "bad_request"]
+
+
+def bad_request(path: str, problem: str) -> GatewayError:
+    """A validation error naming the field: ``messages[0].role: unknown role 'robot'``."""
+    return GatewayError("bad_request", f"{path}: {problem}" if path else problem, param=path or None)
+
+
+class StreamDecoder:
+    """Provider SSE events in, unified events out, for one stream.
+
+    ``done`` turns true when the protocol's terminal event was seen; a stream that reaches
+    EOF with ``done`` still false was cut short (premature close).
+    """
+
+    done: bool = False
+
+    def feed(self, event: ServerSentEvent) -> list[Event]:
+        raise NotImplementedError
+
+    def close(self) -> list[Event]:
+        """End of the upstream body: flush what is pending (never invents a ``Finish``)."""
+        return []
+
+
+class StreamEncoder:
+    """Unified events in, client SSE bytes out, for one stream.
+
+    ``encode`` returns the bytes for one event, ending on an SSE event boundary, or ``b""``
+    when the event has no representation in this protocol.  ``Finish`` makes the protocol's
+    terminal events (``[DONE]``, ``message_stop``, ``response.completed``, the last Gemini
+    chunk); ``Error`` makes its in-band error event.
+    """
+
+    def encode(self, event: Event) -> bytes:
+        raise NotImplementedError
+
+
+class Codec:
+    name: ClassVar[str]
+    # Default inbound/outbound auth header style for this protocol.
+    auth: ClassVar[str] = "bearer"
+
+    # --- requests ---------------------------------------------------------------------------
+
+    def parse_request(
+        self, body: Any, *, model: str | None = None, stream: bool | None = None
+    ) -> Request:
+        """Validate and map a client body.  ``model``/``stream`` come from the URL for
+        protocols that put them there (Gemini)."""
+        raise NotImplementedError
+
+    def build_request(self, request: Request) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def request_path(self, request: Request) -> str:
+        """Path of the endpoint for this request, relative to the provider's base URL."""
+        raise NotImplementedError
+
+    # --- responses --------------------------------------------------------------------------
+
+    def parse_response(self, body: Any) -> Response:
+        raise NotImplementedError
+
+    def build_response(self, response: Response, request: Request | None = None) -> dict[str, Any]:
+        raise NotImplementedError
+
+    # --- errors -----------------------------------------------------------------------------
+
+    def parse_error(self, status: int, body: Any, headers: Mapping[str, str]) -> GatewayError:
+        """Classify a provider error response.  ``body`` is decoded JSON, or the raw
+        ``bytes`` when it was not JSON."""
+        raise NotImplementedError
+
+    def build_error(self, error: GatewayError) -> tuple[int, dict[str, Any]]:
+        """Status and body of the error in this protocol's shape."""
+        raise NotImplementedError
+
+    # --- streams ----------------------------------------------------------------------------
+
+    def stream_decoder(self) -> StreamDecoder:
+        raise NotImplementedError
+
+    def stream_encoder(self, request: Request | None = None) -> StreamEncoder:
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name}>"
