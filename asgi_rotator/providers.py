@@ -1,0 +1,262 @@
+"""Providers, their credentials, and how a model name becomes an ordered list of targets.
+
+Model addressing, in order: an alias; ``provider/model``; a group name (its targets in
+order); a bare model listed by exactly one provider; with a single provider that lists no
+models, any name goes to it.  Anything else is a ``not_found`` error that says what exists.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from .config import PRESETS, Config, ConfigError, ProviderConfig, TargetConfig
+from .errors import GatewayError
+from .upstream import HttpxUpstream, UpstreamClient
+
+__all__ = ["Credential", "Provider", "Providers", "Target"]
+
+ANTHROPIC_VERSION = "2023-06-01"
+
+# Default auth header per protocol (each official SDK's own).
+_AUTH_BY_PROTOCOL = {
+    "openai_chat": "bearer",
+    "openai_responses": "bearer",
+    "anthropic_messages": "x-api-key",
+    "gemini": "x-goog-api-key",
+}
+
+
+class Credential:
+    """An upstream key.  ``id`` (``provider#index``) is what logs, traces and errors show;
+    the secret itself never appears in a repr, a message or an exception."""
+
+    __slots__ = ("_secret", "id", "provider")
+
+    def __init__(self, provider: str, index: int, secret: str) -> None:
+        self.provider = provider
+        self.id = f"{provider}#{index}"
+        self._secret = secret
+
+    @property
+    def secret(self) -> str:
+        return self._secret
+
+    def __repr__(self) -> str:
+        return f"Credential({self.id!r})"
+
+
+class Provider:
+    __slots__ = (
+        "_turn",
+        "auth",
+        "base_urls",
+        "client",
+        "credentials",
+        "headers",
+        "models",
+        "name",
+        "protocols",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        protocols: tuple[str, ...],
+        base_urls: Mapping[str, str],
+        credentials: list[Credential],
+        models: tuple[str, ...] = (),
+        auth: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        client: UpstreamClient | None = None,
+    ) -> None:
+        self.name = name
+        self.protocols = protocols
+        self.base_urls = {p: base_urls[p].rstrip("/") for p in protocols}
+        self.credentials = credentials
+        self.models = models
+        self.auth = auth
+        self.headers = list((headers or {}).items())
+        self.client: UpstreamClient = client or HttpxUpstream()
+        self._turn = 0
+
+    def next_credential(self) -> Credential:
+        """Plain round robin; the cooldown layer replaces this with health-aware rotation."""
+        credential = self.credentials[self._turn % len(self.credentials)]
+        self._turn += 1
+        return credential
+
+    def protocol_for(self, client_protocol: str | None) -> str:
+        """The client's own protocol when this provider speaks it (no translation), else
+        the provider's preferred one."""
+        if client_protocol in self.protocols:
+            return client_protocol  # type: ignore[return-value]
+        return self.protocols[0]
+
+    def url(self, protocol: str, path: str) -> str:
+        return self.base_urls[protocol] + path
+
+    def request_headers(self, protocol: str, credential: Credential | None) -> list[tuple[str, str]]:
+        headers = [("content-type", "application/json"), ("user-agent", "asgi-rotator")]
+        if protocol == "anthropic_messages":
+            headers.append(("anthropic-version", ANTHROPIC_VERSION))
+        if credential is not None:
+            style = self.auth or _AUTH_BY_PROTOCOL[protocol]
+            if style == "bearer":
+                headers.append(("authorization", f"Bearer {credential.secret}"))
+            elif style != "none":
+                headers.append((style, credential.secret))
+        headers.extend(self.headers)
+        return headers
+
+    def __repr__(self) -> str:
+        return f"Provider({self.name!r}, protocols={self.protocols!r})"
+
+
+class Target:
+    """One ``provider/model`` to try, with per-target request overrides."""
+
+    __slots__ = ("model", "params", "provider")
+
+    def __init__(self, provider: Provider, model: str, params: Mapping[str, Any] | None = None) -> None:
+        self.provider = provider
+        self.model = model
+        self.params = dict(params or {})
+
+    @property
+    def name(self) -> str:
+        return f"{self.provider.name}/{self.model}"
+
+    def __repr__(self) -> str:
+        return f"Target({self.name!r})"
+
+
+class Providers:
+    """All configured providers, groups and aliases; resolves model names to targets."""
+
+    def __init__(self, config: Config, environ: Mapping[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        self.config = config
+        self.providers: dict[str, Provider] = {
+            name: _build_provider(name, pc, env) for name, pc in config.providers.items()
+        }
+        self.groups: dict[str, list[tuple[str, dict[str, Any]]]] = {
+            name: [
+                (t.target, t.params) if isinstance(t, TargetConfig) else (t, {}) for t in group.targets
+            ]
+            for name, group in config.groups.items()
+        }
+        self._bare: dict[str, list[str]] = {}
+        for provider in self.providers.values():
+            for model in provider.models:
+                self._bare.setdefault(model, []).append(provider.name)
+        for name, targets in self.groups.items():
+            for i, (target, _) in enumerate(targets):
+                self._split(target, f"groups.{name}.targets[{i}]")  # fail at startup, not per request
+
+    def __iter__(self) -> Iterator[Provider]:
+        return iter(self.providers.values())
+
+    def __len__(self) -> int:
+        return len(self.providers)
+
+    def resolve(self, model: str) -> list[Target]:
+        """Ordered targets for a model name (one, unless it names a group)."""
+        model = self.config.aliases.get(model, model)
+        group = self.groups.get(model)
+        if group is not None:
+            return [self._target(spec, params) for spec, params in group]
+        return [self._target(model, {})]
+
+    def _target(self, spec: str, params: dict[str, Any]) -> Target:
+        provider_name, _, model = spec.partition("/")
+        provider = self.providers.get(provider_name) if model else None
+        if provider is not None:
+            return Target(provider, model, params)
+        owners = self._bare.get(spec, [])
+        if len(owners) == 1:
+            return Target(self.providers[owners[0]], spec, params)
+        if len(owners) > 1:
+            raise GatewayError(
+                "not_found",
+                f"model {spec!r} is offered by several providers ({', '.join(owners)}); "
+                f"ask for one as 'provider/{spec}'",
+                param="model",
+            )
+        if len(self.providers) == 1:
+            (only,) = self.providers.values()
+            if not only.models:
+                return Target(only, spec, params)
+        raise GatewayError(
+            "not_found",
+            f"model {spec!r} is not configured; use 'provider/model' with a provider among "
+            f"{', '.join(sorted(self.providers)) or '(none)'}, a listed model or a group",
+            param="model",
+        )
+
+    def _split(self, spec: str, where: str) -> None:
+        provider_name, _, model = spec.partition("/")
+        if not model or provider_name not in self.providers:
+            if spec not in self._bare:
+                raise ConfigError(f"{where}: {spec!r} is not 'provider/model' with a configured provider")
+
+    def model_ids(self) -> list[str]:
+        """Every name a client may ask for, for the models listings."""
+        ids: list[str] = []
+        for provider in self.providers.values():
+            ids.extend(f"{provider.name}/{m}" for m in provider.models)
+        ids.extend(m for m, owners in self._bare.items() if len(owners) == 1)
+        ids.extend(self.groups)
+        ids.extend(self.config.aliases)
+        return list(dict.fromkeys(ids))
+
+    async def aclose(self) -> None:
+        for provider in self.providers.values():
+            await provider.client.aclose()
+
+
+def _build_provider(name: str, pc: ProviderConfig, env: Mapping[str, str]) -> Provider:
+    preset = PRESETS.get(pc.preset or name) if (pc.preset or name in PRESETS) else None
+    protocols = tuple(pc.protocols or ([pc.protocol] if pc.protocol else preset.protocols if preset else ()))
+    base_urls: dict[str, str] = {}
+    for protocol in protocols:
+        url = pc.base_urls.get(protocol) or pc.base_url
+        if url is None and preset is not None:
+            url = preset.base_urls.get(protocol, preset.base_url)
+        if url is None:
+            raise ConfigError(f"providers.{name}: no base_url for protocol {protocol!r}")
+        base_urls[protocol] = url
+    key_refs = list(pc.keys)
+    if not key_refs and preset is not None and preset.env and env.get(preset.env):
+        key_refs = [f"env:{preset.env}"]
+    credentials = []
+    for i, ref in enumerate(key_refs):
+        if ref.startswith("env:"):
+            secret = env.get(ref[4:])
+            if not secret:
+                raise ConfigError(f"providers.{name}.keys[{i}]: environment variable {ref[4:]} is not set")
+        else:
+            secret = ref
+        credentials.append(Credential(name, i, secret))
+    client: UpstreamClient
+    if any(url.startswith("mock://") for url in base_urls.values()):
+        from .mock import mock_transport  # the in-process mock provider, only when asked for
+
+        base_urls = {p: u.replace("mock://", "http://", 1) for p, u in base_urls.items()}
+        client = HttpxUpstream(transport=mock_transport())
+    else:
+        client = HttpxUpstream(
+            timeout=pc.timeout, connect_timeout=pc.connect_timeout, max_connections=pc.max_connections
+        )
+    return Provider(
+        name,
+        protocols=protocols,
+        base_urls=base_urls,
+        credentials=credentials,
+        models=tuple(pc.models),
+        auth=pc.auth,
+        headers=pc.headers,
+        client=client,
+    )
