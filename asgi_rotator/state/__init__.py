@@ -1,0 +1,13 @@
+"""Shared state: one async ``StateStore`` interface and its backends.
+
+``MemoryStore`` is the embedded default, ``FileStore`` keeps a single node's state across
+restarts; ``namespaced`` gives each layer its own key prefix over one store.
+"""
+
+from __future__ import annotations
+
+from ._file import FileStore
+from ._memory import MemoryStore
+from ._store import StateStore, namespaced
+
+__all__ = ["FileStore", "MemoryStore", "StateStore", "namespaced"]
