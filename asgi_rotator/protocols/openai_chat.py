@@ -1,0 +1,1480 @@
+"""OpenAI Chat Completions (``POST {base_url}/chat/completions``, base URL ending in ``/v1``).
+
+Deliberate choices, so the next reader does not have to rediscover them:
+
+* **Round-trip markers.**  Where the wire has two spellings of one unified value (string or
+  array ``content``, ``system`` or ``developer`` role, ``max_tokens`` or
+  ``max_completion_tokens``, ``stop`` as a string or a list, legacy ``function_call``), the
+  spelling used is kept under the reserved key ``MARK`` inside the struct's ``extra``.  Like
+  every other ``extra`` value it is read back only when building for this same protocol, and
+  it is never written to the wire.
+* **Null and empty values.**  A known field sent as ``null`` (or ``[]``) carries nothing, so it
+  stays in ``extra`` verbatim instead of becoming a unified value; a same-protocol rebuild
+  writes it back unless a layer set a real value in its place.
+* **System messages.**  Leading ``system``/``developer`` messages become ``Request.system``.
+  One that comes *after* the conversation started is kept in place as a ``user`` message
+  marked with its original role: hoisting it would change what the model sees at that point,
+  and the other protocols have no mid-conversation system turn.  Another protocol therefore
+  receives it as a user turn.
+* **Reasoning.**  OpenAI returns none in Chat Completions, but OpenAI-compatible providers
+  (DeepSeek, vLLM, OpenRouter) send ``reasoning_content`` or ``reasoning`` on the message and
+  on stream deltas; both become ``Reasoning``.  Responses and streams built here carry
+  unified reasoning as ``reasoning_content``: the official SDK has no such field but keeps
+  it as an extra attribute (``message.reasoning_content``), and compatible clients read it.
+  In a *request*, reasoning history is sent back only when it came from this protocol
+  (DeepSeek wants it echoed in tool-call turns); Anthropic thinking and Gemini thoughts are
+  dropped, signatures included, since no chat provider can verify them.
+* **Legacy functions.**  ``functions`` / ``function_call`` / ``role: "function"`` map onto the
+  tool model (ids synthesised, name-matched) with markers, so they translate to other
+  protocols and still round-trip; ``finish_reason: "function_call"`` becomes ``tool_calls``.
+* **Usage.**  ``prompt_tokens`` already includes ``prompt_tokens_details.cached_tokens`` and
+  ``cache_write_tokens``; ``completion_tokens`` already includes ``reasoning_tokens``, which is
+  exactly the unified rule, so counts map one to one.
+* **Streams.**  Only choice 0 is decoded (``n > 1`` is not translated).  The encoder writes
+  the ``choices: []`` usage chunk only when the request asked for it
+  (``stream_options.include_usage``), as OpenAI does; a request built here for another
+  protocol's client asks for it, so the gateway always learns the usage.
+"""
+
+from __future__ import annotations
+
+import mimetypes
+import re
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, ClassVar
+
+import msgspec
+
+from ..errors import DEFAULT_STATUS, GatewayError, classify
+from ..sse import ServerSentEvent, encode_event
+from ..unified import (
+    BlockStop,
+    Error,
+    Event,
+    File,
+    Finish,
+    FinishReason,
+    Image,
+    Message,
+    MessageStart,
+    OutputFormat,
+    Part,
+    Reasoning,
+    ReasoningConfig,
+    ReasoningDelta,
+    Request,
+    Response,
+    Text,
+    TextDelta,
+    Tool,
+    ToolArgsDelta,
+    ToolCall,
+    ToolCallStart,
+    ToolChoice,
+    ToolResult,
+    Usage,
+    UsageEvent,
+)
+from ._common import (
+    budget_to_effort,
+    expect_bool,
+    expect_dict,
+    expect_int,
+    expect_list,
+    expect_number,
+    expect_str,
+    new_id,
+    pick_extra,
+)
+from .base import Codec, StreamDecoder, StreamEncoder, bad_request
+
+__all__ = ["MARK", "OpenAIChatCodec"]
+
+# Reserved ``extra`` key for round-trip markers; no OpenAI field starts with "__".
+MARK = "__openai_chat"
+
+_REQUEST_FIELDS = frozenset(
+    {
+        "model",
+        "messages",
+        "stream",
+        "stream_options",
+        "tools",
+        "functions",
+        "tool_choice",
+        "function_call",
+        "parallel_tool_calls",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "reasoning_effort",
+        "response_format",
+        "metadata",
+        "user",
+    }
+)
+_NUMBER_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+_MESSAGE_FIELDS = frozenset(
+    {"role", "content", "name", "tool_calls", "function_call", "tool_call_id"}
+    | {"reasoning_content", "reasoning"}
+)
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+# Content part types each role accepts (API reference, "Create chat completion" > messages).
+_PART_TYPES = {
+    "system": frozenset({"text"}),
+    "developer": frozenset({"text"}),
+    "tool": frozenset({"text"}),
+    "function": frozenset({"text"}),
+    "user": frozenset({"text", "image_url", "input_audio", "file"}),
+    "assistant": frozenset({"text", "refusal"}),
+}
+_REASONING_FIELDS = ("reasoning_content", "reasoning")  # DeepSeek/vLLM, then OpenRouter
+
+_FINISH_IN: dict[str, FinishReason] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "content_filter": "content_filter",
+    "function_call": "tool_calls",
+}
+# Chat has no pause or abnormal-end reason: both read as a plain stop.
+_FINISH_OUT: dict[str, str] = {
+    "stop": "stop",
+    "length": "length",
+    "tool_calls": "tool_calls",
+    "content_filter": "content_filter",
+    "pause": "stop",
+    "error": "stop",
+}
+
+# (type, code) of the error body per kind, as OpenAI sends them (API reference, "Error codes").
+_ERROR_SHAPE: dict[str, tuple[str, str | None]] = {
+    "rate_limited": ("requests", "rate_limit_exceeded"),
+    "overloaded": ("server_error", None),
+    "server_error": ("server_error", None),
+    "timeout": ("server_error", "timeout"),
+    "connection": ("server_error", None),
+    "context_window_exceeded": ("invalid_request_error", "context_length_exceeded"),
+    "content_filtered": ("invalid_request_error", "content_policy_violation"),
+    "auth": ("invalid_request_error", "invalid_api_key"),
+    "bad_request": ("invalid_request_error", None),
+    "not_found": ("invalid_request_error", None),
+}
+# An in-band stream error has no HTTP status: infer one from its type or code.
+_STATUS_BY_ERROR_TYPE = {
+    "invalid_request_error": 400,
+    "context_length_exceeded": 400,
+    "authentication_error": 401,
+    "invalid_api_key": 401,
+    "permission_error": 403,
+    "not_found_error": 404,
+    "model_not_found": 404,
+    "rate_limit_exceeded": 429,
+    "rate_limit_error": 429,
+    "insufficient_quota": 429,
+    "requests": 429,
+    "tokens": 429,
+    "overloaded_error": 503,
+    "service_unavailable": 503,
+    "server_error": 500,
+}
+
+_DATA_URL = re.compile(r"data:([^;,]+);base64,(.*)", re.DOTALL)
+_AUDIO_FORMAT_MEDIA = {"wav": "audio/wav", "mp3": "audio/mpeg"}
+_MEDIA_AUDIO_FORMAT = {
+    "audio/wav": "wav",
+    "audio/x-wav": "wav",
+    "audio/wave": "wav",
+    "audio/mpeg": "mp3",
+    "audio/mp3": "mp3",
+}
+# Base64 prefixes of image magic numbers, for inline images that arrive without a media type.
+_IMAGE_MAGIC = {
+    "/9j/": "image/jpeg",
+    "iVBOR": "image/png",
+    "R0lG": "image/gif",
+    "UklG": "image/webp",
+}
+
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder().decode
+
+
+class OpenAIChatCodec(Codec):
+    name: ClassVar[str] = "openai_chat"
+    auth: ClassVar[str] = "bearer"
+    # Which spelling a request from another protocol uses.  ``max_tokens`` is deprecated and
+    # refused by OpenAI's reasoning models; a subclass can switch it for an older server.
+    max_tokens_field: ClassVar[str] = "max_completion_tokens"
+
+    # --- requests ---------------------------------------------------------------------------
+
+    def parse_request(
+        self, body: Any, *, model: str | None = None, stream: bool | None = None
+    ) -> Request:
+        return _RequestParser(self.name).parse(body, model=model, stream=stream)
+
+    def build_request(self, request: Request) -> dict[str, Any]:
+        same = request.origin == self.name
+        marks = _marks(request.extra) if same else {}
+        out: dict[str, Any] = {
+            "model": request.model,
+            "messages": _RequestBuilder(self.name, same).messages(request, marks),
+        }
+        if request.stream:
+            out["stream"] = True
+        elif marks.get("stream") is False:
+            out["stream"] = False
+        stream_options = dict(marks.get("stream_options", {}))
+        include_usage = request.include_usage
+        if include_usage is None and request.stream and not same:
+            include_usage = True  # the gateway needs usage for a client of another protocol
+        if include_usage is not None:
+            stream_options["include_usage"] = include_usage
+        if stream_options or "stream_options" in marks:
+            out["stream_options"] = stream_options
+        self._build_tools(request, same, marks, out)
+        if request.max_tokens is not None:
+            out[marks.get("max_tokens_field", self.max_tokens_field)] = request.max_tokens
+        for key in _NUMBER_FIELDS:
+            value = getattr(request, key)
+            if value is not None:
+                out[key] = value
+        if request.seed is not None:
+            out["seed"] = request.seed
+        if request.stop is not None:
+            stop = request.stop
+            out["stop"] = stop[0] if marks.get("stop_string") and len(stop) == 1 else stop
+        effort = _effort(request.reasoning)
+        if effort is not None:
+            out["reasoning_effort"] = effort
+        if request.output is not None:
+            out["response_format"] = _build_response_format(request.output, marks)
+        # Chat metadata values must be strings (API reference, "Metadata").
+        if request.metadata is not None and (
+            same or all(isinstance(v, str) for v in request.metadata.values())
+        ):
+            out["metadata"] = request.metadata
+        if request.user is not None:
+            out["user"] = request.user
+        if same:
+            _put_extra(out, request.extra)
+        return out
+
+    def request_path(self, request: Request) -> str:
+        return "/chat/completions"
+
+    def _build_tools(
+        self, request: Request, same: bool, marks: dict[str, Any], out: dict[str, Any]
+    ) -> None:
+        tools: list[dict[str, Any]] = []
+        functions: list[dict[str, Any]] = []
+        for tool in request.tools or ():
+            if tool.type != "function":
+                # A built-in or custom tool only goes back to the protocol it came from.
+                if same:
+                    tools.append(_native(tool.extra))
+                continue
+            tool_marks = _marks(tool.extra) if same else {}
+            fn: dict[str, Any] = {"name": tool.name}
+            if tool.description is not None:
+                fn["description"] = tool.description
+            if tool.parameters is not None:
+                fn["parameters"] = tool.parameters
+            if tool.strict is not None:
+                fn["strict"] = tool.strict
+            if tool_marks.get("legacy"):
+                functions.append(_with_extra(fn, tool.extra))
+                continue
+            _put_extra(fn, tool_marks.get("function", {}))
+            tools.append(_with_extra({"type": "function", "function": fn}, tool.extra, same))
+        if tools:
+            out["tools"] = tools
+        if functions:
+            out["functions"] = functions
+        if not same and not tools:
+            return  # OpenAI refuses tool_choice / parallel_tool_calls without tools
+        if request.parallel_tool_calls is not None:
+            out["parallel_tool_calls"] = request.parallel_tool_calls
+        choice = request.tool_choice
+        if choice is None:
+            return
+        raw = marks.get("tool_choice")
+        if raw is not None and _tool_choice_of(raw) == choice:
+            out["function_call" if marks.get("legacy_choice") else "tool_choice"] = raw
+        elif marks.get("legacy_choice"):
+            out["function_call"] = {"name": choice.name} if choice.mode == "tool" else choice.mode
+        elif choice.mode == "tool":
+            out["tool_choice"] = {"type": "function", "function": {"name": choice.name or ""}}
+        else:
+            out["tool_choice"] = choice.mode
+
+    # --- responses --------------------------------------------------------------------------
+
+    def parse_response(self, body: Any) -> Response:
+        body = expect_dict(body, "")
+        marks: dict[str, Any] = {}
+        choices = body.get("choices")
+        choice: dict[str, Any] = {}
+        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
+            choice = choices[0]
+            if len(choices) > 1:
+                marks["choices"] = choices[1:]
+        message = choice.get("message")
+        message = message if isinstance(message, dict) else {}
+        content, reasoning_rest = _parse_reasoning(message, self.name)
+        text = message.get("content")
+        if isinstance(text, str):
+            content.extend([Text(text=text)] if text else [])
+            marks["content"] = "string"
+        elif isinstance(text, list):  # some compatible servers answer with parts
+            content.extend(_lenient_text_parts(text))
+        refusal = message.get("refusal")
+        if isinstance(refusal, str) and refusal:
+            content.append(Text(text=refusal, extra={MARK: {"refusal": "field"}}))
+        content.extend(_parse_tool_calls(message, "choices[0].message", strict=False))
+        known = {"role", "content", "refusal", "tool_calls", "function_call", *_REASONING_FIELDS}
+        message_extra = _leftovers(message, frozenset(known)) | reasoning_rest
+        if message_extra:
+            marks["message"] = message_extra
+        choice_extra = _leftovers(choice, frozenset({"message", "finish_reason"}))
+        if choice_extra:
+            marks["choice"] = choice_extra
+        raw_reason = choice.get("finish_reason")
+        reason = _finish_reason(raw_reason, content)
+        if raw_reason != reason:
+            marks["finish_reason"] = [raw_reason, reason]  # provider spelling, what it became
+        usage = body.get("usage")
+        if "usage" in body:
+            marks["usage"] = usage
+        extra = pick_extra(
+            body, frozenset({"id", "object", "created", "model", "choices", "usage"})
+        )
+        if marks:
+            extra[MARK] = marks
+        created = body.get("created")
+        return Response(
+            id=_str_or(body.get("id"), "") or new_id("chatcmpl-"),
+            model=_str_or(body.get("model"), ""),
+            content=content,
+            finish_reason=reason,
+            usage=_parse_usage(usage),
+            created=created if isinstance(created, int) else 0,
+            origin=self.name,
+            extra=extra,
+        )
+
+    def build_response(self, response: Response, request: Request | None = None) -> dict[str, Any]:
+        same = response.origin == self.name
+        marks = _marks(response.extra) if same else {}
+        message = _build_assistant(response.content, self.name, same, marks, response=True)
+        _put_extra(message, marks.get("message", {}))
+        message.setdefault("content", None)  # required (nullable) in a response
+        reason: str | None = _FINISH_OUT[response.finish_reason]
+        raw_reason, became = marks.get("finish_reason", (None, None))
+        if became == response.finish_reason:
+            reason = raw_reason  # the provider's own spelling, unless a layer changed it
+        choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": reason}
+        if same:
+            _put_extra(choice, marks.get("choice", {}))
+        else:
+            choice["logprobs"] = None
+        out: dict[str, Any] = {
+            "id": response.id,
+            "object": "chat.completion",
+            "created": response.created or int(time.time()),
+            "model": response.model,
+            "choices": [choice, *marks.get("choices", ())],
+        }
+        if not same or marks.get("usage") is not None or response.usage != Usage():
+            out["usage"] = _build_usage(response.usage, marks.get("usage"))
+        elif "usage" in marks:
+            out["usage"] = None  # the provider's null; an absent usage stays absent
+        if same:
+            _put_extra(out, response.extra)
+        return out
+
+    # --- errors -----------------------------------------------------------------------------
+
+    def parse_error(self, status: int, body: Any, headers: Mapping[str, str]) -> GatewayError:
+        message, error_type, param = _error_fields(body)
+        err = classify(status, message, error_type=error_type, headers=headers, body=body)
+        err.param = param
+        return err
+
+    def build_error(self, error: GatewayError) -> tuple[int, dict[str, Any]]:
+        status = error.status
+        if error.kind == "overloaded":
+            status = 503  # the OpenAI SDK has no 529; 503 is its "try again later"
+        elif not 400 <= status <= 599:
+            status = DEFAULT_STATUS[error.kind]
+        return status, {"error": _error_body(error)}
+
+    # --- streams ----------------------------------------------------------------------------
+
+    def stream_decoder(self) -> StreamDecoder:
+        return _ChatStreamDecoder()
+
+    def stream_encoder(self, request: Request | None = None) -> StreamEncoder:
+        include_usage = bool(request is not None and request.include_usage)
+        return _ChatStreamEncoder(include_usage, request.model if request is not None else "")
+
+
+# --- request parsing -------------------------------------------------------------------------
+
+
+class _RequestParser:
+    """One request's parse: remembers tool-call ids so a tool result can be matched."""
+
+    def __init__(self, origin: str) -> None:
+        self.origin = origin
+        self.call_names: dict[str, str] = {}  # tool_call id -> function name
+        self.legacy_calls: dict[str, str] = {}  # function name -> id of its latest call
+
+    def parse(self, body: Any, *, model: str | None, stream: bool | None) -> Request:
+        body = expect_dict(body, "")
+        marks: dict[str, Any] = {}
+        model_name = _get(body, "model")
+        if model_name is None:
+            if model is None:
+                raise bad_request("model", "is required")
+            model_name = model
+        model_name = expect_str(model_name, "model")
+        if body.get("messages") is None:
+            raise bad_request("messages", "is required")
+        raw_messages = expect_list(body["messages"], "messages", non_empty=True)
+        system, messages, system_marks = self._messages(raw_messages)
+        if system_marks:
+            marks["system"] = system_marks
+        request = Request(model=model_name, messages=messages, system=system, origin=self.origin)
+        if stream is not None:
+            request.stream = stream
+        elif (value := _get(body, "stream")) is not None:
+            request.stream = expect_bool(value, "stream")
+            if value is False:
+                marks["stream"] = False
+        if (options := _get(body, "stream_options")) is not None:
+            options = dict(expect_dict(options, "stream_options"))
+            if (include := options.pop("include_usage", None)) is not None:
+                request.include_usage = expect_bool(include, "stream_options.include_usage")
+            marks["stream_options"] = options
+        self._tools(body, request, marks)
+        self._sampling(body, request, marks)
+        if (effort := _get(body, "reasoning_effort")) is not None:
+            effort = expect_str(effort, "reasoning_effort")
+            request.reasoning = ReasoningConfig(
+                effort=effort, enabled=False if effort == "none" else None
+            )
+        if (fmt := _get(body, "response_format")) is not None:
+            request.output = _parse_response_format(fmt, marks)
+        if (metadata := _get(body, "metadata")) is not None:
+            request.metadata = expect_dict(metadata, "metadata")
+        if (user := _get(body, "user")) is not None:
+            request.user = expect_str(user, "user")
+        extra = _leftovers(body, _REQUEST_FIELDS)
+        if _get(body, "tool_choice") is not None and "function_call" in body:
+            extra["function_call"] = body["function_call"]  # both given: tool_choice rules
+        if "max_tokens" in body and "max_completion_tokens" in body:
+            extra["max_tokens"] = body["max_tokens"]  # both given: the newer one is the value
+        if marks:
+            extra[MARK] = marks
+        request.extra = extra
+        return request
+
+    def _sampling(self, body: dict[str, Any], request: Request, marks: dict[str, Any]) -> None:
+        for key in ("max_completion_tokens", "max_tokens"):
+            if (value := _get(body, key)) is not None:
+                request.max_tokens = expect_int(value, key, minimum=1)
+                marks["max_tokens_field"] = key
+                break
+        for key in _NUMBER_FIELDS:
+            if (value := _get(body, key)) is not None:
+                setattr(request, key, expect_number(value, key))
+        if (seed := _get(body, "seed")) is not None:
+            request.seed = expect_int(seed, "seed")
+        stop = _get(body, "stop")
+        if isinstance(stop, str):
+            request.stop = [stop]
+            marks["stop_string"] = True
+        elif stop is not None:
+            request.stop = [
+                expect_str(s, f"stop[{i}]") for i, s in enumerate(expect_list(stop, "stop"))
+            ]
+
+    def _tools(self, body: dict[str, Any], request: Request, marks: dict[str, Any]) -> None:
+        tools: list[Tool] = []
+        for i, raw in enumerate(expect_list(_get(body, "tools") or [], "tools")):
+            tools.append(_parse_tool(raw, f"tools[{i}]"))
+        for i, raw in enumerate(expect_list(_get(body, "functions") or [], "functions")):
+            tool = _parse_function(raw, f"functions[{i}]")
+            tool.extra[MARK] = {"legacy": True}
+            tools.append(tool)
+        if tools:
+            request.tools = tools
+        if (parallel := _get(body, "parallel_tool_calls")) is not None:
+            request.parallel_tool_calls = expect_bool(parallel, "parallel_tool_calls")
+        key = "tool_choice"
+        raw_choice = _get(body, key)
+        if raw_choice is None and _get(body, "function_call") is not None:
+            key = "function_call"
+            raw_choice = body[key]
+            marks["legacy_choice"] = True
+        if raw_choice is None:
+            return
+        choice = _tool_choice_of(raw_choice)
+        if choice is None:
+            raise bad_request(key, f"unsupported value {_short(raw_choice)}")
+        request.tool_choice = choice
+        if not isinstance(raw_choice, str):
+            marks["tool_choice"] = raw_choice
+
+    def _messages(
+        self, raw_messages: list[Any]
+    ) -> tuple[list[Text], list[Message], list[dict[str, Any]]]:
+        system: list[Text] = []
+        system_marks: list[dict[str, Any]] = []
+        messages: list[Message] = []
+        for i, raw in enumerate(raw_messages):
+            path = f"messages[{i}]"
+            raw = expect_dict(raw, path)
+            role = expect_str(raw.get("role"), f"{path}.role")
+            if role not in _ROLES:
+                raise bad_request(f"{path}.role", f"unknown role {role!r}")
+            if role in ("system", "developer") and not messages:
+                texts, form = self._content(raw, role, path)
+                desc: dict[str, Any] = {"role": role, "n": len(texts), **form}
+                if (name := _get(raw, "name")) is not None:
+                    desc["name"] = expect_str(name, f"{path}.name")
+                if extra := _leftovers(raw, frozenset({"role", "content", "name"})):
+                    desc["extra"] = extra
+                system.extend(t for t in texts if isinstance(t, Text))
+                system_marks.append(desc)
+            elif role == "assistant":
+                messages.append(self._assistant(raw, path))
+            elif role in ("tool", "function"):
+                messages.append(self._tool_result(raw, role, path))
+            else:
+                parts, form = self._content(raw, role, path)
+                if role != "user":
+                    form["role"] = role  # a system turn inside the conversation, kept in place
+                messages.append(self._message("user", raw, parts, form, path))
+        return system, messages, system_marks
+
+    def _message(
+        self,
+        role: Any,
+        raw: dict[str, Any],
+        parts: list[Part],
+        marks: dict[str, Any],
+        path: str,
+        known: frozenset[str] = frozenset({"role", "content", "name"}),
+    ) -> Message:
+        message = Message(role=role, content=parts, extra=_leftovers(raw, known))
+        if (name := _get(raw, "name")) is not None:
+            message.name = expect_str(name, f"{path}.name")
+        if marks:
+            message.extra[MARK] = marks
+        return message
+
+    def _content(
+        self, raw: dict[str, Any], role: str, path: str
+    ) -> tuple[list[Part], dict[str, Any]]:
+        """Parts of ``content`` and the marker for its spelling (string or array)."""
+        content = raw.get("content")
+        if content is None:
+            if role not in ("assistant", "function"):  # both may be null
+                raise bad_request(f"{path}.content", "is required")
+            return [], {}
+        if content == []:
+            return [], {}  # kept verbatim in extra
+        if isinstance(content, str):
+            return ([Text(text=content)] if content else []), {"content": "string"}
+        parts = expect_list(content, f"{path}.content")
+        return [_parse_part(part, f"{path}.content[{j}]", role) for j, part in enumerate(parts)], {}
+
+    def _assistant(self, raw: dict[str, Any], path: str) -> Message:
+        parts, marks = self._content(raw, "assistant", path)
+        reasoning, reasoning_rest = _parse_reasoning(raw, self.origin)
+        parts[:0] = reasoning
+        calls = _parse_tool_calls(raw, path, strict=True)
+        for call in calls:
+            self.call_names[call.id] = call.name
+            if _marks(call.extra).get("legacy"):
+                self.legacy_calls[call.name] = call.id
+        parts.extend(calls)
+        known = _MESSAGE_FIELDS - {"tool_call_id"}
+        message = self._message("assistant", raw, parts, marks, path, frozenset(known))
+        message.extra.update(reasoning_rest)
+        return message
+
+    def _tool_result(self, raw: dict[str, Any], role: str, path: str) -> Message:
+        parts, marks = self._content(raw, role, path)
+        texts: list[Text | Image | File] = [p for p in parts if isinstance(p, Text)]
+        if role == "function":
+            name = expect_str(raw.get("name"), f"{path}.name")
+            call_id = self.legacy_calls.get(name)
+            if call_id is None:
+                raise bad_request(f"{path}.name", f"no matching function call named {name!r}")
+            marks["role"] = "function"
+            result = ToolResult(tool_call_id=call_id, name=name, content=texts)
+            known = frozenset({"role", "content", "name"})
+        else:
+            call_id = expect_str(raw.get("tool_call_id"), f"{path}.tool_call_id")
+            if call_id not in self.call_names:
+                raise bad_request(f"{path}.tool_call_id", f"no matching tool call {call_id!r}")
+            result = ToolResult(tool_call_id=call_id, name=self.call_names[call_id], content=texts)
+            known = frozenset({"role", "content", "tool_call_id"})
+        message = Message(role="tool", content=[result], extra=_leftovers(raw, known))
+        if marks:
+            message.extra[MARK] = marks
+        return message
+
+
+def _parse_part(part: Any, path: str, role: str) -> Text | Image | File:
+    part = expect_dict(part, path)
+    kind = expect_str(part.get("type"), f"{path}.type")
+    if kind not in _PART_TYPES[role]:
+        if kind in _PART_TYPES["user"] | _PART_TYPES["assistant"]:
+            raise bad_request(f"{path}.type", f"{kind!r} is not allowed in a {role} message")
+        raise bad_request(f"{path}.type", f"unknown content part type {kind!r}")
+    extra = _leftovers(part, frozenset({"type", kind}))
+    if kind in ("text", "refusal"):
+        text = Text(text=expect_str(part.get(kind), f"{path}.{kind}"), extra=extra)
+        if kind == "refusal":
+            text.extra[MARK] = {"refusal": "part"}
+        return text
+    body = expect_dict(part.get(kind), f"{path}.{kind}")
+    if kind == "image_url":
+        url = expect_str(body.get("url"), f"{path}.image_url.url")
+        image = Image(extra=extra)
+        if match := _DATA_URL.fullmatch(url):
+            image.media_type, image.data = match.group(1), match.group(2)
+        else:
+            image.url = url
+        if (detail := _get(body, "detail")) is not None:
+            image.detail = expect_str(detail, f"{path}.image_url.detail")
+        _mark_native(image.extra, "image_url", _leftovers(body, frozenset({"url", "detail"})))
+        return image
+    if kind == "input_audio":
+        data = expect_str(body.get("data"), f"{path}.input_audio.data")
+        fmt = expect_str(body.get("format"), f"{path}.input_audio.format")
+        media = _AUDIO_FORMAT_MEDIA.get(fmt, f"audio/{fmt}")
+        extra[MARK] = {"input_audio": _leftovers(body, frozenset({"data", "format"}))}
+        return File(data=data, media_type=media, extra=extra)
+    # "file": inline ``file_data`` (a data URL) or an uploaded ``file_id``.
+    file = File(extra=extra)
+    if (data := _get(body, "file_data")) is not None:
+        data = expect_str(data, f"{path}.file.file_data")
+        if match := _DATA_URL.fullmatch(data):
+            file.media_type, file.data = match.group(1), match.group(2)
+        else:
+            file.data = data
+            _mark_native(file.extra, "raw_data", True)
+    if (file_id := _get(body, "file_id")) is not None:
+        file.file_id = expect_str(file_id, f"{path}.file.file_id")
+    if (filename := _get(body, "filename")) is not None:
+        file.filename = expect_str(filename, f"{path}.file.filename")
+    if file.data is None and file.file_id is None:
+        raise bad_request(f"{path}.file", "needs file_data or file_id")
+    _mark_native(
+        file.extra, "file", _leftovers(body, frozenset({"file_data", "file_id", "filename"}))
+    )
+    return file
+
+
+def _parse_tool(raw: Any, path: str) -> Tool:
+    raw = expect_dict(raw, path)
+    kind = expect_str(raw.get("type"), f"{path}.type")
+    if kind != "function":
+        # Custom and future tool types keep their native body and go only to this protocol.
+        native = raw.get(kind)
+        name = native.get("name") if isinstance(native, dict) else None
+        return Tool(name=name if isinstance(name, str) else kind, type=kind, extra=dict(raw))
+    tool = _parse_function(raw.get("function"), f"{path}.function")
+    fn_extra, tool.extra = tool.extra, _leftovers(raw, frozenset({"type", "function"}))
+    if fn_extra:
+        tool.extra[MARK] = {"function": fn_extra}
+    return tool
+
+
+def _parse_function(raw: Any, path: str) -> Tool:
+    raw = expect_dict(raw, path)
+    tool = Tool(
+        name=expect_str(raw.get("name"), f"{path}.name"),
+        extra=_leftovers(raw, frozenset({"name", "description", "parameters", "strict"})),
+    )
+    if (description := _get(raw, "description")) is not None:
+        tool.description = expect_str(description, f"{path}.description")
+    if (parameters := _get(raw, "parameters")) is not None:
+        tool.parameters = expect_dict(parameters, f"{path}.parameters")
+    if (strict := _get(raw, "strict")) is not None:
+        tool.strict = expect_bool(strict, f"{path}.strict")
+    return tool
+
+
+def _tool_choice_of(raw: Any) -> ToolChoice | None:
+    """The unified choice for a ``tool_choice`` (or legacy ``function_call``) value."""
+    if raw in ("auto", "none", "required"):
+        return ToolChoice(mode=raw)
+    if not isinstance(raw, dict):
+        return None
+    kind = raw.get("type")
+    if kind is None and isinstance(raw.get("name"), str):  # legacy {"name": ...}
+        return ToolChoice(mode="tool", name=raw["name"])
+    named = raw.get(kind) if isinstance(kind, str) else None
+    if isinstance(named, dict) and isinstance(named.get("name"), str):  # function / custom
+        return ToolChoice(mode="tool", name=named["name"])
+    if kind == "allowed_tools" and isinstance(named, dict):
+        # Approximated by its mode; the tool subset only survives a same-protocol rebuild.
+        mode = named.get("mode")
+        return ToolChoice(mode=mode if mode in ("auto", "required") else "auto")
+    return None
+
+
+def _parse_response_format(raw: Any, marks: dict[str, Any]) -> OutputFormat:
+    raw = expect_dict(raw, "response_format")
+    kind = expect_str(raw.get("type"), "response_format.type")
+    if kind == "text":
+        return OutputFormat(type="text")
+    if kind == "json_object":
+        return OutputFormat(type="json_object")
+    if kind != "json_schema":
+        raise bad_request("response_format.type", f"unknown response format {kind!r}")
+    spec = expect_dict(raw.get("json_schema"), "response_format.json_schema")
+    output = OutputFormat(name=expect_str(spec.get("name"), "response_format.json_schema.name"))
+    if (schema := _get(spec, "schema")) is not None:
+        output.schema = expect_dict(schema, "response_format.json_schema.schema")
+    if (strict := _get(spec, "strict")) is not None:
+        output.strict = expect_bool(strict, "response_format.json_schema.strict")
+    if (description := _get(spec, "description")) is not None:
+        output.description = expect_str(description, "response_format.json_schema.description")
+    known = frozenset({"name", "schema", "strict", "description"})
+    if extra := _leftovers(spec, known):
+        marks["json_schema"] = extra
+    if extra := _leftovers(raw, frozenset({"type", "json_schema"})):
+        marks["response_format"] = extra
+    return output
+
+
+def _build_response_format(output: OutputFormat, marks: dict[str, Any]) -> dict[str, Any]:
+    if output.type != "json_schema":
+        return {"type": output.type}
+    # ``name`` is required by the API reference; a nameless schema from elsewhere gets one.
+    spec: dict[str, Any] = {"name": output.name or "response"}
+    for key in ("description", "schema", "strict"):
+        if (value := getattr(output, key)) is not None:
+            spec[key] = value
+    _put_extra(spec, marks.get("json_schema", {}))
+    return _with_extra(
+        {"type": "json_schema", "json_schema": spec}, marks.get("response_format", {})
+    )
+
+
+def _effort(config: ReasoningConfig | None) -> str | None:
+    """``reasoning_effort`` for a unified config: the effort, else derived from a budget.
+    Disabled thinking from another protocol sends nothing: ``none`` is not accepted by
+    every reasoning model, and the model default is the closest safe reading."""
+    if config is None:
+        return None
+    if config.effort is not None:
+        return config.effort
+    if config.budget_tokens is not None and config.enabled is not False:
+        return budget_to_effort(config.budget_tokens)
+    return None
+
+
+# --- request building ------------------------------------------------------------------------
+
+
+class _RequestBuilder:
+    def __init__(self, origin: str, same: bool) -> None:
+        self.origin = origin
+        self.same = same
+
+    def messages(self, request: Request, marks: dict[str, Any]) -> list[dict[str, Any]]:
+        out = self._system(request.system, marks.get("system"))
+        for i, message in enumerate(request.messages):
+            if message.role != "assistant":
+                out.extend(self._user_or_tool(message, f"messages[{i}]"))
+                continue
+            marks = _marks(message.extra) if self.same else {}
+            wire = _build_assistant(message.content, self.origin, self.same, marks)
+            if message.name is not None:
+                wire["name"] = message.name
+            out.append(_with_extra(wire, message.extra, self.same))
+        return out
+
+    def _system(
+        self, system: list[Text], descs: list[dict[str, Any]] | None
+    ) -> list[dict[str, Any]]:
+        if not system and not descs:
+            return []
+        if descs is None or sum(d["n"] for d in descs) != len(system):
+            # Another protocol's (or a changed) system prompt: one system message.
+            descs = [{"role": "system", "n": len(system)}]
+            if len(system) == 1:
+                descs[0]["content"] = "string"
+        out: list[dict[str, Any]] = []
+        start = 0
+        for desc in descs:
+            texts = system[start : start + desc["n"]]
+            start += desc["n"]
+            message: dict[str, Any] = {
+                "role": desc["role"],
+                "content": _build_content(texts, desc.get("content") == "string", self.same),
+            }
+            if "name" in desc:
+                message["name"] = desc["name"]
+            out.append(_with_extra(message, desc.get("extra", {}), self.same))
+        return out
+
+    def _user_or_tool(self, message: Message, path: str) -> list[dict[str, Any]]:
+        """Each tool result is its own ``tool`` message; the other parts make a user message
+        after them (an Anthropic user turn can hold both)."""
+        marks = _marks(message.extra) if self.same else {}
+        results = [p for p in message.content if isinstance(p, ToolResult)]
+        rest = [p for p in message.content if isinstance(p, (Text, Image, File))]
+        out: list[dict[str, Any]] = []
+        for result in results:
+            # Chat tool messages carry text only: images and files in a result are dropped.
+            texts = [p for p in result.content if isinstance(p, Text)]
+            content = _build_content(texts, marks.get("content") == "string", self.same)
+            if marks.get("role") == "function":
+                out.append({"role": "function", "name": result.name, "content": content})
+            else:
+                out.append(
+                    {"role": "tool", "tool_call_id": result.tool_call_id, "content": content}
+                )
+        if rest or not results:
+            wire = [self._part(p, f"{path}.content[{j}]") for j, p in enumerate(rest)]
+            user: dict[str, Any] = {"role": marks.get("role", "user")}
+            if wire or marks.get("content") == "string" or not self.same:
+                as_string = marks.get("content") == "string" or (
+                    not self.same and len(rest) <= 1 and all(isinstance(p, Text) for p in rest)
+                )
+                user["content"] = _join_or_parts(rest, wire, as_string)
+            if message.name is not None:
+                user["name"] = message.name
+            out.append(user)
+        if self.same and len(out) == 1:  # a chat message is one unified message
+            _put_extra(out[0], message.extra)
+        return out
+
+    def _part(self, part: Text | Image | File, path: str) -> dict[str, Any]:
+        marks = _marks(part.extra) if self.same else {}
+        if isinstance(part, Text):
+            wire: dict[str, Any] = {"type": "text", "text": part.text}
+        elif isinstance(part, Image):
+            url = part.url
+            if url is None:
+                media = part.media_type or _sniff_image(part.data or "")
+                url = f"data:{media};base64,{part.data or ''}"
+            image_url: dict[str, Any] = {"url": url}
+            if part.detail is not None:
+                image_url["detail"] = part.detail
+            wire = {
+                "type": "image_url",
+                "image_url": _with_extra(image_url, marks.get("image_url", {})),
+            }
+        else:
+            wire = _build_file(part, marks, path, self.same)
+        return _with_extra(wire, part.extra, self.same)
+
+
+def _build_file(part: File, marks: dict[str, Any], path: str, same: bool) -> dict[str, Any]:
+    fmt = _MEDIA_AUDIO_FORMAT.get(part.media_type or "")
+    if part.data is not None and ("input_audio" in marks or fmt is not None):
+        audio = {"data": part.data, "format": fmt or (part.media_type or "").rpartition("/")[2]}
+        return {
+            "type": "input_audio",
+            "input_audio": _with_extra(audio, marks.get("input_audio", {})),
+        }
+    if part.data is None and part.file_id is None:
+        raise bad_request(
+            path, "OpenAI Chat Completions takes files inline or by file_id, not by URL"
+        )
+    file: dict[str, Any] = {}
+    if part.data is not None:
+        media = part.media_type or "application/pdf"
+        file["file_data"] = (
+            part.data if marks.get("raw_data") else f"data:{media};base64,{part.data}"
+        )
+        if part.filename is None and not same:
+            # OpenAI wants a filename with file_data; a document from elsewhere may have none.
+            file["filename"] = f"document{mimetypes.guess_extension(media) or ''}"
+    if part.filename is not None:
+        file["filename"] = part.filename
+    if part.file_id is not None:
+        file["file_id"] = part.file_id
+    return {"type": "file", "file": _with_extra(file, marks.get("file", {}))}
+
+
+def _build_assistant(
+    content: Iterable[Part],
+    origin: str,
+    same: bool,
+    marks: dict[str, Any],
+    *,
+    response: bool = False,
+) -> dict[str, Any]:
+    """An assistant message, for a request's history or a response's choice."""
+    message: dict[str, Any] = {"role": "assistant"}
+    texts: list[Text] = []
+    refusals: list[str] = []
+    reasoning: list[Reasoning] = []
+    calls: list[ToolCall] = []
+    for part in content:
+        if isinstance(part, Text):
+            if same and _marks(part.extra).get("refusal") == "field":
+                refusals.append(part.text)
+            else:
+                texts.append(part)
+        elif isinstance(part, Reasoning):
+            # A response shows any reasoning; a request echoes only this protocol's own.
+            if part.text and (response or part.source == origin):
+                reasoning.append(part)
+        elif isinstance(part, ToolCall):
+            calls.append(part)
+    if not same:
+        # Consecutive text blocks join as a stream would; no text is a null content.
+        message["content"] = "".join(t.text for t in texts) if texts else None
+    elif marks.get("content") == "string":
+        message["content"] = "".join(t.text for t in texts)
+    elif texts:
+        message["content"] = [_text_part(t) for t in texts]
+    # else: the client's null, [] or absent content comes back from extra
+    if refusals:
+        message["refusal"] = "".join(refusals)
+    if reasoning:
+        field = (
+            _marks(reasoning[0].extra).get("field", "reasoning_content")
+            if same
+            else "reasoning_content"
+        )
+        message[field] = "".join(r.text for r in reasoning)
+        if same and _marks(reasoning[0].extra).get("both"):
+            message["reasoning"] = message["reasoning_content"]
+    legacy = [c for c in calls if same and _marks(c.extra).get("legacy")]
+    tool_calls = [_build_tool_call(c, same) for c in calls if not any(c is x for x in legacy)]
+    if tool_calls:
+        message["tool_calls"] = tool_calls
+    if legacy:
+        function_call = {"name": legacy[0].name, "arguments": legacy[0].arguments}
+        message["function_call"] = _with_extra(function_call, legacy[0].extra)
+    return message
+
+
+def _build_tool_call(call: ToolCall, same: bool) -> dict[str, Any]:
+    marks = _marks(call.extra) if same else {}
+    if "custom" in marks:
+        custom = _with_extra({"name": call.name, "input": call.arguments}, marks["custom"])
+        return _with_extra({"id": call.id, "type": "custom", "custom": custom}, call.extra)
+    fn = _with_extra({"name": call.name, "arguments": call.arguments}, marks.get("function", {}))
+    wire: dict[str, Any] = {"id": call.id, "type": "function", "function": fn}
+    if marks.get("no_type"):
+        del wire["type"]
+    return _with_extra(wire, call.extra, same)
+
+
+def _text_part(text: Text) -> dict[str, Any]:
+    if _marks(text.extra).get("refusal") == "part":
+        return _with_extra({"type": "refusal", "refusal": text.text}, text.extra)
+    return _with_extra({"type": "text", "text": text.text}, text.extra)
+
+
+def _build_content(texts: list[Text], as_string: bool, same: bool) -> str | list[dict[str, Any]]:
+    if not same:
+        as_string = as_string or len(texts) <= 1
+    return _join_or_parts(
+        texts,
+        [_with_extra({"type": "text", "text": t.text}, t.extra, same) for t in texts],
+        as_string,
+    )
+
+
+def _join_or_parts(
+    parts: Sequence[Text | Image | File], wire: list[dict[str, Any]], as_string: bool
+) -> str | list[dict[str, Any]]:
+    if as_string and all(isinstance(p, Text) for p in parts):
+        return "".join(p.text for p in parts if isinstance(p, Text))
+    return wire
+
+
+def _sniff_image(data: str) -> str:
+    for prefix, media in _IMAGE_MAGIC.items():
+        if data.startswith(prefix):
+            return media
+    return "image/png"
+
+
+# --- response and stream pieces shared with requests -----------------------------------------
+
+
+def _parse_reasoning(message: Mapping[str, Any], origin: str) -> tuple[list[Part], dict[str, Any]]:
+    """The reasoning part of a message, and the reasoning fields it did not consume."""
+    texts = {
+        k: message[k] for k in _REASONING_FIELDS if isinstance(message.get(k), str) and message[k]
+    }
+    rest = {k: message[k] for k in _REASONING_FIELDS if k in message}
+    if not texts:
+        return [], rest
+    field = next(iter(texts))
+    marks: dict[str, Any] = {"field": field}
+    del rest[field]
+    if len(texts) == 2 and texts["reasoning"] == texts["reasoning_content"]:
+        marks["both"] = True  # vLLM sends both spellings with the same text
+        del rest["reasoning"]
+    return [Reasoning(text=texts[field], source=origin, extra={MARK: marks})], rest
+
+
+def _parse_tool_calls(message: Mapping[str, Any], path: str, *, strict: bool) -> list[ToolCall]:
+    """``tool_calls`` and the legacy ``function_call`` of an assistant message.  ``strict``
+    (a client request) refuses a malformed call; a provider's response is read leniently."""
+    calls: list[ToolCall] = []
+    raw_calls = _get(message, "tool_calls") or []
+    if strict:
+        expect_list(raw_calls, f"{path}.tool_calls")
+    for j, raw in enumerate(raw_calls if isinstance(raw_calls, list) else ()):
+        call_path = f"{path}.tool_calls[{j}]"
+        try:
+            calls.append(_parse_tool_call(raw, call_path, strict))
+        except GatewayError:
+            if strict:
+                raise
+    legacy = _get(message, "function_call")
+    if legacy is not None:
+        try:
+            call = _parse_function_body(legacy, f"{path}.function_call", new_id("call_"), strict)
+        except GatewayError:
+            if strict:
+                raise
+        else:
+            call.extra[MARK] = {"legacy": True}
+            calls.append(call)
+    return calls
+
+
+def _parse_tool_call(raw: Any, path: str, strict: bool) -> ToolCall:
+    raw = expect_dict(raw, path)
+    kind = raw.get("type", "function")
+    call_id = raw.get("id")
+    if strict or call_id is not None:
+        call_id = expect_str(call_id, f"{path}.id")
+    else:
+        call_id = new_id("call_")  # a compatible server that sent no id
+    if kind == "custom":
+        body = expect_dict(raw.get("custom"), f"{path}.custom")
+        call = ToolCall(
+            id=call_id,
+            name=expect_str(body.get("name"), f"{path}.custom.name"),
+            arguments=expect_str(body.get("input"), f"{path}.custom.input"),
+            extra=_leftovers(raw, frozenset({"id", "type", "custom"})),
+        )
+        call.extra[MARK] = {"custom": _leftovers(body, frozenset({"name", "input"}))}
+        return call
+    if kind != "function":
+        raise bad_request(f"{path}.type", f"unknown tool call type {_short(kind)}")
+    call = _parse_function_body(raw.get("function"), f"{path}.function", call_id, strict)
+    fn_extra, call.extra = call.extra, _leftovers(raw, frozenset({"id", "type", "function"}))
+    if "type" not in raw:
+        call.extra[MARK] = {"no_type": True}
+    if fn_extra:
+        call.extra.setdefault(MARK, {})["function"] = fn_extra
+    return call
+
+
+def _parse_function_body(raw: Any, path: str, call_id: str, strict: bool) -> ToolCall:
+    raw = expect_dict(raw, path)
+    arguments = raw.get("arguments", None if strict else "")
+    if isinstance(arguments, (dict, list)):
+        arguments = _encode(arguments).decode()  # some compatible servers send an object
+    return ToolCall(
+        id=call_id,
+        name=expect_str(raw.get("name"), f"{path}.name"),
+        arguments=expect_str(arguments, f"{path}.arguments"),
+        extra=_leftovers(raw, frozenset({"name", "arguments"})),
+    )
+
+
+def _lenient_text_parts(parts: list[Any]) -> list[Part]:
+    return [
+        Text(text=p["text"])
+        for p in parts
+        if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
+    ]
+
+
+def _finish_reason(raw: Any, content: Iterable[Part] = ()) -> FinishReason:
+    reason = _FINISH_IN.get(raw, "stop") if isinstance(raw, str) else "stop"
+    # Some compatible servers say "stop" after calling tools; what follows needs tool_calls.
+    if reason == "stop" and any(isinstance(p, ToolCall) for p in content):
+        return "tool_calls"
+    return reason
+
+
+def _parse_usage(raw: Any) -> Usage:
+    if not isinstance(raw, dict):
+        return Usage()
+    prompt = raw.get("prompt_tokens_details")
+    completion = raw.get("completion_tokens_details")
+    prompt = prompt if isinstance(prompt, dict) else {}
+    completion = completion if isinstance(completion, dict) else {}
+    return Usage(
+        input_tokens=_int(raw.get("prompt_tokens")),
+        output_tokens=_int(raw.get("completion_tokens")),
+        cache_read_tokens=_int(prompt.get("cached_tokens")),
+        cache_write_tokens=_int(prompt.get("cache_write_tokens")),
+        reasoning_tokens=_int(completion.get("reasoning_tokens")),
+    )
+
+
+def _build_usage(usage: Usage, raw: Any = None) -> dict[str, Any]:
+    built: dict[str, Any] = {
+        "prompt_tokens": usage.input_tokens,
+        "completion_tokens": usage.output_tokens,
+        "total_tokens": usage.total_tokens,
+        "prompt_tokens_details": {"cached_tokens": usage.cache_read_tokens},
+        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
+    }
+    if usage.cache_write_tokens:
+        built["prompt_tokens_details"]["cache_write_tokens"] = usage.cache_write_tokens
+    if not isinstance(raw, dict) or not raw:
+        return built
+    # Same protocol: the provider's own object, with the counts a layer may have changed.
+    return _overlay(raw, built)
+
+
+def _overlay(raw: dict[str, Any], built: dict[str, Any]) -> dict[str, Any]:
+    out = dict(raw)
+    for key, value in built.items():
+        if isinstance(value, dict):
+            inner = out.get(key)
+            if isinstance(inner, dict):
+                out[key] = _overlay(inner, value)
+            elif any(value.values()):
+                out[key] = value
+        elif key in out or value:
+            out[key] = value
+    return out
+
+
+def _error_fields(body: Any) -> tuple[str, str | None, str | None]:
+    """Message, type-or-code and param of an error body in OpenAI's shape or a compatible
+    server's variant (a list around it, a bare string, vLLM's top-level fields)."""
+    if isinstance(body, list) and body:
+        body = body[0]
+    if isinstance(body, (bytes, bytearray)):
+        return body.decode("utf-8", "replace").strip()[:2000], None, None
+    if not isinstance(body, dict):
+        return "", None, None
+    error = body.get("error", body)
+    if isinstance(error, str):
+        return error, None, None
+    if not isinstance(error, dict):
+        return "", None, None
+    code, kind = error.get("code"), error.get("type")
+    # The code is the more specific word (context_length_exceeded, insufficient_quota).
+    error_type = code if isinstance(code, str) and code else kind if isinstance(kind, str) else None
+    param = error.get("param")
+    return _str_or(error.get("message"), ""), error_type, param if isinstance(param, str) else None
+
+
+def _error_body(error: GatewayError) -> dict[str, Any]:
+    kind, code = _ERROR_SHAPE[error.kind]
+    if error.kind == "rate_limited" and error.quota:
+        kind = code = "insufficient_quota"
+    elif error.kind == "auth" and error.status == 403:
+        kind, code = "permission_error", None
+    return {"message": error.message, "type": kind, "param": error.param, "code": code}
+
+
+# --- streams ---------------------------------------------------------------------------------
+
+
+class _ChatStreamDecoder(StreamDecoder):
+    def __init__(self) -> None:
+        self.done = False
+        self._started = False
+        self._block: Any = None  # what the open block is: "text", "reasoning", ("tool", key)
+        self._count = 0  # blocks started so far
+        self._tools: dict[Any, int] = {}  # wire tool key -> unified block index
+        self._last_tool: Any = None
+        self._reason: FinishReason | None = None
+        self._saw_tool = False
+        self._usage: Usage | None = None
+
+    def feed(self, event: ServerSentEvent) -> list[Event]:
+        data = event.data.strip()
+        if self.done or not data:
+            return []
+        out: list[Event] = []
+        if data == "[DONE]":
+            self._start({}, out)
+            self._finish(out)
+            return out
+        try:
+            chunk = _decode(data)
+        except msgspec.DecodeError:
+            raise GatewayError(
+                "server_error", "upstream sent malformed JSON in a stream event"
+            ) from None
+        if not isinstance(chunk, dict):
+            return []
+        self._start(chunk, out)
+        if error := chunk.get("error"):
+            message, error_type, param = _error_fields(chunk)
+            status = _STATUS_BY_ERROR_TYPE.get(error_type or "", 500)
+            code = error.get("code") if isinstance(error, dict) else None
+            if isinstance(code, int) and 400 <= code <= 599:
+                status = code  # vLLM puts the HTTP status in ``code``
+            err = classify(status, message, error_type=error_type, body=chunk)
+            err.param = param
+            self._close_block(out)
+            out.append(Error(error=err))
+            self.done = True
+            return out
+        choices = chunk.get("choices")
+        for choice in choices if isinstance(choices, list) else ():
+            if isinstance(choice, dict) and choice.get("index", 0) == 0:
+                self._choice(choice, out)
+        if isinstance(usage := chunk.get("usage"), dict):
+            parsed = _parse_usage(usage)
+            self._usage = parsed if self._usage is None else self._usage.merge(parsed)
+        return out
+
+    def close(self) -> list[Event]:
+        out: list[Event] = []
+        if not self.done:
+            self._close_block(out)
+        return out
+
+    def _start(self, chunk: dict[str, Any], out: list[Event]) -> None:
+        if self._started:
+            return
+        self._started = True
+        created = chunk.get("created")
+        out.append(
+            MessageStart(
+                id=_str_or(chunk.get("id"), "") or new_id("chatcmpl-"),
+                model=_str_or(chunk.get("model"), ""),
+                created=created if isinstance(created, int) else 0,
+            )
+        )
+
+    def _choice(self, choice: dict[str, Any], out: list[Event]) -> None:
+        delta = choice.get("delta")
+        delta = delta if isinstance(delta, dict) else {}
+        for key in _REASONING_FIELDS:
+            if isinstance(text := delta.get(key), str) and text:
+                out.append(ReasoningDelta(index=self._open("reasoning", out), text=text))
+                break  # vLLM repeats the same text under both names
+        for key in ("content", "refusal"):
+            if isinstance(text := delta.get(key), str) and text:
+                out.append(TextDelta(index=self._open("text", out), text=text))
+        tool_calls = delta.get("tool_calls")
+        for call in tool_calls if isinstance(tool_calls, list) else ():
+            if isinstance(call, dict):
+                self._tool_delta(call.get("index"), call, call.get("function"), out)
+        if isinstance(legacy := delta.get("function_call"), dict):
+            self._tool_delta("function_call", {}, legacy, out)
+        reason = choice.get("finish_reason")
+        if isinstance(reason, str) and reason:
+            self._close_block(out)
+            self._reason = _finish_reason(reason)
+
+    def _tool_delta(self, key: Any, call: dict[str, Any], fn: Any, out: list[Event]) -> None:
+        fn = fn if isinstance(fn, dict) else {}
+        if not isinstance(key, (int, str)):
+            # No index (some compatible servers): a new id starts a call, else continue.
+            key = call.get("id") if isinstance(call.get("id"), str) else self._last_tool
+        if key is None or key not in self._tools:
+            self._close_block(out)
+            key = key if key is not None else ("anonymous", len(self._tools))
+            index = self._tools[key] = self._count
+            self._count += 1
+            self._block = ("tool", key)
+            self._saw_tool = True
+            call_id = call.get("id")
+            name = fn.get("name")
+            out.append(
+                ToolCallStart(
+                    index=index,
+                    id=call_id if isinstance(call_id, str) and call_id else new_id("call_"),
+                    name=name if isinstance(name, str) else "",
+                )
+            )
+        self._last_tool = key
+        # A late fragment for an earlier call (no known provider interleaves) still goes
+        # to that call's block rather than being lost.
+        if isinstance(args := fn.get("arguments"), str) and args:
+            out.append(ToolArgsDelta(index=self._tools[key], delta=args))
+
+    def _open(self, kind: str, out: list[Event]) -> int:
+        if self._block != kind:
+            self._close_block(out)
+            self._block = kind
+            self._count += 1
+        return self._count - 1
+
+    def _close_block(self, out: list[Event]) -> None:
+        if self._block is not None:
+            index = (
+                self._tools[self._block[1]] if isinstance(self._block, tuple) else self._count - 1
+            )
+            out.append(BlockStop(index=index))
+            self._block = None
+
+    def _finish(self, out: list[Event]) -> None:
+        self._close_block(out)
+        reason = self._reason or "stop"
+        if reason == "stop" and self._saw_tool:
+            reason = "tool_calls"
+        out.append(Finish(reason=reason, usage=self._usage))
+        self.done = True
+
+
+class _ChatStreamEncoder(StreamEncoder):
+    def __init__(self, include_usage: bool, model: str) -> None:
+        self._include_usage = include_usage
+        self._head: dict[str, Any] | None = None
+        self._model = model
+        self._tools: dict[int, int] = {}  # unified block index -> wire tool_calls index
+        self._usage: Usage | None = None
+        self._ended = False
+
+    def encode(self, event: Event) -> bytes:
+        if self._ended:
+            return b""
+        out = b""
+        if self._head is None:
+            start = event if isinstance(event, MessageStart) else MessageStart(id="", model="")
+            self._head = {
+                "id": start.id or new_id("chatcmpl-"),
+                "object": "chat.completion.chunk",
+                "created": start.created or int(time.time()),
+                "model": start.model or self._model,
+            }
+            if start.usage is not None:
+                self._usage = start.usage
+            out = self._chunk({"role": "assistant", "content": ""})
+            if isinstance(event, MessageStart):
+                return out
+        if isinstance(event, TextDelta):
+            return out + self._chunk({"content": event.text})
+        if isinstance(event, ReasoningDelta):
+            return out + self._chunk({"reasoning_content": event.text})
+        if isinstance(event, ToolCallStart):
+            return out + self._tool_start(event.index, event.id, event.name)
+        if isinstance(event, ToolArgsDelta):
+            if event.index not in self._tools:
+                out += self._tool_start(event.index, new_id("call_"), "")
+            call = {"index": self._tools[event.index], "function": {"arguments": event.delta}}
+            return out + self._chunk({"tool_calls": [call]})
+        if isinstance(event, UsageEvent):
+            self._merge_usage(event.usage)
+        elif isinstance(event, Finish):
+            return out + self._finish(event)
+        elif isinstance(event, Error):
+            self._ended = True
+            err = event.error
+            if not isinstance(err, GatewayError):
+                err = GatewayError("server_error", str(err) or "upstream stream failed")
+            return out + encode_event(_encode({"error": _error_body(err)}).decode())
+        # MessageStart after the first, BlockStop and Signature have no chat representation.
+        return out
+
+    def _tool_start(self, index: int, call_id: str, name: str) -> bytes:
+        wire_index = self._tools.setdefault(index, len(self._tools))
+        call = {
+            "index": wire_index,
+            "id": call_id,
+            "type": "function",
+            "function": {"name": name, "arguments": ""},
+        }
+        return self._chunk({"tool_calls": [call]})
+
+    def _finish(self, event: Finish) -> bytes:
+        self._ended = True
+        if event.usage is not None:
+            self._merge_usage(event.usage)
+        out = self._chunk({}, _FINISH_OUT.get(event.reason, "stop"))
+        if self._include_usage and self._usage is not None:
+            out += self._event(
+                {**self._head_dict(), "choices": [], "usage": _build_usage(self._usage)}
+            )
+        return out + encode_event("[DONE]")
+
+    def _merge_usage(self, usage: Usage) -> None:
+        self._usage = usage if self._usage is None else self._usage.merge(usage)
+
+    def _head_dict(self) -> dict[str, Any]:
+        assert self._head is not None
+        return self._head
+
+    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
+        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
+        return self._event({**self._head_dict(), "choices": [choice]})
+
+    @staticmethod
+    def _event(chunk: dict[str, Any]) -> bytes:
+        return encode_event(_encode(chunk).decode())
+
+
+# --- small helpers ---------------------------------------------------------------------------
+
+
+def _get(body: Mapping[str, Any], key: str) -> Any:
+    """A field's value, or None when it is absent, null or an empty list (kept in extra)."""
+    value = body.get(key)
+    return None if value == [] else value
+
+
+def _leftovers(body: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
+    """Unknown fields, plus known ones that carry nothing (null, []), verbatim."""
+    return {k: v for k, v in body.items() if k not in known or v is None or v == []}
+
+
+def _marks(extra: Mapping[str, Any]) -> dict[str, Any]:
+    marks = extra.get(MARK)
+    return marks if isinstance(marks, dict) else {}
+
+
+def _mark_native(extra: dict[str, Any], key: str, value: Any) -> None:
+    if value:
+        extra.setdefault(MARK, {})[key] = value
+
+
+def _native(extra: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in extra.items() if k != MARK}
+
+
+def _put_extra(out: dict[str, Any], extra: Mapping[str, Any]) -> None:
+    """Write ``extra`` back under what was built: a value a layer set wins over a kept null."""
+    for key, value in extra.items():
+        if key != MARK:
+            out.setdefault(key, value)
+
+
+def _with_extra(out: dict[str, Any], extra: Mapping[str, Any], same: bool = True) -> dict[str, Any]:
+    if same:
+        _put_extra(out, extra)
+    return out
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _str_or(value: Any, default: str) -> str:
+    return value if isinstance(value, str) else default
+
+
+def _short(value: Any) -> str:
+    text = _encode(value).decode() if not isinstance(value, str) else repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
