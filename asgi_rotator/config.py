@@ -118,7 +118,9 @@ PRESETS: dict[str, Preset] = {
         env="OPENAI_API_KEY",
     ),
     "anthropic": Preset(
-        protocols=("anthropic_messages",), base_url="https://api.anthropic.com", env="ANTHROPIC_API_KEY"
+        protocols=("anthropic_messages",),
+        base_url="https://api.anthropic.com",
+        env="ANTHROPIC_API_KEY",
     ),
     "gemini": Preset(
         protocols=("gemini",),
@@ -142,11 +144,15 @@ PRESETS: dict[str, Preset] = {
         base_urls={"anthropic_messages": "https://api.deepseek.com/anthropic"},
         env="DEEPSEEK_API_KEY",
     ),
-    "mistral": Preset(protocols=("openai_chat",), base_url="https://api.mistral.ai/v1", env="MISTRAL_API_KEY"),
+    "mistral": Preset(
+        protocols=("openai_chat",), base_url="https://api.mistral.ai/v1", env="MISTRAL_API_KEY"
+    ),
     "together": Preset(
         protocols=("openai_chat",), base_url="https://api.together.xyz/v1", env="TOGETHER_API_KEY"
     ),
-    "vllm": Preset(protocols=("openai_chat", "openai_responses"), base_url="http://127.0.0.1:8000/v1", env=None),
+    "vllm": Preset(
+        protocols=("openai_chat", "openai_responses"), base_url="http://127.0.0.1:8000/v1", env=None
+    ),
     "ollama": Preset(protocols=("openai_chat",), base_url="http://127.0.0.1:11434/v1", env=None),
     # The built-in mock upstream, served in-process: no network, no keys.
     "mock": Preset(
@@ -168,7 +174,9 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
     try:
         data = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
     except (ValueError, tomllib.TOMLDecodeError) as exc:
-        raise ConfigError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}") from None
+        raise ConfigError(
+            f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}"
+        ) from None
     return parse_config(data, environ, source=str(path))
 
 
@@ -216,7 +224,11 @@ def config_from_env(environ: Mapping[str, str] | None = None) -> Config:
         ]
         if keys:
             providers[name] = ProviderConfig(preset=name, keys=keys)
-    return parse_config({}, env) if not providers else _with_providers(parse_config({}, env), providers)
+    return (
+        parse_config({}, env)
+        if not providers
+        else _with_providers(parse_config({}, env), providers)
+    )
 
 
 def _with_providers(config: Config, providers: dict[str, ProviderConfig]) -> Config:

@@ -71,15 +71,15 @@ class GatewayError(Exception):
     what the provider said, when a provider said anything."""
 
     __slots__ = (
+        "code",
         "kind",
         "message",
-        "status",
-        "upstream_status",
-        "retry_after",
         "param",
-        "code",
         "provider",
         "quota",
+        "retry_after",
+        "status",
+        "upstream_status",
     )
 
     def __init__(

@@ -328,7 +328,18 @@ class MockUpstream:
         reply = self._reply(codec, request, model or "mock-model")
         if not stream or (fault and fault.status is not None and fault.error_event_after is None):
             if self.latency or (fault and fault.header_delay):
-                await _guarded(receive, self._answer(codec, reply, fault, send))
+                if await _guarded(receive, self._answer(codec, reply, fault, send)):
+                    # A plain request abandoned while the mock was still answering.
+                    self.closed_streams.append(
+                        ClosedStream(
+                            protocol=protocol,
+                            model=model,
+                            key=key,
+                            reason="client_disconnected",
+                            events=0,
+                            time=time.monotonic(),
+                        )
+                    )
             else:
                 await self._answer(codec, reply, fault, send)
             return
@@ -514,14 +525,18 @@ def _stream_fault_at(fault: Fault, i: int, end_at: int) -> bytes | str | None:
     return None
 
 
-async def _guarded(receive: Receive, responder: Awaitable[None]) -> None:
-    """Run ``responder`` while watching for the client going away; cancel it when it does."""
+async def _guarded(receive: Receive, responder: Awaitable[None]) -> bool:
+    """Run ``responder`` while watching for the client going away; cancel it when it does.
+    True when the client went away first."""
     error: Exception | None = None
+    gone = False
     async with anyio.create_task_group() as tg:
 
         async def watch() -> None:
+            nonlocal gone
             while (await receive())["type"] != "http.disconnect":
                 pass
+            gone = True
             tg.cancel_scope.cancel()
 
         tg.start_soon(watch)
@@ -532,6 +547,7 @@ async def _guarded(receive: Receive, responder: Awaitable[None]) -> None:
         tg.cancel_scope.cancel()
     if error is not None:
         raise error
+    return gone
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

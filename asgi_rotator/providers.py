@@ -98,7 +98,9 @@ class Provider:
     def url(self, protocol: str, path: str) -> str:
         return self.base_urls[protocol] + path
 
-    def request_headers(self, protocol: str, credential: Credential | None) -> list[tuple[str, str]]:
+    def request_headers(
+        self, protocol: str, credential: Credential | None
+    ) -> list[tuple[str, str]]:
         headers = [("content-type", "application/json"), ("user-agent", "asgi-rotator")]
         if protocol == "anthropic_messages":
             headers.append(("anthropic-version", ANTHROPIC_VERSION))
@@ -120,7 +122,9 @@ class Target:
 
     __slots__ = ("model", "params", "provider")
 
-    def __init__(self, provider: Provider, model: str, params: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, provider: Provider, model: str, params: Mapping[str, Any] | None = None
+    ) -> None:
         self.provider = provider
         self.model = model
         self.params = dict(params or {})
@@ -144,7 +148,8 @@ class Providers:
         }
         self.groups: dict[str, list[tuple[str, dict[str, Any]]]] = {
             name: [
-                (t.target, t.params) if isinstance(t, TargetConfig) else (t, {}) for t in group.targets
+                (t.target, t.params) if isinstance(t, TargetConfig) else (t, {})
+                for t in group.targets
             ]
             for name, group in config.groups.items()
         }
@@ -154,7 +159,9 @@ class Providers:
                 self._bare.setdefault(model, []).append(provider.name)
         for name, targets in self.groups.items():
             for i, (target, _) in enumerate(targets):
-                self._split(target, f"groups.{name}.targets[{i}]")  # fail at startup, not per request
+                self._split(
+                    target, f"groups.{name}.targets[{i}]"
+                )  # fail at startup, not per request
 
     def __iter__(self) -> Iterator[Provider]:
         return iter(self.providers.values())
@@ -200,7 +207,9 @@ class Providers:
         provider_name, _, model = spec.partition("/")
         if not model or provider_name not in self.providers:
             if spec not in self._bare:
-                raise ConfigError(f"{where}: {spec!r} is not 'provider/model' with a configured provider")
+                raise ConfigError(
+                    f"{where}: {spec!r} is not 'provider/model' with a configured provider"
+                )
 
     def model_ids(self) -> list[str]:
         """Every name a client may ask for, for the models listings."""
@@ -219,7 +228,9 @@ class Providers:
 
 def _build_provider(name: str, pc: ProviderConfig, env: Mapping[str, str]) -> Provider:
     preset = PRESETS.get(pc.preset or name) if (pc.preset or name in PRESETS) else None
-    protocols = tuple(pc.protocols or ([pc.protocol] if pc.protocol else preset.protocols if preset else ()))
+    protocols = tuple(
+        pc.protocols or ([pc.protocol] if pc.protocol else preset.protocols if preset else ())
+    )
     base_urls: dict[str, str] = {}
     for protocol in protocols:
         url = pc.base_urls.get(protocol) or pc.base_url
@@ -236,7 +247,9 @@ def _build_provider(name: str, pc: ProviderConfig, env: Mapping[str, str]) -> Pr
         if ref.startswith("env:"):
             secret = env.get(ref[4:])
             if not secret:
-                raise ConfigError(f"providers.{name}.keys[{i}]: environment variable {ref[4:]} is not set")
+                raise ConfigError(
+                    f"providers.{name}.keys[{i}]: environment variable {ref[4:]} is not set"
+                )
         else:
             secret = ref
         credentials.append(Credential(name, i, secret))
@@ -248,7 +261,9 @@ def _build_provider(name: str, pc: ProviderConfig, env: Mapping[str, str]) -> Pr
         client = HttpxUpstream(transport=mock_transport())
     else:
         client = HttpxUpstream(
-            timeout=pc.timeout, connect_timeout=pc.connect_timeout, max_connections=pc.max_connections
+            timeout=pc.timeout,
+            connect_timeout=pc.connect_timeout,
+            max_connections=pc.max_connections,
         )
     return Provider(
         name,

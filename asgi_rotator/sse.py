@@ -33,7 +33,7 @@ class ServerSentEvent(Struct, kw_only=True, omit_defaults=True):
 class SSEDecoder:
     """Bytes in, ``ServerSentEvent``s out.  ``feed`` for each chunk, ``close`` at end of input."""
 
-    __slots__ = ("_tail", "_data", "_event", "_id", "_retry", "_fields", "_bom", "_skip_lf")
+    __slots__ = ("_bom", "_data", "_event", "_fields", "_id", "_retry", "_skip_lf", "_tail")
 
     def __init__(self) -> None:
         self._tail = b""

@@ -23,7 +23,7 @@ thoughts; their codecs add them in when parsing and take them out again when bui
 
 from __future__ import annotations
 
-from typing import Any, Literal, Union
+from typing import Any, Literal
 
 import msgspec
 from msgspec import Struct, field
@@ -150,7 +150,7 @@ class Reasoning(Struct, kw_only=True, omit_defaults=True, tag="reasoning"):
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-Part = Union[Text, Image, File, ToolCall, ToolResult, Reasoning]
+Part = Text | Image | File | ToolCall | ToolResult | Reasoning
 
 
 class Message(Struct, kw_only=True, omit_defaults=True):
@@ -308,19 +308,19 @@ class Error(Struct, kw_only=True, tag="error"):
     error: Any
 
 
-Event = Union[
-    MessageStart,
-    TextDelta,
-    ReasoningDelta,
-    Signature,
-    ToolCallStart,
-    ToolArgsDelta,
-    BlockStop,
-    UsageEvent,
-    Finish,
-    Error,
-]
-Block = Union[Text, Reasoning, ToolCall]
+Event = (
+    MessageStart
+    | TextDelta
+    | ReasoningDelta
+    | Signature
+    | ToolCallStart
+    | ToolArgsDelta
+    | BlockStop
+    | UsageEvent
+    | Finish
+    | Error
+)
+Block = Text | Reasoning | ToolCall
 
 # Built once: used by tests and the state store to serialise unified values.
 encoder = msgspec.json.Encoder()

@@ -48,9 +48,13 @@ class _HttpxResponse:
             async for chunk in self._response.aiter_bytes():
                 yield chunk
         except httpx.TimeoutException as exc:
-            raise GatewayError("timeout", f"upstream read timed out ({type(exc).__name__})") from None
+            raise GatewayError(
+                "timeout", f"upstream read timed out ({type(exc).__name__})"
+            ) from None
         except httpx.TransportError as exc:
-            raise GatewayError("connection", f"upstream connection failed while reading: {type(exc).__name__}") from None
+            raise GatewayError(
+                "connection", f"upstream connection failed while reading: {type(exc).__name__}"
+            ) from None
 
     async def aread(self) -> bytes:
         chunks = [chunk async for chunk in self.aiter_bytes()]
@@ -98,7 +102,9 @@ class HttpxUpstream:
         except httpx.TimeoutException as exc:
             raise GatewayError("timeout", f"upstream timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
-            raise GatewayError("connection", f"upstream connection failed: {type(exc).__name__}") from None
+            raise GatewayError(
+                "connection", f"upstream connection failed: {type(exc).__name__}"
+            ) from None
         return _HttpxResponse(response)
 
     async def aclose(self) -> None:

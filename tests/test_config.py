@@ -40,7 +40,11 @@ ttfb_timeout = 30.0
 stall_timeout = 60.0
 heartbeat_interval = 15.0
 """
-ENV = {"OPENAI_API_KEY": "sk-openai-secret", "ANTHROPIC_API_KEY": "sk-ant-secret", "GEMINI_API_KEY": "g-secret"}
+ENV = {
+    "OPENAI_API_KEY": "sk-openai-secret",
+    "ANTHROPIC_API_KEY": "sk-ant-secret",
+    "GEMINI_API_KEY": "g-secret",
+}
 
 
 def write(tmp_path: Path, text: str, name: str = "gateway.toml") -> Path:
@@ -53,7 +57,9 @@ def test_toml_and_json_are_the_same_schema(tmp_path: Path) -> None:
     toml_config = load_config(write(tmp_path, EXAMPLE), ENV)
     import tomllib
 
-    json_config = load_config(write(tmp_path, json.dumps(tomllib.loads(EXAMPLE)), "gateway.json"), ENV)
+    json_config = load_config(
+        write(tmp_path, json.dumps(tomllib.loads(EXAMPLE)), "gateway.json"), ENV
+    )
     assert toml_config == json_config
     assert toml_config.providers["openai"].models == ["gpt-4.1", "gpt-4.1-mini"]
     assert toml_config.stream.stall_timeout == 60.0
@@ -67,10 +73,19 @@ def test_toml_and_json_are_the_same_schema(tmp_path: Path) -> None:
             '[providers.x]\nprotocol = "openai_chat"\nbase_url = "http://h"\ntimeout = "fast"',
             'providers.x.timeout: expected `float`, got `str` (got "fast")',
         ),
-        ('[providers.x]\nprotocol = "smoke_signals"\nbase_url = "http://h"', "providers.x.protocols[0]: unknown protocol 'smoke_signals'"),
+        (
+            '[providers.x]\nprotocol = "smoke_signals"\nbase_url = "http://h"',
+            "providers.x.protocols[0]: unknown protocol 'smoke_signals'",
+        ),
         ('[providers.x]\nbase_url = "http://h"', "providers.x: needs `protocol`"),
-        ('[providers.x]\nprotocol = "gemini"\nbase_url = "http://h"\nkye = []', "providers.x: Object contains unknown field `kye`"),
-        ("[groups.g]\ntargets = [42]", "groups.g.targets[0]: expected `str | object`, got `int` (got 42)"),
+        (
+            '[providers.x]\nprotocol = "gemini"\nbase_url = "http://h"\nkye = []',
+            "providers.x: Object contains unknown field `kye`",
+        ),
+        (
+            "[groups.g]\ntargets = [42]",
+            "groups.g.targets[0]: expected `str | object`, got `int` (got 42)",
+        ),
         ("[server\n", "not valid TOML"),
     ],
 )
@@ -88,7 +103,12 @@ def test_environment_overrides() -> None:
 
 
 def test_providers_from_standard_environment_variables() -> None:
-    env = {"OPENAI_API_KEY": "a", "OPENAI_API_KEY_1": "b", "GOOGLE_API_KEY": "c", "GROQ_API_KEY": "d"}
+    env = {
+        "OPENAI_API_KEY": "a",
+        "OPENAI_API_KEY_1": "b",
+        "GOOGLE_API_KEY": "c",
+        "GROQ_API_KEY": "d",
+    }
     config = config_from_env(env)
     assert config.providers["openai"].keys == ["env:OPENAI_API_KEY", "env:OPENAI_API_KEY_1"]
     assert config.providers["gemini"].keys == ["env:GOOGLE_API_KEY"]
@@ -98,23 +118,43 @@ def test_providers_from_standard_environment_variables() -> None:
 
 
 def test_presets_need_only_a_name_and_key() -> None:
-    config = parse_config({"providers": {"openrouter": {"keys": ["k"]}, "mine": {"preset": "deepseek", "keys": ["k"]}}}, {})
+    config = parse_config(
+        {
+            "providers": {
+                "openrouter": {"keys": ["k"]},
+                "mine": {"preset": "deepseek", "keys": ["k"]},
+            }
+        },
+        {},
+    )
     providers = Providers(config, {})
     router = providers.providers["openrouter"]
     assert router.protocols == ("openai_chat", "openai_responses", "anthropic_messages")
-    assert router.url("anthropic_messages", "/v1/messages") == "https://openrouter.ai/api/v1/messages"
-    assert providers.providers["mine"].url("openai_chat", "/chat/completions") == "https://api.deepseek.com/v1/chat/completions"
+    assert (
+        router.url("anthropic_messages", "/v1/messages") == "https://openrouter.ai/api/v1/messages"
+    )
+    assert (
+        providers.providers["mine"].url("openai_chat", "/chat/completions")
+        == "https://api.deepseek.com/v1/chat/completions"
+    )
 
 
 def test_missing_key_variable_is_named(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, EXAMPLE), {})
-    with pytest.raises(ConfigError, match=r"providers.openai.keys\[0\]: environment variable OPENAI_API_KEY is not set"):
+    with pytest.raises(
+        ConfigError,
+        match=r"providers.openai.keys\[0\]: environment variable OPENAI_API_KEY is not set",
+    ):
         Providers(config, {})
 
 
 def test_secrets_never_in_repr(tmp_path: Path) -> None:
     providers = Providers(load_config(write(tmp_path, EXAMPLE), ENV), ENV)
-    text = repr(providers.providers) + repr([p.credentials for p in providers]) + repr(providers.resolve("smart"))
+    text = (
+        repr(providers.providers)
+        + repr([p.credentials for p in providers])
+        + repr(providers.resolve("smart"))
+    )
     for secret in (*ENV.values(), "sk-literal-second"):
         assert secret not in text
     assert "openai#1" in repr(providers.providers["openai"].credentials)
@@ -125,7 +165,10 @@ def test_model_addressing(tmp_path: Path) -> None:
     assert [t.name for t in providers.resolve("openai/gpt-4.1")] == ["openai/gpt-4.1"]
     assert [t.name for t in providers.resolve("claude/claude-opus-4")] == ["claude/claude-opus-4"]
     assert [t.name for t in providers.resolve("gemini-2.5-flash")] == ["gemini/gemini-2.5-flash"]
-    assert [t.name for t in providers.resolve("smart")] == ["claude/claude-sonnet-4-5", "openai/gpt-4.1"]
+    assert [t.name for t in providers.resolve("smart")] == [
+        "claude/claude-sonnet-4-5",
+        "openai/gpt-4.1",
+    ]
     with pytest.raises(GatewayError) as info:
         providers.resolve("gpt-5")
     assert info.value.kind == "not_found" and "gpt-5" in info.value.message
@@ -133,13 +176,19 @@ def test_model_addressing(tmp_path: Path) -> None:
 
 def test_group_with_unknown_provider_fails_at_startup() -> None:
     config = parse_config(
-        {"providers": {"a": {"protocol": "gemini", "base_url": "http://h"}}, "groups": {"g": {"targets": ["b/x"]}}}, {}
+        {
+            "providers": {"a": {"protocol": "gemini", "base_url": "http://h"}},
+            "groups": {"g": {"targets": ["b/x"]}},
+        },
+        {},
     )
     with pytest.raises(ConfigError, match=r"groups.g.targets\[0\]"):
         Providers(config, {})
 
 
-def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_check_config_command(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     good = write(tmp_path, EXAMPLE)
     assert main(["check-config", str(good)]) == 0
     assert "ok (3 providers, 1 groups)" in capsys.readouterr().out
@@ -148,7 +197,9 @@ def test_check_config_command(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "server.port" in capsys.readouterr().err
 
 
-def test_serve_refuses_public_address_without_inbound_keys(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_refuses_public_address_without_inbound_keys(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
     for name in ENV:
         monkeypatch.delenv(name, raising=False)
     assert main(["serve", "--host", "0.0.0.0", "--port", "1"]) == 2

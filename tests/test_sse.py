@@ -13,7 +13,7 @@ def decode(*chunks: bytes) -> list[ServerSentEvent]:
 
 
 def test_fields_and_comments() -> None:
-    stream = b": hello\nevent: delta\nid: 7\nretry: 1500\ndata: {\"a\":1}\n\nevent: stop\ndata: x\n\n"
+    stream = b': hello\nevent: delta\nid: 7\nretry: 1500\ndata: {"a":1}\n\nevent: stop\ndata: x\n\n'
     assert decode(stream) == [
         ServerSentEvent(event="delta", id="7", retry=1500, data='{"a":1}'),
         ServerSentEvent(event="stop", id="7", data="x"),  # the last id persists

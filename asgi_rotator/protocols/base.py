@@ -22,7 +22,9 @@ __all__ = ["Codec", "StreamDecoder", "StreamEncoder", "bad_request"]
 
 def bad_request(path: str, problem: str) -> GatewayError:
     """A validation error naming the field: ``messages[0].role: unknown role 'robot'``."""
-    return GatewayError("bad_request", f"{path}: {problem}" if path else problem, param=path or None)
+    return GatewayError(
+        "bad_request", f"{path}: {problem}" if path else problem, param=path or None
+    )
 
 
 class StreamDecoder:

@@ -1,0 +1,478 @@
+"""``ProviderDispatch``: the terminal ASGI app that talks to providers.
+
+Unified request in (from the exchange, or parsed here when no protocol layer ran), provider
+HTTP out, and the provider's answer back in the client's protocol.
+
+Deliberate choices:
+
+* When the client and the provider speak the same protocol, the upstream's bytes go to the
+  client as they came (plain body, or each SSE event re-framed but with its ``data``
+  untouched): fields this gateway does not model survive.  The unified twin is still built
+  from them, so the layers above see the same thing either way.
+* One body message per SSE event, ending on the event boundary, so a layer above may put a
+  heartbeat between any two messages.
+* A streamed response that ends without the protocol's terminal event was cut short: the
+  client gets an in-band ``connection`` error, never a stream that looks complete.
+* The upstream is read only as fast as the client takes it (no queue), and a watcher on
+  ``receive`` cancels the whole exchange the moment the client disconnects, which closes
+  the upstream response and discards its connection.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from typing import Any
+
+import anyio
+import msgspec
+
+from .config import Config
+from .errors import GatewayError
+from .exchange import DEFAULT_MAX_BODY, ERROR, EVENT, RESPONSE, Attempt, Exchange
+from .protocols import Codec, get_codec
+from .providers import Providers
+from .routes import Route, match_route, route_path
+from .sse import ServerSentEvent, SSEDecoder, encode_event
+from .unified import Error, Event, Finish, MessageStart, Request
+
+__all__ = ["ProviderDispatch", "parse_request_body", "send_error"]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+logger = logging.getLogger("asgi_rotator.dispatch")
+
+_json_decode = msgspec.json.decode
+_json_encode = msgspec.json.Encoder().encode
+
+_SSE_HEADERS = [
+    (b"content-type", b"text/event-stream; charset=utf-8"),
+    (b"cache-control", b"no-cache, no-transform"),
+    (b"x-accel-buffering", b"no"),
+]
+_JSON = (b"content-type", b"application/json")
+_DRAIN_SECONDS = 1.0
+# Client headers worth passing on when the provider speaks the client's own protocol.
+_FORWARD = {"anthropic_messages": ("anthropic-beta",)}
+
+
+class ProviderDispatch:
+    """The terminal app.  ``providers`` is a ``Providers`` (or a ``Config`` to build one)."""
+
+    def __init__(self, providers: Providers | Config, *, max_body: int = DEFAULT_MAX_BODY) -> None:
+        self.providers = providers if isinstance(providers, Providers) else Providers(providers)
+        self.max_body = max_body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        route = match_route(route_path(scope))
+        if route is None:
+            await send_error(
+                send,
+                _guess_protocol(scope),
+                GatewayError("not_found", f"no route for {scope['path']}"),
+            )
+            return
+        if scope["method"] not in route.allowed:
+            error = GatewayError(
+                "bad_request",
+                f"method {scope['method']} not allowed on {scope['path']}",
+                status=405,
+            )
+            await send_error(
+                send, route.protocol, error, [(b"allow", ", ".join(route.allowed).encode())]
+            )
+            return
+        if route.endpoint == "generate":
+            await self._generate(scope, receive, send, route)
+        elif route.endpoint == "health":
+            await _send_json(
+                send, 200, {"status": "ok", "providers": sorted(self.providers.providers)}
+            )
+        elif route.endpoint in ("models", "gemini_models"):
+            await _send_json(send, 200, self.models_listing(scope, route))
+        else:
+            await send_error(
+                send, route.protocol, GatewayError("not_found", f"no route for {scope['path']}")
+            )
+
+    # --- generation -------------------------------------------------------------------------
+
+    async def _generate(self, scope: Scope, receive: Receive, send: Send, route: Route) -> None:
+        protocol = route.protocol or "openai_chat"
+        try:
+            exchange = await Exchange.of(scope, receive, max_body=self.max_body)
+        except GatewayError as error:
+            await send_error(send, protocol, error)
+            return
+        if exchange.protocol is None:
+            exchange.protocol = protocol
+        codec = get_codec(exchange.protocol)
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = True
+            await send(message)
+
+        escaped: Exception | None = None
+        async with anyio.create_task_group() as group:
+            # The watcher turns a client disconnect into cancellation of everything below,
+            # including an upstream request still waiting for headers.
+            group.start_soon(_watch_disconnect, receive, group.cancel_scope)
+            try:
+                await self._forward(exchange, codec, route, tracked_send)
+            except GatewayError as error:
+                exchange.error = error
+                if started:
+                    escaped = error
+                else:
+                    await send_error(send, exchange.protocol, error)
+            except Exception as exc:
+                # Re-raised below, outside the task group, so callers see the exception
+                # itself rather than an ExceptionGroup around it.
+                escaped = exc
+                if not started:
+                    logger.exception("dispatch failed for %s", exchange.request_id)
+                    escaped = None
+                    error = exchange.error = GatewayError(
+                        "server_error", f"internal gateway error (request {exchange.request_id})"
+                    )
+                    await send_error(send, exchange.protocol, error)
+            group.cancel_scope.cancel()
+        if escaped is not None:
+            raise escaped
+
+    async def _forward(self, exchange: Exchange, codec: Codec, route: Route, send: Send) -> None:
+        request = exchange.request
+        if request is None:
+            request = exchange.request = parse_request_body(codec, exchange.body, route)
+            exchange.record("dispatch.parse", protocol=exchange.protocol)
+        if exchange.model is None:
+            exchange.model = request.model
+        target = exchange.target
+        if target is None:
+            target = exchange.target = self.providers.resolve(request.model)[0]
+        provider = target.provider
+        credential = exchange.credential
+        if credential is None and provider.credentials:
+            credential = exchange.credential = provider.next_credential()
+        upstream_protocol = exchange.upstream_protocol or provider.protocol_for(exchange.protocol)
+        exchange.upstream_protocol = upstream_protocol
+        upstream_codec = (
+            codec if upstream_protocol == exchange.protocol else get_codec(upstream_protocol)
+        )
+        outgoing = (
+            request
+            if request.model == target.model
+            else msgspec.structs.replace(request, model=target.model)
+        )
+        body = _json_encode(upstream_codec.build_request(outgoing))
+        headers = provider.request_headers(upstream_protocol, credential)
+        for name in (
+            _FORWARD.get(upstream_protocol, ()) if upstream_protocol == exchange.protocol else ()
+        ):
+            for key, value in exchange.scope["headers"]:
+                if key.decode("latin-1") == name:
+                    headers.append((name, value.decode("latin-1")))
+        exchange.record(
+            "dispatch.request",
+            provider=provider.name,
+            model=target.model,
+            protocol=upstream_protocol,
+            translated=upstream_protocol != exchange.protocol,
+            bytes=len(body),
+        )
+        url = provider.url(upstream_protocol, upstream_codec.request_path(outgoing))
+        attempt = Attempt(
+            number=len(exchange.attempts) + 1,
+            provider=provider.name,
+            model=target.model,
+            credential=credential.id if credential is not None else None,
+            protocol=upstream_protocol,
+            started=time.monotonic(),
+        )
+        exchange.attempts.append(attempt)
+        try:
+            response = await provider.client.send("POST", url, headers, body)
+        except GatewayError as error:
+            attempt.kind = error.kind
+            attempt.duration = time.monotonic() - attempt.started
+            raise
+        attempt.status = response.status
+        attempt.ttfb = time.monotonic() - attempt.started
+        try:
+            if response.status >= 400:
+                raw = await response.aread()
+                raise upstream_codec.parse_error(
+                    response.status, _maybe_json(raw), response.headers
+                )
+            if request.stream:
+                await self._stream(exchange, codec, upstream_codec, request, response, send)
+            else:
+                await self._plain(exchange, codec, upstream_codec, request, response, send)
+        except GatewayError as error:
+            error.provider = error.provider or provider.name
+            attempt.kind = error.kind
+            raise
+        finally:
+            attempt.duration = time.monotonic() - attempt.started
+            await response.aclose()
+
+    async def _plain(
+        self,
+        exchange: Exchange,
+        codec: Codec,
+        upstream_codec: Codec,
+        request: Request,
+        response: Any,
+        send: Send,
+    ) -> None:
+        raw = await response.aread()
+        try:
+            data = _json_decode(raw)
+        except msgspec.DecodeError:
+            raise GatewayError(
+                "server_error", "upstream sent a response that is not valid JSON"
+            ) from None
+        unified = upstream_codec.parse_response(data)
+        if upstream_codec is not codec:
+            raw = _json_encode(codec.build_response(unified, request))
+            exchange.record(
+                "dispatch.translate_response", source=upstream_codec.name, target=codec.name
+            )
+        exchange.usage = unified.usage
+        exchange.response_id = unified.id
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [_JSON, (b"content-length", str(len(raw)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": raw, RESPONSE: unified})
+
+    async def _stream(
+        self,
+        exchange: Exchange,
+        codec: Codec,
+        upstream_codec: Codec,
+        request: Request,
+        response: Any,
+        send: Send,
+    ) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+        relay = _StreamRelay(exchange, codec, upstream_codec, request, send)
+        chunks = response.aiter_bytes()
+        try:
+            await relay.run(chunks)
+        finally:
+            await chunks.aclose()
+
+    # --- listings and lifespan --------------------------------------------------------------
+
+    def models_listing(self, scope: Scope, route: Route) -> dict[str, Any]:
+        ids = self.providers.model_ids()
+        if route.endpoint == "gemini_models":
+            return {
+                "models": [
+                    {
+                        "name": f"models/{model}",
+                        "displayName": model,
+                        "supportedGenerationMethods": ["generateContent", "streamGenerateContent"],
+                    }
+                    for model in ids
+                ]
+            }
+        if any(key == b"anthropic-version" for key, _ in scope["headers"]):
+            data = [
+                {"type": "model", "id": m, "display_name": m, "created_at": "1970-01-01T00:00:00Z"}
+                for m in ids
+            ]
+            return {
+                "data": data,
+                "has_more": False,
+                "first_id": ids[0] if ids else None,
+                "last_id": ids[-1] if ids else None,
+            }
+        owner = {m: m.partition("/")[0] if "/" in m else "asgi-rotator" for m in ids}
+        return {
+            "object": "list",
+            "data": [{"id": m, "object": "model", "created": 0, "owned_by": owner[m]} for m in ids],
+        }
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.providers.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def aclose(self) -> None:
+        await self.providers.aclose()
+
+
+class _StreamRelay:
+    """One upstream stream to the client: SSE bytes -> unified events -> client bytes,
+    one body message per upstream event."""
+
+    __slots__ = ("codec", "decoder", "encoder", "exchange", "passthrough", "request", "send")
+
+    def __init__(
+        self, exchange: Exchange, codec: Codec, upstream_codec: Codec, request: Request, send: Send
+    ) -> None:
+        self.exchange = exchange
+        self.codec = codec
+        self.request = request
+        self.send = send
+        self.decoder = upstream_codec.stream_decoder()
+        self.passthrough = upstream_codec is codec
+        self.encoder = None if self.passthrough else codec.stream_encoder(request)
+
+    async def run(self, chunks: AsyncIterator[bytes]) -> None:
+        decoder = self.decoder
+        sse = SSEDecoder()
+        failure: GatewayError | None = None
+        try:
+            async for chunk in chunks:
+                for sse_event in sse.feed(chunk):
+                    await self.emit(decoder.feed(sse_event), sse_event)
+                    if decoder.done:
+                        break
+                if decoder.done:
+                    break
+            if not decoder.done:
+                for sse_event in sse.close():
+                    await self.emit(decoder.feed(sse_event), sse_event)
+                await self.emit(decoder.close(), None)
+        except GatewayError as error:
+            failure = error
+        if failure is None and not decoder.done:
+            failure = GatewayError(
+                "connection", "upstream closed the stream before its terminal event"
+            )
+        if failure is not None:
+            await self.fail(failure)
+        await self.send({"type": "http.response.body", "body": b"", "more_body": False})
+        if failure is None:
+            # The client has its whole answer; what the upstream still sends after its
+            # terminal event (the chunked-body terminator, a late usage chunk) is read and
+            # dropped so the connection goes back to the pool instead of being discarded.
+            with anyio.move_on_after(_DRAIN_SECONDS):
+                async for _ in chunks:
+                    pass
+
+    async def emit(self, events: list[Event], sse_event: ServerSentEvent | None) -> None:
+        exchange = self.exchange
+        for event in events:
+            if isinstance(event, Finish):
+                if event.usage is not None:
+                    exchange.usage = event.usage
+            elif isinstance(event, MessageStart):
+                exchange.response_id = event.id
+        if self.encoder is None:
+            # Same protocol: the upstream's event goes out as it came, fields we do not model
+            # included; only the framing is ours (one event per message).
+            raw = encode_event(sse_event.data, sse_event.event) if sse_event is not None else b""
+        else:
+            raw = b"".join([self.encoder.encode(event) for event in events])
+        if raw:
+            await self.send(
+                {"type": "http.response.body", "body": raw, "more_body": True, EVENT: events}
+            )
+
+    async def fail(self, failure: GatewayError) -> None:
+        exchange = self.exchange
+        failure.provider = failure.provider or exchange.target.provider.name
+        exchange.error = failure
+        if exchange.attempts:
+            exchange.attempts[-1].kind = failure.kind
+        encoder = self.encoder or self.codec.stream_encoder(self.request)
+        event = Error(error=failure)
+        await self.send(
+            {
+                "type": "http.response.body",
+                "body": encoder.encode(event),
+                "more_body": True,
+                EVENT: [event],
+                ERROR: failure,
+            }
+        )
+
+
+def parse_request_body(codec: Codec, body: bytes, route: Route) -> Request:
+    """Decode and validate a client body into the unified request."""
+    if not body:
+        raise GatewayError("bad_request", "request body is empty; expected a JSON object")
+    try:
+        data = _json_decode(body)
+    except msgspec.DecodeError as exc:
+        raise GatewayError("bad_request", f"request body is not valid JSON: {exc}") from None
+    return codec.parse_request(data, model=route.model, stream=route.stream)
+
+
+async def send_error(
+    send: Send,
+    protocol: str | None,
+    error: GatewayError,
+    headers: list[tuple[bytes, bytes]] | None = None,
+) -> None:
+    """An error response in the client's protocol (before commit)."""
+    codec = get_codec(protocol or "openai_chat")
+    status, body = codec.build_error(error)
+    raw = _json_encode(body)
+    out = [_JSON, (b"content-length", str(len(raw)).encode())]
+    if error.retry_after is not None:
+        out.append((b"retry-after", str(math.ceil(error.retry_after)).encode()))
+    out.extend(headers or ())
+    await send({"type": "http.response.start", "status": status, "headers": out, ERROR: error})
+    await send({"type": "http.response.body", "body": raw, ERROR: error})
+
+
+async def _send_json(send: Send, status: int, body: Any) -> None:
+    raw = _json_encode(body)
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [_JSON, (b"content-length", str(len(raw)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": raw})
+
+
+async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            scope.cancel()
+            return
+
+
+def _maybe_json(raw: bytes) -> Any:
+    try:
+        return _json_decode(raw)
+    except msgspec.DecodeError:
+        return raw
+
+
+def _guess_protocol(scope: Scope) -> str:
+    """For errors on unknown routes: answer in the shape the client's headers suggest."""
+    names = {key for key, _ in scope["headers"]}
+    if b"anthropic-version" in names:
+        return "anthropic_messages"
+    if b"x-goog-api-key" in names or b"key=" in scope.get("query_string", b""):
+        return "gemini"
+    return "openai_chat"

@@ -1,0 +1,183 @@
+"""The per-request ``Exchange``: what the layers know about one request, in
+``scope["asgi_rotator"]``.
+
+HTTP over ASGI stays the contract between layers; the exchange is the fast path beside it.
+Whichever layer first needs it makes it with ``await Exchange.of(scope, receive)``, which
+reads the body once and keeps it; inner layers get the body again from ``exchange.replay()``
+(a fresh ``receive`` per attempt, so a layer that retries can call its inner app again).
+
+Response messages carry their unified twin beside the bytes:
+
+* ``message[EVENT]`` on a streamed body message: the unified events it encodes (a list);
+* ``message[RESPONSE]`` on a plain body message: the unified ``Response``;
+* ``message[ERROR]`` on the start or body message of an error: the ``GatewayError``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from msgspec import Struct, field
+
+from .errors import GatewayError
+from .unified import Request, Usage
+
+__all__ = [
+    "ERROR",
+    "EVENT",
+    "RESPONSE",
+    "SCOPE_KEY",
+    "Attempt",
+    "Exchange",
+    "Pass",
+    "StreamClose",
+]
+
+SCOPE_KEY = "asgi_rotator"
+EVENT = "asgi_rotator.event"
+RESPONSE = "asgi_rotator.response"
+ERROR = "asgi_rotator.error"
+
+DEFAULT_MAX_BODY = 32 * 1024 * 1024
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+
+
+class Attempt(Struct, kw_only=True):
+    """One try at one upstream: what the routing layers and tracing read."""
+
+    number: int
+    provider: str
+    model: str
+    credential: str | None = None  # credential id, never the key
+    protocol: str | None = None
+    started: float = 0.0  # time.monotonic()
+    status: int | None = None
+    kind: str | None = None  # the GatewayError kind when it failed
+    duration: float | None = None
+    ttfb: float | None = None
+
+
+class StreamClose(Struct, kw_only=True):
+    """How a response stream ended, with what is needed to debug it."""
+
+    reason: str
+    events: int = 0
+    bytes: int = 0
+    last_event: str | None = None
+    terminal_sent: bool = False
+    reasoning_seen: bool = False
+    error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Pass(Struct, array_like=True):
+    name: str
+    at: float  # time.perf_counter()
+    data: dict[str, Any]
+
+
+class Exchange:
+    __slots__ = (
+        "_receive",
+        "attempts",
+        "body",
+        "close",
+        "credential",
+        "error",
+        "model",
+        "passes",
+        "protocol",
+        "request",
+        "request_id",
+        "response_id",
+        "scope",
+        "started",
+        "target",
+        "upstream_protocol",
+        "usage",
+    )
+
+    def __init__(self, scope: Scope, body: bytes = b"", receive: Receive | None = None) -> None:
+        self.scope = scope
+        self.body = body
+        self._receive = receive
+        self.protocol: str | None = None  # the client's protocol
+        self.request: Request | None = None  # parsed once, mutated in place by the layers
+        self.model: str | None = None  # the model name as the client asked for it
+        self.target: Any = None  # providers.Target chosen for the current attempt
+        self.credential: Any = None  # providers.Credential chosen for the current attempt
+        self.upstream_protocol: str | None = None
+        self.attempts: list[Attempt] = []
+        self.usage: Usage | None = None
+        self.close: StreamClose | None = None
+        self.error: GatewayError | None = None
+        self.response_id: str | None = None
+        self.request_id = f"req_{os.urandom(8).hex()}"
+        self.started = time.monotonic()
+        self.passes: list[Pass] = []
+
+    @classmethod
+    async def of(
+        cls, scope: Scope, receive: Receive, *, max_body: int = DEFAULT_MAX_BODY
+    ) -> Exchange:
+        """The request's exchange, made (reading the whole body) if no layer made it yet.
+
+        A body over ``max_body`` raises ``GatewayError`` with status 413 before it is all read.
+        """
+        exchange = scope.get(SCOPE_KEY)
+        if exchange is not None:
+            return exchange  # type: ignore[no-any-return]
+        body = await read_body(receive, max_body)
+        exchange = scope[SCOPE_KEY] = cls(scope, body, receive)
+        return exchange
+
+    def replay(self) -> Receive:
+        """A ``receive`` that gives the body once, then passes through (disconnects)."""
+        body_sent = False
+        receive = self._receive
+
+        async def replay_receive() -> Message:
+            nonlocal body_sent
+            if not body_sent:
+                body_sent = True
+                return {"type": "http.request", "body": self.body, "more_body": False}
+            if receive is None:
+                return {"type": "http.disconnect"}
+            return await receive()
+
+        return replay_receive
+
+    def record(self, name: str, **data: Any) -> None:
+        """Note a transform pass (``protocol.parse``, ``dispatch.translate_request`` ...)."""
+        self.passes.append(Pass(name, time.perf_counter(), data))
+
+    def __repr__(self) -> str:
+        return f"<Exchange {self.request_id} {self.protocol} model={self.model!r}>"
+
+
+async def read_body(receive: Receive, max_body: int = DEFAULT_MAX_BODY) -> bytes:
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            break
+        chunk = message.get("body", b"")
+        if chunk:
+            size += len(chunk)
+            if size > max_body:
+                raise GatewayError(
+                    "bad_request",
+                    f"request body exceeds the limit of {max_body} bytes",
+                    status=413,
+                )
+            chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

@@ -1,0 +1,83 @@
+"""``InboundKeys``: only clients holding one of the configured keys get through.
+
+It must sit outside every layer that spends money or reads stored state.  The key is taken
+where each official SDK puts it (``Authorization: Bearer``, ``x-api-key``,
+``x-goog-api-key``, ``?key=``); a refusal is a 401 in the shape the client's route implies.
+Downstream layers see only a fingerprint of the key (``scope["asgi_rotator.principal"]``),
+which scopes stored state per client without keeping the key itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from typing import Any
+from urllib.parse import parse_qsl
+
+from ..errors import GatewayError
+from ..routes import match_route, route_path
+
+__all__ = ["PRINCIPAL", "InboundKeys", "fingerprint", "presented_key"]
+
+PRINCIPAL = "asgi_rotator.principal"
+
+Scope = MutableMapping[str, Any]
+ASGIApp = Callable[
+    [Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]
+]
+
+
+def fingerprint(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+def presented_key(scope: Scope) -> str | None:
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token:
+                return token.strip()
+        elif name in (b"x-api-key", b"x-goog-api-key"):
+            return value.decode("latin-1").strip()
+    query = scope.get("query_string", b"")
+    if b"key=" in query:
+        for name, value in parse_qsl(query.decode("latin-1")):
+            if name == "key":
+                return value
+    return None
+
+
+class InboundKeys:
+    def __init__(
+        self, app: ASGIApp, *, keys: Iterable[str], open_paths: Iterable[str] = ("/healthz",)
+    ) -> None:
+        self.app = app
+        # Compared as digests so every comparison takes the same time whatever the key.
+        self._digests = [hashlib.sha256(k.encode()).digest() for k in keys]
+        if not self._digests:
+            raise ValueError("InboundKeys needs at least one key")
+        self._open = frozenset(open_paths)
+
+    async def __call__(
+        self,
+        scope: Scope,
+        receive: Callable[[], Awaitable[Any]],
+        send: Callable[[Any], Awaitable[None]],
+    ) -> None:
+        if scope["type"] != "http" or route_path(scope) in self._open:
+            await self.app(scope, receive, send)
+            return
+        key = presented_key(scope)
+        if key is not None:
+            digest = hashlib.sha256(key.encode()).digest()
+            if any([hmac.compare_digest(digest, known) for known in self._digests]):
+                scope[PRINCIPAL] = fingerprint(key)
+                await self.app(scope, receive, send)
+                return
+        from ..dispatch import send_error  # local: dispatch imports the codecs
+
+        route = match_route(route_path(scope))
+        protocol = route.protocol if route is not None else None
+        message = "missing API key" if key is None else "invalid API key"
+        await send_error(send, protocol, GatewayError("auth", message))

@@ -1,0 +1,67 @@
+"""Which endpoint a request is for, from its method and path (after the mount prefix).
+
+Shared by the dispatch app (when it runs alone) and the protocol middleware, so both agree.
+OpenAI-style paths are accepted with and without ``/v1`` because SDK users set ``base_url``
+either way; Gemini model names may contain ``/`` (``/v1/models/openai/gpt-4.1:generateContent``).
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+__all__ = ["Route", "match_route", "route_path"]
+
+
+class Route(NamedTuple):
+    endpoint: str  # "generate" | "models" | "gemini_models" | "health" | "responses_item"
+    protocol: str | None = None
+    model: str | None = None  # from the path (Gemini)
+    stream: bool | None = None  # from the path (Gemini)
+    allowed: tuple[str, ...] = ("POST",)
+    item: str | None = None  # /v1/responses/{id}[/input_items]
+
+
+_GENERATE = {
+    "/v1/chat/completions": "openai_chat",
+    "/chat/completions": "openai_chat",
+    "/v1/responses": "openai_responses",
+    "/responses": "openai_responses",
+    "/v1/messages": "anthropic_messages",
+}
+_GEMINI_PREFIXES = ("/v1beta/models/", "/v1/models/", "/models/")
+_GEMINI_METHODS = {"generateContent": False, "streamGenerateContent": True}
+
+
+def route_path(scope: dict[str, Any] | Any) -> str:
+    """The path inside the app: ``scope["path"]`` less the ``root_path`` it is mounted at."""
+    path: str = scope["path"]
+    root: str = scope.get("root_path", "")
+    if root and path.startswith(root):
+        path = path[len(root) :] or "/"
+    return path
+
+
+def match_route(path: str) -> Route | None:
+    protocol = _GENERATE.get(path)
+    if protocol is not None:
+        return Route("generate", protocol)
+    if path in ("/v1/models", "/models"):
+        return Route("models", allowed=("GET",))
+    if path == "/v1beta/models":
+        return Route("gemini_models", allowed=("GET",))
+    if path in ("/healthz", "/health"):
+        return Route("health", allowed=("GET",))
+    for prefix in _GEMINI_PREFIXES:
+        if path.startswith(prefix):
+            model, colon, method = path[len(prefix) :].rpartition(":")
+            if colon and model and method in _GEMINI_METHODS:
+                return Route("generate", "gemini", model=model, stream=_GEMINI_METHODS[method])
+    for prefix in ("/v1/responses/", "/responses/"):
+        if path.startswith(prefix):
+            return Route(
+                "responses_item",
+                "openai_responses",
+                allowed=("GET", "DELETE"),
+                item=path[len(prefix) :],
+            )
+    return None

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from asgi_rotator.errors import GatewayError
+from asgi_rotator.exchange import ERROR, EVENT
+from asgi_rotator.middleware._held import run_held
+from asgi_rotator.unified import Error, Finish, MessageStart, TextDelta, Usage, UsageEvent
+
+pytestmark = pytest.mark.anyio
+
+
+def app_sending(*messages: dict[str, Any], after: list[str] | None = None) -> Any:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        for message in messages:
+            await send(message)
+        if after is not None:
+            after.append("finished")
+
+    return app
+
+
+def start(status: int = 200, **extra: Any) -> dict[str, Any]:
+    return {"type": "http.response.start", "status": status, "headers": [], **extra}
+
+
+def body(data: bytes, events: list[Any] | None = None, more: bool = True) -> dict[str, Any]:
+    message: dict[str, Any] = {"type": "http.response.body", "body": data, "more_body": more}
+    if events is not None:
+        message[EVENT] = events
+    return message
+
+
+async def run(app: Any) -> tuple[Any, list[dict[str, Any]]]:
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    return await run_held(app, {}, None, send), sent
+
+
+async def test_stream_commits_at_first_content_event() -> None:
+    prelude = body(b"start", [MessageStart(id="m", model="x")])
+    content = body(b"delta", [TextDelta(index=0, text="hi")])
+    held, sent = await run(app_sending(start(), prelude, content, body(b"", more=False)))
+    assert held.committed and held.error is None
+    assert [m.get("body") for m in sent] == [None, b"start", b"delta", b""]
+
+
+async def test_error_event_before_content_fails_without_sending_anything() -> None:
+    error = GatewayError("overloaded", "busy", status=529)
+    after: list[str] = []
+    app = app_sending(
+        start(),
+        body(b"start", [MessageStart(id="m", model="x"), UsageEvent(usage=Usage(input_tokens=3))]),
+        body(b"err", [Error(error=error)]),
+        body(b"never"),
+        after=after,
+    )
+    held, sent = await run(app)
+    assert sent == [] and not held.committed
+    assert held.error is error and held.messages == []
+    assert after == []  # the inner app was stopped, not run to its end
+
+
+async def test_error_response_is_held_for_release() -> None:
+    error = GatewayError("rate_limited", "slow down", retry_after=3)
+    held, sent = await run(
+        app_sending(start(429, **{ERROR: error}), body(b'{"error":1}', more=False))
+    )
+    assert sent == [] and held.error is error and held.status == 429
+    released: list[dict[str, Any]] = []
+
+    async def collect(message: dict[str, Any]) -> None:
+        released.append(message)
+
+    await held.release(collect)
+    assert [m["type"] for m in released] == ["http.response.start", "http.response.body"]
+
+
+async def test_foreign_error_response_is_classified_by_status() -> None:
+    held, _ = await run(app_sending(start(503), body(b"Service Unavailable", more=False)))
+    assert held.error is not None and held.error.kind == "overloaded"
+
+
+async def test_foreign_stream_without_twins_commits_at_once() -> None:
+    held, sent = await run(app_sending(start(), body(b"data: x\n\n"), body(b"", more=False)))
+    assert held.committed and len(sent) == 3
+
+
+async def test_error_after_commit_is_passed_through() -> None:
+    error = GatewayError("server_error", "late")
+    app = app_sending(
+        start(),
+        body(b"delta", [TextDelta(index=0, text="hi")]),
+        body(b"err", [Error(error=error)]),
+        body(b"", [Finish()], more=False),
+    )
+    held, sent = await run(app)
+    assert held.committed and held.error is None
+    assert [m.get("body") for m in sent] == [None, b"delta", b"err", b""]

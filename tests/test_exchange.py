@@ -1,0 +1,99 @@
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from asgi_rotator.errors import GatewayError
+from asgi_rotator.exchange import SCOPE_KEY, Exchange
+from asgi_rotator.routes import match_route, route_path
+
+pytestmark = pytest.mark.anyio
+
+
+def receiver(*chunks: bytes) -> Any:
+    messages = [
+        {"type": "http.request", "body": c, "more_body": i < len(chunks) - 1}
+        for i, c in enumerate(chunks)
+    ]
+
+    async def receive() -> dict[str, Any]:
+        return messages.pop(0) if messages else {"type": "http.disconnect"}
+
+    return receive
+
+
+async def test_exchange_is_made_once_and_replays_the_body() -> None:
+    scope: dict[str, Any] = {"type": "http"}
+    exchange = await Exchange.of(scope, receiver(b'{"a":', b"1}"))
+    assert exchange.body == b'{"a":1}'
+    assert scope[SCOPE_KEY] is exchange
+    assert await Exchange.of(scope, receiver(b"other")) is exchange
+    for _ in range(2):  # every replay gives the body again, then passes disconnects through
+        replay = exchange.replay()
+        assert await replay() == {"type": "http.request", "body": b'{"a":1}', "more_body": False}
+        assert (await replay())["type"] == "http.disconnect"
+
+
+async def test_body_over_the_limit_is_413() -> None:
+    with pytest.raises(GatewayError) as info:
+        await Exchange.of({"type": "http"}, receiver(b"x" * 10, b"y" * 10), max_body=15)
+    assert info.value.status == 413
+
+
+async def test_record_keeps_passes_in_order() -> None:
+    exchange = Exchange({"type": "http"})
+    exchange.record("a.parse", size=3)
+    exchange.record("b.translate")
+    assert [p.name for p in exchange.passes] == ["a.parse", "b.translate"]
+    assert exchange.passes[0].data == {"size": 3}
+
+
+@pytest.mark.parametrize(
+    ("path", "endpoint", "protocol", "model", "stream"),
+    [
+        ("/v1/chat/completions", "generate", "openai_chat", None, None),
+        ("/chat/completions", "generate", "openai_chat", None, None),
+        ("/v1/responses", "generate", "openai_responses", None, None),
+        ("/v1/messages", "generate", "anthropic_messages", None, None),
+        (
+            "/v1beta/models/gemini-2.5-pro:generateContent",
+            "generate",
+            "gemini",
+            "gemini-2.5-pro",
+            False,
+        ),
+        (
+            "/v1/models/openai/gpt-4.1:streamGenerateContent",
+            "generate",
+            "gemini",
+            "openai/gpt-4.1",
+            True,
+        ),
+        ("/v1/models", "models", None, None, None),
+        ("/v1beta/models", "gemini_models", None, None, None),
+        ("/healthz", "health", None, None, None),
+        ("/v1/responses/resp_1/input_items", "responses_item", "openai_responses", None, None),
+    ],
+)
+def test_routes(
+    path: str, endpoint: str, protocol: str | None, model: str | None, stream: bool | None
+) -> None:
+    route = match_route(path)
+    assert route is not None
+    assert (route.endpoint, route.protocol, route.model, route.stream) == (
+        endpoint,
+        protocol,
+        model,
+        stream,
+    )
+
+
+def test_unknown_paths_do_not_match() -> None:
+    for path in ("/", "/v1/models/gpt-4.1", "/v1beta/models/x:explode", "/v2/messages"):
+        assert match_route(path) is None
+
+
+def test_route_path_strips_the_mount_prefix() -> None:
+    assert route_path({"path": "/llm/v1/messages", "root_path": "/llm"}) == "/v1/messages"
+    assert route_path({"path": "/v1/messages", "root_path": ""}) == "/v1/messages"
