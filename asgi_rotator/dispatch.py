@@ -38,7 +38,7 @@ from .routes import Route, match_route, route_path
 from .sse import ServerSentEvent, SSEDecoder, encode_event
 from .unified import Error, Event, Finish, MessageStart, Request
 
-__all__ = ["ProviderDispatch", "parse_request_body", "send_error"]
+__all__ = ["ProviderDispatch", "ensure_request", "parse_request_body", "send_error"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -144,10 +144,10 @@ class ProviderDispatch:
                 if not started:
                     logger.exception("dispatch failed for %s", exchange.request_id)
                     escaped = None
-                    error = exchange.error = GatewayError(
+                    internal = exchange.error = GatewayError(
                         "server_error", f"internal gateway error (request {exchange.request_id})"
                     )
-                    await send_error(send, exchange.protocol, error)
+                    await send_error(send, exchange.protocol, internal)
             group.cancel_scope.cancel()
         if escaped is not None:
             raise escaped
@@ -410,6 +410,28 @@ class _StreamRelay:
                 ERROR: failure,
             }
         )
+
+
+async def ensure_request(scope: Scope, receive: Receive, *, max_body: int = DEFAULT_MAX_BODY) -> Exchange:
+    """The exchange with its unified request, parsing the body if no layer did yet.
+
+    For any layer that needs the request (fallback needs the model name, for instance) and
+    may run without the protocol middleware.  Raises ``GatewayError`` for bad input; the
+    client's protocol is on ``exchange.protocol`` by then, when the route names one.
+    """
+    exchange = await Exchange.of(scope, receive, max_body=max_body)
+    if exchange.request is not None:
+        return exchange
+    route = match_route(route_path(scope))
+    if route is None or route.endpoint != "generate":
+        return exchange
+    if exchange.protocol is None:
+        exchange.protocol = route.protocol
+    codec = get_codec(exchange.protocol or "openai_chat")
+    exchange.request = parse_request_body(codec, exchange.body, route)
+    exchange.model = exchange.request.model
+    exchange.record("parse", protocol=exchange.protocol)
+    return exchange
 
 
 def parse_request_body(codec: Codec, body: bytes, route: Route) -> Request:

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from asgi_rotator.middleware.auth import PRINCIPAL, InboundKeys, fingerprint
+
+pytestmark = pytest.mark.anyio
+
+
+async def inner(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    await send({"type": "http.response.body", "body": scope.get(PRINCIPAL, "").encode()})
+
+
+async def call(path: str, headers: list[tuple[bytes, bytes]], query: bytes = b"") -> tuple[int, bytes]:
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    scope = {"type": "http", "method": "POST", "path": path, "root_path": "", "headers": headers, "query_string": query}
+    await InboundKeys(inner, keys=["sk-good", "sk-other"])(scope, receive, send)
+    return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
+
+
+@pytest.mark.parametrize(
+    ("headers", "query"),
+    [
+        ([(b"authorization", b"Bearer sk-good")], b""),
+        ([(b"x-api-key", b"sk-good")], b""),
+        ([(b"x-goog-api-key", b"sk-good")], b""),
+        ([], b"alt=sse&key=sk-good"),
+    ],
+    ids=["bearer", "x-api-key", "x-goog-api-key", "query"],
+)
+async def test_a_configured_key_gets_through_with_its_fingerprint(headers: Any, query: bytes) -> None:
+    status, body = await call("/v1/chat/completions", headers, query)
+    assert status == 200
+    assert body.decode() == fingerprint("sk-good")
+    assert b"sk-good" not in body
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "check"),
+    [
+        ("/v1/chat/completions", [(b"authorization", b"Bearer wrong")], lambda b: b["error"]["message"] == "invalid API key"),
+        ("/v1/messages", [], lambda b: b["type"] == "error" and b["error"]["type"] == "authentication_error"),
+        ("/v1beta/models/m:generateContent", [(b"x-goog-api-key", b"nope")], lambda b: b["error"]["code"] == 401),
+    ],
+    ids=["openai", "anthropic", "gemini"],
+)
+async def test_refusal_is_a_401_in_the_client_protocol(path: str, headers: Any, check: Any) -> None:
+    status, body = await call(path, headers)
+    assert status == 401
+    assert check(json.loads(body))
+    assert b"wrong" not in body and b"nope" not in body
+
+
+async def test_health_stays_open() -> None:
+    status, _ = await call("/healthz", [])
+    assert status == 200
+
+
+def test_keys_are_required() -> None:
+    with pytest.raises(ValueError):
+        InboundKeys(inner, keys=[])
