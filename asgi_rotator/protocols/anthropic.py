@@ -962,7 +962,7 @@ def _build_input_block(part: Part, same: bool, path: str) -> dict[str, Any] | No
             return None  # Anthropic rejects empty text blocks
         return _with_extra({"type": "text", "text": part.text}, part.extra, same)
     if isinstance(part, Image):
-        return _build_image(part, same)
+        return _build_image(part, same, path)
     if isinstance(part, File):
         return _build_file(part, same, path)
     if isinstance(part, ToolCall):
@@ -996,7 +996,7 @@ def _build_reasoning_block(part: Reasoning, same: bool) -> dict[str, Any]:
     return _with_extra(block, part.extra, same)
 
 
-def _build_image(part: Image, same: bool) -> dict[str, Any] | None:
+def _build_image(part: Image, same: bool, path: str) -> dict[str, Any]:
     source: dict[str, Any]
     if part.data is not None:
         source = {
@@ -1016,7 +1016,10 @@ def _build_image(part: Image, same: bool) -> dict[str, Any] | None:
         else:
             source = {"type": "url", "url": part.url}
     else:
-        return None
+        # Only another provider's file id (OpenAI Responses input_image) gets here.
+        raise bad_request(
+            path, "an image by file id cannot be sent to Anthropic; send it inline or by URL"
+        )
     return _with_extra({"type": "image", "source": source}, part.extra, same)
 
 

@@ -156,6 +156,7 @@ _FINISH_IN: dict[str, FinishReason] = {
     "IMAGE_PROHIBITED_CONTENT": "content_filter",
     "IMAGE_RECITATION": "content_filter",
     "MALFORMED_FUNCTION_CALL": "error",
+    "OTHER": "error",  # what an abnormal end is built as (_FINISH_OUT), so it reads back
 }
 _FINISH_OUT: dict[str, str] = {
     "stop": "STOP",

@@ -782,9 +782,13 @@ def _effort(config: ReasoningConfig | None) -> str | None:
     every reasoning model, and the model default is the closest safe reading."""
     if config is None:
         return None
+    if config.enabled is False:
+        # An effort beside disabled thinking (Anthropic ``output_config.effort``) is not a
+        # reasoning level; only this protocol's own ``none`` goes back.
+        return "none" if config.effort == "none" else None
     if config.effort is not None:
         return config.effort
-    if config.budget_tokens is not None and config.enabled is not False:
+    if config.budget_tokens is not None:
         return budget_to_effort(config.budget_tokens)
     return None
 
@@ -872,6 +876,11 @@ class _RequestBuilder:
             wire: dict[str, Any] = {"type": "text", "text": part.text}
         elif isinstance(part, Image):
             url = part.url
+            if url is None and part.data is None:
+                # Only another provider's file id (OpenAI Responses input_image) gets here.
+                raise bad_request(
+                    path, "OpenAI Chat Completions takes images inline or by URL, not by file id"
+                )
             if url is None:
                 media = part.media_type or _sniff_image(part.data or "")
                 url = f"data:{media};base64,{part.data or ''}"
