@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+import asgi_rotator.protocols as registry
+from asgi_rotator.protocols import Codec, codec_names, get_codec
+from asgi_rotator.protocols.openai_chat import OpenAIChatCodec
+
+
+class ShoutingChat(OpenAIChatCodec):
+    """A subclass overriding one method, as a user would to adapt a provider's quirk."""
+
+    def request_path(self, request: Any) -> str:
+        return "/chat/completions?shout=1"
+
+
+@pytest.fixture
+def clean_registry() -> Iterator[None]:
+    saved = dict(registry._registered)
+    yield
+    registry._registered.clear()
+    registry._registered.update(saved)
+    registry._entry_point_targets.cache_clear()
+
+
+def test_builtin_codecs_by_name() -> None:
+    assert codec_names() == ["anthropic_messages", "gemini", "openai_chat", "openai_responses"]
+    for name in codec_names():
+        codec = get_codec(name)
+        assert isinstance(codec, Codec) and codec.name == name
+        assert get_codec(name) is codec  # made once
+
+
+def test_unknown_codec_names_the_known_ones() -> None:
+    with pytest.raises(KeyError, match="known: anthropic_messages, gemini"):
+        get_codec("carrier_pigeon")
+
+
+def test_entry_point_replaces_a_builtin(clean_registry: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    registry._registered.pop("openai_chat", None)
+    monkeypatch.setattr(
+        registry, "_entry_point_targets", lambda: {"openai_chat": f"{__name__}:ShoutingChat"}
+    )
+    codec = get_codec("openai_chat")
+    assert isinstance(codec, ShoutingChat)
+    assert codec.request_path(None) == "/chat/completions?shout=1"
+    # Everything else is inherited unchanged.
+    assert codec.parse_request({"model": "m", "messages": [{"role": "user", "content": "hi"}]}).model == "m"
+
+
+def test_register_an_instance(clean_registry: None) -> None:
+    class Carrier(OpenAIChatCodec):
+        name = "carrier"
+
+    registry.register(Carrier())
+    assert isinstance(get_codec("carrier"), Carrier)
+    assert "carrier" in codec_names()
