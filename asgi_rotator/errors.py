@@ -200,7 +200,9 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-_TRY_AGAIN = re.compile(r"try again in\s+(\d+(?:\.\d+)?)\s*(ms|s|sec|seconds?|m(?:in)?)?\b", re.I)
+_TRY_AGAIN = re.compile(
+    r"try again in\s+(\d+(?:\.\d+)?)\s*(ms|milliseconds?|s|secs?|seconds?|m|mins?|minutes?)?\b", re.I
+)
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)s$")
 
 
@@ -220,9 +222,9 @@ def parse_retry_delay(body: Any, message: str = "") -> float | None:
     if match:
         amount = float(match.group(1))
         unit = (match.group(2) or "s").lower()
-        if unit == "ms":
+        if unit == "ms" or unit.startswith("milli"):
             return amount / 1000.0
-        if unit.startswith("m") and unit != "ms":
+        if unit.startswith("m"):
             return amount * 60.0
         return amount
     return None

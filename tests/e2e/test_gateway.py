@@ -52,3 +52,17 @@ def test_two_turn_tool_call(
     assert len(mock.requests) == 2
     assert QUESTION in json.dumps(mock.requests[1].body)
     assert TOOL_OUTPUT in json.dumps(mock.requests[1].body)
+
+
+def test_stream_headers_and_one_event_per_message(gateway_url: str, mock: MockUpstream) -> None:
+    import httpx
+
+    body = {"model": "up-anthropic/model-x", "messages": [{"role": "user", "content": "one two three"}], "stream": True}
+    with httpx.Client(base_url=gateway_url) as client, client.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["cache-control"] == "no-cache, no-transform"
+        assert response.headers["x-accel-buffering"] == "no"
+        raw = response.read()
+    # Every event is whole and the stream ends with the protocol's terminal event.
+    assert raw.endswith(b"data: [DONE]\n\n")
+    assert all(chunk.startswith(b"data: ") for chunk in raw.split(b"\n\n") if chunk)
