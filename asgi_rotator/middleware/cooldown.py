@@ -1,0 +1,583 @@
+"""``CooldownRetry``: for one target, pick a credential that is not cooling down, retry a
+failed attempt on another one, and remember what each failure means for later requests.
+
+Where it sits: under ``FallbackRouter`` (which chooses the target and moves on when this
+layer gives up) and above the per-target layers and dispatch.  ``StreamGuard`` must be
+below it, so that a TTFB timeout is a failure this layer can still retry.  Alone, it resolves
+the request's model to its first target itself and works around any inner app, telling it
+the chosen key through ``exchange.credential``.
+
+Deliberate choices:
+
+* Cooldowns have four scopes, each a deadline in the ``StateStore``: a credential, a
+  (credential, model) pair, a model at a provider, a whole provider.  A 429 cools the key
+  (or the key for this model, with ``rate_limit_scope="credential_model"``, for providers
+  whose limits are per model), never the provider: the provider is unavailable only when
+  every key is.  A quota error cools the key for the provider's stated reset, or
+  ``quota_cooldown``.  401 takes the key out for ``auth_cooldown`` (403 only for the model
+  it was refused: a permission can be per model) and is logged once, by whichever worker
+  cools it first.  5xx, overload and timeouts cool the model at the provider after
+  ``failure_threshold`` consecutive failures; connection failures, the provider.
+* How long: the provider's ``retry-after`` header, else its body hint (both already on the
+  error), else exponential backoff with full jitter on the consecutive-failure count.
+  Deadlines go through ``set_max``, so a later failure that asks for longer extends a
+  cooldown and nothing ever shortens one (a late short ``retry-after`` must not revive a
+  key another worker just cooled for an hour).  A success deletes the failure counts it saw.
+* Deadlines are wall-clock seconds (the injectable ``clock``, ``time.time`` by default):
+  a shared store shares them between processes and machines, where monotonic clocks differ.
+* Rotation: ``round_robin`` (an atomic counter), ``fair_cycle`` (every healthy key once
+  before any twice: each key is claimed for the current cycle with compare-and-set; a key
+  back from a cooldown gets its one turn, it does not catch up), ``least_used`` (fewest
+  selections so far), ``priority`` (keys in tiers; the next tier only when every key of the
+  ones before is cooling down).  ``tiers`` apply to every policy; ``priority`` just defaults
+  to one tier per key, in the configured order.  Selection reads all the state it needs in
+  one ``get_many`` and writes one counter, so it is fair under concurrency on one process
+  and costs one or two round trips on a shared store.
+* Retries are bounded by ``max_attempts`` per target and a time budget per request
+  (``retry_budget``, shared by all targets the fallback layer tries).  A retry goes to a key
+  not tried yet in this request first; the same key again only after a backoff pause.  When
+  every key is cooling down, the layer waits only if the earliest one is back within
+  ``max_wait`` and the remaining budget; otherwise it fails at once (the fallback layer
+  moves on, or the client gets a 429 whose ``retry-after`` is the earliest availability),
+  rather than sleeping longer than the client will wait.
+* The same hold-until-content rule as the fallback layer (``run_held``): only an attempt
+  that sent nothing to the client is retried.
+"""
+
+from __future__ import annotations
+
+import logging
+import random as _random
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
+from typing import Any
+
+import anyio
+
+from ..errors import DEFAULT_STATUS, GatewayError
+from ..exchange import Exchange
+from ..providers import Credential, Provider, Providers, Target
+from ..state import MemoryStore, StateStore, namespaced
+from ._held import Held, run_held
+from .fallback import (
+    CountingSend,
+    note_foreign_attempt,
+    routed_exchange,
+    send_counted_error,
+    target_request,
+)
+
+__all__ = [
+    "BUDGET_KEY",
+    "DEFAULT_RETRY_ON",
+    "RATE_LIMIT_SCOPES",
+    "ROTATIONS",
+    "CooldownRetry",
+]
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+App = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+logger = logging.getLogger("asgi_rotator.cooldown")
+
+ROTATIONS = ("round_robin", "fair_cycle", "priority", "least_used")
+RATE_LIMIT_SCOPES = ("credential", "credential_model")
+# ``auth`` is retried on another key (this one is out of rotation); the fallback layer does
+# not move on for it, because another target would not help a bad configuration.
+DEFAULT_RETRY_ON = ("rate_limited", "overloaded", "server_error", "timeout", "connection", "auth")
+# The request's retry deadline, in the scope so every target of one request shares it.
+BUDGET_KEY = "asgi_rotator.retry_deadline"
+
+_MODEL_KINDS = frozenset({"overloaded", "server_error", "timeout"})
+_NEVER = 0.0
+
+
+class _Pool:
+    """A provider's credentials as this layer sees them, computed once."""
+
+    __slots__ = ("credentials", "name", "per_model", "provider", "rotation", "tiers")
+
+    def __init__(
+        self, provider: Provider, rotation: str, tiers: Sequence[int] | None, per_model: bool
+    ) -> None:
+        self.provider = provider
+        self.name = provider.name
+        # A provider without keys is one anonymous key (``key:<provider>``): when it cools
+        # down, the provider is unavailable, as when every key of a pool is.
+        self.credentials: list[Credential | None] = list(provider.credentials) or [None]
+        if tiers is None:
+            tiers = (
+                range(len(self.credentials))
+                if rotation == "priority"
+                else [0] * len(self.credentials)
+            )
+        self.tiers = list(tiers)
+        self.rotation = rotation
+        self.per_model = per_model
+
+    def key(self, index: int) -> str:
+        credential = self.credentials[index]
+        return f"key:{self.name if credential is None else credential.id}"
+
+    def key_model(self, index: int, model: str) -> str:
+        credential = self.credentials[index]
+        return f"key-model:{self.name if credential is None else credential.id}:{model}"
+
+    def model(self, model: str) -> str:
+        return f"model:{self.name}/{model}"
+
+    def whole(self) -> str:
+        return f"provider:{self.name}"
+
+
+class _State:
+    """One read of the cooldown state for a target: deadlines and non-zero failure counts."""
+
+    __slots__ = ("failures", "until")
+
+    def __init__(self, until: dict[str, float], failures: dict[str, int]) -> None:
+        self.until = until
+        self.failures = failures
+
+    def deadline(self, *scopes: str) -> float:
+        return max(self.until.get(s, _NEVER) for s in scopes)
+
+
+class CooldownRetry:
+    """Credential rotation, cooldowns and bounded retries for one target per request.
+
+    ``providers`` gives the credential pools (and resolves the model when no layer above
+    chose a target); ``store`` holds all cooldown and rotation state (namespaced
+    ``cooldown:``; an in-memory store by default).  ``clock``, ``sleep`` and ``random`` are
+    injectable so tests never sleep.
+    """
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        providers: Providers,
+        store: StateStore | None = None,
+        rotation: str | Mapping[str, str] = "round_robin",
+        tiers: Mapping[str, Sequence[int]] | None = None,
+        rate_limit_scope: str | Mapping[str, str] = "credential",
+        max_attempts: int = 3,
+        retry_budget: float = 30.0,
+        max_wait: float = 5.0,
+        retry_on: Iterable[str] = DEFAULT_RETRY_ON,
+        backoff_base: float = 1.0,
+        backoff_max: float = 60.0,
+        failure_threshold: int = 3,
+        failure_window: float = 600.0,
+        auth_cooldown: float = 3600.0,
+        quota_cooldown: float = 3600.0,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], Awaitable[Any]] = anyio.sleep,
+        random: Callable[[], float] = _random.random,
+    ) -> None:
+        self.app = app
+        self.providers = providers
+        self.store = namespaced(store if store is not None else MemoryStore(), "cooldown")
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
+        if failure_threshold < 1:
+            raise ValueError(f"failure_threshold must be at least 1, not {failure_threshold}")
+        for name, value in (("retry_budget", retry_budget), ("max_wait", max_wait)):
+            if not value >= 0:
+                raise ValueError(f"{name} must be >= 0, not {value}")
+        for name, value in (
+            ("backoff_base", backoff_base),
+            ("failure_window", failure_window),
+            ("auth_cooldown", auth_cooldown),
+            ("quota_cooldown", quota_cooldown),
+        ):
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, not {value}")
+        if backoff_max < backoff_base:
+            raise ValueError(
+                f"backoff_max ({backoff_max}) must be >= backoff_base ({backoff_base})"
+            )
+        self.retry_on = frozenset(retry_on)
+        unknown = self.retry_on - set(DEFAULT_STATUS)
+        if unknown:
+            raise ValueError(f"retry_on: unknown error kind(s) {sorted(unknown)}")
+        self.max_attempts = max_attempts
+        self.retry_budget = retry_budget
+        self.max_wait = max_wait
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.failure_threshold = failure_threshold
+        self.failure_window = failure_window
+        self.auth_cooldown = auth_cooldown
+        self.quota_cooldown = quota_cooldown
+        self._clock = clock
+        self._sleep = sleep
+        self._random = random
+
+        names = set(providers.providers)
+        rotations = _per_provider("rotation", rotation, "round_robin", ROTATIONS, names)
+        scopes = _per_provider(
+            "rate_limit_scope", rate_limit_scope, "credential", RATE_LIMIT_SCOPES, names
+        )
+        tiers = dict(tiers or {})
+        for name, levels in tiers.items():
+            provider = providers.providers.get(name)
+            if provider is None:
+                raise ValueError(f"tiers: unknown provider {name!r}")
+            if len(levels) != max(1, len(provider.credentials)) or not all(
+                isinstance(t, int) for t in levels
+            ):
+                raise ValueError(
+                    f"tiers.{name}: expected one integer per key "
+                    f"({len(provider.credentials)}), got {list(levels)!r}"
+                )
+        self._rotations = rotations
+        self._default_rotation = rotation if isinstance(rotation, str) else "round_robin"
+        self._scopes = scopes
+        self._tiers = tiers
+        self._pools = {
+            name: self._make_pool(provider) for name, provider in providers.providers.items()
+        }
+
+    def _make_pool(self, provider: Provider) -> _Pool:
+        name = provider.name
+        return _Pool(
+            provider,
+            self._rotations.get(name, self._default_rotation),
+            self._tiers.get(name),
+            self._scopes.get(name, "credential") == "credential_model",
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        exchange = await routed_exchange(self.app, scope, receive, send)
+        if exchange is None:
+            return
+        assert exchange.request is not None
+        target: Target | None = exchange.target
+        if target is None:
+            try:
+                target = self.providers.resolve(exchange.request.model)[0]
+            except GatewayError as error:
+                exchange.error = error
+                await send_counted_error(send, exchange, error)
+                return
+            exchange.target = target
+            exchange.request = target_request(exchange.request, target)
+        pool = self._pools.get(target.provider.name)
+        if pool is None or pool.provider is not target.provider:
+            pool = self._make_pool(target.provider)
+        await self._run(exchange, pool, target, send)
+
+    async def _run(self, exchange: Exchange, pool: _Pool, target: Target, send: Send) -> None:
+        scope = exchange.scope
+        model = target.model
+        out = CountingSend(send, exchange)
+        deadline: float = scope.setdefault(BUDGET_KEY, self._clock() + self.retry_budget)
+        tried: set[int] = set()
+        attempts = waits = 0
+        held: Held | None = None
+        pause_until = 0.0  # when a key that failed without cooling down may be tried again
+        while True:
+            state = await self._read(pool, model)
+            now = self._clock()
+            healthy, available, blocked = self._healthy(pool, model, state, now)
+            fresh = [i for i in healthy if i not in tried]
+            if fresh:
+                candidates, wait = fresh, 0.0
+            elif healthy:
+                # Every usable key already failed in this request (5xx, timeout ...): the same
+                # again, after a pause.
+                candidates, wait = healthy, max(0.0, pause_until - now)
+            else:
+                candidates, wait = [], available - now
+            if attempts or not candidates:
+                if (
+                    attempts >= self.max_attempts
+                    or waits >= self.max_attempts  # keys re-cooled while we waited
+                    or wait > min(self.max_wait, deadline - now)
+                ):
+                    await self._give_up(exchange, target, held, available - now, blocked, out, send)
+                    return
+                if wait > 0:
+                    exchange.record("cooldown.wait", seconds=round(wait, 3), attempt=attempts + 1)
+                    await self._sleep(wait)
+                if not candidates:
+                    waits += 1
+                    continue  # a key should be back: read the state again
+            index = await self._pick(pool, candidates)
+            credential = pool.credentials[index]
+            exchange.credential = credential
+            exchange.record(
+                "cooldown.select",
+                provider=pool.name,
+                model=model,
+                credential=credential.id if credential is not None else None,
+                rotation=pool.rotation,
+                healthy=len(healthy),
+                attempt=attempts + 1,
+            )
+            before = out.floor = len(exchange.attempts)
+            held = await run_held(self.app, scope, exchange.replay(), out)
+            attempts += 1
+            note_foreign_attempt(exchange, before, target, held)
+            error = held.error
+            if held.committed or error is None:
+                if not held.committed:
+                    await held.release(out)  # whatever the app sent, as it sent it
+                await self._succeeded(pool, index, model, state)
+                return
+            tried.add(index)
+            exchange.error = error
+            await self._failed(exchange, pool, index, model, error)
+            if error.kind not in self.retry_on:
+                await _deliver(exchange, held, error, out, send)
+                return
+            retry_after = error.retry_after
+            pause_until = self._clock() + (
+                retry_after if retry_after is not None else self._backoff(attempts)
+            )
+
+    async def _give_up(
+        self,
+        exchange: Exchange,
+        target: Target,
+        held: Held | None,
+        wait: float,
+        blocked: bool,
+        out: Send,
+        send: Send,
+    ) -> None:
+        wait = max(0.0, wait)
+        if held is None or held.error is None:
+            # Nothing tried: every key, or the model, is cooling down.
+            provider = target.provider.name
+            error = GatewayError(
+                "overloaded" if blocked else "rate_limited",
+                (
+                    f"{target.name} is cooling down after repeated failures"
+                    if blocked
+                    else f"every key of {provider} is cooling down for {target.model}"
+                )
+                + f"; available again in {wait:.1f}s",
+                retry_after=wait,
+                provider=provider,
+            )
+            exchange.record("cooldown.unavailable", target=target.name, retry_after=wait)
+            exchange.error = error
+            await send_counted_error(send, exchange, error)
+            return
+        error = held.error
+        exchange.record("cooldown.give_up", target=target.name, kind=error.kind)
+        if wait > 0 and error.kind in ("rate_limited", "overloaded"):
+            # The client may come back when the first key (or the model) does, not when the
+            # last answer said.
+            error = _with_retry_after(error, wait)
+            exchange.error = error
+            await send_counted_error(send, exchange, error)
+            return
+        await _deliver(exchange, held, error, out, send)
+
+    # --- state --------------------------------------------------------------------------------
+
+    async def _read(self, pool: _Pool, model: str) -> _State:
+        scopes = [pool.model(model), pool.whole()]
+        for index in range(len(pool.credentials)):
+            scopes.append(pool.key(index))
+            scopes.append(pool.key_model(index, model))
+        scopes = list(dict.fromkeys(scopes))
+        values = await self.store.get_many(
+            [f"until:{s}" for s in scopes] + [f"fails:{s}" for s in scopes]
+        )
+        until: dict[str, float] = {}
+        failures: dict[str, int] = {}
+        count = len(scopes)
+        for i, scope in enumerate(scopes):
+            deadline, fails = values[i], values[count + i]
+            if deadline is not None:
+                until[scope] = float(deadline)
+            if fails is not None and fails != b"0":
+                failures[scope] = int(fails)
+        return _State(until, failures)
+
+    def _healthy(
+        self, pool: _Pool, model: str, state: _State, now: float
+    ) -> tuple[list[int], float, bool]:
+        """The usable keys; when none is, when the first one is again and whether the model
+        (or the provider) itself is cooling down."""
+        block = state.deadline(pool.model(model), pool.whole())
+        keys = [
+            state.deadline(pool.key(i), pool.key_model(i, model))
+            for i in range(len(pool.credentials))
+        ]
+        if block <= now:
+            healthy = [i for i, until in enumerate(keys) if until <= now]
+            if healthy:
+                return healthy, now, False
+        return [], max(block, min(keys)), block > now
+
+    async def _pick(self, pool: _Pool, candidates: list[int]) -> int:
+        if len(pool.credentials) == 1:
+            return candidates[0]
+        best = min(pool.tiers[i] for i in candidates)
+        candidates = [i for i in candidates if pool.tiers[i] == best]
+        if len(candidates) == 1:
+            return candidates[0]
+        rotation = pool.rotation
+        if rotation == "fair_cycle":
+            return await self._fair_cycle(pool, candidates)
+        if rotation == "least_used":
+            return await self._least_used(pool, candidates)
+        turn = await self.store.incr(f"turn:{pool.name}")
+        return candidates[(turn - 1) % len(candidates)]
+
+    async def _fair_cycle(self, pool: _Pool, candidates: list[int]) -> int:
+        cycle_key = f"cycle:{pool.name}"
+        claims = [f"claim:{pool.key(i)}" for i in candidates]
+        for _ in range(2 * len(candidates) + 2):
+            values = await self.store.get_many([cycle_key, *claims])
+            cycle = int(values[0]) if values[0] is not None else 0
+            free = [
+                (i, key, value)
+                for i, key, value in zip(candidates, claims, values[1:], strict=True)
+                if (int(value) if value is not None else -1) < cycle
+            ]
+            if not free:
+                # Every healthy key had its turn: start the next cycle (one racer wins).
+                await self.store.compare_and_set(cycle_key, values[0], str(cycle + 1).encode())
+                continue
+            # A random free key rather than the first: racers on a shared store collide less.
+            index, key, value = free[min(int(self._random() * len(free)), len(free) - 1)]
+            if await self.store.compare_and_set(key, value, str(cycle).encode()):
+                return index
+        return candidates[0]  # heavy contention: any healthy key will do
+
+    async def _least_used(self, pool: _Pool, candidates: list[int]) -> int:
+        keys = [f"used:{pool.key(i)}" for i in candidates]
+        values = await self.store.get_many(keys)
+        counts = [int(v) if v is not None else 0 for v in values]
+        low = min(counts)
+        ties = [n for n, count in enumerate(counts) if count == low]
+        chosen = ties[min(int(self._random() * len(ties)), len(ties) - 1)]
+        await self.store.incr(keys[chosen])
+        return candidates[chosen]
+
+    async def _succeeded(self, pool: _Pool, index: int, model: str, state: _State) -> None:
+        scopes = (pool.key(index), pool.key_model(index, model), pool.model(model), pool.whole())
+        for scope in dict.fromkeys(scopes):
+            if scope in state.failures:
+                await self.store.delete(f"fails:{scope}")
+
+    async def _failed(
+        self, exchange: Exchange, pool: _Pool, index: int, model: str, error: GatewayError
+    ) -> None:
+        kind = error.kind
+        if kind == "rate_limited":
+            if error.quota:
+                seconds = (
+                    error.retry_after if error.retry_after is not None else self.quota_cooldown
+                )
+                await self._cool(exchange, pool.key(index), seconds, "quota")
+                return
+            scope = pool.key_model(index, model) if pool.per_model else pool.key(index)
+            count = await self.store.incr(f"fails:{scope}", ttl=self.failure_window)
+            seconds = error.retry_after if error.retry_after is not None else self._backoff(count)
+            await self._cool(exchange, scope, seconds, kind)
+        elif kind == "auth":
+            status = error.upstream_status or error.status
+            scope = pool.key_model(index, model) if status == 403 else pool.key(index)
+            await self._cool(exchange, scope, self.auth_cooldown, kind)
+            logged = await self.store.compare_and_set(
+                f"logged:{scope}", None, b"1", ttl=self.auth_cooldown
+            )
+            if logged:
+                credential = pool.credentials[index]
+                logger.warning(
+                    "%s refused credential %s (HTTP %s%s); out of rotation for %.0fs",
+                    pool.name,
+                    credential.id if credential is not None else "(none)",
+                    status,
+                    f", model {model}" if status == 403 else "",
+                    self.auth_cooldown,
+                )
+        elif kind in _MODEL_KINDS:
+            await self._count(exchange, pool.model(model), error)
+        elif kind == "connection":
+            await self._count(exchange, pool.whole(), error)
+
+    async def _count(self, exchange: Exchange, scope: str, error: GatewayError) -> None:
+        count = await self.store.incr(f"fails:{scope}", ttl=self.failure_window)
+        if count >= self.failure_threshold:
+            seconds = (
+                error.retry_after
+                if error.retry_after is not None
+                else self._backoff(count - self.failure_threshold + 1)
+            )
+            await self._cool(exchange, scope, seconds, error.kind)
+
+    async def _cool(self, exchange: Exchange, scope: str, seconds: float, reason: str) -> None:
+        if seconds <= 0:
+            return
+        until = self._clock() + seconds
+        # The store's own expiry only collects garbage; the deadline value decides.
+        stored = await self.store.set_max(f"until:{scope}", until, ttl=seconds + 1.0)
+        exchange.record(
+            "cooldown.cool",
+            scope=scope,
+            reason=reason,
+            seconds=round(seconds, 3),
+            extended=stored == until,
+        )
+
+    def _backoff(self, failures: int) -> float:
+        """Full jitter: uniform in [0, min(backoff_max, backoff_base * 2^(failures-1))]."""
+        ceiling = min(self.backoff_max, self.backoff_base * 2.0 ** min(max(failures, 1) - 1, 62))
+        return ceiling * self._random()
+
+
+async def _deliver(
+    exchange: Exchange, held: Held, error: GatewayError, out: Send, send: Send
+) -> None:
+    """The attempt's own error response, as the inner app sent it (or rendered, for an
+    in-band failure that has no response to release)."""
+    exchange.error = error
+    if held.messages:
+        await held.release(out)
+    else:
+        await send_counted_error(send, exchange, error)
+
+
+def _with_retry_after(error: GatewayError, seconds: float) -> GatewayError:
+    return GatewayError(
+        error.kind,
+        error.message,
+        status=error.status,
+        upstream_status=error.upstream_status,
+        retry_after=seconds,
+        param=error.param,
+        code=error.code,
+        provider=error.provider,
+        quota=error.quota,
+    )
+
+
+def _per_provider(
+    name: str, value: str | Mapping[str, str], default: str, allowed: Sequence[str], known: set[str]
+) -> dict[str, str]:
+    if isinstance(value, str):
+        if value not in allowed:
+            raise ValueError(f"{name}: {value!r} is not one of {', '.join(allowed)}")
+        return dict.fromkeys(known, value)
+    result = dict.fromkeys(known, default)
+    for provider, choice in value.items():
+        if provider not in known:
+            raise ValueError(f"{name}: unknown provider {provider!r}")
+        if choice not in allowed:
+            raise ValueError(f"{name}.{provider}: {choice!r} is not one of {', '.join(allowed)}")
+        result[provider] = choice
+    return result
