@@ -326,9 +326,18 @@ class ProviderDispatch:
 
 class _StreamRelay:
     """One upstream stream to the client: SSE bytes -> unified events -> client bytes,
-    one body message per upstream event."""
+    one body message per upstream event (empty when the event has no bytes for the client)."""
 
-    __slots__ = ("codec", "decoder", "encoder", "exchange", "passthrough", "request", "send")
+    __slots__ = (
+        "codec",
+        "decoder",
+        "encoder",
+        "exchange",
+        "opened",
+        "passthrough",
+        "request",
+        "send",
+    )
 
     def __init__(
         self, exchange: Exchange, codec: Codec, upstream_codec: Codec, request: Request, send: Send
@@ -340,6 +349,7 @@ class _StreamRelay:
         self.decoder = upstream_codec.stream_decoder()
         self.passthrough = upstream_codec is codec
         self.encoder = None if self.passthrough else codec.stream_encoder(request)
+        self.opened: str | None = None  # the id of the MessageStart this stream sent
 
     async def run(self, chunks: AsyncIterator[bytes]) -> None:
         decoder = self.decoder
@@ -360,8 +370,12 @@ class _StreamRelay:
         except GatewayError as error:
             failure = error
         if failure is None and not decoder.done:
+            # ``code`` marks it for the layers above (StreamGuard's close reason), which
+            # decide on kind and code, never on the message.
             failure = GatewayError(
-                "connection", "upstream closed the stream before its terminal event"
+                "connection",
+                "upstream closed the stream before its terminal event",
+                code="premature_close",
             )
         if failure is not None:
             await self.fail(failure)
@@ -381,14 +395,17 @@ class _StreamRelay:
                 if event.usage is not None:
                     exchange.usage = event.usage
             elif isinstance(event, MessageStart):
-                exchange.response_id = event.id
+                exchange.response_id = self.opened = event.id
         if self.encoder is None:
             # Same protocol: the upstream's event goes out as it came, fields we do not model
             # included; only the framing is ours (one event per message).
             raw = encode_event(sse_event.data, sse_event.event) if sse_event is not None else b""
         else:
             raw = b"".join([self.encoder.encode(event) for event in events])
-        if raw:
+        if raw or events or sse_event is not None:
+            # Also when the event has no bytes in the client's protocol (an Anthropic ping,
+            # a Responses *.done translated away): an empty body message still tells the
+            # layers above that the upstream is alive, which is what a stall timeout measures.
             await self.send(
                 {"type": "http.response.body", "body": raw, "more_body": True, EVENT: events}
             )
@@ -399,7 +416,14 @@ class _StreamRelay:
         exchange.error = failure
         if exchange.attempts:
             exchange.attempts[-1].kind = failure.kind
-        encoder = self.encoder or self.codec.stream_encoder(self.request)
+        encoder = self.encoder
+        if encoder is None:
+            encoder = self.codec.stream_encoder(self.request)
+            if self.opened is not None:
+                # Passthrough: the client already has the stream's opening as the upstream
+                # sent it.  A fresh encoder would open it again (a second response.created,
+                # which the OpenAI SDK rejects), so it is primed and its opening dropped.
+                encoder.encode(MessageStart(id=self.opened, model=self.request.model))
         event = Error(error=failure)
         await self.send(
             {

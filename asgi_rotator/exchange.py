@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import anyio
 from msgspec import Struct, field
 
 from .errors import GatewayError
@@ -74,6 +75,17 @@ class StreamClose(Struct, kw_only=True):
     reasoning_seen: bool = False
     error: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Correlation and timing (StreamGuard fills them; seconds, time.monotonic() based).
+    request_id: str | None = None
+    provider: str | None = None
+    model: str | None = None
+    credential: str | None = None  # credential id, never the key
+    attempt: int | None = None
+    response_id: str | None = None
+    upstream_status: int | None = None
+    ttfb: float | None = None
+    duration: float | None = None
+    heartbeats: int = 0
 
 
 class Pass(Struct, array_like=True):
@@ -148,7 +160,9 @@ class Exchange:
                 body_sent = True
                 return {"type": "http.request", "body": self.body, "more_body": False}
             if receive is None:
-                return {"type": "http.disconnect"}
+                # No client to hear from: wait like a connected one would, rather than
+                # report a disconnect that would cancel the request.
+                await anyio.sleep_forever()
             return await receive()
 
         return replay_receive
