@@ -30,9 +30,13 @@ __all__ = [
     "PRESETS",
     "Config",
     "ConfigError",
+    "CooldownConfig",
     "GroupConfig",
     "ProviderConfig",
+    "ResponsesConfig",
+    "RoutingConfig",
     "ServerConfig",
+    "StateConfig",
     "StreamConfig",
     "TargetConfig",
     "config_from_env",
@@ -73,6 +77,10 @@ class ProviderConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     timeout: float = 600.0
     connect_timeout: float = 10.0
     max_connections: int = 100
+    # Credential rotation for this provider's pool (default: [cooldown] rotation).
+    rotation: str | None = None
+    key_tiers: list[int] = field(default_factory=list)  # "priority" rotation: tier per key
+    rate_limit_scope: str | None = None  # "credential" (default) or "credential_model"
 
 
 class TargetConfig(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -87,10 +95,58 @@ class GroupConfig(Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class StreamConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool = True
     ttfb_timeout: float | None = 30.0
     stall_timeout: float | None = 60.0
     total_timeout: float | None = None
     heartbeat_interval: float | None = 15.0
+    keepalive_before_first_event: bool = False
+    max_ttfb_timeout: float | None = None  # bound for the x-rotator-ttfb-timeout header
+    close_log: str | None = None  # JSON-lines file of stream close records
+    # Per provider ("openai") or per model ("openai/gpt-4.1"): the same timeout keys.
+    overrides: dict[str, dict[str, float | None]] = field(default_factory=dict)
+
+
+class StateConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    backend: Literal["memory", "file"] = "memory"
+    path: str | None = None  # directory, for the file backend
+    max_entries: int = 100_000
+
+
+class ResponsesConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool = True
+    ttl: float | None = 30 * 24 * 3600.0
+    max_responses: int | None = 10_000
+    max_depth: int = 100
+    native_continuation: bool = True
+
+
+class RoutingConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool = True
+    fallback_on: list[str] = field(
+        default_factory=lambda: [
+            "rate_limited",
+            "overloaded",
+            "server_error",
+            "timeout",
+            "connection",
+        ]
+    )
+
+
+class CooldownConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool = True
+    rotation: str = "round_robin"
+    max_attempts: int = 3
+    retry_budget: float = 30.0
+    max_wait: float = 5.0
+    retry_on: list[str] | None = None  # default: the retryable kinds and auth
+    backoff_base: float = 1.0
+    backoff_max: float = 60.0
+    failure_threshold: int = 3
+    failure_window: float = 600.0
+    auth_cooldown: float = 3600.0
+    quota_cooldown: float = 3600.0
 
 
 class Config(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -99,6 +155,10 @@ class Config(Struct, kw_only=True, forbid_unknown_fields=True):
     groups: dict[str, GroupConfig] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)  # model name -> "provider/model" or group
     stream: StreamConfig = field(default_factory=StreamConfig)
+    state: StateConfig = field(default_factory=StateConfig)
+    responses: ResponsesConfig = field(default_factory=ResponsesConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
+    cooldown: CooldownConfig = field(default_factory=CooldownConfig)
 
 
 class Preset(Struct, frozen=True, kw_only=True):
@@ -323,3 +383,5 @@ def _check(config: Config, source: str) -> None:
     for name, group in config.groups.items():
         if not group.targets:
             raise ConfigError(f"{source}: groups.{name}.targets: must not be empty")
+    if config.state.backend == "file" and not config.state.path:
+        raise ConfigError(f"{source}: state.path: the file backend needs a directory")

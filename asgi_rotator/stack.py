@@ -1,17 +1,41 @@
-"""``build_app(config)``: the default stack, in the order ARCHITECTURE.md draws it."""
+"""``build_app(config)``: the default stack, in the order ARCHITECTURE.md draws it.
+
+    InboundKeys         only when server.inbound_keys is set; outside everything that spends
+                        money or reads stored state
+    Protocol            detection, one validated parse, every error in the client's protocol
+    ResponsesState      previous_response_id, stored responses (responses.enabled)
+    FallbackRouter      groups, fallbacks (routing.enabled)
+    CooldownRetry       key rotation, cooldowns, retries (cooldown.enabled)
+    StreamGuard         timeouts, heartbeats, disconnects, close records (stream.enabled)
+    ProviderDispatch    the terminal app
+
+Any layer can be left out (``without={"cooldown"}``), which is how the benchmarks measure
+what each one costs; the order of the rest never changes.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
-from .config import Config, ProviderConfig, config_from_env, parse_config
+import msgspec
+
+from .config import Config, ConfigError, ProviderConfig, config_from_env, parse_config
 from .dispatch import ProviderDispatch
 from .middleware.auth import InboundKeys
+from .middleware.cooldown import CooldownRetry
+from .middleware.fallback import FallbackRouter
+from .middleware.responses import ResponsesState
+from .middleware.stream_guard import StreamGuard
 from .providers import Providers
+from .state import FileStore, MemoryStore, StateStore
 
-__all__ = ["MOCK_PROVIDERS", "Gateway", "build_app", "with_mock_providers"]
+__all__ = ["LAYERS", "MOCK_PROVIDERS", "Gateway", "build_app", "with_mock_providers"]
+
+# Innermost first; each name can be switched off with ``without=``.
+LAYERS = ("stream_guard", "cooldown", "fallback", "responses", "auth")
 
 # The built-in demo: one in-process mock upstream per protocol family, so any client can be
 # pointed at any of them and see translation at work with no keys and no network.
@@ -27,8 +51,6 @@ MOCK_PROVIDERS = {
 
 
 def with_mock_providers(config: Config) -> Config:
-    import msgspec
-
     return msgspec.structs.replace(config, providers=dict(MOCK_PROVIDERS))
 
 
@@ -37,22 +59,30 @@ class Gateway:
     running its lifespan (the upstream clients are then made lazily and must be closed by
     the host, e.g. in its own lifespan)."""
 
-    __slots__ = ("app", "config", "providers")
+    __slots__ = ("app", "config", "providers", "stores")
 
-    def __init__(self, app: Any, config: Config, providers: Providers) -> None:
+    def __init__(
+        self, app: Any, config: Config, providers: Providers, stores: list[StateStore]
+    ) -> None:
         self.app = app
         self.config = config
         self.providers = providers
+        self.stores = stores
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         await self.app(scope, receive, send)
 
     async def aclose(self) -> None:
         await self.providers.aclose()
+        for store in self.stores:
+            await store.aclose()
 
 
 def build_app(
-    config: Config | Mapping[str, Any] | None = None, *, environ: Mapping[str, str] | None = None
+    config: Config | Mapping[str, Any] | None = None,
+    *,
+    environ: Mapping[str, str] | None = None,
+    without: Iterable[str] = (),
 ) -> Gateway:
     """The whole gateway as one ASGI app, for ``asgi-rotator serve`` or for embedding."""
     env = os.environ if environ is None else environ
@@ -60,20 +90,88 @@ def build_app(
         config = config_from_env(env)
     elif not isinstance(config, Config):
         config = parse_config(dict(config), env)
+    skip = set(without)
+    unknown = skip - set(LAYERS)
+    if unknown:
+        raise ValueError(f"without: unknown layers {sorted(unknown)}; known: {', '.join(LAYERS)}")
     providers = Providers(config, env)
-    app: Any = ProviderDispatch(providers, max_body=config.server.max_body_bytes)
+    max_body = config.server.max_body_bytes
+    stores: list[StateStore] = []
+
+    def store(name: str) -> StateStore:
+        # One store per layer: a layer's entries never evict another's (LRU, file cap).
+        made: StateStore
+        if config.state.backend == "file":
+            assert config.state.path is not None
+            made = FileStore(Path(config.state.path) / name, max_entries=config.state.max_entries)
+        else:
+            made = MemoryStore(max_entries=config.state.max_entries)
+        stores.append(made)
+        return made
+
+    app: Any = ProviderDispatch(providers, max_body=max_body)
+    stream = config.stream
+    if stream.enabled and "stream_guard" not in skip:
+        app = StreamGuard(
+            app,
+            ttfb_timeout=stream.ttfb_timeout,
+            stall_timeout=stream.stall_timeout,
+            total_timeout=stream.total_timeout,
+            heartbeat_interval=stream.heartbeat_interval,
+            keepalive_before_first_event=stream.keepalive_before_first_event,
+            max_ttfb_timeout=stream.max_ttfb_timeout,
+            overrides=stream.overrides,
+            close_log=stream.close_log,
+            max_body=max_body,
+        )
+    cooldown = config.cooldown
+    if cooldown.enabled and "cooldown" not in skip:
+        app = CooldownRetry(
+            app,
+            providers=providers,
+            store=store("cooldown"),
+            rotation={
+                name: pc.rotation or cooldown.rotation for name, pc in config.providers.items()
+            },
+            tiers={name: pc.key_tiers for name, pc in config.providers.items() if pc.key_tiers},
+            rate_limit_scope={
+                name: pc.rate_limit_scope or "credential" for name, pc in config.providers.items()
+            },
+            max_attempts=cooldown.max_attempts,
+            retry_budget=cooldown.retry_budget,
+            max_wait=cooldown.max_wait,
+            **({"retry_on": cooldown.retry_on} if cooldown.retry_on is not None else {}),
+            backoff_base=cooldown.backoff_base,
+            backoff_max=cooldown.backoff_max,
+            failure_threshold=cooldown.failure_threshold,
+            failure_window=cooldown.failure_window,
+            auth_cooldown=cooldown.auth_cooldown,
+            quota_cooldown=cooldown.quota_cooldown,
+        )
+    if config.routing.enabled and "fallback" not in skip:
+        app = FallbackRouter(app, providers=providers, fallback_on=config.routing.fallback_on)
+    responses = config.responses
+    if responses.enabled and "responses" not in skip:
+        app = ResponsesState(
+            app,
+            store=store("responses"),
+            providers=providers,
+            ttl=responses.ttl,
+            max_responses=responses.max_responses,
+            max_depth=responses.max_depth,
+            native_continuation=responses.native_continuation,
+            max_body=max_body,
+        )
     keys = [_secret(k, env) for k in config.server.inbound_keys]
-    if keys:
+    if keys and "auth" not in skip:
         app = InboundKeys(app, keys=keys)
-    return Gateway(app, config, providers)
+    return Gateway(app, config, providers, stores)
 
 
 def _secret(ref: str, env: Mapping[str, str]) -> str:
     if ref.startswith("env:"):
         value = env.get(ref[4:])
         if not value:
-            from .config import ConfigError
-
             raise ConfigError(f"server.inbound_keys: environment variable {ref[4:]} is not set")
         return value
     return ref

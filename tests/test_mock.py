@@ -648,7 +648,8 @@ def test_stall_hangs_until_the_client_goes_away(
         with pytest.raises(httpx.ReadTimeout), client.stream("POST", path, json=body) as response:
             for chunk in response.iter_raw():
                 received.append(chunk)
-    assert len(received) == 2
+    # Count events, not reads: two events may arrive in one TCP read on a busy machine.
+    assert len([e for e in b"".join(received).split(b"\n\n") if e.strip()]) == 2
     wait_for(lambda: mock.closed_streams)
     assert (mock.closed_streams[0].reason, mock.closed_streams[0].events) == (
         "client_disconnected",

@@ -3,5 +3,9 @@
 from __future__ import annotations
 
 from .auth import InboundKeys
+from .cooldown import CooldownRetry
+from .fallback import FallbackRouter
+from .responses import ResponsesState
+from .stream_guard import StreamGuard
 
-__all__ = ["InboundKeys"]
+__all__ = ["CooldownRetry", "FallbackRouter", "InboundKeys", "ResponsesState", "StreamGuard"]

@@ -1,4 +1,8 @@
-"""Provider failures reach each client as its SDK's own exception; disconnects and pooling."""
+"""Provider failures reach each client as its SDK's own exception; disconnects and pooling.
+
+These check what dispatch makes of each failure, so the gateway here has no routing layers:
+with them, one test's 429 would (rightly) cool a key for the next test.  Retries, fallbacks
+and cooldowns have their own end-to-end tests (test_routing_e2e.py)."""
 
 from __future__ import annotations
 
@@ -65,6 +69,13 @@ def retry_after_of(exc: Exception) -> str | None:
     return response.headers.get("retry-after") if response is not None else None
 
 
+@pytest.fixture(scope="module")
+def gateway_url(mock_server: tuple[MockUpstream, str]) -> Iterator[str]:
+    config = parse_config({"providers": provider_config(mock_server[1])}, {})
+    with serve(build_app(config, environ={}, without={"cooldown", "fallback", "responses"})) as url:
+        yield url
+
+
 @pytest.mark.parametrize("kind", list(CASES))
 @pytest.mark.parametrize(
     ("client", "upstream"),
@@ -103,7 +114,8 @@ def fragile_gateway(mock_server: tuple[MockUpstream, str]) -> Iterator[str]:
         "keys": ["k"],
     }
     providers["up-slow"] = {**providers["up-anthropic"], "timeout": 0.5}
-    with serve(build_app(parse_config({"providers": providers}, {}), environ={})) as url:
+    config = parse_config({"providers": providers}, {})
+    with serve(build_app(config, environ={}, without={"cooldown", "fallback", "responses"})) as url:
         yield url
 
 
