@@ -20,3 +20,11 @@ def load_fixture(protocol: str, name: str) -> Any:
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """A real redis-server for the session; its URL."""
+    from tests.redis_server import redis_server as run
+
+    yield from run(tmp_path_factory)

@@ -1,13 +1,23 @@
 """Shared state: one async ``StateStore`` interface and its backends.
 
 ``MemoryStore`` is the embedded default, ``FileStore`` keeps a single node's state across
-restarts; ``namespaced`` gives each layer its own key prefix over one store.
+restarts, ``RedisStore`` shares state between workers and machines (it imports redis-py only
+when made, so the base install does without it); ``namespaced`` gives each layer its own key
+prefix over one store.
 """
 
 from __future__ import annotations
 
 from ._file import FileStore
 from ._memory import MemoryStore
+from ._redis import RedisStore, StateUnavailableError
 from ._store import StateStore, namespaced
 
-__all__ = ["FileStore", "MemoryStore", "StateStore", "namespaced"]
+__all__ = [
+    "FileStore",
+    "MemoryStore",
+    "RedisStore",
+    "StateStore",
+    "StateUnavailableError",
+    "namespaced",
+]

@@ -1,4 +1,9 @@
-"""The StateStore contract, run against every backend."""
+"""The StateStore contract, run against every backend.
+
+A test that moves the fake clock is marked ``fake_clock``: Redis expires keys on the server's
+clock, so for Redis it is skipped and ``test_redis.py`` runs its real-time twin,
+``<name>_in_real_time`` (``test_redis.py`` checks that every marked test has one).
+"""
 
 from __future__ import annotations
 
@@ -43,6 +48,7 @@ async def test_values_are_bytes_exactly(store: StateStore) -> None:
     assert await store.get("copied") == b"mutable"
 
 
+@pytest.mark.fake_clock
 async def test_get_many_keeps_order_and_reports_missing(
     store: StateStore, clock: FakeClock
 ) -> None:
@@ -54,6 +60,7 @@ async def test_get_many_keeps_order_and_reports_missing(
     assert await store.get_many([]) == []
 
 
+@pytest.mark.fake_clock
 async def test_ttl_expiry(store: StateStore, clock: FakeClock) -> None:
     await store.set("k", b"v", ttl=10)
     clock.advance(9.9)
@@ -63,6 +70,7 @@ async def test_ttl_expiry(store: StateStore, clock: FakeClock) -> None:
     assert await store.delete("k") is False
 
 
+@pytest.mark.fake_clock
 async def test_set_replaces_the_expiry(store: StateStore, clock: FakeClock) -> None:
     await store.set("k", b"v", ttl=5)
     await store.set("k", b"w")
@@ -102,6 +110,7 @@ async def test_incr_creates_at_zero_and_counts(store: StateStore) -> None:
     assert await store.incr("m") == 42
 
 
+@pytest.mark.fake_clock
 async def test_incr_ttl_is_a_fixed_window_from_creation(
     store: StateStore, clock: FakeClock
 ) -> None:
@@ -139,6 +148,7 @@ async def test_concurrent_incr_loses_nothing(store: StateStore) -> None:
     assert await store.get("n") == b"100"
 
 
+@pytest.mark.fake_clock
 async def test_compare_and_set(store: StateStore, clock: FakeClock) -> None:
     assert await store.compare_and_set("k", b"x", b"v") is False
     assert await store.get("k") is None
@@ -155,6 +165,14 @@ async def test_compare_and_set(store: StateStore, clock: FakeClock) -> None:
     clock.advance(1)
     assert await store.compare_and_set("gone", b"old", b"new") is False
     assert await store.compare_and_set("gone", None, b"new") is True
+
+
+async def test_compare_and_set_tells_empty_from_absent(store: StateStore) -> None:
+    assert await store.compare_and_set("k", b"", b"v") is False
+    await store.set("k", b"")
+    assert await store.compare_and_set("k", None, b"v") is False
+    assert await store.compare_and_set("k", b"", b"v") is True
+    assert await store.get("k") == b"v"
 
 
 async def test_compare_and_set_race_has_one_winner(store: StateStore) -> None:
@@ -198,6 +216,7 @@ async def test_set_max_never_shortens(store: StateStore) -> None:
     assert float(await store.get("cooldown") or b"") == 150.25
 
 
+@pytest.mark.fake_clock
 async def test_set_max_only_extends_the_expiry(store: StateStore, clock: FakeClock) -> None:
     await store.set_max("k", 1.0, ttl=10)
     clock.advance(5)
@@ -211,6 +230,7 @@ async def test_set_max_only_extends_the_expiry(store: StateStore, clock: FakeClo
     assert await store.get("k") is None
 
 
+@pytest.mark.fake_clock
 async def test_set_max_without_ttl_removes_the_expiry(store: StateStore, clock: FakeClock) -> None:
     await store.set_max("k", 1.0, ttl=10)
     await store.set_max("k", 1.0)
@@ -221,6 +241,7 @@ async def test_set_max_without_ttl_removes_the_expiry(store: StateStore, clock: 
     assert await store.get("k") == b"1.0"
 
 
+@pytest.mark.fake_clock
 async def test_set_max_after_expiry_starts_afresh(store: StateStore, clock: FakeClock) -> None:
     await store.set_max("k", 100.0, ttl=1)
     clock.advance(1)
@@ -318,6 +339,7 @@ async def test_non_str_key_is_refused(store: StateStore) -> None:
         await store.get(b"k")  # type: ignore[arg-type]
 
 
+@pytest.mark.fake_clock
 async def test_purge_expired(store: StateStore, clock: FakeClock) -> None:
     await store.set("short", b"v", ttl=1)
     await store.set("long", b"v", ttl=100)
