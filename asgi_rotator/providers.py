@@ -13,7 +13,7 @@ from typing import Any
 
 from .config import PRESETS, Config, ConfigError, ProviderConfig, TargetConfig
 from .errors import GatewayError
-from .upstream import HttpxUpstream, UpstreamClient
+from .upstream import DEFAULT_CLIENT, HttpxUpstream, UpstreamClient, make_client
 
 __all__ = ["Credential", "Provider", "Providers", "Target"]
 
@@ -138,13 +138,22 @@ class Target:
 
 
 class Providers:
-    """All configured providers, groups and aliases; resolves model names to targets."""
+    """All configured providers, groups and aliases; resolves model names to targets.
 
-    def __init__(self, config: Config, environ: Mapping[str, str] | None = None) -> None:
+    ``client`` names the upstream HTTP client implementation (``upstream.make_client``:
+    ``auto``, ``aiohttp``, ``httpx2``, ``httpx``); ``mock://`` providers always use httpx."""
+
+    def __init__(
+        self,
+        config: Config,
+        environ: Mapping[str, str] | None = None,
+        *,
+        client: str = DEFAULT_CLIENT,
+    ) -> None:
         env = os.environ if environ is None else environ
         self.config = config
         self.providers: dict[str, Provider] = {
-            name: _build_provider(name, pc, env) for name, pc in config.providers.items()
+            name: _build_provider(name, pc, env, client) for name, pc in config.providers.items()
         }
         self.groups: dict[str, list[tuple[str, dict[str, Any]]]] = {
             name: [
@@ -226,7 +235,9 @@ class Providers:
             await provider.client.aclose()
 
 
-def _build_provider(name: str, pc: ProviderConfig, env: Mapping[str, str]) -> Provider:
+def _build_provider(
+    name: str, pc: ProviderConfig, env: Mapping[str, str], client_name: str = DEFAULT_CLIENT
+) -> Provider:
     preset = PRESETS.get(pc.preset or name) if (pc.preset or name in PRESETS) else None
     protocols = tuple(
         pc.protocols or ([pc.protocol] if pc.protocol else preset.protocols if preset else ())
@@ -260,11 +271,15 @@ def _build_provider(name: str, pc: ProviderConfig, env: Mapping[str, str]) -> Pr
         base_urls = {p: u.replace("mock://", "http://", 1) for p, u in base_urls.items()}
         client = HttpxUpstream(transport=mock_transport())
     else:
-        client = HttpxUpstream(
-            timeout=pc.timeout,
-            connect_timeout=pc.connect_timeout,
-            max_connections=pc.max_connections,
-        )
+        try:
+            client = make_client(
+                client_name,
+                timeout=pc.timeout,
+                connect_timeout=pc.connect_timeout,
+                max_connections=pc.max_connections,
+            )
+        except ValueError as exc:
+            raise ConfigError(f"providers.{name}: {exc}") from None
     return Provider(
         name,
         protocols=protocols,

@@ -1,0 +1,1 @@
+"""Benchmarks for asgi-rotator: ``python -m benchmarks --help``; see benchmarks/README.md."""

@@ -1,0 +1,546 @@
+"""From a run's measurements to ``results.json``, ``results.md`` and PNG charts.
+
+Every figure is the median over the rounds, and is shown beside its ratio to the floor (the
+bare aiohttp passthrough, or httpx's when aiohttp is not installed) and to LiteLLM, both
+measured in the same run.  Charts need matplotlib (``asgi-rotator[bench]``); without it
+the markdown and JSON are still written and the report says the charts were skipped.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import statistics
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from benchmarks.upstream import EVENTS
+
+STACK = "asgi-rotator"
+DASH = "\u2013"  # an en dash marks what was not measured
+
+
+def _median(values: list[float]) -> float:
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    return statistics.median(values) if values else math.nan
+
+
+def floor_name(results: dict[str, Any]) -> str | None:
+    arms = results["throughput"]
+    for name in ("floor-aiohttp", "floor-httpx2", "floor-httpx"):
+        if name in arms:
+            return name
+    return None
+
+
+def figures(results: dict[str, Any]) -> dict[str, Any]:
+    """The medians every table, chart and goal is made from."""
+    out: dict[str, Any] = {"arms": {}}
+    for arm, by_c in results["throughput"].items():
+        row: dict[str, Any] = {}
+        for c, runs in by_c.items():
+            row[c] = {
+                "rps": _median([r["rps"] for r in runs]),
+                "p50_ms": _median([r["p50_ms"] for r in runs]),
+                "p99_ms": _median([r["p99_ms"] for r in runs]),
+                "cpu_us": _median(
+                    [r["cpu_us_per_request"] for r in runs if r["cpu_us_per_request"]]
+                ),
+                "errors": sum(r["errors"] for r in runs),
+            }
+        out["arms"][arm] = row
+    direct = out["arms"].get("direct", {})
+    for row in out["arms"].values():
+        for c, cell in row.items():
+            base = direct.get(c, {})
+            cell["p50_added_ms"] = cell["p50_ms"] - base.get("p50_ms", math.nan)
+            cell["p99_added_ms"] = cell["p99_ms"] - base.get("p99_ms", math.nan)
+    streams: dict[str, Any] = {}
+    direct_ttft = _median(results["streams"].get("direct", {}).get("same", {}).get("ttft_ms", []))
+    for arm, kinds in results["streams"].items():
+        entry: dict[str, Any] = {}
+        for kind, slot in kinds.items():
+            ttft = _median(slot["ttft_ms"])
+            entry[kind] = {
+                "ttft_ms": ttft,
+                "ttft_added_ms": ttft - direct_ttft,
+                "cpu_us_per_event": _median(slot["cpu_us_per_event"]),
+                "events": sorted(set(slot["events"])),
+                "content_events": sorted(set(slot["content_events"])),
+                "coalesced": any(n != EVENTS for n in slot["content_events"]) or slot["errors"] > 0,
+                "errors": slot["errors"],
+            }
+        streams[arm] = entry
+    out["streams"] = streams
+    return out
+
+
+def _ratio(value: float, base: float | None) -> float:
+    if base is None or not base or math.isnan(base) or math.isnan(value):
+        return math.nan
+    return value / base
+
+
+def goals(results: dict[str, Any], fig: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """(goal, measured, met) for the issue's goals; met is None when not measured."""
+    arms = fig["arms"]
+    floor = floor_name(results)
+    stack = arms.get(STACK, {}).get("16", {})
+    floor16 = arms.get(floor, {}).get("16", {}) if floor else {}
+    litellm16 = arms.get("litellm", {}).get("16", {})
+    rows: list[tuple[str, str, bool | None]] = []
+
+    def add(goal: str, value: float, limit: float, fmt: str, *, at_least: bool) -> None:
+        if math.isnan(value):
+            rows.append((goal, "not measured", None))
+        else:
+            rows.append((goal, fmt.format(value), value >= limit if at_least else value <= limit))
+
+    add(
+        f"throughput at 16 connections >= 50% of {floor or 'the floor'}",
+        _ratio(stack.get("rps", math.nan), floor16.get("rps")) * 100,
+        50,
+        "{:.0f}%",
+        at_least=True,
+    )
+    add(
+        "throughput at 16 connections >= 20x LiteLLM",
+        _ratio(stack.get("rps", math.nan), litellm16.get("rps")),
+        20,
+        "{:.1f}x",
+        at_least=True,
+    )
+    add(
+        f"CPU per request <= 2x {floor or 'the floor'}'s",
+        _ratio(stack.get("cpu_us", math.nan), floor16.get("cpu_us")),
+        2,
+        "{:.2f}x",
+        at_least=False,
+    )
+    streams = fig["streams"].get(STACK, {})
+    add(
+        "added time to first event (first text) <= 1 ms",
+        streams.get("same", {}).get("ttft_added_ms", math.nan),
+        1.0,
+        "{:.2f} ms",
+        at_least=False,
+    )
+    add(
+        "CPU per event <= 30 µs, same protocol",
+        streams.get("same", {}).get("cpu_us_per_event", math.nan),
+        30,
+        "{:.1f} µs",
+        at_least=False,
+    )
+    add(
+        "CPU per event <= 60 µs, translated",
+        streams.get("translated", {}).get("cpu_us_per_event", math.nan),
+        60,
+        "{:.1f} µs",
+        at_least=False,
+    )
+    if streams:
+        coalesced = any(k.get("coalesced") for k in streams.values())
+        detail = ", ".join(f"{kind}: {k['content_events']}" for kind, k in streams.items())
+        rows.append((f"no coalescing ({EVENTS} text events in = out)", detail, not coalesced))
+    memory = results["memory"].get(STACK, {}).get("held", {})
+    per_stream = (
+        max(
+            (v for m in memory.values() for v in (m["per_stream"], m.get("marginal", 0.0))),
+            default=math.nan,
+        )
+        / 1024
+    )
+    add("memory <= 30 KiB per open stream", per_stream, 30, "{:.1f} KiB", at_least=False)
+    soak = results.get("soak", {})
+    add(
+        f"RSS growth over the soak ({soak.get('requests', 0):,} requests) < 2%",
+        soak.get("growth_pct", math.nan),
+        2,
+        "{:+.2f}%",
+        at_least=False,
+    )
+    return rows
+
+
+def layer_costs(results: dict[str, Any], fig: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """What switching each layer off saves: full stack minus ``without <layer>``."""
+    arms, streams = fig["arms"], fig["streams"]
+    full = arms.get(STACK, {}).get("16", {})
+    full_streams = streams.get(STACK, {})
+    full_memory = _memory_per_stream(results["memory"].get(STACK))
+    costs = {}
+    for arm in arms:
+        if not arm.startswith("without "):
+            continue
+        off = arms[arm].get("16", {})
+        costs[arm.removeprefix("without ")] = {
+            "cpu_us": full.get("cpu_us", math.nan) - off.get("cpu_us", math.nan),
+            "event_same": full_streams.get("same", {}).get("cpu_us_per_event", math.nan)
+            - streams.get(arm, {}).get("same", {}).get("cpu_us_per_event", math.nan),
+            "event_translated": full_streams.get("translated", {}).get("cpu_us_per_event", math.nan)
+            - streams.get(arm, {}).get("translated", {}).get("cpu_us_per_event", math.nan),
+            "kib_per_stream": (full_memory - _memory_per_stream(results["memory"].get(arm))) / 1024,
+        }
+    return costs
+
+
+def _memory_per_stream(entry: dict[str, Any] | None) -> float:
+    """Bytes per open stream at the largest count measured."""
+    if not entry or not entry["held"]:
+        return math.nan
+    last = entry["held"][max(entry["held"], key=int)]
+    value = last["per_stream"]
+    return math.nan if value is None else float(value)
+
+
+def _fmt(value: float, spec: str = "{:,.0f}") -> str:
+    return DASH if value is None or math.isnan(value) else spec.format(value)
+
+
+def markdown(results: dict[str, Any], fig: dict[str, Any], charts: list[str]) -> str:
+    meta = results["meta"]
+    arms = fig["arms"]
+    floor = floor_name(results)
+    concurrency = [str(c) for c in meta["concurrency"]]
+    litellm = arms.get("litellm", {})
+    lines = [
+        f"# asgi-rotator benchmarks ({meta['mode']} run, {meta['date']})",
+        "",
+        f"- Command: `{meta['command']}`",
+        f"- Machine: {meta['cpu']}, {meta['cores']} cores; {meta['placement']}",
+        f"- Load generator: **{meta['load_tool']}**; servers: {meta['server']}; Python {meta['python']}",
+        f"- Versions: {', '.join(f'{k} {v}' for k, v in meta['versions'].items())}",
+        f"- Stack upstream client: **{meta['client']}**; {meta['rounds']} round(s) x {meta['seconds']:g} s per "
+        f"measurement; upstream latency {meta['latency']:g} s, pace {meta['pace']:g} s; streams of "
+        f"{meta['stream_events']} text events",
+        f"- Floor (ratios' base): **{floor}**; medians over rounds",
+    ]
+    lines += [f"- Note: {note}" for note in meta["notes"]]
+    lines += ["", "## Goals", "", "| goal | measured | met |", "|---|---|---|"]
+    for goal, measured, met in goals(results, fig):
+        lines.append(
+            f"| {goal} | {measured} | {'yes' if met else 'no' if met is False else DASH} |"
+        )
+
+    lines += [
+        "",
+        "## Non-streamed requests",
+        "",
+        "| arm | "
+        + " | ".join(f"req/s c={c}" for c in concurrency)
+        + " | x floor c=16 | x LiteLLM c=16 | CPU µs/req | x floor CPU |",
+        "|---|" + "---:|" * (len(concurrency) + 4),
+    ]
+    floor16 = arms.get(floor, {}).get("16", {}) if floor else {}
+    for arm, row in arms.items():
+        c16 = row.get("16", {})
+        cells = [_fmt(row.get(c, {}).get("rps", math.nan)) for c in concurrency]
+        cells.append(_fmt(_ratio(c16.get("rps", math.nan), floor16.get("rps")), "{:.2f}"))
+        cells.append(
+            _fmt(_ratio(c16.get("rps", math.nan), litellm.get("16", {}).get("rps")), "{:.1f}")
+        )
+        cells.append(_fmt(c16.get("cpu_us", math.nan)))
+        cells.append(_fmt(_ratio(c16.get("cpu_us", math.nan), floor16.get("cpu_us")), "{:.2f}"))
+        errors = sum(cell["errors"] for cell in row.values())
+        name = f"{arm} (**{errors} errors**)" if errors else arm
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+
+    lines += [
+        "",
+        "Latency added over direct (ms, p50 / p99):",
+        "",
+        "| arm | " + " | ".join(f"c={c}" for c in concurrency) + " |",
+        "|---|" + "---:|" * len(concurrency),
+    ]
+    for arm, row in arms.items():
+        if arm == "direct":
+            continue
+        cells = [
+            f"{_fmt(row.get(c, {}).get('p50_added_ms', math.nan), '{:.2f}')} / "
+            f"{_fmt(row.get(c, {}).get('p99_added_ms', math.nan), '{:.2f}')}"
+            for c in concurrency
+        ]
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+
+    layers = layer_costs(results, fig)
+    if layers:
+        lines += [
+            "",
+            "## What each layer costs",
+            "",
+            "The whole stack minus the stack without that layer (medians, c=16).",
+            "",
+            "| layer | CPU µs/req | CPU µs/event same | CPU µs/event translated | KiB per open stream |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for layer, cost in layers.items():
+            lines.append(
+                f"| {layer} | {_fmt(cost['cpu_us'], '{:.0f}')} | {_fmt(cost['event_same'], '{:.1f}')} | "
+                f"{_fmt(cost['event_translated'], '{:.1f}')} | {_fmt(cost['kib_per_stream'], '{:.1f}')} |"
+            )
+
+    inprocess = results.get("inprocess")
+    if inprocess:
+        full = {k: _median(v) for k, v in inprocess.get(STACK, {}).items()}
+        lines += [
+            "",
+            "## The stack's own Python cost (in-process, no sockets)",
+            "",
+            "`benchmarks/inprocess.py`: the stack called directly, its upstream client answering "
+            "from fixed bytes at once; no server, HTTP client or kernel, so this is what our "
+            "layers, codecs and the event loop spend, and what a layer adds is its difference.",
+            "",
+            "| arm | CPU µs/req | CPU µs/event same | CPU µs/event translated | layer costs µs/req, /event |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for arm, values in inprocess.items():
+            m = {k: _median(v) for k, v in values.items()}
+            cost = DASH
+            if arm != STACK and full:
+                cost = (
+                    f"{full['plain_us_per_request'] - m['plain_us_per_request']:.0f}, "
+                    f"{full['same_us_per_event'] - m['same_us_per_event']:.1f}"
+                )
+            lines.append(
+                f"| {arm} | {m['plain_us_per_request']:.0f} | {m['same_us_per_event']:.1f} | "
+                f"{m['translated_us_per_event']:.1f} | {cost} |"
+            )
+
+    lines += [
+        "",
+        f"## Streams ({EVENTS} text events each)",
+        "",
+        "| arm | first text ms | added ms | CPU µs/event same | x floor | CPU µs/event translated "
+        "| events out (same) | text events out same / translated |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    floor_cpu = (
+        fig["streams"].get(floor, {}).get("same", {}).get("cpu_us_per_event") if floor else None
+    )
+    for arm, kinds in fig["streams"].items():
+        same = kinds.get("same", {})
+        tr = kinds.get("translated", {})
+        text = f"{same.get('content_events')} / {tr.get('content_events', DASH)}"
+        lines.append(
+            f"| {arm} | {_fmt(same.get('ttft_ms', math.nan), '{:.2f}')} | "
+            f"{_fmt(same.get('ttft_added_ms', math.nan), '{:.2f}')} | "
+            f"{_fmt(same.get('cpu_us_per_event', math.nan), '{:.1f}')} | "
+            f"{_fmt(_ratio(same.get('cpu_us_per_event', math.nan), floor_cpu), '{:.2f}')} | "
+            f"{_fmt(tr.get('cpu_us_per_event', math.nan), '{:.1f}')} | {same.get('events')} | {text} |"
+        )
+
+    lines += [
+        "",
+        "## Memory",
+        "",
+        "Resident memory per open stream: (RSS with N streams held open past their first text"
+        " - RSS before) / N, and the marginal cost of the streams between the two counts.",
+        "",
+        "| arm | RSS idle MiB | "
+        + " | ".join(f"KiB per stream, {n} open" for n in meta["held"])
+        + " | marginal KiB per stream |",
+        "|---|---:|" + "---:|" * (len(meta["held"]) + 1),
+    ]
+    for arm, entry in results["memory"].items():
+        held = entry["held"]
+        cells = [
+            _fmt(held.get(str(n), {}).get("per_stream", math.nan) / 1024, "{:.1f}")
+            + (f" ({held[str(n)]['failed']} failed)" if held.get(str(n), {}).get("failed") else "")
+            for n in meta["held"]
+        ]
+        cells.append(
+            _fmt(held.get(str(meta["held"][-1]), {}).get("marginal", math.nan) / 1024, "{:.1f}")
+        )
+        lines.append(f"| {arm} | {entry['rss_idle'] / 2**20:.1f} | " + " | ".join(cells) + " |")
+    soak = results.get("soak")
+    if soak:
+        samples = soak["samples"]
+        lines += [
+            "",
+            f"Soak ({soak['arm']}, {soak['requests']:,} requests at 16 connections): RSS "
+            f"{samples[1][1] / 2**20:.1f} MiB after the first slice, {samples[-1][1] / 2**20:.1f} MiB "
+            f"at the end: **{soak['growth_pct']:+.2f}%**.",
+        ]
+
+    profile = results.get("profile")
+    if profile:
+        lines += ["", "## Where the time goes (py-spy, the stack at 16 connections)", ""]
+        for label, summary in profile.items():
+            lines += [f"### {label}", "", "| self % | function |", "|---:|---|"]
+            lines += [f"| {pct:.1f} | `{name}` |" for name, pct in summary["self"][:15]]
+            lines += ["", "| inclusive % | function (asgi_rotator) |", "|---:|---|"]
+            lines += [f"| {pct:.1f} | `{name}` |" for name, pct in summary["ours"][:15]]
+            lines.append("")
+    if charts:
+        lines += ["", "## Charts", ""] + [f"![{Path(c).stem}]({Path(c).name})" for c in charts]
+    else:
+        lines += [
+            "",
+            "Charts skipped: matplotlib is not installed (`pip install 'asgi-rotator[bench]'`).",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def charts(results: dict[str, Any], fig: dict[str, Any], out: Path) -> list[str]:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return []
+    paths: list[str] = []
+    arms = fig["arms"]
+    names = list(arms)
+    concurrency = [str(c) for c in results["meta"]["concurrency"]]
+
+    figure, axis = plt.subplots(figsize=(10, 5))
+    width = 0.8 / len(concurrency)
+    for i, c in enumerate(concurrency):
+        values = [arms[a].get(c, {}).get("rps", 0) or 0 for a in names]
+        axis.bar([x + i * width for x in range(len(names))], values, width, label=f"c={c}")
+    axis.set_xticks(
+        [x + width * (len(concurrency) - 1) / 2 for x in range(len(names))],
+        names,
+        rotation=30,
+        ha="right",
+    )
+    axis.set_ylabel("requests/s")
+    axis.set_title("Non-streamed throughput (gateway on one core)")
+    axis.legend()
+    paths.append(_save(figure, out / "throughput.png"))
+
+    gateway = [a for a in names if a != "direct"]
+    figure, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
+    left.barh(gateway, [arms[a].get("16", {}).get("cpu_us", 0) or 0 for a in gateway])
+    left.set_xlabel("gateway CPU µs per request (c=16)")
+    left.invert_yaxis()
+    p50 = [arms[a].get("16", {}).get("p50_added_ms", 0) or 0 for a in gateway]
+    p99 = [arms[a].get("16", {}).get("p99_added_ms", 0) or 0 for a in gateway]
+    y = range(len(gateway))
+    right.barh([v - 0.2 for v in y], p50, 0.4, label="p50")
+    right.barh([v + 0.2 for v in y], p99, 0.4, label="p99")
+    right.set_yticks(list(y), gateway)
+    right.invert_yaxis()
+    right.set_xlabel("latency added over direct, ms (c=16)")
+    right.legend()
+    figure.tight_layout()
+    paths.append(_save(figure, out / "cpu_latency.png"))
+
+    streams = fig["streams"]
+    if streams:
+        stream_arms = [a for a in streams if a != "direct"]
+        figure, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
+        left.barh(
+            stream_arms,
+            [streams[a].get("same", {}).get("ttft_added_ms", 0) or 0 for a in stream_arms],
+        )
+        left.axvline(1.0, color="red", linestyle="--", label="goal")
+        left.set_xlabel("added time to first text, ms")
+        left.invert_yaxis()
+        y = range(len(stream_arms))
+        same = [_nz(streams[a].get("same", {}).get("cpu_us_per_event")) for a in stream_arms]
+        translated = [
+            _nz(streams[a].get("translated", {}).get("cpu_us_per_event")) for a in stream_arms
+        ]
+        right.barh([v - 0.2 for v in y], same, 0.4, label="same protocol")
+        right.barh([v + 0.2 for v in y], translated, 0.4, label="translated")
+        right.set_yticks(list(y), stream_arms)
+        right.invert_yaxis()
+        right.set_xlabel("gateway CPU µs per event")
+        right.legend()
+        figure.tight_layout()
+        paths.append(_save(figure, out / "streams.png"))
+
+    memory = results["memory"]
+    soak = results.get("soak")
+    if memory or soak:
+        figure, (left, right) = plt.subplots(1, 2, figsize=(12, 5))
+        held = results["meta"]["held"]
+        mem_arms = list(memory)
+        y = range(len(mem_arms))
+        for i, n in enumerate(held):
+            values = [
+                memory[a]["held"].get(str(n), {}).get("per_stream", 0) / 1024 for a in mem_arms
+            ]
+            right_offset = (i - (len(held) - 1) / 2) * 0.4
+            left.barh([v + right_offset for v in y], values, 0.4, label=f"{n} open")
+        left.set_yticks(list(y), mem_arms)
+        left.invert_yaxis()
+        left.set_xlabel("RSS KiB per open stream")
+        left.legend()
+        if soak:
+            xs = [s[0] for s in soak["samples"]]
+            ys = [s[1] / 2**20 for s in soak["samples"]]
+            right.plot(xs, ys, marker=".")
+            right.set_xlabel("requests")
+            right.set_ylabel("RSS MiB")
+            right.set_title(f"soak: {soak['growth_pct']:+.2f}%")
+        figure.tight_layout()
+        paths.append(_save(figure, out / "memory.png"))
+    plt.close("all")
+    return paths
+
+
+def _nz(value: float | None) -> float:
+    return 0.0 if value is None or math.isnan(value) else value
+
+
+def _save(figure: Any, path: Path) -> str:
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return str(path)
+
+
+_FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^:()]+)(?::\d+)?\)$")
+
+
+def summarize_profile(raw: str) -> dict[str, list[tuple[str, float]]]:
+    """Self and inclusive shares per function from py-spy's ``--format raw`` (collapsed
+    stacks: ``frame;frame;... count``)."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    total = 0
+    for line in raw.splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        total += count
+        frames = [_short(f) for f in stack.split(";")]
+        own[frames[-1]] += count
+        for name in set(frames):
+            inclusive[name] += count
+    if not total:
+        return {"self": [], "ours": []}
+    return {
+        "self": [(name, n / total * 100) for name, n in own.most_common(25)],
+        "ours": [
+            (name, n / total * 100) for name, n in inclusive.most_common() if "asgi_rotator" in name
+        ][:25],
+    }
+
+
+def _short(frame: str) -> str:
+    match = _FRAME.match(frame.strip())
+    if match is None:
+        return frame.strip()
+    path = match.group("file")
+    for marker in ("site-packages/", "asgi_rotator/", "lib/python"):
+        if marker in path:
+            path = ("asgi_rotator/" if marker == "asgi_rotator/" else "") + path.split(marker, 1)[1]
+            break
+    return f"{match.group('func')} ({path})"
+
+
+def write(results: dict[str, Any], out: Path) -> list[str]:
+    out.mkdir(parents=True, exist_ok=True)
+    fig = figures(results)
+    results["figures"] = fig
+    paths = charts(results, fig, out)
+    (out / "results.json").write_text(json.dumps(results, indent=1, default=str))
+    (out / "results.md").write_text(markdown(results, fig, paths))
+    return [str(out / "results.md"), str(out / "results.json"), *paths]

@@ -1,0 +1,733 @@
+"""The benchmark harness: ``python -m benchmarks`` (or ``python benchmarks/run.py``).
+
+One run starts the benchmark upstream, then every arm's server, and measures the arms one
+after another, interleaved in rounds (each round visits every arm, in a rotated order, so
+drift on the machine spreads over all arms instead of landing on one).  Medians over the
+rounds are reported, as ratios to the bare aiohttp passthrough (the floor) and to LiteLLM's
+proxy measured in the same run.
+
+Placement: the gateway arms are pinned to one core (``taskset``), the upstream, the load
+generator and this process to the others, so a gateway's requests per second is what one
+core of gateway can do.  With a single usable core nothing is pinned and the report says so.
+
+The arms come from one mapping, ``arm_specs()``: name -> how to serve it.  Switching a layer
+off uses ``build_app(config, without={layer})`` with the names in ``stack.LAYERS``; when the
+stack does not offer that yet, those arms are simply absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import datetime
+import importlib.metadata
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+if __package__ in (None, ""):  # run as a script: make the package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    __package__ = "benchmarks"
+
+from benchmarks import litellm_arm, procstat, report
+from benchmarks.apps import FLOORS, server_stack, stack_layers
+from benchmarks.load import HeldStreams, LoadResult, probe_streams, run_load, wrk_path
+from benchmarks.upstream import EVENTS, HOLD_MODEL
+
+RESULTS = Path(__file__).parent / "results"
+STACK = "asgi-rotator"
+PATH = "/v1/chat/completions"
+
+
+@dataclass
+class Spec:
+    """How to serve one arm."""
+
+    kind: str  # direct | floor | stack | litellm
+    app: str = ""  # floor-aiohttp, stack ...
+    client: str = ""
+    without: tuple[str, ...] = ()
+
+
+@dataclass
+class Arm:
+    name: str
+    spec: Spec
+    url: str = ""
+    process: subprocess.Popen[bytes] | None = None
+    model: str = "bench"
+    translated_model: str | None = None
+    hold_model: str = HOLD_MODEL
+    key: str = "bench-key"
+    rss_idle: int = 0
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    def body(self, *, stream: bool = False, translated: bool = False, hold: bool = False) -> bytes:
+        model = self.hold_model if hold else self.translated_model if translated else self.model
+        stream_part = ',"stream":true' if stream else ""
+        return (
+            f'{{"model":"{model}","messages":[{{"role":"user","content":"Say hello"}}],'
+            f'"max_tokens":16{stream_part}}}'
+        ).encode()
+
+    def headers(self) -> list[tuple[str, str]]:
+        return [("Content-Type", "application/json"), ("Authorization", f"Bearer {self.key}")]
+
+
+@dataclass
+class Settings:
+    quick: bool
+    rounds: int
+    concurrency: tuple[int, ...]
+    seconds: float
+    stream_samples: int
+    stream_seconds: float
+    held: tuple[int, ...]
+    soak_requests: int
+    latency: float
+    pace: float
+    load: str
+    client: str
+    with_litellm: bool
+    profile: bool
+    arms: tuple[str, ...] = ()
+    out: Path = RESULTS
+    notes: list[str] = field(default_factory=list)
+
+
+def arm_specs(settings: Settings) -> dict[str, Spec]:
+    """Every arm, in report order: name -> how to serve it."""
+    from asgi_rotator.upstream import available_clients
+
+    clients = available_clients()
+    main = settings.client if settings.client != "auto" else clients[0]
+    specs: dict[str, Spec] = {"direct": Spec("direct")}
+    floors = [lib for lib in FLOORS if lib in clients]
+    if settings.quick:
+        floors = floors[-1:]  # the fastest installed
+    for lib in floors:
+        specs[f"floor-{lib}"] = Spec("floor", app=f"floor-{lib}")
+    specs[STACK] = Spec("stack", app="stack", client=main)
+    if not settings.quick:
+        for other in clients:
+            if other != main:
+                specs[f"{STACK} ({other})"] = Spec("stack", app="stack", client=other)
+        for layer in stack_layers():
+            specs[f"without {layer}"] = Spec("stack", app="stack", client=main, without=(layer,))
+    if settings.with_litellm:
+        specs["litellm"] = Spec("litellm")
+    if settings.arms:
+        specs = {
+            name: spec for name, spec in specs.items() if name in settings.arms or name == "direct"
+        }
+    return specs
+
+
+# --- processes ------------------------------------------------------------------------------
+
+
+class Placement:
+    """Which cores the gateway arms get, and which the rest."""
+
+    def __init__(self) -> None:
+        cores = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        self.pinned = len(cores) >= 2
+        self.gateway = cores[-1:] if self.pinned else cores
+        self.load = cores[:-1] if self.pinned else cores
+        self.taskset = shutil.which("taskset")
+
+    def pin_self(self) -> None:
+        if self.pinned:
+            os.sched_setaffinity(0, self.load)
+
+    def gateway_prefix(self) -> list[str]:
+        if self.pinned and self.taskset:
+            return [self.taskset, "-c", ",".join(map(str, self.gateway))]
+        return []
+
+    def describe(self) -> str:
+        if not self.pinned:
+            return "not pinned (one usable core)"
+        how = "taskset" if self.taskset else "sched_setaffinity"
+        return (
+            f"gateway arms on core {','.join(map(str, self.gateway))}; upstream and load on "
+            f"core {','.join(map(str, self.load))} ({how})"
+        )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def spawn(
+    argv: list[str], env: dict[str, str] | None = None, gateway_core: Placement | None = None
+) -> subprocess.Popen[bytes]:
+    preexec = None
+    if gateway_core is not None and gateway_core.pinned and not gateway_core.taskset:
+        cores = set(gateway_core.gateway)
+
+        def preexec() -> None:
+            os.sched_setaffinity(0, cores)
+
+    return subprocess.Popen(
+        argv,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        start_new_session=True,  # its own group: stopped with everything it started
+        preexec_fn=preexec,
+    )
+
+
+def stop(process: subprocess.Popen[bytes] | None) -> None:
+    if process is None or process.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(5)
+
+
+def wait_ready(
+    url: str, process: subprocess.Popen[bytes] | None, timeout: float, probe: str = ""
+) -> None:
+    deadline = time.monotonic() + timeout
+    host, port = url.removeprefix("http://").split(":")
+    while time.monotonic() < deadline:
+        if process is not None and process.poll() is not None:
+            err = process.stderr.read().decode(errors="replace") if process.stderr else ""
+            raise RuntimeError(f"{url} exited with {process.returncode}:\n{err[-3000:]}")
+        try:
+            if probe:
+                with urllib.request.urlopen(url + probe, timeout=2) as response:
+                    if response.status == 200:
+                        return
+            else:
+                with socket.create_connection((host, int(port)), timeout=1):
+                    return
+        except OSError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not become ready in {timeout:.0f}s")
+
+
+# --- the run --------------------------------------------------------------------------------
+
+
+class Run:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.placement = Placement()
+        self.tool = (
+            settings.load if settings.load != "auto" else ("wrk" if wrk_path() else "python")
+        )
+        self.arms: list[Arm] = []
+        self.upstream: subprocess.Popen[bytes] | None = None
+        self.upstream_url = ""
+        self.results: dict[str, Any] = {"throughput": {}, "streams": {}, "memory": {}, "soak": {}}
+        self.workdir = tempfile.TemporaryDirectory(prefix="asgi-rotator-bench-")
+        self.step = 0
+
+    def say(self, text: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        print(f"[{stamp}] {text}", file=sys.stderr, flush=True)
+
+    # processes
+
+    def start(self) -> None:
+        s = self.settings
+        self.placement.pin_self()
+        port = free_port()
+        self.upstream_url = f"http://127.0.0.1:{port}"
+        argv = [sys.executable, "-m", "benchmarks.apps", "upstream", "--port", str(port)]
+        argv += ["--latency", str(s.latency), "--pace", str(s.pace)]
+        self.upstream = spawn(argv, env=self._env())
+        for name, spec in arm_specs(s).items():
+            arm = Arm(name, spec)
+            if spec.kind == "direct":
+                arm.url = self.upstream_url
+            elif spec.kind == "litellm":
+                litellm_arm.ensure_installed(self.say)
+                arm.model = litellm_arm.MODEL
+                arm.translated_model = litellm_arm.TRANSLATED_MODEL
+                arm.key = litellm_arm.MASTER_KEY
+            elif spec.kind == "stack":
+                arm.model = "chat/bench"
+                arm.translated_model = "messages/bench"
+                arm.hold_model = f"chat/{HOLD_MODEL}"
+            self.arms.append(arm)
+        wait_ready(self.upstream_url, self.upstream, 60)
+        for arm in self.arms:
+            self.launch(arm)
+        for arm in self.arms:
+            self.wait(arm)
+        self.say(f"{len(self.arms)} arms up: {', '.join(a.name for a in self.arms)}")
+
+    def launch(self, arm: Arm) -> None:
+        """Start the arm's server on a fresh port (pinned to the gateway core)."""
+        spec = arm.spec
+        if spec.kind == "direct":
+            return
+        port = free_port()
+        arm.url = f"http://127.0.0.1:{port}"
+        if spec.kind == "litellm":
+            config = litellm_arm.write_config(Path(self.workdir.name), self.upstream_url)
+            argv, env = litellm_arm.command(config, port), litellm_arm.environment()
+        else:
+            argv = [sys.executable, "-m", "benchmarks.apps", spec.app, "--port", str(port)]
+            argv += ["--upstream", self.upstream_url]
+            if spec.kind == "stack":
+                argv += ["--client", spec.client, "--without", ",".join(spec.without)]
+            env = self._env()
+        arm.process = spawn(
+            self.placement.gateway_prefix() + argv, env=env, gateway_core=self.placement
+        )
+
+    def wait(self, arm: Arm) -> None:
+        if arm.process is None:
+            return
+        probe = "/health/liveliness" if arm.spec.kind == "litellm" else ""
+        wait_ready(arm.url, arm.process, 300 if arm.spec.kind == "litellm" else 60, probe)
+
+    def restart(self) -> None:
+        """Fresh servers for every arm: a passthrough that does not watch for disconnects
+        still holds the abandoned streams of the memory figure (and their upstream
+        connections), which would weigh on everything measured after it."""
+        for arm in self.arms:
+            if arm.process is not None:
+                stop(arm.process)
+                self.launch(arm)
+        for arm in self.arms:
+            self.wait(arm)
+        for arm in self.arms:
+            self._warm(arm)
+        self.say("arms restarted after the memory figure")
+
+    def _env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        return env
+
+    def stop(self) -> None:
+        for arm in self.arms:
+            stop(arm.process)
+        stop(self.upstream)
+
+    # measurements
+
+    def load(
+        self, arm: Arm, connections: int, seconds: float, **body: bool
+    ) -> tuple[LoadResult, float]:
+        """One load run against ``arm``; also the arm's CPU seconds spent during it."""
+        before = procstat.cpu_seconds(arm.pid) if arm.pid else 0.0
+        result = run_load(
+            self.tool, arm.url + PATH, arm.body(**body), arm.headers(), connections, seconds
+        )
+        cpu = (procstat.cpu_seconds(arm.pid) - before) if arm.pid else 0.0
+        return result, cpu
+
+    def _warm(self, arm: Arm) -> None:
+        plain, stream = (0.2, 0.1) if self.settings.quick else (2.0, 0.5)
+        run_load("python", arm.url + PATH, arm.body(), arm.headers(), 4, plain)
+        run_load("python", arm.url + PATH, arm.body(stream=True), arm.headers(), 2, stream)
+        if arm.translated_model:
+            run_load(
+                "python",
+                arm.url + PATH,
+                arm.body(stream=True, translated=True),
+                arm.headers(),
+                2,
+                stream,
+            )
+
+    def warm_up(self) -> None:
+        for arm in self.arms:
+            self._warm(arm)
+            time.sleep(0.2)
+            if arm.pid:
+                arm.rss_idle = procstat.rss_bytes(arm.pid)
+        self.say(
+            "warmed up; idle RSS "
+            + ", ".join(f"{a.name} {a.rss_idle / 2**20:.1f} MiB" for a in self.arms if a.pid)
+        )
+
+    def rounds(self) -> None:
+        s = self.settings
+        total = s.rounds * len(s.concurrency) * len(self.arms)
+        for r in range(s.rounds):
+            order = self.arms[r % len(self.arms) :] + self.arms[: r % len(self.arms)]
+            for c in s.concurrency:
+                for arm in order:
+                    self.step += 1
+                    result, cpu = self.load(arm, c, s.seconds)
+                    entry = asdict(result) | {"rps": result.rps, "cpu_s": cpu, "round": r}
+                    entry["cpu_us_per_request"] = (
+                        cpu / result.requests * 1e6 if arm.pid and result.requests else None
+                    )
+                    self.results["throughput"].setdefault(arm.name, {}).setdefault(
+                        str(c), []
+                    ).append(entry)
+                    cpu_text = (
+                        f", {entry['cpu_us_per_request']:.0f} µs CPU/req"
+                        if entry["cpu_us_per_request"]
+                        else ""
+                    )
+                    self.say(
+                        f"[{self.step}/{total}] round {r + 1} c={c:<3} {arm.name:<28} "
+                        f"{result.rps:9,.0f} req/s  p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms"
+                        f"{cpu_text}{f'  ERRORS {result.errors}' if result.errors else ''}"
+                    )
+            self.stream_round(r)
+
+    def stream_round(self, r: int) -> None:
+        s = self.settings
+        for arm in self.arms:
+            entry = self.results["streams"].setdefault(arm.name, {})
+            kinds = [("same", False)] + ([("translated", True)] if arm.translated_model else [])
+            for label, translated in kinds:
+                probe = asyncio.run(
+                    probe_streams(
+                        arm.url + PATH,
+                        arm.body(stream=True, translated=translated),
+                        arm.headers(),
+                        s.stream_samples,
+                    )
+                )
+                slot = entry.setdefault(
+                    label,
+                    {
+                        "ttft_ms": [],
+                        "events": [],
+                        "content_events": [],
+                        "errors": 0,
+                        "cpu_us_per_event": [],
+                    },
+                )
+                slot["ttft_ms"] += probe.ttft_ms
+                slot["events"] += probe.events
+                slot["content_events"] += probe.content_events
+                slot["errors"] += probe.errors
+                if arm.pid:
+                    result, cpu = self.load(
+                        arm, 16, s.stream_seconds, stream=True, translated=translated
+                    )
+                    if result.requests:
+                        slot["cpu_us_per_event"].append(cpu / (result.requests * EVENTS) * 1e6)
+                        slot.setdefault("streams_per_s", []).append(result.rps)
+                ttft = statistics.median(probe.ttft_ms) if probe.ttft_ms else float("nan")
+                cpu_text = (
+                    f", {slot['cpu_us_per_event'][-1]:.1f} µs CPU/event"
+                    if slot["cpu_us_per_event"]
+                    else ""
+                )
+                self.say(
+                    f"streams round {r + 1} {arm.name:<28} {label:<10} first text {ttft:.2f} ms, "
+                    f"{statistics.median(probe.content_events) if probe.content_events else 0:.0f} text events{cpu_text}"
+                )
+
+    def memory(self) -> None:
+        for arm in self.arms:
+            if arm.pid:
+                self.results["memory"][arm.name] = asyncio.run(self._memory(arm))
+
+    async def _memory(self, arm: Arm) -> dict[str, Any]:
+        """RSS with 0, then N, then M streams held open at once (each past its first
+        event), all counted from the same baseline."""
+        assert arm.pid is not None
+        held = HeldStreams()
+        base = procstat.rss_bytes(arm.pid)
+        entry: dict[str, Any] = {"rss_idle": arm.rss_idle, "rss_before": base, "held": {}}
+        body = arm.body(stream=True, hold=True)
+        try:
+            opened, previous = 0, None
+            for count in self.settings.held:
+                await held.open(arm.url + PATH, body, arm.headers(), count - opened)
+                opened = count
+                await asyncio.sleep(0.2 if self.settings.quick else 1.0)  # let RSS settle
+                rss = procstat.rss_bytes(arm.pid)
+                opened_ok = count - held.failed
+                per_stream = (rss - base) / opened_ok if opened_ok > 0 else math.nan
+                figure = {"rss": rss, "failed": held.failed, "per_stream": per_stream}
+                if previous is not None and opened_ok > previous[0]:
+                    # What one more stream costs once the heap's slack is used up.
+                    figure["marginal"] = (rss - previous[1]) / (opened_ok - previous[0])
+                entry["held"][str(count)] = figure
+                previous = (opened_ok, rss)
+                self.say(
+                    f"memory {arm.name:<28} {count} open streams: RSS {rss / 2**20:.1f} MiB, "
+                    f"{per_stream / 1024:.1f} KiB per stream"
+                    f"{f' ({held.failed} failed to open)' if held.failed else ''}"
+                )
+        finally:
+            await held.close()
+        return entry
+
+    def soak(self) -> None:
+        s = self.settings
+        arm = next(a for a in self.arms if a.name == STACK)
+        samples: list[tuple[int, int]] = []
+        done = 0
+        slice_seconds = 1.0 if s.quick else 5.0
+        samples.append((0, procstat.rss_bytes(arm.pid)))  # type: ignore[arg-type]
+        while done < s.soak_requests:
+            result, _ = self.load(arm, 16, slice_seconds)
+            done += result.requests
+            samples.append((done, procstat.rss_bytes(arm.pid)))  # type: ignore[arg-type]
+            self.say(
+                f"soak {arm.name}: {done:,}/{s.soak_requests:,} requests, RSS {samples[-1][1] / 2**20:.1f} MiB"
+            )
+        # Growth is counted from the first slice on: the first requests fill caches and pools.
+        first = samples[1][1] if len(samples) > 2 else samples[0][1]
+        self.results["soak"] = {
+            "arm": arm.name,
+            "requests": done,
+            "samples": samples,
+            "growth_pct": (samples[-1][1] - first) / first * 100,
+        }
+
+    def profile(self) -> None:
+        """py-spy on the stack while it serves plain requests, then streams; a summary of
+        where the time goes goes into the report."""
+        spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+        if not Path(spy).exists():
+            self.settings.notes.append("--profile: py-spy not found; no profile")
+            return
+        arm = next(a for a in self.arms if a.name == STACK)
+        profiles = {}
+        for label, body in (
+            ("plain", {}),
+            ("stream", {"stream": True}),
+            ("translated", {"stream": True, "translated": True}),
+        ):
+            out = self.settings.out / f"profile-{label}.txt"
+            seconds = 2 if self.settings.quick else 10
+            spy_proc = subprocess.Popen(
+                [
+                    spy,
+                    "record",
+                    "--pid",
+                    str(arm.pid),
+                    "--duration",
+                    str(seconds + 1),
+                    "--rate",
+                    "250",
+                    "--format",
+                    "raw",
+                    "--nonblocking",
+                    "--output",
+                    str(out),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+            )
+            time.sleep(0.5)
+            self.load(arm, 16, seconds, **body)
+            spy_proc.wait(60)
+            if out.exists():
+                profiles[label] = report.summarize_profile(out.read_text())
+                self.say(f"profile {label}: {out}")
+            else:
+                err = spy_proc.stderr.read().decode(errors="replace") if spy_proc.stderr else ""
+                self.settings.notes.append(f"py-spy failed: {err.strip()[:300]}")
+        self.results["profile"] = profiles
+
+    def inprocess(self) -> None:
+        """The stack arms' own Python cost, with no sockets (``inprocess.py``), pinned like
+        the served arms, interleaved over the rounds."""
+        s = self.settings
+        arms = [a for a in self.arms if a.spec.kind == "stack" and "(" not in a.name]
+        requests = 300 if s.quick else 3000
+        out: dict[str, dict[str, list[float]]] = {}
+        for r in range(s.rounds):
+            for arm in arms:
+                argv = [sys.executable, "-m", "benchmarks.inprocess", "--requests", str(requests)]
+                argv += ["--without", ",".join(arm.spec.without)]
+                completed = subprocess.run(
+                    self.placement.gateway_prefix() + argv,
+                    env=self._env(),
+                    capture_output=True,
+                    text=True,
+                    check=True,
+                )
+                figures = json.loads(completed.stdout)
+                for key, value in figures.items():
+                    out.setdefault(arm.name, {}).setdefault(key, []).append(value)
+                self.say(
+                    f"in-process round {r + 1} {arm.name:<28} "
+                    f"{figures['plain_us_per_request']:.0f} µs/req, "
+                    f"{figures['same_us_per_event']:.1f} / {figures['translated_us_per_event']:.1f}"
+                    " µs/event (same / translated)"
+                )
+        self.results["inprocess"] = out
+
+    def meta(self) -> dict[str, Any]:
+        http, loop = server_stack()
+        versions = {}
+        for dist in ("asgi-rotator", "uvicorn", "httpx", "httpx2", "aiohttp", "msgspec"):
+            with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+                versions[dist] = importlib.metadata.version(dist)
+        if self.settings.with_litellm:
+            versions["litellm"] = litellm_arm.version()
+        cpu = "unknown"
+        with contextlib.suppress(OSError):
+            for line in Path("/proc/cpuinfo").read_text().splitlines():
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+        s = self.settings
+        return {
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "mode": "quick" if s.quick else "full",
+            "python": platform.python_version(),
+            "cpu": cpu,
+            "cores": os.cpu_count(),
+            "placement": self.placement.describe(),
+            "load_tool": self.tool,
+            "server": f"uvicorn ({http}, {loop})",
+            "versions": versions,
+            "client": next(a.spec.client for a in self.arms if a.name == STACK),
+            "rounds": s.rounds,
+            "concurrency": list(s.concurrency),
+            "seconds": s.seconds,
+            "stream_events": EVENTS,
+            "latency": s.latency,
+            "pace": s.pace,
+            "held": list(s.held),
+            "soak_requests": s.soak_requests,
+            "arms": {a.name: asdict(a.spec) for a in self.arms},
+            "notes": s.notes,
+            "command": " ".join(["python -m benchmarks", *sys.argv[1:]]),
+        }
+
+    def execute(self) -> dict[str, Any]:
+        s = self.settings
+        s.out.mkdir(parents=True, exist_ok=True)
+        self.say(f"load generator: {self.tool}; {self.placement.describe()}")
+        if self.tool == "python":
+            s.notes.append(
+                "wrk not found: load from the Python generator, which may cap the fastest arms"
+            )
+        try:
+            self.start()
+            self.warm_up()
+            # Memory first: the rounds' bursts leave free heap behind that the first held
+            # streams would fill without growing RSS, flattering the per-stream figure.
+            self.memory()
+            self.restart()
+            self.rounds()
+            self.soak()
+            if s.profile:
+                self.profile()
+        finally:
+            self.stop()
+            self.workdir.cleanup()
+        self.inprocess()
+        self.results["meta"] = self.meta()
+        return self.results
+
+
+def settings_from(argv: Sequence[str] | None) -> Settings:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.split("\n\n")[0]
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="a short run that checks the harness works (seconds, not minutes)",
+    )
+    parser.add_argument("--rounds", type=int, help="rounds over all arms (default 3; quick 1)")
+    parser.add_argument(
+        "--seconds", type=float, help="seconds per load measurement (default 5; quick 1)"
+    )
+    parser.add_argument("--concurrency", help="comma-separated connection counts (default 1,16,64)")
+    parser.add_argument("--soak", type=int, help="requests in the memory soak (default 100000)")
+    parser.add_argument(
+        "--latency", type=float, default=0.0, help="upstream seconds before headers"
+    )
+    parser.add_argument(
+        "--pace", type=float, default=0.0, help="upstream seconds between stream events"
+    )
+    parser.add_argument(
+        "--load",
+        choices=("auto", "wrk", "python"),
+        default="auto",
+        help="load generator (auto: wrk when installed)",
+    )
+    parser.add_argument(
+        "--client", default="auto", help="the stack's upstream client (auto: fastest installed)"
+    )
+    parser.add_argument("--arms", help="comma-separated arm names to measure (direct is always in)")
+    parser.add_argument(
+        "--with-litellm",
+        action="store_true",
+        help="add LiteLLM's proxy (installed into benchmarks/.venv-litellm on first use)",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="py-spy the stack and summarise where the time goes"
+    )
+    parser.add_argument(
+        "--out", type=Path, default=RESULTS, help=f"output directory (default {RESULTS})"
+    )
+    args = parser.parse_args(argv)
+    quick = args.quick
+    concurrency = (
+        tuple(int(c) for c in args.concurrency.split(","))
+        if args.concurrency
+        else ((16,) if quick else (1, 16, 64))
+    )
+    return Settings(
+        quick=quick,
+        rounds=args.rounds or (1 if quick else 3),
+        concurrency=concurrency,
+        seconds=args.seconds or (1.0 if quick else 5.0),
+        stream_samples=10 if quick else 100,
+        stream_seconds=args.seconds or (1.0 if quick else 5.0),
+        held=(10, 20) if quick else (100, 500),
+        soak_requests=args.soak or (1000 if quick else 100_000),
+        latency=args.latency,
+        pace=args.pace,
+        load=args.load,
+        client=args.client,
+        with_litellm=args.with_litellm,
+        profile=args.profile,
+        arms=tuple(args.arms.split(",")) if args.arms else (),
+        out=args.out,
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    settings = settings_from(argv)
+    results = Run(settings).execute()
+    paths = report.write(results, settings.out)
+    for path in paths:
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

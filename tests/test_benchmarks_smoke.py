@@ -1,0 +1,104 @@
+"""The benchmark harness still runs: one ``--quick`` run end to end, plus its load generator
+and stream probe against the benchmark upstream.  Nothing here asserts a speed."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.load import parse_wrk, probe_streams, python_load
+from benchmarks.upstream import EVENTS, BenchUpstream, harvest
+from tests.server import serve
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.mark.slow
+def test_quick_run_produces_figures(tmp_path: Path) -> None:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    assert "round 1" in completed.stderr  # progress was shown
+
+    results = json.loads((tmp_path / "results.json").read_text())
+    throughput = results["throughput"]
+    assert {"direct", "asgi-rotator"} <= set(throughput)
+    for runs in throughput.values():
+        for run in runs["16"]:
+            assert run["requests"] > 0
+            assert run["errors"] == 0
+    assert throughput["asgi-rotator"]["16"][0]["cpu_us_per_request"] > 0
+    streams = results["streams"]["asgi-rotator"]
+    for kind in ("same", "translated"):
+        assert streams[kind]["ttft_ms"]
+        assert set(streams[kind]["content_events"]) == {EVENTS}
+        assert streams[kind]["cpu_us_per_event"]
+    assert results["memory"]["asgi-rotator"]["held"]
+    assert results["soak"]["requests"] >= 1000
+    assert results["meta"]["load_tool"] in ("wrk", "python")
+    assert results["inprocess"]["asgi-rotator"]["plain_us_per_request"]
+
+    report = (tmp_path / "results.md").read_text()
+    assert "## Goals" in report
+    assert "| asgi-rotator |" in report
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert {p.name for p in tmp_path.glob("*.png")} >= {"throughput.png", "streams.png"}
+
+
+def test_python_load_generator_and_stream_probe() -> None:
+    with serve(BenchUpstream(harvest())) as base:
+        url = f"{base}/v1/chat/completions"
+        headers = [("Content-Type", "application/json")]
+        plain = b'{"model":"bench","messages":[{"role":"user","content":"hi"}]}'
+        result = asyncio.run(python_load(url, plain, headers, 2, 0.2))
+        assert result.requests > 0
+        assert result.errors == 0
+        assert result.p50_ms <= result.p99_ms
+        stream = plain[:-1] + b',"stream":true}'
+        probe = asyncio.run(probe_streams(url, stream, headers, 3))
+    assert probe.errors == 0
+    assert len(probe.ttft_ms) == 3
+    assert probe.content_events == [EVENTS] * 3
+    assert probe.events == [EVENTS + 3] * 3  # role chunk, finish chunk, [DONE]
+
+
+def test_wrk_output_is_parsed() -> None:
+    output = """\
+Running 5s test @ http://127.0.0.1:8080/v1/chat/completions
+  1 threads and 16 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     1.52ms  301.20us   9.87ms   90.11%
+    Req/Sec    10.53k   412.00    11.20k    70.00%
+  Latency Distribution
+     50%    1.48ms
+     75%    1.60ms
+     90%    1.80ms
+     99%    2.91ms
+  52398 requests in 5.00s, 41.23MB read
+  Socket errors: connect 0, read 3, write 0, timeout 1
+  Non-2xx or 3xx responses: 2
+Requests/sec:  10479.60
+Transfer/sec:      8.25MB
+"""
+    result = parse_wrk(output, 16)
+    assert result.requests == 52398
+    assert result.seconds == pytest.approx(5.0)
+    assert result.rps == pytest.approx(10479.6)
+    assert result.p50_ms == pytest.approx(1.48)
+    assert result.p99_ms == pytest.approx(2.91)
+    assert result.errors == 3  # non-2xx and timeouts; read errors are idle closes
