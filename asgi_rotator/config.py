@@ -60,6 +60,9 @@ class ServerConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     # Required before the gateway serves on a non-loopback address.
     inbound_keys: list[str] = field(default_factory=list)
     max_body_bytes: int = 32 * 1024 * 1024
+    # Upstream HTTP client: "auto" (the fastest installed: aiohttp, then httpx2, then httpx),
+    # or one of those names.
+    upstream_client: str = "auto"
 
 
 class ProviderConfig(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -108,8 +111,9 @@ class StreamConfig(Struct, kw_only=True, forbid_unknown_fields=True):
 
 
 class StateConfig(Struct, kw_only=True, forbid_unknown_fields=True):
-    backend: Literal["memory", "file"] = "memory"
+    backend: Literal["memory", "file", "redis"] = "memory"
     path: str | None = None  # directory, for the file backend
+    url: str | None = None  # for the redis backend; "env:NAME" allowed (it may hold a password)
     max_entries: int = 100_000
 
 
@@ -385,3 +389,7 @@ def _check(config: Config, source: str) -> None:
             raise ConfigError(f"{source}: groups.{name}.targets: must not be empty")
     if config.state.backend == "file" and not config.state.path:
         raise ConfigError(f"{source}: state.path: the file backend needs a directory")
+    if config.state.backend == "redis" and not config.state.url:
+        raise ConfigError(
+            f"{source}: state.url: the redis backend needs a URL (redis://host:6379/0)"
+        )

@@ -30,7 +30,7 @@ from .middleware.fallback import FallbackRouter
 from .middleware.responses import ResponsesState
 from .middleware.stream_guard import StreamGuard
 from .providers import Providers
-from .state import FileStore, MemoryStore, StateStore
+from .state import FileStore, MemoryStore, RedisStore, StateStore
 
 __all__ = ["LAYERS", "MOCK_PROVIDERS", "Gateway", "build_app", "with_mock_providers"]
 
@@ -70,7 +70,19 @@ class Gateway:
         self.stores = stores
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        await self.app(scope, receive, send)
+        if scope["type"] != "lifespan":
+            await self.app(scope, receive, send)
+            return
+
+        async def lifespan_send(message: Any) -> None:
+            # Dispatch closed the upstream clients; the layers' stores close here, before
+            # the server hears that shutdown is complete.
+            if message["type"] == "lifespan.shutdown.complete":
+                for store in self.stores:
+                    await store.aclose()
+            await send(message)
+
+        await self.app(scope, receive, lifespan_send)
 
     async def aclose(self) -> None:
         await self.providers.aclose()
@@ -94,7 +106,7 @@ def build_app(
     unknown = skip - set(LAYERS)
     if unknown:
         raise ValueError(f"without: unknown layers {sorted(unknown)}; known: {', '.join(LAYERS)}")
-    providers = Providers(config, env)
+    providers = Providers(config, env, client=config.server.upstream_client)
     max_body = config.server.max_body_bytes
     stores: list[StateStore] = []
 
@@ -104,6 +116,11 @@ def build_app(
         if config.state.backend == "file":
             assert config.state.path is not None
             made = FileStore(Path(config.state.path) / name, max_entries=config.state.max_entries)
+        elif config.state.backend == "redis":
+            assert config.state.url is not None
+            made = RedisStore(
+                _secret(config.state.url, env, "state.url"), prefix=f"asgi_rotator:{name}:"
+            )
         else:
             made = MemoryStore(max_entries=config.state.max_entries)
         stores.append(made)
@@ -162,16 +179,16 @@ def build_app(
             native_continuation=responses.native_continuation,
             max_body=max_body,
         )
-    keys = [_secret(k, env) for k in config.server.inbound_keys]
+    keys = [_secret(k, env, "server.inbound_keys") for k in config.server.inbound_keys]
     if keys and "auth" not in skip:
         app = InboundKeys(app, keys=keys)
     return Gateway(app, config, providers, stores)
 
 
-def _secret(ref: str, env: Mapping[str, str]) -> str:
+def _secret(ref: str, env: Mapping[str, str], where: str) -> str:
     if ref.startswith("env:"):
         value = env.get(ref[4:])
         if not value:
-            raise ConfigError(f"server.inbound_keys: environment variable {ref[4:]} is not set")
+            raise ConfigError(f"{where}: environment variable {ref[4:]} is not set")
         return value
     return ref
