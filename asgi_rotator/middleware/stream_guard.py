@@ -67,6 +67,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import msgspec
+from anyio.abc import TaskGroup
 
 from ..dispatch import ensure_request, send_error
 from ..errors import GatewayError, classify
@@ -268,8 +269,10 @@ class _GuardedCall:
         self.send = send
         self.keepalive_early = early
         self.attempts_before = len(exchange.attempts)
-        self.lock = anyio.Lock()
+        self.lock = anyio.Lock(fast_acquire=True)  # uncontended: no trip through the loop
         self.scope = anyio.CancelScope()
+        self.group: TaskGroup  # set by run()
+        self.heartbeating = False
         self.disconnected = anyio.Event()
         self.committed_event = anyio.Event()
         self.body_given = False
@@ -311,9 +314,14 @@ class _GuardedCall:
     async def run(self, app: App, scope: Scope, receive: Receive) -> None:
         failure: Exception | None = None
         async with anyio.create_task_group() as group:
+            self.group = group
             group.start_soon(self._watch_disconnect, receive)
-            if self.limits.heartbeat_interval is not None:
+            if self.keepalive_early:
+                # Heartbeats may have to commit before the first event: they start now.
+                # Otherwise they start at commit, and only for a stream (_send_messages),
+                # so a plain request never pays for the task.
                 group.start_soon(self._heartbeats)
+                self.heartbeating = True
             with self.scope:
                 try:
                     await app(scope, self._receive, self._send)
@@ -469,6 +477,9 @@ class _GuardedCall:
             if is_start:
                 self.committed = True
                 self.committed_event.set()
+                if self.sse and not self.heartbeating and self.limits.heartbeat_interval is not None:
+                    self.heartbeating = True
+                    self.group.start_soon(self._heartbeats)
             try:
                 await self.send(message)
             except _WRITE_ERRORS:
