@@ -31,10 +31,10 @@ import msgspec
 
 from .config import Config
 from .errors import GatewayError
-from .exchange import DEFAULT_MAX_BODY, ERROR, EVENT, RESPONSE, Attempt, Exchange
+from .exchange import DEFAULT_MAX_BODY, ERROR, EVENT, RESPONSE, SCOPE_KEY, Attempt, Exchange
 from .protocols import Codec, get_codec
 from .providers import Providers
-from .routes import Route, match_route, route_path
+from .routes import Route, detect_protocol, match_route, route_path
 from .sse import ServerSentEvent, SSEDecoder, encode_event
 from .unified import Error, Event, Finish, MessageStart, Request
 
@@ -78,7 +78,7 @@ class ProviderDispatch:
         if route is None:
             await send_error(
                 send,
-                _guess_protocol(scope),
+                detect_protocol(scope, None),
                 GatewayError("not_found", f"no route for {scope['path']}"),
             )
             return
@@ -89,7 +89,10 @@ class ProviderDispatch:
                 status=405,
             )
             await send_error(
-                send, route.protocol, error, [(b"allow", ", ".join(route.allowed).encode())]
+                send,
+                detect_protocol(scope, route),
+                error,
+                [(b"allow", ", ".join(route.allowed).encode())],
             )
             return
         if route.endpoint == "generate":
@@ -281,8 +284,14 @@ class ProviderDispatch:
     # --- listings and lifespan --------------------------------------------------------------
 
     def models_listing(self, scope: Scope, route: Route) -> dict[str, Any]:
+        """Every name a client may ask for, in the shape of the client's SDK (the protocol
+        layer's detection when it ran, the same detection here when it did not)."""
         ids = self.providers.model_ids()
-        if route.endpoint == "gemini_models":
+        exchange = scope.get(SCOPE_KEY)
+        protocol = (exchange.protocol if exchange is not None else None) or detect_protocol(
+            scope, route
+        )
+        if protocol == "gemini":
             return {
                 "models": [
                     {
@@ -293,7 +302,7 @@ class ProviderDispatch:
                     for model in ids
                 ]
             }
-        if any(key == b"anthropic-version" for key, _ in scope["headers"]):
+        if protocol == "anthropic_messages":
             data = [
                 {"type": "model", "id": m, "display_name": m, "created_at": "1970-01-01T00:00:00Z"}
                 for m in ids
@@ -466,6 +475,10 @@ def parse_request_body(codec: Codec, body: bytes, route: Route) -> Request:
         data = _json_decode(body)
     except msgspec.DecodeError as exc:
         raise GatewayError("bad_request", f"request body is not valid JSON: {exc}") from None
+    except UnicodeDecodeError as exc:  # msgspec's answer to invalid UTF-8 inside a string
+        raise GatewayError("bad_request", f"request body is not valid UTF-8: {exc}") from None
+    except RecursionError:
+        raise GatewayError("bad_request", "request body is nested too deeply") from None
     return codec.parse_request(data, model=route.model, stream=route.stream)
 
 
@@ -512,13 +525,3 @@ def _maybe_json(raw: bytes) -> Any:
         return _json_decode(raw)
     except msgspec.DecodeError:
         return raw
-
-
-def _guess_protocol(scope: Scope) -> str:
-    """For errors on unknown routes: answer in the shape the client's headers suggest."""
-    names = {key for key, _ in scope["headers"]}
-    if b"anthropic-version" in names:
-        return "anthropic_messages"
-    if b"x-goog-api-key" in names or b"key=" in scope.get("query_string", b""):
-        return "gemini"
-    return "openai_chat"

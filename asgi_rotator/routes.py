@@ -8,8 +8,9 @@ either way; Gemini model names may contain ``/`` (``/v1/models/openai/gpt-4.1:ge
 from __future__ import annotations
 
 from typing import Any, NamedTuple
+from urllib.parse import parse_qsl
 
-__all__ = ["Route", "match_route", "route_path"]
+__all__ = ["Route", "detect_protocol", "match_route", "route_path"]
 
 
 class Route(NamedTuple):
@@ -65,3 +66,27 @@ def match_route(path: str) -> Route | None:
                 item=path[len(prefix) :],
             )
     return None
+
+
+def detect_protocol(scope: dict[str, Any] | Any, route: Route | None) -> str:
+    """The protocol the client speaks, for parsing its body and shaping every answer.
+
+    The route decides when it names a protocol (every generation endpoint does).  Where it
+    does not (``/v1/models``, an unknown path), the headers each official SDK sends do:
+    ``anthropic-version`` (or ``x-api-key``) for Anthropic, ``x-goog-api-key``, ``?key=`` or
+    a ``/v1beta`` path for Gemini, and OpenAI (``Authorization: Bearer``) otherwise.
+    """
+    if route is not None:
+        if route.protocol is not None:
+            return route.protocol
+        if route.endpoint == "gemini_models":
+            return "gemini"
+    names = {name for name, _ in scope["headers"]}
+    if b"anthropic-version" in names or b"x-api-key" in names:
+        return "anthropic_messages"
+    if b"x-goog-api-key" in names or route_path(scope).startswith("/v1beta/"):
+        return "gemini"
+    query = scope.get("query_string", b"")
+    if b"key=" in query and any(k == "key" for k, _ in parse_qsl(query.decode("latin-1"))):
+        return "gemini"
+    return "openai_chat"

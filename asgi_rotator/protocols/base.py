@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 from ..errors import GatewayError
 from ..sse import ServerSentEvent
-from ..unified import Event, Request, Response
+from ..unified import Event, MessageStart, Request, Response
 
 __all__ = ["Codec", "StreamDecoder", "StreamEncoder", "bad_request"]
 
@@ -55,6 +55,14 @@ class StreamEncoder:
 
     def encode(self, event: Event) -> bytes:
         raise NotImplementedError
+
+    def resume(self, start: MessageStart, last_sequence: int | None = None) -> None:
+        """Continue a stream whose opening the client already has from elsewhere (the
+        upstream's own bytes in a passthrough, another layer's encoder): what ``encode(start)``
+        writes counts as sent, so an ``Error`` encoded next does not open a second stream.
+        ``last_sequence`` is the last event number the client saw, for protocols that number
+        their events."""
+        self.encode(start)
 
 
 class Codec:

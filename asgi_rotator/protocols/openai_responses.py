@@ -510,6 +510,7 @@ class _InputParser:
                     kind = "item_reference"
                 else:
                     raise bad_request(f"{path}.type", "required field is missing")
+            kind = expect_str(kind, f"{path}.type")
             if kind == "message":
                 self._message(item, path, i)
             elif kind == "function_call":
@@ -549,6 +550,7 @@ class _InputParser:
         role = item.get("role")
         if role is None:
             raise bad_request(f"{path}.role", "required field is missing")
+        role = expect_str(role, f"{path}.role")
         if role not in _ROLES:
             raise bad_request(f"{path}.role", f"unknown role {role!r}")
         if "content" not in item:
@@ -1550,6 +1552,13 @@ class _Encoder(StreamEncoder):
         elif isinstance(event, Error):
             self._fail(event.error, chunks)
         return b"".join(chunks)
+
+    def resume(self, start: MessageStart, last_sequence: int | None = None) -> None:
+        # The opening is dropped (the OpenAI SDK rejects a second response.created with
+        # another id) and the numbering goes on from the client's last event.
+        super().resume(start)
+        if last_sequence is not None:
+            self._seq = last_sequence + 1
 
     # -- framing
 
