@@ -31,7 +31,16 @@ import msgspec
 
 from .config import Config
 from .errors import GatewayError
-from .exchange import DEFAULT_MAX_BODY, ERROR, EVENT, RESPONSE, SCOPE_KEY, Attempt, Exchange
+from .exchange import (
+    DEFAULT_MAX_BODY,
+    DISCONNECT_WATCHED,
+    ERROR,
+    EVENT,
+    RESPONSE,
+    SCOPE_KEY,
+    Attempt,
+    Exchange,
+)
 from .protocols import Codec, get_codec
 from .providers import Providers
 from .routes import Route, detect_protocol, match_route, route_path
@@ -120,6 +129,25 @@ class ProviderDispatch:
         if exchange.protocol is None:
             exchange.protocol = protocol
         codec = get_codec(exchange.protocol)
+        if scope.get(DISCONNECT_WATCHED):
+            # A layer above (StreamGuard) owns receive and cancels this call when the client
+            # leaves: a second watcher here would cost a task group per request for nothing.
+            escaped = await self._run(exchange, codec, route, send)
+        else:
+            async with anyio.create_task_group() as group:
+                # The watcher turns a client disconnect into cancellation of everything
+                # below, including an upstream request still waiting for headers.
+                group.start_soon(_watch_disconnect, receive, group.cancel_scope)
+                escaped = await self._run(exchange, codec, route, send)
+                group.cancel_scope.cancel()
+        if escaped is not None:
+            raise escaped
+
+    async def _run(
+        self, exchange: Exchange, codec: Codec, route: Route, send: Send
+    ) -> Exception | None:
+        """Forward, answering failures before commit; what must propagate is returned, so
+        it leaves any task group as itself rather than inside an ExceptionGroup."""
         started = False
 
         async def tracked_send(message: Message) -> None:
@@ -127,33 +155,22 @@ class ProviderDispatch:
             started = True
             await send(message)
 
-        escaped: Exception | None = None
-        async with anyio.create_task_group() as group:
-            # The watcher turns a client disconnect into cancellation of everything below,
-            # including an upstream request still waiting for headers.
-            group.start_soon(_watch_disconnect, receive, group.cancel_scope)
-            try:
-                await self._forward(exchange, codec, route, tracked_send)
-            except GatewayError as error:
-                exchange.error = error
-                if started:
-                    escaped = error
-                else:
-                    await send_error(send, exchange.protocol, error)
-            except Exception as exc:
-                # Re-raised below, outside the task group, so callers see the exception
-                # itself rather than an ExceptionGroup around it.
-                escaped = exc
-                if not started:
-                    logger.exception("dispatch failed for %s", exchange.request_id)
-                    escaped = None
-                    internal = exchange.error = GatewayError(
-                        "server_error", f"internal gateway error (request {exchange.request_id})"
-                    )
-                    await send_error(send, exchange.protocol, internal)
-            group.cancel_scope.cancel()
-        if escaped is not None:
-            raise escaped
+        try:
+            await self._forward(exchange, codec, route, tracked_send)
+        except GatewayError as error:
+            exchange.error = error
+            if started:
+                return error
+            await send_error(send, exchange.protocol, error)
+        except Exception as exc:
+            if started:
+                return exc
+            logger.exception("dispatch failed for %s", exchange.request_id)
+            internal = exchange.error = GatewayError(
+                "server_error", f"internal gateway error (request {exchange.request_id})"
+            )
+            await send_error(send, exchange.protocol, internal)
+        return None
 
     async def _forward(self, exchange: Exchange, codec: Codec, route: Route, send: Send) -> None:
         request = exchange.request
@@ -445,7 +462,9 @@ class _StreamRelay:
         )
 
 
-async def ensure_request(scope: Scope, receive: Receive, *, max_body: int = DEFAULT_MAX_BODY) -> Exchange:
+async def ensure_request(
+    scope: Scope, receive: Receive, *, max_body: int = DEFAULT_MAX_BODY
+) -> Exchange:
     """The exchange with its unified request, parsing the body if no layer did yet.
 
     For any layer that needs the request (fallback needs the model name, for instance) and

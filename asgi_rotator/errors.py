@@ -201,7 +201,8 @@ def parse_retry_after(headers: Mapping[str, str]) -> float | None:
 
 
 _TRY_AGAIN = re.compile(
-    r"try again in\s+(\d+(?:\.\d+)?)\s*(ms|milliseconds?|s|secs?|seconds?|m|mins?|minutes?)?\b", re.I
+    r"try again in\s+(\d+(?:\.\d+)?)\s*(ms|milliseconds?|s|secs?|seconds?|m|mins?|minutes?)?\b",
+    re.I,
 )
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)s$")
 

@@ -27,6 +27,7 @@ from .errors import GatewayError
 from .unified import Request, Usage
 
 __all__ = [
+    "DISCONNECT_WATCHED",
     "ERROR",
     "EVENT",
     "RESPONSE",
@@ -38,6 +39,9 @@ __all__ = [
 ]
 
 SCOPE_KEY = "asgi_rotator"
+# Set in the scope by a layer that owns ``receive`` and cancels the layers below it when the
+# client disconnects (StreamGuard): inner layers then need no disconnect watcher of their own.
+DISCONNECT_WATCHED = "asgi_rotator.disconnect_watched"
 EVENT = "asgi_rotator.event"
 RESPONSE = "asgi_rotator.response"
 ERROR = "asgi_rotator.error"

@@ -2,7 +2,7 @@
 
     InboundKeys         only when server.inbound_keys is set; outside everything that spends
                         money or reads stored state
-    Protocol            detection, one validated parse, every error in the client's protocol
+    ProtocolNegotiation detection, one validated parse, every error in the client's protocol
     ResponsesState      previous_response_id, stored responses (responses.enabled)
     FallbackRouter      groups, fallbacks (routing.enabled)
     CooldownRetry       key rotation, cooldowns, retries (cooldown.enabled)
@@ -27,6 +27,7 @@ from .dispatch import ProviderDispatch
 from .middleware.auth import InboundKeys
 from .middleware.cooldown import CooldownRetry
 from .middleware.fallback import FallbackRouter
+from .middleware.protocol import ProtocolNegotiation
 from .middleware.responses import ResponsesState
 from .middleware.stream_guard import StreamGuard
 from .providers import Providers
@@ -35,7 +36,7 @@ from .state import FileStore, MemoryStore, RedisStore, StateStore
 __all__ = ["LAYERS", "MOCK_PROVIDERS", "Gateway", "build_app", "with_mock_providers"]
 
 # Innermost first; each name can be switched off with ``without=``.
-LAYERS = ("stream_guard", "cooldown", "fallback", "responses", "auth")
+LAYERS = ("stream_guard", "cooldown", "fallback", "responses", "protocol", "auth")
 
 # The built-in demo: one in-process mock upstream per protocol family, so any client can be
 # pointed at any of them and see translation at work with no keys and no network.
@@ -179,6 +180,8 @@ def build_app(
             native_continuation=responses.native_continuation,
             max_body=max_body,
         )
+    if "protocol" not in skip:
+        app = ProtocolNegotiation(app, max_body=max_body)
     keys = [_secret(k, env, "server.inbound_keys") for k in config.server.inbound_keys]
     if keys and "auth" not in skip:
         app = InboundKeys(app, keys=keys)

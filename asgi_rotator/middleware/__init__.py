@@ -5,7 +5,15 @@ from __future__ import annotations
 from .auth import InboundKeys
 from .cooldown import CooldownRetry
 from .fallback import FallbackRouter
+from .protocol import ProtocolNegotiation
 from .responses import ResponsesState
 from .stream_guard import StreamGuard
 
-__all__ = ["CooldownRetry", "FallbackRouter", "InboundKeys", "ResponsesState", "StreamGuard"]
+__all__ = [
+    "CooldownRetry",
+    "FallbackRouter",
+    "InboundKeys",
+    "ProtocolNegotiation",
+    "ResponsesState",
+    "StreamGuard",
+]

@@ -71,7 +71,7 @@ from anyio.abc import TaskGroup
 
 from ..dispatch import ensure_request, send_error
 from ..errors import GatewayError, classify
-from ..exchange import DEFAULT_MAX_BODY, ERROR, EVENT, Exchange, StreamClose
+from ..exchange import DEFAULT_MAX_BODY, DISCONNECT_WATCHED, ERROR, EVENT, Exchange, StreamClose
 from ..protocols import get_codec
 from ..unified import Error, Finish, MessageStart, ReasoningDelta, Signature
 
@@ -205,6 +205,7 @@ class StreamGuard:
             source=source,
         )
         guarded = _GuardedCall(exchange, limits, send, early)
+        scope[DISCONNECT_WATCHED] = True  # this layer cancels the inner app on disconnect
         try:
             await guarded.run(self.app, scope, receive)
         finally:
@@ -477,7 +478,11 @@ class _GuardedCall:
             if is_start:
                 self.committed = True
                 self.committed_event.set()
-                if self.sse and not self.heartbeating and self.limits.heartbeat_interval is not None:
+                if (
+                    self.sse
+                    and not self.heartbeating
+                    and self.limits.heartbeat_interval is not None
+                ):
                     self.heartbeating = True
                     self.group.start_soon(self._heartbeats)
             try:
