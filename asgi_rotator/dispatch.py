@@ -23,12 +23,13 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
+from collections.abc import AsyncIterator
 from typing import Any
 
 import anyio
 import msgspec
 
+from ._types import Message, Receive, Scope, Send
 from .config import Config
 from .errors import GatewayError
 from .exchange import (
@@ -49,10 +50,6 @@ from .unified import Error, Event, Finish, MessageStart, Request
 
 __all__ = ["ProviderDispatch", "ensure_request", "parse_request_body", "send_error"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 logger = logging.getLogger("asgi_rotator.dispatch")
 

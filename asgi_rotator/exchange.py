@@ -17,12 +17,12 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import anyio
 from msgspec import Struct, field
 
+from ._types import Message, Receive, Scope
 from .errors import GatewayError
 from .unified import Request, Usage
 
@@ -47,10 +47,6 @@ RESPONSE = "asgi_rotator.response"
 ERROR = "asgi_rotator.error"
 
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
-
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
 
 
 class Attempt(Struct, kw_only=True):
@@ -163,11 +159,12 @@ class Exchange:
             if not body_sent:
                 body_sent = True
                 return {"type": "http.request", "body": self.body, "more_body": False}
-            if receive is None:
-                # No client to hear from: wait like a connected one would, rather than
-                # report a disconnect that would cancel the request.
-                await anyio.sleep_forever()
-            return await receive()
+            if receive is not None:
+                return await receive()
+            # No client to hear from: wait like a connected one would, rather than report a
+            # disconnect that would cancel the request.
+            await anyio.sleep_forever()
+            raise AssertionError("unreachable")
 
         return replay_receive
 

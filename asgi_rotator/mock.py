@@ -32,7 +32,7 @@ import hashlib
 import itertools
 import re
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable
 from http import HTTPStatus
 from typing import Any
 from urllib.parse import parse_qs
@@ -40,6 +40,8 @@ from urllib.parse import parse_qs
 import anyio
 import httpx
 import msgspec
+
+from ._types import Receive, Scope, Send
 
 __all__ = [
     "MODELS",
@@ -52,10 +54,6 @@ __all__ = [
     "mock_transport",
 ]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
 
 PROTOCOLS = ("openai_chat", "openai_responses", "anthropic_messages", "gemini")
 MODELS = ("mock-gpt", "mock-claude", "mock-gemini")

@@ -25,7 +25,7 @@ import msgspec
 from .config import Config, ConfigError, ProviderConfig, config_from_env, parse_config
 from .dispatch import ProviderDispatch
 from .middleware.auth import InboundKeys
-from .middleware.cooldown import CooldownRetry
+from .middleware.cooldown import DEFAULT_RETRY_ON, CooldownRetry
 from .middleware.fallback import FallbackRouter
 from .middleware.protocol import ProtocolNegotiation
 from .middleware.responses import ResponsesState
@@ -158,7 +158,7 @@ def build_app(
             max_attempts=cooldown.max_attempts,
             retry_budget=cooldown.retry_budget,
             max_wait=cooldown.max_wait,
-            **({"retry_on": cooldown.retry_on} if cooldown.retry_on is not None else {}),
+            retry_on=DEFAULT_RETRY_ON if cooldown.retry_on is None else cooldown.retry_on,
             backoff_base=cooldown.backoff_base,
             backoff_max=cooldown.backoff_max,
             failure_threshold=cooldown.failure_threshold,

@@ -12,18 +12,15 @@ first; then nothing was sent and the caller may try again.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from .._types import App, Message, Send
 from ..errors import GatewayError, classify
 from ..exchange import ERROR, EVENT
 from ..unified import Error, MessageStart, UsageEvent
 
 __all__ = ["Held", "run_held"]
 
-Message = MutableMapping[str, Any]
-Send = Callable[[Message], Awaitable[None]]
-App = Callable[[Any, Any, Send], Awaitable[None]]
 
 _PRELUDE = (MessageStart, UsageEvent)
 

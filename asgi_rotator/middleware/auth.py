@@ -11,21 +11,16 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
-from typing import Any
+from collections.abc import Iterable
 from urllib.parse import parse_qsl
 
+from .._types import App, Receive, Scope, Send
 from ..errors import GatewayError
 from ..routes import match_route, route_path
 
 __all__ = ["PRINCIPAL", "InboundKeys", "fingerprint", "presented_key"]
 
 PRINCIPAL = "asgi_rotator.principal"
-
-Scope = MutableMapping[str, Any]
-ASGIApp = Callable[
-    [Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitable[None]]], Awaitable[None]
-]
 
 
 def fingerprint(key: str) -> str:
@@ -50,7 +45,7 @@ def presented_key(scope: Scope) -> str | None:
 
 class InboundKeys:
     def __init__(
-        self, app: ASGIApp, *, keys: Iterable[str], open_paths: Iterable[str] = ("/healthz",)
+        self, app: App, *, keys: Iterable[str], open_paths: Iterable[str] = ("/healthz",)
     ) -> None:
         self.app = app
         # Compared as digests so every comparison takes the same time whatever the key.
@@ -62,8 +57,8 @@ class InboundKeys:
     async def __call__(
         self,
         scope: Scope,
-        receive: Callable[[], Awaitable[Any]],
-        send: Callable[[Any], Awaitable[None]],
+        receive: Receive,
+        send: Send,
     ) -> None:
         if scope["type"] != "http" or route_path(scope) in self._open:
             await self.app(scope, receive, send)

@@ -49,11 +49,12 @@ from __future__ import annotations
 import logging
 import random as _random
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import anyio
 
+from .._types import App, Receive, Scope, Send
 from ..errors import DEFAULT_STATUS, GatewayError
 from ..exchange import Exchange
 from ..providers import Credential, Provider, Providers, Target
@@ -75,11 +76,6 @@ __all__ = [
     "CooldownRetry",
 ]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 logger = logging.getLogger("asgi_rotator.cooldown")
 

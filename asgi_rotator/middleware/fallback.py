@@ -38,11 +38,12 @@ Deliberate choices:
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterable, Mapping, MutableMapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import msgspec
 
+from .._types import App, Message, Receive, Scope, Send
 from ..errors import DEFAULT_STATUS, GatewayError
 from ..exchange import ERROR, SCOPE_KEY, Attempt, Exchange
 from ..providers import Providers, Target
@@ -61,11 +62,6 @@ __all__ = [
     "target_request",
 ]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 ATTEMPTS_HEADER = b"x-rotator-attempts"
 DEFAULT_FALLBACK_ON = ("rate_limited", "overloaded", "server_error", "timeout", "connection")

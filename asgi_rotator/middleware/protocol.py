@@ -51,12 +51,12 @@ Deliberate choices:
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, MutableMapping
 from http import HTTPStatus
 from typing import Any
 
 import msgspec
 
+from .._types import App, Message, Receive, Scope, Send
 from ..dispatch import parse_request_body, send_error
 from ..errors import GatewayError, classify
 from ..exchange import DEFAULT_MAX_BODY, ERROR, EVENT, SCOPE_KEY, Exchange
@@ -67,11 +67,6 @@ from ..unified import Error, MessageStart
 
 __all__ = ["ProtocolNegotiation"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 logger = logging.getLogger("asgi_rotator.protocol")
 
@@ -89,7 +84,7 @@ _json_decode = msgspec.json.decode
 class ProtocolNegotiation:
     """``max_body``: the largest request body accepted, in bytes (413 above it)."""
 
-    def __init__(self, app: ASGIApp, *, max_body: int = DEFAULT_MAX_BODY) -> None:
+    def __init__(self, app: App, *, max_body: int = DEFAULT_MAX_BODY) -> None:
         if isinstance(max_body, bool) or not isinstance(max_body, int) or max_body < 1:
             raise ValueError(f"max_body must be a positive number of bytes, got {max_body!r}")
         self.app = app

@@ -72,7 +72,7 @@ import logging
 import os
 import re
 import time
-from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+from collections.abc import Awaitable, Iterable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -80,6 +80,8 @@ import anyio
 import msgspec
 from msgspec import Struct
 
+from .._types import App, Receive, Scope, Send
+from .._types import Message as ASGIMessage
 from ..dispatch import ensure_request, send_error
 from ..errors import GatewayError
 from ..exchange import DEFAULT_MAX_BODY, EVENT, RESPONSE, Exchange
@@ -121,11 +123,6 @@ __all__ = [
     "ResponsesState",
 ]
 
-Scope = MutableMapping[str, Any]
-ASGIMessage = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[ASGIMessage]]
-Send = Callable[[ASGIMessage], Awaitable[None]]
-App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 logger = logging.getLogger("asgi_rotator.responses")
 

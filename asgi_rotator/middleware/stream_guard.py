@@ -61,7 +61,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
@@ -69,6 +69,7 @@ import anyio.lowlevel
 import msgspec
 from anyio.abc import TaskGroup
 
+from .._types import App, Message, Receive, Scope, Send
 from ..dispatch import ensure_request, send_error
 from ..errors import GatewayError, classify
 from ..exchange import DEFAULT_MAX_BODY, DISCONNECT_WATCHED, ERROR, EVENT, Exchange, StreamClose
@@ -77,11 +78,6 @@ from ..unified import Error, Finish, MessageStart, ReasoningDelta, Signature
 
 __all__ = ["CLOSE_REASONS", "PREMATURE_CLOSE", "TTFB_HEADER", "Limits", "StreamGuard"]
 
-Scope = MutableMapping[str, Any]
-Message = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[Message]]
-Send = Callable[[Message], Awaitable[None]]
-App = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 CLOSE_REASONS = (
     "completed",
