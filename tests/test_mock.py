@@ -632,9 +632,10 @@ def test_slow_headers_and_slow_first_event(stream: bool, base: str, mock: MockUp
             response.read()
             body_at = time.monotonic() - started
     assert response.status_code == 200
-    assert headers_at >= 0.3
+    # Lower bounds from the request's start only (a busy client may see headers late).
+    assert headers_at >= 0.3 * 0.9
     if stream:
-        assert body_at - headers_at >= 0.25  # headers first, then the slow first event
+        assert body_at >= (0.3 + 0.3) * 0.9  # headers first, then the slow first event
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -780,9 +781,13 @@ def test_latency_and_chunk_delay() -> None:
         started = time.monotonic()
         with client.stream("POST", path, json=body) as response:
             first_at = time.monotonic() - started
-            arrivals = [time.monotonic() for _ in response.iter_raw()]
-    assert first_at >= 0.2
-    assert arrivals[-1] - arrivals[0] >= 0.14  # 3 gaps of 50 ms between 4 events
+            raw = response.read()
+            done_at = time.monotonic() - started
+    # Lower bounds only, from the request's start: the mock slept at least this long.
+    # (Gaps between client reads are not asserted: reads may coalesce events.)
+    assert first_at >= 0.2 * 0.9
+    assert done_at >= (0.2 + 3 * 0.05) * 0.9  # latency, then 3 gaps between 4 text events
+    assert raw.count(b"data: ") >= 4
 
 
 async def call_app(
