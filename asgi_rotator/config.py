@@ -42,6 +42,7 @@ __all__ = [
     "config_from_env",
     "load_config",
     "parse_config",
+    "resolve_secret",
 ]
 
 ENV_PREFIX = "ASGI_ROTATOR__"
@@ -226,6 +227,17 @@ PRESETS: dict[str, Preset] = {
         env=None,
     ),
 }
+
+
+def resolve_secret(ref: str, env: Mapping[str, str], where: str) -> str:
+    """A key or URL as configured: ``env:NAME`` reads the environment (an unset variable is
+    a ``ConfigError`` naming ``where``), anything else is the literal value."""
+    if not ref.startswith("env:"):
+        return ref
+    value = env.get(ref[4:])
+    if not value:
+        raise ConfigError(f"{where}: environment variable {ref[4:]} is not set")
+    return value
 
 
 def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:

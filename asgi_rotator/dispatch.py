@@ -31,7 +31,7 @@ import msgspec
 
 from ._types import Message, Receive, Scope, Send
 from .config import Config
-from .errors import GatewayError
+from .errors import GatewayError, premature_close
 from .exchange import (
     DEFAULT_MAX_BODY,
     DISCONNECT_WATCHED,
@@ -393,13 +393,7 @@ class _StreamRelay:
         except GatewayError as error:
             failure = error
         if failure is None and not decoder.done:
-            # ``code`` marks it for the layers above (StreamGuard's close reason), which
-            # decide on kind and code, never on the message.
-            failure = GatewayError(
-                "connection",
-                "upstream closed the stream before its terminal event",
-                code="premature_close",
-            )
+            failure = premature_close()
         if failure is not None:
             await self.fail(failure)
         await self.send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -30,10 +30,12 @@ __all__ = [
     "DEFAULT_STATUS",
     "RETRYABLE_KINDS",
     "ErrorKind",
+    "PREMATURE_CLOSE",
     "GatewayError",
     "classify",
     "parse_retry_after",
     "parse_retry_delay",
+    "premature_close",
 ]
 
 ErrorKind = Literal[
@@ -123,6 +125,17 @@ _FILTER_WORDS = re.compile(
     r"content[ _]policy|content[ _]filter|safety|responsible ?ai|flagged", re.IGNORECASE
 )
 _QUOTA_WORDS = re.compile(r"quota|insufficient_quota|billing|credit balance", re.IGNORECASE)
+
+
+PREMATURE_CLOSE = "premature_close"
+
+
+def premature_close() -> GatewayError:
+    """An upstream stream that ended before its protocol's terminal event.  ``code`` marks it
+    for the layers above (a close reason), which decide on kind and code, never on text."""
+    return GatewayError(
+        "connection", "upstream closed the stream before its terminal event", code=PREMATURE_CLOSE
+    )
 
 
 def classify(

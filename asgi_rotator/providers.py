@@ -11,7 +11,7 @@ import os
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from .config import PRESETS, Config, ConfigError, ProviderConfig, TargetConfig
+from .config import PRESETS, Config, ConfigError, ProviderConfig, TargetConfig, resolve_secret
 from .errors import GatewayError
 from .upstream import DEFAULT_CLIENT, HttpxUpstream, UpstreamClient, make_client
 
@@ -255,15 +255,9 @@ def _build_provider(
         key_refs = [f"env:{preset.env}"]
     credentials = []
     for i, ref in enumerate(key_refs):
-        if ref.startswith("env:"):
-            secret = env.get(ref[4:])
-            if not secret:
-                raise ConfigError(
-                    f"providers.{name}.keys[{i}]: environment variable {ref[4:]} is not set"
-                )
-        else:
-            secret = ref
-        credentials.append(Credential(name, i, secret))
+        credentials.append(
+            Credential(name, i, resolve_secret(ref, env, f"providers.{name}.keys[{i}]"))
+        )
     client: UpstreamClient
     if any(url.startswith("mock://") for url in base_urls.values()):
         from .mock import mock_transport  # the in-process mock provider, only when asked for

@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from .config import Config, ConfigError, ProviderConfig, config_from_env, parse_config
+from .config import Config, ProviderConfig, config_from_env, parse_config, resolve_secret
 from .dispatch import ProviderDispatch
 from .middleware.auth import InboundKeys
 from .middleware.cooldown import DEFAULT_RETRY_ON, CooldownRetry
@@ -120,7 +120,7 @@ def build_app(
         elif config.state.backend == "redis":
             assert config.state.url is not None
             made = RedisStore(
-                _secret(config.state.url, env, "state.url"), prefix=f"asgi_rotator:{name}:"
+                resolve_secret(config.state.url, env, "state.url"), prefix=f"asgi_rotator:{name}:"
             )
         else:
             made = MemoryStore(max_entries=config.state.max_entries)
@@ -182,16 +182,7 @@ def build_app(
         )
     if "protocol" not in skip:
         app = ProtocolNegotiation(app, max_body=max_body)
-    keys = [_secret(k, env, "server.inbound_keys") for k in config.server.inbound_keys]
+    keys = [resolve_secret(k, env, "server.inbound_keys") for k in config.server.inbound_keys]
     if keys and "auth" not in skip:
         app = InboundKeys(app, keys=keys)
     return Gateway(app, config, providers, stores)
-
-
-def _secret(ref: str, env: Mapping[str, str], where: str) -> str:
-    if ref.startswith("env:"):
-        value = env.get(ref[4:])
-        if not value:
-            raise ConfigError(f"{where}: environment variable {ref[4:]} is not set")
-        return value
-    return ref

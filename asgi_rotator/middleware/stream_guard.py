@@ -71,7 +71,7 @@ from anyio.abc import TaskGroup
 
 from .._types import App, Message, Receive, Scope, Send
 from ..dispatch import ensure_request, send_error
-from ..errors import GatewayError, classify
+from ..errors import PREMATURE_CLOSE, GatewayError, classify, premature_close
 from ..exchange import DEFAULT_MAX_BODY, DISCONNECT_WATCHED, ERROR, EVENT, Exchange, StreamClose
 from ..protocols import get_codec
 from ..unified import Error, Finish, MessageStart, ReasoningDelta, Signature
@@ -90,7 +90,6 @@ CLOSE_REASONS = (
     "total_timeout",
 )
 TTFB_HEADER = b"x-rotator-ttfb-timeout"
-PREMATURE_CLOSE = "premature_close"
 
 _LIMIT_KEYS = ("ttfb_timeout", "stall_timeout", "total_timeout", "heartbeat_interval")
 _COMMENT = b": keepalive\n\n"
@@ -358,7 +357,7 @@ class _GuardedCall:
         elif self.ended:
             return
         elif self.twins and self.sse and not self.terminal_sent and self.error is None:
-            error = _premature_close()  # the inner app stopped short of a terminal event
+            error = premature_close()  # the inner app stopped short of a terminal event
         elif not self.committed and self.held_start is None:
             error = GatewayError("server_error", "the inner app returned without a response")
             self.reason = "upstream_error"
@@ -424,7 +423,7 @@ class _GuardedCall:
         if not more and self.twins and self.sse and not self.terminal_sent and self.error is None:
             # The inner app (not dispatch, which says so itself) ended its stream without a
             # terminal event.
-            error = _premature_close()
+            error = premature_close()
             out.insert(0, self._error_message(error))
             self._note([Error(error=error)])
             self._mark_attempt(error)
@@ -703,12 +702,6 @@ class _GuardedCall:
             duration=end - self.started,
             heartbeats=self.heartbeats,
         )
-
-
-def _premature_close() -> GatewayError:
-    return GatewayError(
-        "connection", "upstream closed the stream before its terminal event", code=PREMATURE_CLOSE
-    )
 
 
 def _streams_sse(exchange: Exchange) -> bool:
