@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl
 
 from .._types import App, Receive, Scope, Send
 from ..errors import GatewayError
-from ..routes import match_route, route_path
+from ..routes import detect_protocol, match_route, route_path
 
 __all__ = ["PRINCIPAL", "InboundKeys", "fingerprint", "presented_key"]
 
@@ -72,7 +72,8 @@ class InboundKeys:
                 return
         from ..dispatch import send_error  # local: dispatch imports the codecs
 
-        route = match_route(route_path(scope))
-        protocol = route.protocol if route is not None else None
+        # The shared detection: the route where it names a protocol, else the headers
+        # (an Anthropic client on /v1/models gets Anthropic's error shape).
+        protocol = detect_protocol(scope, match_route(route_path(scope)))
         message = "missing API key" if key is None else "invalid API key"
         await send_error(send, protocol, GatewayError("auth", message))

@@ -15,7 +15,9 @@ async def inner(scope: dict[str, Any], receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": scope.get(PRINCIPAL, "").encode()})
 
 
-async def call(path: str, headers: list[tuple[bytes, bytes]], query: bytes = b"") -> tuple[int, bytes]:
+async def call(
+    path: str, headers: list[tuple[bytes, bytes]], query: bytes = b""
+) -> tuple[int, bytes]:
     sent: list[dict[str, Any]] = []
 
     async def send(message: dict[str, Any]) -> None:
@@ -24,7 +26,14 @@ async def call(path: str, headers: list[tuple[bytes, bytes]], query: bytes = b""
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    scope = {"type": "http", "method": "POST", "path": path, "root_path": "", "headers": headers, "query_string": query}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "root_path": "",
+        "headers": headers,
+        "query_string": query,
+    }
     await InboundKeys(inner, keys=["sk-good", "sk-other"])(scope, receive, send)
     return sent[0]["status"], b"".join(m.get("body", b"") for m in sent[1:])
 
@@ -39,7 +48,9 @@ async def call(path: str, headers: list[tuple[bytes, bytes]], query: bytes = b""
     ],
     ids=["bearer", "x-api-key", "x-goog-api-key", "query"],
 )
-async def test_a_configured_key_gets_through_with_its_fingerprint(headers: Any, query: bytes) -> None:
+async def test_a_configured_key_gets_through_with_its_fingerprint(
+    headers: Any, query: bytes
+) -> None:
     status, body = await call("/v1/chat/completions", headers, query)
     assert status == 200
     assert body.decode() == fingerprint("sk-good")
@@ -49,11 +60,24 @@ async def test_a_configured_key_gets_through_with_its_fingerprint(headers: Any, 
 @pytest.mark.parametrize(
     ("path", "headers", "check"),
     [
-        ("/v1/chat/completions", [(b"authorization", b"Bearer wrong")], lambda b: b["error"]["message"] == "invalid API key"),
-        ("/v1/messages", [], lambda b: b["type"] == "error" and b["error"]["type"] == "authentication_error"),
-        ("/v1beta/models/m:generateContent", [(b"x-goog-api-key", b"nope")], lambda b: b["error"]["code"] == 401),
+        (
+            "/v1/chat/completions",
+            [(b"authorization", b"Bearer wrong")],
+            lambda b: b["error"]["message"] == "invalid API key",
+        ),
+        (
+            "/v1/messages",
+            [],
+            lambda b: b["type"] == "error" and b["error"]["type"] == "authentication_error",
+        ),
+        (
+            "/v1beta/models/m:generateContent",
+            [(b"x-goog-api-key", b"nope")],
+            lambda b: b["error"]["code"] == 401,
+        ),
+        ("/v1/models", [(b"anthropic-version", b"2023-06-01")], lambda b: b["type"] == "error"),
     ],
-    ids=["openai", "anthropic", "gemini"],
+    ids=["openai", "anthropic", "gemini", "anthropic-listing"],
 )
 async def test_refusal_is_a_401_in_the_client_protocol(path: str, headers: Any, check: Any) -> None:
     status, body = await call(path, headers)
