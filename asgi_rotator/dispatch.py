@@ -126,6 +126,8 @@ class ProviderDispatch:
         if exchange.protocol is None:
             exchange.protocol = protocol
         codec = get_codec(exchange.protocol)
+        # Stays None when the watcher cancels the call (the client left): nothing to raise.
+        escaped: Exception | None = None
         if scope.get(DISCONNECT_WATCHED):
             # A layer above (StreamGuard) owns receive and cancels this call when the client
             # leaves: a second watcher here would cost a task group per request for nothing.
