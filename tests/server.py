@@ -30,6 +30,10 @@ def serve(app: Any, *, lifespan: str = "on") -> Iterator[str]:
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=2,
+        # uvicorn drops idle keep-alive connections after 5 s by default; a client reusing
+        # its pooled connection at that moment sees a connection error (the SDKs here run
+        # with max_retries=0). Tests outlive 5 s, so the server keeps idle connections open.
+        timeout_keep_alive=120,
     )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
