@@ -15,11 +15,15 @@ Deliberate choices:
   client gets an in-band ``connection`` error, never a stream that looks complete.
 * The upstream is read only as fast as the client takes it (no queue), and a watcher on
   ``receive`` cancels the whole exchange the moment the client disconnects, which closes
-  the upstream response and discards its connection.
+  the upstream response and discards its connection.  Under StreamGuard (which says so in
+  the scope) that watcher is StreamGuard's; alone, dispatch runs its own: one plain asyncio
+  task and one anyio cancel scope (``asgi_rotator._watch``), not a task group per request,
+  which makes this path asyncio-specific, as every server it runs under is.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import time
@@ -29,7 +33,8 @@ from typing import Any
 import anyio
 import msgspec
 
-from ._types import Message, Receive, Scope, Send
+from . import _watch
+from ._types import Receive, Scope, Send
 from .config import Config
 from .errors import GatewayError, premature_close
 from .exchange import (
@@ -130,39 +135,39 @@ class ProviderDispatch:
         escaped: Exception | None = None
         if scope.get(DISCONNECT_WATCHED):
             # A layer above (StreamGuard) owns receive and cancels this call when the client
-            # leaves: a second watcher here would cost a task group per request for nothing.
+            # leaves: a second watcher here would cost a task and a scope for nothing.
             escaped = await self._run(exchange, codec, route, send)
         else:
-            async with anyio.create_task_group() as group:
-                # The watcher turns a client disconnect into cancellation of everything
-                # below, including an upstream request still waiting for headers.
-                group.start_soon(_watch_disconnect, receive, group.cancel_scope)
-                escaped = await self._run(exchange, codec, route, send)
-                group.cancel_scope.cancel()
+            watcher: asyncio.Task[None] | None = None
+            try:
+                with anyio.CancelScope() as cancel_scope:
+                    # The watcher turns a client disconnect into cancellation of everything
+                    # below, including an upstream request still waiting for headers.
+                    watcher = _watch.start(_watch.watch_disconnect(receive, cancel_scope.cancel))
+                    escaped = await self._run(exchange, codec, route, send)
+            finally:
+                if watcher is not None:
+                    await _watch.stop(watcher)  # finished before the request returns
         if escaped is not None:
             raise escaped
 
     async def _run(
         self, exchange: Exchange, codec: Codec, route: Route, send: Send
     ) -> Exception | None:
-        """Forward, answering failures before commit; what must propagate is returned, so
-        it leaves any task group as itself rather than inside an ExceptionGroup."""
-        started = False
-
-        async def tracked_send(message: Message) -> None:
-            nonlocal started
-            started = True
-            await send(message)
-
+        """Forward, answering failures before commit; what must propagate is returned, and
+        raised by the caller once the disconnect watcher is stopped."""
+        # Whether anything went out yet (set before the first send, not by wrapping send,
+        # which would cost a coroutine frame per streamed event).
+        progress = _Progress()
         try:
-            await self._forward(exchange, codec, route, tracked_send)
+            await self._forward(exchange, codec, route, send, progress)
         except GatewayError as error:
             exchange.error = error
-            if started:
+            if progress.started:
                 return error
             await send_error(send, exchange.protocol, error)
         except Exception as exc:
-            if started:
+            if progress.started:
                 return exc
             logger.exception("dispatch failed for %s", exchange.request_id)
             internal = exchange.error = GatewayError(
@@ -171,7 +176,9 @@ class ProviderDispatch:
             await send_error(send, exchange.protocol, internal)
         return None
 
-    async def _forward(self, exchange: Exchange, codec: Codec, route: Route, send: Send) -> None:
+    async def _forward(
+        self, exchange: Exchange, codec: Codec, route: Route, send: Send, progress: _Progress
+    ) -> None:
         request = exchange.request
         if request is None:
             request = exchange.request = parse_request_body(codec, exchange.body, route)
@@ -236,9 +243,12 @@ class ProviderDispatch:
                     response.status, _maybe_json(raw), response.headers
                 )
             if request.stream:
+                progress.started = True
                 await self._stream(exchange, codec, upstream_codec, request, response, send)
             else:
-                await self._plain(exchange, codec, upstream_codec, request, response, send)
+                await self._plain(
+                    exchange, codec, upstream_codec, request, response, send, progress
+                )
         except GatewayError as error:
             error.provider = error.provider or provider.name
             attempt.kind = error.kind
@@ -255,6 +265,7 @@ class ProviderDispatch:
         request: Request,
         response: Any,
         send: Send,
+        progress: _Progress,
     ) -> None:
         raw = await response.aread()
         try:
@@ -271,6 +282,7 @@ class ProviderDispatch:
             )
         exchange.usage = unified.usage
         exchange.response_id = unified.id
+        progress.started = True
         await send(
             {
                 "type": "http.response.start",
@@ -349,6 +361,15 @@ class ProviderDispatch:
         await self.providers.aclose()
 
 
+class _Progress:
+    """Whether the response has started going out: after that, failures go in-band."""
+
+    __slots__ = ("started",)
+
+    def __init__(self) -> None:
+        self.started = False
+
+
 class _StreamRelay:
     """One upstream stream to the client: SSE bytes -> unified events -> client bytes,
     one body message per upstream event (empty when the event has no bytes for the client)."""
@@ -378,12 +399,14 @@ class _StreamRelay:
 
     async def run(self, chunks: AsyncIterator[bytes]) -> None:
         decoder = self.decoder
+        feed = decoder.feed
+        emit = self.emit
         sse = SSEDecoder()
         failure: GatewayError | None = None
         try:
             async for chunk in chunks:
                 for sse_event in sse.feed(chunk):
-                    await self.emit(decoder.feed(sse_event), sse_event)
+                    await emit(feed(sse_event), sse_event)
                     if decoder.done:
                         break
                 if decoder.done:
@@ -415,12 +438,15 @@ class _StreamRelay:
                     exchange.usage = event.usage
             elif isinstance(event, MessageStart):
                 exchange.response_id = self.opened = event.id
-        if self.encoder is None:
+        encoder = self.encoder
+        if encoder is None:
             # Same protocol: the upstream's event goes out as it came, fields we do not model
             # included; only the framing is ours (one event per message).
             raw = encode_event(sse_event.data, sse_event.event) if sse_event is not None else b""
+        elif len(events) == 1:
+            raw = encoder.encode(events[0])  # the usual case, without a join
         else:
-            raw = b"".join([self.encoder.encode(event) for event in events])
+            raw = b"".join([encoder.encode(event) for event in events])
         if raw or events or sse_event is not None:
             # Also when the event has no bytes in the client's protocol (an Anthropic ping,
             # a Responses *.done translated away): an empty body message still tells the
@@ -522,14 +548,6 @@ async def _send_json(send: Send, status: int, body: Any) -> None:
         }
     )
     await send({"type": "http.response.body", "body": raw})
-
-
-async def _watch_disconnect(receive: Receive, scope: anyio.CancelScope) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            scope.cancel()
-            return
 
 
 def _maybe_json(raw: bytes) -> Any:

@@ -11,7 +11,7 @@ bytes only (heartbeats only on event boundaries, no in-band errors it cannot ren
 
 Deliberate choices:
 
-* Limits are deadlines on one cancel scope around the inner app, not timer tasks:
+* Limits are one deadline on one cancel scope around the inner app, not timer tasks:
   ``ttfb_timeout`` from the call to the first body message (headers included, so a provider
   that never answers is caught too), then ``stall_timeout`` from the end of each message to
   the next, and ``total_timeout`` over all.  While a message is being handed to the client
@@ -19,7 +19,10 @@ Deliberate choices:
   fast as the client takes it.  The gaps are those between the inner app's messages: on a
   translated stream, upstream events with nothing to show in the client's protocol (an
   Anthropic ``ping``, the Responses ``*.done`` events) make no message, so they do not
-  count as signs of life.  A total timeout closes as ``total_timeout``.
+  count as signs of life.  A total timeout closes as ``total_timeout``.  Each message only
+  moves a float; one loop timer (``call_at``) checks it when it fires and re-arms itself
+  when the deadline has moved on, so a stream of thousands of events costs no timer work
+  per event (an anyio deadline re-schedules its timer on every change).
 * ``http.response.start`` is held until the first body message, so "before commit" means
   nothing has left this layer: a timeout then ends the inner app and answers with the
   client protocol's error response (``dispatch.send_error``, status 504, ERROR twin), which
@@ -33,7 +36,9 @@ Deliberate choices:
   marker dispatch sets), never a clean end that looks complete.
 * Heartbeats go out only while a committed SSE response is idle, only between whole events
   (one send lock, and the last body sent must end on an event boundary), and never reset the
-  stall clock.  They carry an empty EVENT twin, so a routing layer that is still holding a
+  stall clock.  They too are a loop timer that re-arms itself from the last write; only a
+  heartbeat that is due makes a task to send it, and the send lock is made with the first
+  one: until then the inner app is the only sender and a busy stream pays for neither.  They carry an empty EVENT twin, so a routing layer that is still holding a
   prelude keeps holding it.  Most SDKs ignore an SSE comment (``: keepalive``); google-genai
   does not (it takes every line that is not ``data:`` for raw JSON and fails on it), so a
   Gemini client gets a bare blank line, which every SSE reader skips.
@@ -43,7 +48,10 @@ Deliberate choices:
   routing layers above commit, which gives up fallback for that request; an upstream error
   after that reaches the client in-band.  Off by default.
 * This layer owns the disconnect watch: one task reads ``receive`` (nothing else does once
-  the body is in), sets an event and cancels the inner app at once.  The inner app gets a
+  the body is in), wakes the inner app's ``receive`` and cancels the inner app at once.  It is a plain asyncio
+  task (``asgi_rotator._watch``), as are the timers and the heartbeat task: this layer is
+  asyncio-specific, like every server it runs under, for a fraction of the cost of a task
+  group per request.  Whatever it starts is finished before the call returns.  The inner app gets a
   ``receive`` that yields the exchange's body once, then blocks until the disconnect and
   returns ``http.disconnect`` on every later call, as servers do; dispatch's own watcher and
   a foreign app without one both work.  A ``send`` that raises (``OSError``, which covers
@@ -58,17 +66,18 @@ Deliberate choices:
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import anyio
 import anyio.lowlevel
 import msgspec
-from anyio.abc import TaskGroup
 
+from .. import _watch
 from .._types import App, Message, Receive, Scope, Send
 from ..dispatch import ensure_request, send_error
 from ..errors import PREMATURE_CLOSE, GatewayError, classify, premature_close
@@ -103,6 +112,9 @@ _SSE_HEADERS = [
 _WRITE_ERRORS = (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError)
 _BOUNDARIES = (b"\n\n", b"\r\n\r\n", b"\r\r")
 _json_line = msgspec.json.Encoder().encode
+# Event types that are none of those _note looks into (text, tool call deltas, usage ...),
+# learnt as they come: their tag is all there is to note.
+_PLAIN_TAGS: dict[type, str] = {}
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):
@@ -259,25 +271,92 @@ class StreamGuard:
 class _GuardedCall:
     """The state of one call: what went out, when, and how it ended."""
 
+    __slots__ = (
+        "at_boundary",
+        "attempts_before",
+        "beat_task",
+        "beat_timer",
+        "body_given",
+        "bytes",
+        "cancelled_by_us",
+        "client_gone",
+        "clock",
+        "committed",
+        "deadline",
+        "deadline_kind",
+        "disconnected",
+        "early",
+        "early_tried",
+        "ended",
+        "ended_at",
+        "error",
+        "escaped",
+        "events",
+        "exchange",
+        "finished",
+        "first_event_at",
+        "heartbeats",
+        "held_start",
+        "inner_start",
+        "keepalive_early",
+        "last_event",
+        "last_write",
+        "limits",
+        "lock",
+        "loop",
+        "reason",
+        "reasoning_seen",
+        "response_id",
+        "scope",
+        "send",
+        "sending",
+        "sse",
+        "stall",
+        "started",
+        "status",
+        "stopped",
+        "terminal_sent",
+        "timed_out",
+        "timeout",
+        "timer",
+        "timer_at",
+        "total_deadline",
+        "twins",
+    )
+
     def __init__(self, exchange: Exchange, limits: Limits, send: Send, early: bool) -> None:
         self.exchange = exchange
         self.limits = limits
+        self.stall = limits.stall_timeout
         self.send = send
         self.keepalive_early = early
         self.attempts_before = len(exchange.attempts)
-        self.lock = anyio.Lock(fast_acquire=True)  # uncontended: no trip through the loop
+        self.loop = asyncio.get_running_loop()
+        self.clock = self.loop.time  # anyio.current_time() without the backend lookup
         self.scope = anyio.CancelScope()
-        self.group: TaskGroup  # set by run()
-        self.heartbeating = False
-        self.disconnected = anyio.Event()
-        self.committed_event = anyio.Event()
+        # Only heartbeats make a second sender: the lock is made with the first one, and
+        # until then ``sending`` tells a heartbeat that a send is under way.
+        self.lock: asyncio.Lock | None = None
+        self.sending = False
+        self.beat_timer: asyncio.TimerHandle | None = None
+        self.beat_task: asyncio.Task[None] | None = None
+        self.early_tried = False
+        self.finished = False  # the inner app is done: no timer may be armed any more
+        self.client_gone = False
+        self.disconnected: anyio.Event | None = None  # made when the inner app waits for it
         self.body_given = False
-        now = anyio.current_time()
+        now = self.clock()
         self.started = now
         self.total_deadline = (
             now + limits.total_timeout if limits.total_timeout is not None else math.inf
         )
+        # The one deadline timer: the deadline itself is a float moved on every message;
+        # the timer is only re-armed when it fires early or a deadline comes sooner.
+        self.deadline = math.inf
         self.deadline_kind = "ttfb"
+        self.timer: asyncio.TimerHandle | None = None
+        self.timer_at = math.inf
+        self.timed_out: str | None = None  # the deadline kind that cancelled the call
         self.first_event_at: float | None = None
         self.ended_at: float | None = None
         self.last_write = now
@@ -303,32 +382,33 @@ class _GuardedCall:
         self.reasoning_seen = False
         self.response_id: str | None = None
         self.status: int | None = None
-        self._set_deadline(now, first=True)
 
     # --- the run ----------------------------------------------------------------------------
 
     async def run(self, app: App, scope: Scope, receive: Receive) -> None:
         failure: Exception | None = None
-        async with anyio.create_task_group() as group:
-            self.group = group
-            group.start_soon(self._watch_disconnect, receive)
+        watcher = _watch.start(_watch.watch_disconnect(receive, self._on_disconnect))
+        try:
+            self._set_deadline(self.started, first=True)
             if self.keepalive_early:
-                # Heartbeats may have to commit before the first event: they start now.
+                # Heartbeats may have to commit before the first event: they are due now.
                 # Otherwise they start at commit, and only for a stream (_send_messages),
-                # so a plain request never pays for the task.
-                group.start_soon(self._heartbeats)
-                self.heartbeating = True
+                # so a plain request never pays for them.
+                interval = self.limits.heartbeat_interval
+                assert interval is not None
+                self._arm_beat(self.started + interval)
             with self.scope:
                 try:
                     await app(scope, self._receive, self._send)
                 except Exception as exc:
-                    # Handled outside the task group, so callers see the exception itself
-                    # rather than an ExceptionGroup around it.
+                    # Handled after the helpers are stopped, so callers see the exception
+                    # itself, never a group around it.
                     failure = exc
-            group.cancel_scope.cancel()
-        self.ended_at = anyio.current_time()
+        finally:
+            await self._stop_helpers(watcher)
+        self.ended_at = self.clock()
         if self.scope.cancelled_caught and not self.cancelled_by_us:
-            self.timeout = f"{self.deadline_kind}_timeout"
+            self.timeout = f"{self.timed_out or self.deadline_kind}_timeout"
             self.reason = self.reason or self.timeout
             self.exchange.record("stream_guard.timeout", limit=self.timeout)
         await self._finish(failure)
@@ -336,6 +416,24 @@ class _GuardedCall:
             raise self.escaped
         if failure is not None and not isinstance(failure, GatewayError):
             raise failure
+
+    async def _stop_helpers(self, watcher: asyncio.Task[None]) -> None:
+        """Timers off, then the heartbeat and the watcher ended (and waited for: nothing
+        this call started outlives it)."""
+        self.finished = True
+        watcher.cancel()  # at once: a disconnect from now on changes nothing
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.beat_timer is not None:
+            self.beat_timer.cancel()
+            self.beat_timer = None
+        beat = self.beat_task
+        try:
+            if beat is not None:
+                await _watch.stop(beat)
+        finally:
+            await _watch.stop(watcher)
 
     async def _finish(self, failure: Exception | None) -> None:
         """Whatever the client still needs once the inner app has stopped."""
@@ -377,29 +475,23 @@ class _GuardedCall:
         if not self.body_given:
             self.body_given = True
             return {"type": "http.request", "body": self.exchange.body, "more_body": False}
-        await self.disconnected.wait()
+        if not self.client_gone:
+            if self.disconnected is None:
+                self.disconnected = anyio.Event()
+            await self.disconnected.wait()
         return {"type": "http.disconnect"}
 
     async def _send(self, message: Message) -> None:
+        # The hot path: every body message of a stream comes through here, so it keeps to
+        # plain attribute checks and leaves the rare cases to helpers.
         if self.stopped:
             return
-        kind = message["type"]
-        if kind == "http.response.start":
-            self.status = message.get("status")
-            if self.early:
-                self.inner_start = message
-            else:
-                self.held_start = message
-                self.sse = _is_sse(message)
+        if message["type"] != "http.response.body":
+            await self._send_other(message)
             return
-        if kind != "http.response.body":
-            async with self.lock:
-                await self._send_messages([message])
-            await self._stopped_checkpoint()
-            return
-        self.scope.deadline = math.inf  # the stall clock stops while the client takes it
+        self.deadline = math.inf  # the stall clock stops while the client takes it
         if self.first_event_at is None:
-            self.first_event_at = anyio.current_time()
+            self.first_event_at = self.clock()
             self.exchange.record(
                 "stream_guard.first_event",
                 ttfb=self.first_event_at - self.started,
@@ -412,30 +504,66 @@ class _GuardedCall:
         if start is not None and start.get("status", 200) >= 400 and self.error is None:
             self.error = start.get(ERROR) or classify(start["status"])
             self.reason = self.reason or "upstream_error"
-        out = [message]
         events = message.get(EVENT)
         if events is not None:
             self.twins = True
-            self._note(events)
+            if events:
+                self._note(events)
         elif self.sse and message.get("body"):
             self.events += 1  # a foreign app's stream: one message, one event as far as we know
         more = message.get("more_body", False)
+        out: tuple[Message, ...] = (message,)
         if not more and self.twins and self.sse and not self.terminal_sent and self.error is None:
             # The inner app (not dispatch, which says so itself) ended its stream without a
             # terminal event.
             error = premature_close()
-            out.insert(0, self._error_message(error))
+            out = (self._error_message(error), message)
             self._note([Error(error=error)])
             self._mark_attempt(error)
-        async with self.lock:
-            await self._send_messages(out)
-        await self._stopped_checkpoint()
-        if more:
-            self._set_deadline(anyio.current_time())
-
-    async def _stopped_checkpoint(self) -> None:
+        lock = self.lock
+        if lock is None and self.held_start is None and len(out) == 1:
+            # The usual event: the one sender, nothing held, one message.  This is
+            # _send_messages inlined, one coroutine less per event.
+            self.sending = True
+            try:
+                await self.send(message)
+            except _WRITE_ERRORS:
+                self._stop("client_write_failed")
+            except Exception as exc:
+                self.escaped = exc
+                self._stop(None)
+            else:
+                self._body_sent(message, more)
+                self.last_write = self.clock()
+            finally:
+                self.sending = False
+        elif lock is None:  # _send_locked, inlined
+            self.sending = True
+            try:
+                await self._send_messages(out)
+            finally:
+                self.sending = False
+        else:
+            async with lock:
+                await self._send_messages(out)
         if self.cancelled_by_us:
             # Our scope is cancelled (a failed send): this unwinds the inner app from here.
+            await anyio.lowlevel.checkpoint()
+        if more:
+            self._set_deadline(self.last_write)  # just set, when the send ended
+
+    async def _send_other(self, message: Message) -> None:
+        """The inner app's start (held), or a message that is neither start nor body."""
+        if message["type"] == "http.response.start":
+            self.status = message.get("status")
+            if self.early:
+                self.inner_start = message
+            else:
+                self.held_start = message
+                self.sse = _is_sse(message)
+            return
+        await self._send_locked((message,))
+        if self.cancelled_by_us:
             await anyio.lowlevel.checkpoint()
 
     async def _inner_error_in_band(self, message: Message) -> None:
@@ -460,28 +588,42 @@ class _GuardedCall:
 
     # --- sending ----------------------------------------------------------------------------
 
-    async def _send_messages(self, messages: list[Message], *, heartbeat: bool = False) -> None:
-        """Send (the caller holds the lock): the held start first, then ``messages``.  A
+    async def _send_locked(self, messages: Sequence[Message]) -> None:
+        """``_send_messages`` as the one sender: under the lock once heartbeats exist."""
+        lock = self.lock
+        if lock is not None:
+            async with lock:
+                await self._send_messages(messages)
+            return
+        self.sending = True
+        try:
+            await self._send_messages(messages)
+        finally:
+            self.sending = False
+
+    async def _send_messages(self, messages: Sequence[Message], *, heartbeat: bool = False) -> None:
+        """Send (the caller is the one sender): the held start first, then ``messages``.  A
         failed write never raises here; it stops the call instead."""
         if self.held_start is not None:
-            start, self.held_start = self.held_start, None
-            messages = [start, *messages]
+            messages = (self.held_start, *messages)
+            self.held_start = None
+        send = self.send
         for message in messages:
             if self.cancelled_by_us:
                 return
-            is_start = message["type"] == "http.response.start"
-            if is_start:
+            kind = message["type"]
+            if kind == "http.response.start":
                 self.committed = True
-                self.committed_event.set()
+                interval = self.limits.heartbeat_interval
                 if (
                     self.sse
-                    and not self.heartbeating
-                    and self.limits.heartbeat_interval is not None
+                    and interval is not None
+                    and self.beat_timer is None
+                    and self.beat_task is None
                 ):
-                    self.heartbeating = True
-                    self.group.start_soon(self._heartbeats)
+                    self._arm_beat(self.clock() + interval)
             try:
-                await self.send(message)
+                await send(message)
             except _WRITE_ERRORS:
                 self._stop("client_write_failed")
                 return
@@ -489,14 +631,18 @@ class _GuardedCall:
                 self.escaped = exc
                 self._stop(None)
                 return
-            if not is_start and message["type"] == "http.response.body":
-                body = message.get("body", b"")
-                self.bytes += len(body)
-                if body and not heartbeat:
-                    self.at_boundary = body.endswith(_BOUNDARIES)
-                if not message.get("more_body", False):
-                    self.ended = True
-        self.last_write = anyio.current_time()
+            if kind == "http.response.body":
+                self._body_sent(message, message.get("more_body", False), heartbeat=heartbeat)
+        self.last_write = self.clock()
+
+    def _body_sent(self, message: Message, more: bool, *, heartbeat: bool = False) -> None:
+        body = message.get("body", b"")
+        if body:
+            self.bytes += len(body)
+            if not heartbeat:
+                self.at_boundary = body.endswith(_BOUNDARIES)
+        if not more:
+            self.ended = True
 
     def _stop(self, reason: str | None) -> None:
         if reason is not None and (self.reason is None or reason == "client_write_failed"):
@@ -517,8 +663,7 @@ class _GuardedCall:
                 messages.append(message)
                 self._note(message[EVENT])
         messages.append({"type": "http.response.body", "body": b"", "more_body": False})
-        async with self.lock:
-            await self._send_messages(messages)
+        await self._send_messages(messages)  # the helpers are stopped: the one sender
 
     async def _deliver_error_response(self, error: GatewayError) -> None:
         """Before commit: the whole error response, in the client's protocol."""
@@ -529,8 +674,7 @@ class _GuardedCall:
             sent.append(message)
 
         await send_error(collect, self.exchange.protocol, error)
-        async with self.lock:
-            await self._send_messages(sent)
+        await self._send_messages(sent)  # the helpers are stopped: the one sender
 
     def _error_message(self, error: GatewayError) -> Message:
         """The in-band error event in the client's protocol (an empty body when the protocol
@@ -558,43 +702,98 @@ class _GuardedCall:
             ERROR: error,
         }
 
-    # --- the two helper tasks ---------------------------------------------------------------
+    # --- the helpers: disconnect watch, deadline timer, heartbeats ------------------------------
 
-    async def _watch_disconnect(self, receive: Receive) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass  # the body again (a replaying receive above us): the inner app has it
+    def _on_disconnect(self) -> None:
         if self.ended:
             return  # the whole response went out; the client leaving now changes nothing
-        self.disconnected.set()
+        self.client_gone = True
+        if self.disconnected is not None:
+            self.disconnected.set()
         self._stop("client_disconnected")
 
-    async def _heartbeats(self) -> None:
+    def _set_deadline(self, now: float, *, first: bool = False) -> None:
+        if first:
+            limit, kind = self.limits.ttfb_timeout, "ttfb"
+        else:
+            limit, kind = self.stall, "stall"
+        deadline = now + limit if limit is not None else math.inf
+        if self.total_deadline <= deadline:
+            deadline, kind = self.total_deadline, "total"
+        self.deadline = deadline
+        self.deadline_kind = kind
+        if deadline < self.timer_at:
+            # Sooner than the armed timer (or none is armed): re-arm.  A later deadline
+            # leaves the timer alone; it re-arms itself when it fires early.
+            if self.timer is not None:
+                self.timer.cancel()
+            self.timer = self.loop.call_at(deadline, self._on_deadline)
+            self.timer_at = deadline
+
+    def _on_deadline(self) -> None:
+        self.timer = None
+        self.timer_at = math.inf
+        deadline = self.deadline
+        if deadline == math.inf or self.finished:
+            return  # the clock is stopped (a send): its end sets a deadline and re-arms
+        if self.clock() >= deadline:
+            self.timed_out = self.deadline_kind
+            self.scope.cancel()
+        else:
+            self.timer = self.loop.call_at(deadline, self._on_deadline)
+            self.timer_at = deadline
+
+    def _arm_beat(self, at: float) -> None:
+        if self.beat_timer is None and not self.finished:
+            self.beat_timer = self.loop.call_at(at, self._on_beat)
+
+    def _on_beat(self) -> None:
+        """The heartbeat timer: is a heartbeat (or the early commit) due?  The sending is
+        left to a task, made only then; a busy stream never makes one."""
+        self.beat_timer = None
+        if self.ended or self.cancelled_by_us or self.finished or self.beat_task is not None:
+            return
         interval = self.limits.heartbeat_interval
         assert interval is not None
-        if self.keepalive_early:
-            with anyio.move_on_after(interval):
-                await self.committed_event.wait()
-            async with self.lock:
-                if not self.committed and not self.cancelled_by_us:
-                    await self._commit_early()
-        await self.committed_event.wait()
+        if not self.committed:
+            if self.keepalive_early and not self.early_tried:
+                self.early_tried = True
+                self._start_beat()
+            return  # otherwise heartbeats start at commit
         if not self.sse:
             return
+        now = self.clock()
         due = self.last_write + interval
-        while True:
-            await anyio.sleep_until(due)
+        if now < due:
+            self._arm_beat(due)
+        elif self.sending or not self.at_boundary:
+            # A send is under way (what it sends resets the clock), or a foreign app is
+            # inside an event: not now.
+            self._arm_beat(now + interval)
+        else:
+            self._start_beat()
+
+    def _start_beat(self) -> None:
+        if self.lock is None:
+            self.lock = asyncio.Lock()  # from now on every send takes it
+        self.beat_task = _watch.start(self._heartbeat())
+
+    async def _heartbeat(self) -> None:
+        interval = self.limits.heartbeat_interval
+        assert interval is not None
+        try:
+            assert self.lock is not None
             async with self.lock:
                 if self.ended or self.cancelled_by_us:
                     return
-                now = anyio.current_time()
-                due = self.last_write + interval
-                if now < due:
-                    continue  # something went out meanwhile
-                if self.at_boundary:
-                    await self._beat()
-                    due = self.last_write + interval
-                else:
-                    due = now + interval  # a foreign app is inside an event: not now
+                if not self.committed:
+                    await self._commit_early()
+                elif self.clock() >= self.last_write + interval and self.at_boundary:
+                    await self._beat()  # else something went out while we waited
+        finally:
+            self.beat_task = None
+        if self.committed and not self.ended and not self.cancelled_by_us:
+            self._arm_beat(self.last_write + interval)
 
     async def _commit_early(self) -> None:
         """No first event after one interval: commit with a 200 stream (ours, or the inner
@@ -622,21 +821,17 @@ class _GuardedCall:
             # the first event (early commit) there is no twin, which makes it commit.
             message[EVENT] = []
         self.heartbeats += 1
-        await self._send_messages([message], heartbeat=True)
+        await self._send_messages((message,), heartbeat=True)
 
     # --- bookkeeping ------------------------------------------------------------------------
 
-    def _set_deadline(self, now: float, *, first: bool = False) -> None:
-        limit = self.limits.ttfb_timeout if first else self.limits.stall_timeout
-        self.deadline_kind = "ttfb" if first else "stall"
-        deadline = now + limit if limit is not None else math.inf
-        if self.total_deadline <= deadline:
-            deadline, self.deadline_kind = self.total_deadline, "total"
-        self.scope.deadline = deadline
-
     def _note(self, events: list[Any]) -> None:
+        self.events += len(events)
         for event in events:
-            self.events += 1
+            tag = _PLAIN_TAGS.get(type(event))
+            if tag is not None:
+                self.last_event = tag  # content: nothing else to note
+                continue
             self.last_event = type(event).__struct_config__.tag
             if isinstance(event, Finish):
                 self.terminal_sent = True
@@ -644,14 +839,17 @@ class _GuardedCall:
                 self.reasoning_seen = True
             elif isinstance(event, MessageStart):
                 self.response_id = self.response_id or event.id
-            elif isinstance(event, Error) and isinstance(event.error, GatewayError):
-                self.error = self.error or event.error
-                if self.reason is None:
-                    self.reason = (
-                        "upstream_premature_close"
-                        if event.error.code == PREMATURE_CLOSE
-                        else "upstream_error"
-                    )
+            elif isinstance(event, Error):
+                if isinstance(event.error, GatewayError):
+                    self.error = self.error or event.error
+                    if self.reason is None:
+                        self.reason = (
+                            "upstream_premature_close"
+                            if event.error.code == PREMATURE_CLOSE
+                            else "upstream_error"
+                        )
+            else:
+                _PLAIN_TAGS[type(event)] = self.last_event  # none of the above, ever
 
     def _timeout_error(self, reason: str) -> GatewayError:
         limits = self.limits
@@ -674,7 +872,7 @@ class _GuardedCall:
 
     def close_record(self) -> StreamClose:
         exchange = self.exchange
-        end = self.ended_at if self.ended_at is not None else anyio.current_time()
+        end = self.ended_at if self.ended_at is not None else self.clock()
         reason = self.reason
         if reason is None:
             reason = "upstream_error" if self.error is not None else "completed"

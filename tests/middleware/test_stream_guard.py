@@ -405,6 +405,28 @@ async def test_the_stall_clock_stops_while_the_client_is_slow() -> None:
     assert exchange.close is not None and exchange.close.reason == "completed"
 
 
+async def test_a_stall_limit_shorter_than_the_ttfb_limit_applies_from_the_first_event() -> None:
+    # The TTFB deadline is the sooner one at the start; after the first event the stall
+    # deadline is sooner still, and it must not wait for the TTFB one to come round.
+    script = Script(start(), event(TEXT), Script.FOREVER)
+    with anyio.fail_after(10):
+        _, exchange = await run(guard(script, ttfb_timeout=60, stall_timeout=0.2), make_scope())
+    assert script.cancelled
+    assert exchange.close is not None and exchange.close.reason == "stall_timeout"
+
+
+async def test_the_stall_clock_restarts_after_each_message_however_many() -> None:
+    # Events come quicker than the stall limit for much longer than the limit: no timeout.
+    steps: list[Any] = [start()]
+    for _ in range(12):
+        steps += [0.05, event(TEXT)]
+    steps += [event(FINISH), end()]
+    script = Script(*steps)
+    _, exchange = await run(guard(script, ttfb_timeout=0.3, stall_timeout=0.2), make_scope())
+    assert script.finished
+    assert exchange.close is not None and exchange.close.reason == "completed"
+
+
 # --- limits: overrides and the header --------------------------------------------------------
 
 
@@ -792,6 +814,51 @@ async def test_an_inner_exception_after_commit_ends_in_band_and_is_reraised() ->
         await StreamGuard(app)(make_scope(), client.receive, client.send)
     assert client.bodies[-2][ERROR].kind == "server_error"
     assert client.bodies[-1]["more_body"] is False
+
+
+async def test_cancelled_from_outside_it_ends_everything_it_started() -> None:
+    # A layer above gives up on the call (its own cancel scope) while heartbeats and the
+    # watcher are running: the cancellation is that layer's to catch, and nothing is left.
+    script = Script(start(), event(TEXT), Script.FOREVER)
+    client = Client()
+    before = len(asyncio.all_tasks())
+    with anyio.move_on_after(0.2) as outer:
+        await guard(script, heartbeat_interval=0.01)(make_scope(), client.receive, client.send)
+    assert outer.cancelled_caught
+    assert script.cancelled
+    assert len(asyncio.all_tasks()) == before
+    assert any(m.get("body") == b": keepalive\n\n" for m in client.bodies)
+
+
+async def test_a_slow_client_delays_the_heartbeat_rather_than_racing_it() -> None:
+    # Each event takes longer to hand over than the heartbeat interval: a heartbeat that
+    # falls due meanwhile waits for the send to end, and never lands inside an event.
+    class SlowClient(Client):
+        async def send(self, message: Message) -> None:
+            if message.get(EVENT):
+                await anyio.sleep(0.05)
+            await super().send(message)
+
+    steps: list[Any] = [start()]
+    for i in range(5):
+        steps += [event(TEXT, data=b"event: delta\ndata: %d\n\n" % i), 0.05]
+    steps += [event(FINISH), end()]
+    client, exchange = await run(
+        guard(Script(*steps), heartbeat_interval=0.02), make_scope(), SlowClient()
+    )
+    assert_heartbeats_only_between_events(client.sent, b": keepalive\n\n")
+    assert exchange.close is not None and exchange.close.reason == "completed"
+
+
+async def test_an_inner_exception_before_commit_is_reraised_as_itself() -> None:
+    async def app(scope: Any, receive: Any, send: Send) -> None:
+        await anyio.sleep(0)
+        raise KeyError("bug")
+
+    client = Client()
+    with pytest.raises(KeyError):
+        await StreamGuard(app)(make_scope(), client.receive, client.send)
+    assert client.sent[0]["status"] == 500
 
 
 # --- the close log ---------------------------------------------------------------------------
