@@ -8,10 +8,18 @@ attempt is *committed*, and everything held goes out, at the first body message 
 carries content, that has no unified twin (a foreign app: nothing to judge it by), or that
 ends the response.  It has *failed* when the status is an error or an ``Error`` event comes
 first; then nothing was sent and the caller may try again.
+
+A caller that changes the response start (the routing layers write the attempt count) says
+so with ``on_start``, applied to the start when it goes out, at commit or release: the start
+is always held, so no send wrapper is needed.  Once committed, the hold has nothing left to
+decide, and a stream's every later event goes straight past the committed holds of the
+layers above to the first ``send`` that still does something with it: one hop per event,
+however many routing layers hold.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from .._types import App, Message, Send
@@ -31,61 +39,97 @@ class _Abandon(Exception):
 
 class Held:
     """The outcome of one attempt: ``committed`` (it went out), or ``error`` and the
-    messages that were held back (an error response, or a stream's prelude)."""
+    messages that were held back (an error response, or a stream's prelude).
 
-    __slots__ = ("committed", "error", "messages", "status")
+    ``send`` (a bound method) is what the inner app is given; ``downstream`` is where the
+    held messages go at commit, the start through ``on_start`` if given."""
 
-    def __init__(self) -> None:
+    __slots__ = (
+        "_forward",
+        "committed",
+        "downstream",
+        "error",
+        "messages",
+        "on_start",
+        "status",
+    )
+
+    def __init__(
+        self, downstream: Send, on_start: Callable[[Message], Message] | None = None
+    ) -> None:
+        self.downstream = downstream
+        self.on_start = on_start
+        self._forward = downstream  # where messages go after commit (see ``_settled``)
         self.committed = False
         self.error: GatewayError | None = None
         self.messages: list[Message] = []
         self.status: int | None = None
 
-    async def release(self, send: Send) -> None:
-        """Send the held error response as it was (for a final, non-retried failure).
-        A failure that came in-band after a 200 has no error response to release: the
-        caller renders one in the client's protocol instead."""
-        for message in self.messages:
-            await send(message)
-
-
-async def run_held(app: App, scope: Any, receive: Any, send: Send) -> Held:
-    held = Held()
-
-    async def held_send(message: Message) -> None:
-        if held.committed:
-            await send(message)
+    async def send(self, message: Message) -> None:
+        if self.committed:
+            await self._forward(message)
             return
         kind = message["type"]
         if kind == "http.response.start":
-            held.status = message["status"]
-            held.messages.append(message)
-            if held.status >= 400:
-                held.error = message.get(ERROR) or classify(
-                    held.status, f"HTTP {held.status} from the inner app"
+            status = self.status = message["status"]
+            self.messages.append(message)
+            if status >= 400:
+                self.error = message.get(ERROR) or classify(
+                    status, f"HTTP {status} from the inner app"
                 )
             return
-        if kind != "http.response.body" or held.error is not None:
-            held.messages.append(message)  # the rest of an error response, kept for release
+        if kind != "http.response.body" or self.error is not None:
+            self.messages.append(message)  # the rest of an error response, kept for release
             return
         events = message.get(EVENT)
         if events is not None:
             for event in events:
                 if isinstance(event, Error):
-                    held.error = event.error
-                    held.messages.clear()  # a 200 prelude is no error response to release
+                    self.error = event.error
+                    self.messages.clear()  # a 200 prelude is no error response to release
                     raise _Abandon
             if message.get("more_body", False) and all(isinstance(e, _PRELUDE) for e in events):
-                held.messages.append(message)
+                self.messages.append(message)
                 return
-        held.committed = True
-        for earlier in held.messages:
-            await send(earlier)
-        held.messages.clear()
-        await send(message)
+        self.committed = True
+        downstream = self.downstream
+        await self.release(downstream)
+        self.messages.clear()
+        await downstream(message)
+        if self.status is not None:  # the start is out: what follows is body only
+            self._forward = _settled(downstream)
 
+    async def release(self, send: Send) -> None:
+        """Send the held error response as it was (for a final, non-retried failure).
+        A failure that came in-band after a 200 has no error response to release: the
+        caller renders one in the client's protocol instead."""
+        on_start = self.on_start
+        for message in self.messages:
+            if on_start is not None and message["type"] == "http.response.start":
+                message = on_start(message)
+            await send(message)
+
+
+async def run_held(
+    app: App,
+    scope: Any,
+    receive: Any,
+    send: Send,
+    *,
+    on_start: Callable[[Message], Message] | None = None,
+) -> Held:
+    held = Held(send, on_start)
     try:
-        await app(scope, receive, held_send)
+        await app(scope, receive, held.send)
     except _Abandon:
         pass
     return held
+
+
+def _settled(send: Send) -> Send:
+    """The first send down from ``send`` that is not a committed hold."""
+    owner = getattr(send, "__self__", None)
+    while isinstance(owner, Held) and owner.committed:
+        send = owner._forward
+        owner = getattr(send, "__self__", None)
+    return send

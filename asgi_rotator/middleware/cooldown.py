@@ -56,12 +56,14 @@ import anyio
 
 from .._types import App, Receive, Scope, Send
 from ..errors import DEFAULT_STATUS, GatewayError
-from ..exchange import Exchange
+from ..exchange import SCOPE_KEY, Exchange
 from ..providers import Credential, Provider, Providers, Target
 from ..state import MemoryStore, StateStore, namespaced
+from ..state._store import Namespace
 from ._held import Held, run_held
 from .fallback import (
     CountingSend,
+    counts_attempts,
     note_foreign_attempt,
     routed_exchange,
     send_counted_error,
@@ -89,16 +91,32 @@ BUDGET_KEY = "asgi_rotator.retry_deadline"
 
 _MODEL_KINDS = frozenset({"overloaded", "server_error", "timeout"})
 _NEVER = 0.0
+_SCOPES_CACHED = 1024  # models per provider whose scope keys are kept formatted
 
 
 class _Pool:
     """A provider's credentials as this layer sees them, computed once."""
 
-    __slots__ = ("credentials", "name", "per_model", "provider", "rotation", "tiers")
+    __slots__ = (
+        "_scopes",
+        "credentials",
+        "name",
+        "per_model",
+        "provider",
+        "rotation",
+        "store",
+        "tiers",
+    )
 
     def __init__(
-        self, provider: Provider, rotation: str, tiers: Sequence[int] | None, per_model: bool
+        self,
+        store: Namespace,
+        provider: Provider,
+        rotation: str,
+        tiers: Sequence[int] | None,
+        per_model: bool,
     ) -> None:
+        self.store = store
         self.provider = provider
         self.name = provider.name
         # A provider without keys is one anonymous key (``key:<provider>``): when it cools
@@ -113,6 +131,7 @@ class _Pool:
         self.tiers = list(tiers)
         self.rotation = rotation
         self.per_model = per_model
+        self._scopes: dict[str, _Scopes] = {}
 
     def key(self, index: int) -> str:
         credential = self.credentials[index]
@@ -128,18 +147,61 @@ class _Pool:
     def whole(self) -> str:
         return f"provider:{self.name}"
 
+    def scopes(self, model: str) -> _Scopes:
+        scopes = self._scopes.get(model)
+        if scopes is None:
+            if len(self._scopes) >= _SCOPES_CACHED:
+                self._scopes.clear()  # a client cycling through model names: start again
+            scopes = self._scopes[model] = _Scopes(self, model)
+        return scopes
+
+
+class _Scopes:
+    """Every cooldown scope that concerns one model at one pool, with its keys in the
+    backend store (namespace prefix included), formatted and checked once: what a request
+    reads in its one ``get_many``."""
+
+    __slots__ = ("count", "everyone", "keys", "model", "per_key", "whole")
+
+    def __init__(self, pool: _Pool, model: str) -> None:
+        listed = [pool.model(model), pool.whole()]
+        for index in range(len(pool.credentials)):
+            listed.append(pool.key(index))
+            listed.append(pool.key_model(index, model))
+        names = list(dict.fromkeys(listed))
+        position = {name: i for i, name in enumerate(names)}
+        self.count = len(names)
+        # Deadlines first, then failure counts, in the order of ``names``.
+        full = pool.store.full_key
+        self.keys = [full(f"until:{s}") for s in names] + [full(f"fails:{s}") for s in names]
+        self.model = position[listed[0]]
+        self.whole = position[listed[1]]
+        # Per credential: the positions of its own scope and of its (credential, model) scope.
+        self.per_key = [
+            (position[listed[2 + 2 * i]], position[listed[3 + 2 * i]])
+            for i in range(len(pool.credentials))
+        ]
+        self.everyone = list(range(len(pool.credentials)))
+
 
 class _State:
-    """One read of the cooldown state for a target: deadlines and non-zero failure counts."""
+    """One read of the cooldown state for a target: the stored values of ``scopes.keys``."""
 
-    __slots__ = ("failures", "until")
+    __slots__ = ("quiet", "scopes", "values")
 
-    def __init__(self, until: dict[str, float], failures: dict[str, int]) -> None:
-        self.until = until
-        self.failures = failures
+    def __init__(self, scopes: _Scopes, values: list[bytes | None]) -> None:
+        self.scopes = scopes
+        self.values = values
+        # The usual case, and the cheap one: no deadline and no failure count at all.
+        self.quiet = values.count(None) == len(values)
 
-    def deadline(self, *scopes: str) -> float:
-        return max(self.until.get(s, _NEVER) for s in scopes)
+    def until(self, position: int) -> float:
+        value = self.values[position]
+        return _NEVER if value is None else float(value)
+
+    def failed(self, position: int) -> bool:
+        value = self.values[self.scopes.count + position]
+        return value is not None and value != b"0"
 
 
 class CooldownRetry:
@@ -177,6 +239,9 @@ class CooldownRetry:
         self.app = app
         self.providers = providers
         self.store = namespaced(store if store is not None else MemoryStore(), "cooldown")
+        # The per-request read goes straight to the backend with its keys prefixed and checked
+        # once (``_Scopes``), rather than through the view on every request.
+        self._backend = self.store.store
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
         if failure_threshold < 1:
@@ -241,6 +306,7 @@ class CooldownRetry:
     def _make_pool(self, provider: Provider) -> _Pool:
         name = provider.name
         return _Pool(
+            self.store,
             provider,
             self._rotations.get(name, self._default_rotation),
             self._tiers.get(name),
@@ -251,9 +317,11 @@ class CooldownRetry:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        exchange = await routed_exchange(self.app, scope, receive, send)
-        if exchange is None:
-            return
+        exchange: Exchange | None = scope.get(SCOPE_KEY)
+        if exchange is None or exchange.request is None:
+            exchange = await routed_exchange(self.app, scope, receive, send)
+            if exchange is None:
+                return
         assert exchange.request is not None
         target: Target | None = exchange.target
         if target is None:
@@ -274,16 +342,18 @@ class CooldownRetry:
         scope = exchange.scope
         model = target.model
         out = CountingSend(send, exchange)
+        on_start = out.count if counts_attempts(scope, self) else None
         deadline: float = scope.setdefault(BUDGET_KEY, self._clock() + self.retry_budget)
         tried: set[int] = set()
         attempts = waits = 0
         held: Held | None = None
         pause_until = 0.0  # when a key that failed without cooling down may be tried again
+        scopes = pool.scopes(model)
         while True:
-            state = await self._read(pool, model)
+            state = _State(scopes, await self._backend.get_many(scopes.keys))
             now = self._clock()
-            healthy, available, blocked = self._healthy(pool, model, state, now)
-            fresh = [i for i in healthy if i not in tried]
+            healthy, available, blocked = self._healthy(state, now)
+            fresh = [i for i in healthy if i not in tried] if tried else healthy
             if fresh:
                 candidates, wait = fresh, 0.0
             elif healthy:
@@ -298,7 +368,7 @@ class CooldownRetry:
                     or waits >= self.max_attempts  # keys re-cooled while we waited
                     or wait > min(self.max_wait, deadline - now)
                 ):
-                    await self._give_up(exchange, target, held, available - now, blocked, out, send)
+                    await self._give_up(exchange, target, held, available - now, blocked, send)
                     return
                 if wait > 0:
                     exchange.record("cooldown.wait", seconds=round(wait, 3), attempt=attempts + 1)
@@ -306,7 +376,7 @@ class CooldownRetry:
                 if not candidates:
                     waits += 1
                     continue  # a key should be back: read the state again
-            index = await self._pick(pool, candidates)
+            index = candidates[0] if len(candidates) == 1 else await self._pick(pool, candidates)
             credential = pool.credentials[index]
             exchange.credential = credential
             exchange.record(
@@ -319,20 +389,21 @@ class CooldownRetry:
                 attempt=attempts + 1,
             )
             before = out.floor = len(exchange.attempts)
-            held = await run_held(self.app, scope, exchange.replay(), out)
+            held = await run_held(self.app, scope, exchange.replay(), send, on_start=on_start)
             attempts += 1
             note_foreign_attempt(exchange, before, target, held)
             error = held.error
             if held.committed or error is None:
                 if not held.committed:
-                    await held.release(out)  # whatever the app sent, as it sent it
-                await self._succeeded(pool, index, model, state)
+                    await held.release(send)  # whatever the app sent, as it sent it
+                if not state.quiet:
+                    await self._succeeded(index, state)
                 return
             tried.add(index)
             exchange.error = error
             await self._failed(exchange, pool, index, model, error)
             if error.kind not in self.retry_on:
-                await _deliver(exchange, held, error, out, send)
+                await _deliver(exchange, held, error, send)
                 return
             retry_after = error.retry_after
             pause_until = self._clock() + (
@@ -346,7 +417,6 @@ class CooldownRetry:
         held: Held | None,
         wait: float,
         blocked: bool,
-        out: Send,
         send: Send,
     ) -> None:
         wait = max(0.0, wait)
@@ -377,42 +447,21 @@ class CooldownRetry:
             exchange.error = error
             await send_counted_error(send, exchange, error)
             return
-        await _deliver(exchange, held, error, out, send)
+        await _deliver(exchange, held, error, send)
 
     # --- state --------------------------------------------------------------------------------
 
-    async def _read(self, pool: _Pool, model: str) -> _State:
-        scopes = [pool.model(model), pool.whole()]
-        for index in range(len(pool.credentials)):
-            scopes.append(pool.key(index))
-            scopes.append(pool.key_model(index, model))
-        scopes = list(dict.fromkeys(scopes))
-        values = await self.store.get_many(
-            [f"until:{s}" for s in scopes] + [f"fails:{s}" for s in scopes]
-        )
-        until: dict[str, float] = {}
-        failures: dict[str, int] = {}
-        count = len(scopes)
-        for i, scope in enumerate(scopes):
-            deadline, fails = values[i], values[count + i]
-            if deadline is not None:
-                until[scope] = float(deadline)
-            if fails is not None and fails != b"0":
-                failures[scope] = int(fails)
-        return _State(until, failures)
-
-    def _healthy(
-        self, pool: _Pool, model: str, state: _State, now: float
-    ) -> tuple[list[int], float, bool]:
+    def _healthy(self, state: _State, now: float) -> tuple[list[int], float, bool]:
         """The usable keys; when none is, when the first one is again and whether the model
         (or the provider) itself is cooling down."""
-        block = state.deadline(pool.model(model), pool.whole())
-        keys = [
-            state.deadline(pool.key(i), pool.key_model(i, model))
-            for i in range(len(pool.credentials))
-        ]
+        scopes = state.scopes
+        if state.quiet:
+            return scopes.everyone, now, False  # nothing cooling down, nothing failing
+        until = state.until
+        block = max(until(scopes.model), until(scopes.whole))
+        keys = [max(until(own), until(for_model)) for own, for_model in scopes.per_key]
         if block <= now:
-            healthy = [i for i, until in enumerate(keys) if until <= now]
+            healthy = [i for i, deadline in enumerate(keys) if deadline <= now]
             if healthy:
                 return healthy, now, False
         return [], max(block, min(keys)), block > now
@@ -463,11 +512,13 @@ class CooldownRetry:
         await self.store.incr(keys[chosen])
         return candidates[chosen]
 
-    async def _succeeded(self, pool: _Pool, index: int, model: str, state: _State) -> None:
-        scopes = (pool.key(index), pool.key_model(index, model), pool.model(model), pool.whole())
-        for scope in dict.fromkeys(scopes):
-            if scope in state.failures:
-                await self.store.delete(f"fails:{scope}")
+    async def _succeeded(self, index: int, state: _State) -> None:
+        """Delete the failure counts this request saw for the scopes the success clears."""
+        scopes = state.scopes
+        own, for_model = scopes.per_key[index]
+        for position in dict.fromkeys((own, for_model, scopes.model, scopes.whole)):
+            if state.failed(position):
+                await self._backend.delete(scopes.keys[scopes.count + position])
 
     async def _failed(
         self, exchange: Exchange, pool: _Pool, index: int, model: str, error: GatewayError
@@ -536,14 +587,12 @@ class CooldownRetry:
         return ceiling * self._random()
 
 
-async def _deliver(
-    exchange: Exchange, held: Held, error: GatewayError, out: Send, send: Send
-) -> None:
+async def _deliver(exchange: Exchange, held: Held, error: GatewayError, send: Send) -> None:
     """The attempt's own error response, as the inner app sent it (or rendered, for an
     in-band failure that has no response to release)."""
     exchange.error = error
     if held.messages:
-        await held.release(out)
+        await held.release(send)  # with the attempt count (the hold's ``on_start``)
     else:
         await send_counted_error(send, exchange, error)
 

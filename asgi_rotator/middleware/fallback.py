@@ -56,6 +56,7 @@ __all__ = [
     "DEFAULT_FALLBACK_ON",
     "CountingSend",
     "FallbackRouter",
+    "counts_attempts",
     "note_foreign_attempt",
     "routed_exchange",
     "send_counted_error",
@@ -64,7 +65,13 @@ __all__ = [
 
 
 ATTEMPTS_HEADER = b"x-rotator-attempts"
+# The routing layer that writes the attempt count for the request: the outermost one.  What a
+# layer below it writes would be replaced on the way out (every start passes the outer hold),
+# so a layer below leaves the header alone.
+_COUNTER_KEY = "asgi_rotator.attempts_counter"
 DEFAULT_FALLBACK_ON = ("rate_limited", "overloaded", "server_error", "timeout", "connection")
+_PLANS_CACHED = 1024  # model names whose plan is kept
+_PLAN_NAME_LIMIT = 256  # a longer model name is planned afresh each time, never kept
 
 # Request fields a target's params may not override: they are the conversation itself, or
 # decided by the client and the layers (model comes from the target).
@@ -75,13 +82,16 @@ _REQUEST_FIELDS = frozenset(f.name for f in msgspec.structs.fields(Request)) - _
 class _Step:
     """One target of a plan, with its request overrides validated and split once."""
 
-    __slots__ = ("extra", "fields", "target")
+    __slots__ = ("extra", "fields", "name", "target")
 
     def __init__(self, target: Target) -> None:
         self.target = target
+        self.name = target.name
         self.fields, self.extra = _split_params(target.params, target.model, target.name)
 
     def request(self, original: Request) -> Request:
+        if not self.fields and not self.extra:
+            return msgspec.structs.replace(original)  # a copy, as below
         changes: dict[str, Any] = dict(self.fields)
         if self.extra:
             changes["extra"] = {**original.extra, **self.extra}
@@ -100,6 +110,19 @@ class _Group:
         self.steps = steps
         self.context = context
         self.content = content
+
+
+class _Plan:
+    """What a model name is routed to, worked out once per name: the group, the steps in
+    order and their target names (for the ``fallback.plan`` pass)."""
+
+    __slots__ = ("group", "group_name", "steps", "targets")
+
+    def __init__(self, group: _Group | None, steps: list[_Step]) -> None:
+        self.group = group
+        self.group_name = group.name if group is not None else None
+        self.steps = steps
+        self.targets = [s.name for s in steps]
 
 
 class _Outcome:
@@ -134,6 +157,7 @@ class FallbackRouter:
                 f"known: {', '.join(DEFAULT_STATUS)}"
             )
         self._aliases = dict(providers.config.aliases)
+        self._plans: dict[str, _Plan] = {}
         self._groups: dict[str, _Group] = {}
         self._member: dict[str, tuple[_Group, int]] = {}
         for name, config in providers.config.groups.items():
@@ -161,24 +185,32 @@ class FallbackRouter:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        exchange = await routed_exchange(self.app, scope, receive, send)
-        if exchange is None:
-            return
+        exchange: Exchange | None = scope.get(SCOPE_KEY)
+        if exchange is None or exchange.request is None:
+            exchange = await routed_exchange(self.app, scope, receive, send)
+            if exchange is None:
+                return
         assert exchange.request is not None
         try:
-            group, steps = self._plan(exchange.request.model)
+            plan = self._plan(exchange.request.model)
         except GatewayError as error:
             exchange.error = error
             await send_counted_error(send, exchange, error)
             return
-        exchange.record(
-            "fallback.plan",
-            group=group.name if group else None,
-            targets=[s.target.name for s in steps],
-        )
-        await self._run(exchange, group, steps, send)
+        exchange.record("fallback.plan", group=plan.group_name, targets=plan.targets)
+        await self._run(exchange, plan.group, plan.steps, send)
 
-    def _plan(self, model: str) -> tuple[_Group | None, list[_Step]]:
+    def _plan(self, model: str) -> _Plan:
+        plan = self._plans.get(model)
+        if plan is None:
+            plan = _Plan(*self._route(model))
+            if len(model) <= _PLAN_NAME_LIMIT:
+                if len(self._plans) >= _PLANS_CACHED:
+                    self._plans.clear()  # a client cycling through model names: start again
+                self._plans[model] = plan
+        return plan
+
+    def _route(self, model: str) -> tuple[_Group | None, list[_Step]]:
         group = self._groups.get(self._aliases.get(model, model))
         if group is not None:
             return group, group.steps
@@ -197,6 +229,7 @@ class FallbackRouter:
         original = exchange.request
         assert original is not None
         out = CountingSend(send, exchange)
+        on_start = out.count if counts_attempts(scope, self) else None
         queue = deque(steps)
         switched: set[str] = set()
         outcomes: list[_Outcome] = []
@@ -211,18 +244,18 @@ class FallbackRouter:
             exchange.close = None
             exchange.request = step.request(original)
             before = out.floor = len(exchange.attempts)
-            held = await run_held(self.app, scope, exchange.replay(), out)
+            held = await run_held(self.app, scope, exchange.replay(), send, on_start=on_start)
             note_foreign_attempt(exchange, before, target, held)
             error = held.error
             if held.committed or error is None:
-                exchange.record("fallback.attempt", target=target.name, outcome="answered")
+                exchange.record("fallback.attempt", target=step.name, outcome="answered")
                 if error is None and not held.committed:
-                    await held.release(out)  # whatever the app sent, as it sent it
+                    await held.release(send)  # whatever the app sent, as it sent it
                 return
-            outcomes.append(_Outcome(target.name, error))
+            outcomes.append(_Outcome(step.name, error))
             exchange.record(
                 "fallback.attempt",
-                target=target.name,
+                target=step.name,
                 outcome=error.kind,
                 status=error.status,
                 upstream_attempts=len(exchange.attempts) - before,
@@ -240,7 +273,7 @@ class FallbackRouter:
                     exchange.record(
                         "fallback.switch",
                         reason=error.kind,
-                        targets=[s.target.name for s in alternatives],
+                        targets=[s.name for s in alternatives],
                     )
                     continue
             if error.kind not in self.fallback_on:
@@ -255,7 +288,7 @@ class FallbackRouter:
             return
         exchange.error = final
         if held.messages:
-            await held.release(out)
+            await held.release(send)
         else:
             await send_counted_error(send, exchange, final)
 
@@ -326,7 +359,8 @@ class CountingSend:
     Set ``floor`` to the number of attempts before the current one: an inner app that does
     not record its attempts (a foreign app) sends its start before the layer can note it.
     An error response of our own stack (it carries the ``ERROR`` twin) is counted as it is:
-    a layer that refused without calling upstream made no attempt.
+    a layer that refused without calling upstream made no attempt.  The routing layers use
+    ``count`` alone, as the ``on_start`` of ``run_held``: their start is always held.
     """
 
     __slots__ = ("exchange", "floor", "send")
@@ -338,15 +372,24 @@ class CountingSend:
 
     async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
-            count = len(self.exchange.attempts)
-            if ERROR not in message:
-                count = max(count, self.floor + 1)
-            message = with_header(message, ATTEMPTS_HEADER, str(count).encode())
+            message = self.count(message)
         await self.send(message)
+
+    def count(self, start: Message) -> Message:
+        """``start`` with the attempt count."""
+        count = len(self.exchange.attempts)
+        if ERROR not in start:
+            count = max(count, self.floor + 1)
+        return with_header(start, ATTEMPTS_HEADER, str(count).encode())
+
+
+def counts_attempts(scope: Scope, layer: object) -> bool:
+    """Whether ``layer`` writes the attempt count: no routing layer above it does."""
+    return scope.setdefault(_COUNTER_KEY, layer) is layer
 
 
 def with_header(message: Message, name: bytes, value: bytes) -> Message:
-    headers = [(k, v) for k, v in message.get("headers", ()) if k.lower() != name]
+    headers = [header for header in message.get("headers", ()) if header[0].lower() != name]
     headers.append((name, value))
     return {**message, "headers": headers}
 

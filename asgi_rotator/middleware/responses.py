@@ -241,7 +241,9 @@ class ResponsesState:
         self._reach: dict[str, set[str]] = _reachable(providers) if providers else {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or "/responses" not in scope["path"]:
+            # Every Responses endpoint has it in its path: anything else (Chat Completions,
+            # Messages, Gemini) is not this layer's business and passes untouched.
             await self.app(scope, receive, send)
             return
         route = match_route(route_path(scope))

@@ -23,7 +23,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
 from ._local import Entry, LocalStore, Mutation, R
-from ._store import check_ttl, check_value, validate_key
+from ._store import check_ttl, check_value, validate_key, validate_keys
 
 __all__ = ["MemoryStore"]
 
@@ -49,9 +49,17 @@ class MemoryStore(LocalStore):
         return None if entry is None else entry.value
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
+        validate_keys(keys)
+        entries = self._entries
+        if entries.keys().isdisjoint(keys):
+            # The usual read of a request's cooldown state: nothing cooling, nothing failing.
+            return [None] * len(keys)
         now = self._clock()
-        entries = [self._live(validate_key(key), now) for key in keys]
-        return [None if entry is None else entry.value for entry in entries]
+        values: list[bytes | None] = []
+        for key in keys:
+            entry = self._live(key, now) if key in entries else None
+            values.append(None if entry is None else entry.value)
+        return values
 
     async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
         validate_key(key)

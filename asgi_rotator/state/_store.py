@@ -22,10 +22,12 @@ Deliberate choices:
   expiry as infinite).
 * Keys are validated in one place: non-empty, printable (no newline, tab or other control
   character, which would corrupt a log line or a RESP inline command), at most
-  ``MAX_KEY_LENGTH`` characters.
+  ``MAX_KEY_LENGTH`` characters.  Keys that passed are remembered in a small bounded set, as
+  the same cooldown keys are read on every request.
 * ``namespaced`` returns a view that prefixes keys, so each layer owns its keys
   (``responses:``, ``cooldown:``) over one shared store; the view does not own the store and
-  its ``aclose`` does nothing.
+  its ``aclose`` does nothing.  ``Namespace.full_key`` gives a key as the underlying store
+  knows it, for a layer that prepares its hot keys once and reads the store directly.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ __all__ = [
     "check_value",
     "namespaced",
     "validate_key",
+    "validate_keys",
 ]
 
 MAX_KEY_LENGTH = 512
@@ -116,6 +119,8 @@ class StateStore(ABC):
 
 
 def validate_key(key: str) -> str:
+    if key.__class__ is str and key in _valid_keys:
+        return key
     if not isinstance(key, str):
         raise TypeError(f"state key must be a str, not {type(key).__name__}")
     if not key:
@@ -124,7 +129,29 @@ def validate_key(key: str) -> str:
         raise ValueError(f"state key is {len(key)} characters long; the limit is {MAX_KEY_LENGTH}")
     if not key.isprintable():
         raise ValueError(f"state key must be printable (no newline or control character): {key!r}")
+    if key.__class__ is str:
+        if len(_valid_keys) >= _VALID_KEYS_MAX:
+            _valid_keys.clear()
+        _valid_keys.add(key)
     return key
+
+
+def validate_keys(keys: Sequence[str]) -> None:
+    """``validate_key`` for each key; one set operation when all were seen lately."""
+    try:
+        if _valid_keys.issuperset(keys):
+            return
+    except TypeError:
+        pass  # an unhashable key: refused below with the usual message
+    for key in keys:
+        validate_key(key)
+
+
+# Keys that passed ``validate_key`` lately: the same cooldown and rotation keys are checked on
+# every request, and a set lookup is cheaper than the checks.  Only exact ``str`` keys (a
+# subclass could compare equal and be something else); cleared when full, so it stays small.
+_VALID_KEYS_MAX = 4096
+_valid_keys: set[str] = set()
 
 
 def check_value(value: bytes) -> bytes:
@@ -152,11 +179,17 @@ class Namespace(StateStore):
     def _key(self, key: str) -> str:
         return self.prefix + validate_key(key)
 
+    def full_key(self, key: str) -> str:
+        """``key`` as ``store`` knows it: checked and prefixed, for a caller that prepares
+        its keys once and reads ``store`` directly on a hot path."""
+        return validate_key(self.prefix + validate_key(key))
+
     async def get(self, key: str) -> bytes | None:
         return await self.store.get(self._key(key))
 
     async def get_many(self, keys: Sequence[str]) -> list[bytes | None]:
-        return await self.store.get_many([self._key(key) for key in keys])
+        prefix = self.prefix
+        return await self.store.get_many([prefix + validate_key(key) for key in keys])
 
     async def set(self, key: str, value: bytes, *, ttl: float | None = None) -> None:
         await self.store.set(self._key(key), value, ttl=ttl)
@@ -187,7 +220,7 @@ class Namespace(StateStore):
         return f"namespaced({self.store!r}, {self.prefix!r})"
 
 
-def namespaced(store: StateStore, prefix: str) -> StateStore:
+def namespaced(store: StateStore, prefix: str) -> Namespace:
     """A view of ``store`` whose keys all start with ``prefix`` followed by ``:``.
 
     The separator is added when missing, so ``"responses"`` and ``"responses:"`` are the same

@@ -754,3 +754,63 @@ async def test_provider_without_keys_cools_as_a_whole() -> None:
 def test_options_are_validated_at_construction(options: dict[str, Any]) -> None:
     with pytest.raises(ValueError):
         CooldownRetry(Upstream(), providers=make_providers(), **options)
+
+
+class CountingStore(MemoryStore):
+    """A memory store that counts its round trips and writes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.reads = 0
+        self.writes = 0
+
+    async def get_many(self, keys: Any) -> list[bytes | None]:
+        self.reads += 1
+        return await super().get_many(keys)
+
+    async def delete(self, key: str) -> bool:
+        self.writes += 1
+        return await super().delete(key)
+
+    async def incr(self, key: str, amount: int = 1, *, ttl: float | None = None) -> int:
+        self.writes += 1
+        return await super().incr(key, amount, ttl=ttl)
+
+    async def set_max(self, key: str, value: float, *, ttl: float | None = None) -> float:
+        self.writes += 1
+        return await super().set_max(key, value, ttl=ttl)
+
+
+async def test_a_success_with_nothing_recorded_reads_once_and_writes_nothing() -> None:
+    store = CountingStore()
+    app = layer(Upstream(), make_providers({"p": 1}), Clock(), store=store)
+    for _ in range(3):
+        assert (await call(app)).status == 200
+    assert (store.reads, store.writes) == (3, 0)
+
+
+async def test_a_success_clears_only_the_failure_counts_it_saw() -> None:
+    clock = Clock()
+    store = CountingStore()
+    failing = True
+    upstream = Upstream(lambda t, key, n: rate_limited() if failing else "ok")
+    app = layer(upstream, make_providers({"p": 1}), clock, store=store, max_wait=0)
+    assert (await call(app)).status == 429
+    assert await store.get("cooldown:fails:key:p#0") == b"1"
+    clock.now += 100
+    failing = False
+    writes = store.writes
+    assert (await call(app)).status == 200
+    assert store.writes == writes + 1  # the one delete
+    assert await store.get("cooldown:fails:key:p#0") is None
+    writes = store.writes
+    assert (await call(app)).status == 200
+    assert store.writes == writes
+
+
+async def test_scope_keys_are_kept_for_a_bounded_number_of_models() -> None:
+    upstream = Upstream()
+    app = layer(upstream, make_providers({"p": 1}), Clock())
+    for n in range(1100):
+        assert (await call(app, model=f"p/m{n}")).status == 200
+    assert all(len(pool._scopes) <= 1024 for pool in app._pools.values())

@@ -299,3 +299,22 @@ def test_configuration_is_validated_at_construction(
 ) -> None:
     with pytest.raises(ValueError):
         FallbackRouter(Upstream(), providers=providers(groups), **options)
+
+
+async def test_plans_are_kept_per_model_name_and_stay_bounded() -> None:
+    app, upstream = router(failing())
+    for _ in range(2):  # the second time from the kept plan, the same targets
+        assert (await call(app, "q/b")).status == 200
+    assert [t for t, _ in upstream.calls] == ["q/b", "q/b"]
+    for n in range(1100):
+        assert (await call(app, f"s/m{n}")).status == 200
+    assert len(app._plans) <= 1024
+    long_name = "s/" + "m" * 300
+    assert (await call(app, long_name)).status == 200
+    assert long_name not in app._plans
+
+
+async def test_a_plan_failure_is_not_kept() -> None:
+    app, _ = router(failing())
+    assert (await call(app, "nowhere/x")).status == 404
+    assert "nowhere/x" not in app._plans

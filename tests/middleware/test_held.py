@@ -102,3 +102,43 @@ async def test_error_after_commit_is_passed_through() -> None:
     held, sent = await run(app)
     assert held.committed and held.error is None
     assert [m.get("body") for m in sent] == [None, b"delta", b"err", b""]
+
+
+async def test_nested_holds_send_a_committed_stream_straight_to_the_outer_send() -> None:
+    prelude = body(b"start", [MessageStart(id="m", model="x")])
+    content = [body(f"d{i}".encode(), [TextDelta(index=0, text="x")]) for i in range(3)]
+    inner_app = app_sending(start(), prelude, *content, body(b"", more=False))
+    sends: list[Any] = []
+
+    async def middle(scope: Any, receive: Any, send: Any) -> None:
+        inner = await run_held(inner_app, scope, receive, send)
+        sends.append(inner)
+
+    sent: list[dict[str, Any]] = []
+
+    async def client(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    def count(message: dict[str, Any]) -> dict[str, Any]:
+        return {**message, "headers": [*message["headers"], (b"x-count", b"1")]}
+
+    outer = await run_held(middle, {}, None, client, on_start=count)
+    (inner,) = sends
+    assert outer.committed and inner.committed
+    assert [m.get("body") for m in sent] == [None, b"start", b"d0", b"d1", b"d2", b""]
+    assert sent[0]["headers"] == [(b"x-count", b"1")]  # applied once, at commit
+    assert inner._forward is client  # past the outer hold: one hop per event
+
+
+async def test_on_start_applies_to_a_released_error_response() -> None:
+    error = GatewayError("rate_limited", "slow down")
+    held, sent = await run(app_sending(start(429, **{ERROR: error}), body(b"{}", more=False)))
+    assert sent == []
+    released: list[dict[str, Any]] = []
+
+    async def collect(message: dict[str, Any]) -> None:
+        released.append(message)
+
+    held.on_start = lambda message: {**message, "status": 499}
+    await held.release(collect)
+    assert [m.get("status") for m in released] == [499, None]

@@ -707,3 +707,23 @@ def test_options_are_validated() -> None:
     for options in bad:
         with pytest.raises(ValueError):
             ResponsesState(Provider(), **options)
+
+
+async def test_other_endpoints_get_the_original_receive_and_send() -> None:
+    seen: list[Any] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        seen.extend((receive, send))
+
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("not read")
+
+    async def send(message: dict[str, Any]) -> None:
+        raise AssertionError("nothing sent")
+
+    app = ResponsesState(inner)
+    for path in ("/v1/chat/completions", "/v1/messages", "/v1beta/models/m:generateContent"):
+        seen.clear()
+        scope = {"type": "http", "method": "POST", "path": path, "headers": []}
+        await app(scope, receive, send)
+        assert seen == [receive, send] and SCOPE_KEY not in scope

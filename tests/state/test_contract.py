@@ -348,3 +348,27 @@ async def test_purge_expired(store: StateStore, clock: FakeClock) -> None:
     assert await store.purge_expired() == 1
     assert await store.purge_expired() == 0
     assert await store.get_many(["short", "long", "forever"]) == [None, b"v", b"v"]
+
+
+async def test_keys_checked_before_are_still_refused_in_bad_company(store: StateStore) -> None:
+    # Keys seen before are remembered as valid; a batch that mixes them with a bad one is
+    # still refused, and so are non-str keys equal in value to nothing remembered.
+    await store.get_many(["seen:a", "seen:b"])
+    with pytest.raises(ValueError, match="key"):
+        await store.get_many(["seen:a", "bad\nkey", "seen:b"])
+    with pytest.raises(TypeError, match="str"):
+        await store.get_many(["seen:a", b"seen:b"])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="str"):
+        await store.get_many(["seen:a", ["unhashable"]])  # type: ignore[list-item]
+
+
+async def test_a_namespace_full_key_reads_the_same_entry(store: StateStore) -> None:
+    view = namespaced(store, "ns")
+    await view.set("k", b"v")
+    full = view.full_key("k")
+    assert full == "ns:k"
+    assert await store.get_many([full, view.full_key("absent")]) == [b"v", None]
+    with pytest.raises(ValueError, match="limit"):
+        view.full_key("x" * (MAX_KEY_LENGTH - 2))
+    with pytest.raises(ValueError, match="key"):
+        view.full_key("bad\tkey")
