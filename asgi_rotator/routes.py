@@ -29,6 +29,15 @@ _GENERATE = {
     "/responses": "openai_responses",
     "/v1/messages": "anthropic_messages",
 }
+# The routes of fixed paths, made once (a Route is immutable, so one instance serves all).
+_FIXED = {
+    **{path: Route("generate", protocol) for path, protocol in _GENERATE.items()},
+    "/v1/models": Route("models", allowed=("GET",)),
+    "/models": Route("models", allowed=("GET",)),
+    "/v1beta/models": Route("gemini_models", allowed=("GET",)),
+    "/healthz": Route("health", allowed=("GET",)),
+    "/health": Route("health", allowed=("GET",)),
+}
 _GEMINI_PREFIXES = ("/v1beta/models/", "/v1/models/", "/models/")
 _GEMINI_METHODS = {"generateContent": False, "streamGenerateContent": True}
 
@@ -43,15 +52,9 @@ def route_path(scope: dict[str, Any] | Any) -> str:
 
 
 def match_route(path: str) -> Route | None:
-    protocol = _GENERATE.get(path)
-    if protocol is not None:
-        return Route("generate", protocol)
-    if path in ("/v1/models", "/models"):
-        return Route("models", allowed=("GET",))
-    if path == "/v1beta/models":
-        return Route("gemini_models", allowed=("GET",))
-    if path in ("/healthz", "/health"):
-        return Route("health", allowed=("GET",))
+    route = _FIXED.get(path)
+    if route is not None:
+        return route
     for prefix in _GEMINI_PREFIXES:
         if path.startswith(prefix):
             model, colon, method = path[len(prefix) :].rpartition(":")

@@ -12,13 +12,18 @@ It works on bytes and splits lines only at ``\\r`` and ``\\n``, which never occu
 multi-byte UTF-8 sequence, so a character split across chunks is reassembled for free; each
 complete line is decoded once.  A ``\\r`` at the very end of a chunk is a line end whose
 ``\\n`` may arrive in the next chunk: that ``\\n`` is then skipped, not read as a blank line.
+A line is split at its first ``:`` as bytes (a byte that is never part of a multi-byte
+character, so this is the same split as on the decoded text) and only the value is decoded.
+
+``encode_json_event`` is ``encode_event`` for data that is JSON as msgspec writes it, which
+never holds a line break: the bytes go out as they are, with no decode, split or re-encode.
 """
 
 from __future__ import annotations
 
 from msgspec import Struct
 
-__all__ = ["ServerSentEvent", "SSEDecoder", "encode_comment", "encode_event"]
+__all__ = ["ServerSentEvent", "SSEDecoder", "encode_comment", "encode_event", "encode_json_event"]
 
 _BOM = b"\xef\xbb\xbf"
 
@@ -64,13 +69,10 @@ class SSEDecoder:
             if chunk.endswith(b"\r"):
                 self._skip_lf = True
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
-        end = chunk.rfind(b"\n")
-        if end < 0:
-            self._tail = chunk
-            return []
-        self._tail = chunk[end + 1 :]
+        lines = chunk.split(b"\n")
+        self._tail = lines.pop()  # what follows the last line end: the start of a line
         events: list[ServerSentEvent] = []
-        for line in chunk[:end].split(b"\n"):
+        for line in lines:
             self._line(line, events)
         return events
 
@@ -100,21 +102,21 @@ class SSEDecoder:
                 self._retry = None
                 self._fields = False
             return
-        if line[0] == 0x3A:  # ":" comment (heartbeats)
+        name, colon, value = line.partition(b":")
+        if not name:  # ":" comment (heartbeats)
             return
-        text = line.decode("utf-8", "replace")
-        name, colon, value = text.partition(":")
-        if colon and value[:1] == " ":
+        if colon and value[:1] == b" ":
             value = value[1:]
-        if name == "data":
-            self._data.append(value)
-        elif name == "event":
-            self._event = value
-        elif name == "id":
-            if "\0" not in value:
-                self._id = value  # the last event id persists across events, as in browsers
-        elif name == "retry":
-            if value.isascii() and value.isdigit():
+        if name == b"data":
+            self._data.append(value.decode("utf-8", "replace"))
+        elif name == b"event":
+            self._event = value.decode("utf-8", "replace")
+        elif name == b"id":
+            if b"\0" not in value:
+                # The last event id persists across events, as in browsers.
+                self._id = value.decode("utf-8", "replace")
+        elif name == b"retry":
+            if value.isdigit():  # ASCII digits only, for bytes
                 self._retry = int(value)
         else:
             return  # unknown field: ignored, and does not make an event
@@ -123,6 +125,8 @@ class SSEDecoder:
 
 def encode_event(data: str, event: str | None = None, id: str | None = None) -> bytes:
     """One event, ending on its blank line.  Multi-line ``data`` becomes several lines."""
+    if event is None and id is None and "\n" not in data and "\r" not in data:
+        return f"data: {data}\n\n".encode()  # the usual event, in one step
     head = ""
     if event is not None:
         head = f"event: {event}\n"
@@ -134,6 +138,14 @@ def encode_event(data: str, event: str | None = None, id: str | None = None) -> 
     else:
         body = f"data: {data}\n"
     return f"{head}{body}\n".encode()
+
+
+def encode_json_event(data: bytes, event: str | None = None) -> bytes:
+    """``encode_event(data.decode(), event)`` for ``data`` that has no line break in it, such
+    as JSON written by msgspec (which escapes every control character in strings)."""
+    if event is None:
+        return b"data: " + data + b"\n\n"
+    return b"event: " + event.encode() + b"\ndata: " + data + b"\n\n"
 
 
 def encode_comment(text: str = "") -> bytes:

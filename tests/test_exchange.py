@@ -97,3 +97,11 @@ def test_unknown_paths_do_not_match() -> None:
 def test_route_path_strips_the_mount_prefix() -> None:
     assert route_path({"path": "/llm/v1/messages", "root_path": "/llm"}) == "/v1/messages"
     assert route_path({"path": "/v1/messages", "root_path": ""}) == "/v1/messages"
+
+
+def test_request_ids_are_distinct_and_shaped_like_before() -> None:
+    ids = {Exchange({"type": "http"}).request_id for _ in range(1000)}
+    assert len(ids) == 1000
+    for request_id in ids:
+        assert request_id.startswith("req_") and len(request_id) == 20
+        int(request_id[4:], 16)

@@ -1,9 +1,16 @@
 from __future__ import annotations
 
+import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asgi_rotator.sse import ServerSentEvent, SSEDecoder, encode_comment, encode_event
+from asgi_rotator.sse import (
+    ServerSentEvent,
+    SSEDecoder,
+    encode_comment,
+    encode_event,
+    encode_json_event,
+)
 
 
 def decode(*chunks: bytes) -> list[ServerSentEvent]:
@@ -115,3 +122,36 @@ def test_any_chunking_yields_the_same_events(
     assert decode(*chunks) == expected
     # Byte at a time: the hardest split.
     assert decode(*(raw[i : i + 1] for i in range(len(raw)))) == expected
+
+
+def test_invalid_utf8_is_replaced_in_the_value_and_never_hides_the_colon() -> None:
+    # A broken byte right before the ":" or inside the value: the field is still split at
+    # the colon, and only the broken bytes become U+FFFD.
+    assert decode(b"data\xe2: x\xff\xfey\n\n") == []  # the name is not "data"
+    assert decode(b"data: \xe2\x82x\n\n") == [ServerSentEvent(data="\ufffdx")]
+    assert decode(b"event: \xffe\ndata: 1\n\n") == [ServerSentEvent(event="\ufffde", data="1")]
+    assert decode(b"retry: \xd9\xa3\ndata: x\n\n") == [ServerSentEvent(data="x")]  # not ASCII
+
+
+def test_id_with_nul_is_ignored() -> None:
+    assert decode(b"id: 1\ndata: a\n\nid: 2\x00\ndata: b\n\n") == [
+        ServerSentEvent(id="1", data="a"),
+        ServerSentEvent(id="1", data="b"),
+    ]
+
+
+@given(
+    st.one_of(st.none(), _text.filter(lambda s: s.strip() == s and s != "")),
+    st.recursive(
+        st.one_of(st.none(), st.booleans(), st.integers(), st.text()),
+        lambda children: st.lists(children) | st.dictionaries(st.text(), children),
+        max_leaves=8,
+    ),
+)
+@settings(max_examples=200)
+def test_json_event_is_the_same_bytes_as_a_text_event(event: str | None, value: object) -> None:
+    data = msgspec.json.encode(value)
+    assert encode_json_event(data, event) == encode_event(data.decode(), event)
+    assert decode(encode_json_event(data, event)) == [
+        ServerSentEvent(event=event, data=data.decode())
+    ]

@@ -10,8 +10,8 @@ which scopes stored state per client without keeping the key itself.
 from __future__ import annotations
 
 import hashlib
-import hmac
 from collections.abc import Iterable
+from hmac import compare_digest
 from urllib.parse import parse_qsl
 
 from .._types import App, Receive, Scope, Send
@@ -22,9 +22,11 @@ __all__ = ["PRINCIPAL", "InboundKeys", "fingerprint", "presented_key"]
 
 PRINCIPAL = "asgi_rotator.principal"
 
+_sha256 = hashlib.sha256
+
 
 def fingerprint(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()[:32]
+    return _sha256(key.encode()).hexdigest()[:32]
 
 
 def presented_key(scope: Scope) -> str | None:
@@ -65,9 +67,9 @@ class InboundKeys:
             return
         key = presented_key(scope)
         if key is not None:
-            digest = hashlib.sha256(key.encode()).digest()
-            if any([hmac.compare_digest(digest, known) for known in self._digests]):
-                scope[PRINCIPAL] = fingerprint(key)
+            digest = _sha256(key.encode()).digest()
+            if any([compare_digest(digest, known) for known in self._digests]):
+                scope[PRINCIPAL] = digest.hex()[:32]  # fingerprint(key), from the same hash
                 await self.app(scope, receive, send)
                 return
         from ..dispatch import send_error  # local: dispatch imports the codecs

@@ -150,7 +150,7 @@ class ProtocolNegotiation:
                 content_type = value
             elif name == b"content-length":
                 length = value
-        if content_type is not None:
+        if content_type is not None and content_type not in _JSON_TYPES:  # else plain JSON
             media = content_type.split(b";", 1)[0].strip().lower()
             if media not in _JSON_TYPES and not media.endswith(b"+json"):
                 shown = content_type.decode("latin-1")[:100]
@@ -204,21 +204,8 @@ class _Responder:
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
-        if kind == "http.response.start":
-            if message["status"] >= 400 and ERROR not in message and not self.started:
-                self.held = message
-                return
-            self.sse = _is_sse(message)
-            await self._out(message)
-            self.started = True
-        elif kind == "http.response.body" and self.held is not None:
-            if self.held_size < _ERROR_BODY_LIMIT:
-                chunk = message.get("body", b"")
-                self.held_body.append(chunk)
-                self.held_size += len(chunk)
-            if not message.get("more_body", False):
-                await self._replace_held()
-        elif kind == "http.response.body":
+        if kind == "http.response.body" and self.held is None:
+            # The common case (every event of a stream), first and without a further call.
             if self.numbered and self.sse:
                 body = message.get("body", b"")
                 if self.opening is None and b'"response.created"' in body:
@@ -227,7 +214,29 @@ class _Responder:
                     self.last_numbered = body
             if not message.get("more_body", False):
                 self.ended = True
-            await self._out(message)
+            try:
+                await self.send_client(message)
+            except Exception:
+                self.client_gone = True
+                raise
+        elif kind == "http.response.start":
+            if message["status"] >= 400 and ERROR not in message and not self.started:
+                self.held = message
+                return
+            self.sse = _is_sse(message)
+            try:
+                await self.send_client(message)
+            except Exception:
+                self.client_gone = True
+                raise
+            self.started = True
+        elif kind == "http.response.body":  # of a held error response
+            if self.held_size < _ERROR_BODY_LIMIT:
+                chunk = message.get("body", b"")
+                self.held_body.append(chunk)
+                self.held_size += len(chunk)
+            if not message.get("more_body", False):
+                await self._replace_held()
         else:
             await self._out(message)
 

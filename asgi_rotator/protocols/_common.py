@@ -46,7 +46,12 @@ def new_id(prefix: str) -> str:
 
 def pick_extra(body: dict[str, Any], known: frozenset[str]) -> dict[str, Any]:
     """The fields of ``body`` this model does not name, kept for a same-protocol rebuild."""
-    return {k: v for k, v in body.items() if k not in known}
+    # A loop, not a comprehension: on the few keys of a body it costs less.
+    out = {}
+    for k, v in body.items():
+        if k not in known:
+            out[k] = v
+    return out
 
 
 def expect_dict(value: Any, path: str) -> dict[str, Any]:

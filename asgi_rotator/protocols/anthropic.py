@@ -75,7 +75,7 @@ from urllib.parse import unquote
 import msgspec
 
 from ..errors import GatewayError, classify
-from ..sse import ServerSentEvent, encode_event
+from ..sse import ServerSentEvent, encode_json_event
 from ..unified import (
     BlockStop,
     Error,
@@ -227,6 +227,23 @@ _IMAGE_MAGIC = (
 )
 _THINKING_MIN_BUDGET = 1024
 _THINKING_BLOCKS = ("thinking", "redacted_thinking")
+# The block a stream delta opens when it comes with no start (a lenient upstream).
+_DELTA_OPENS: dict[Any, str] = {
+    "text_delta": "text",
+    "thinking_delta": "thinking",
+    "signature_delta": "thinking",
+}
+# Known-key sets for ``pick_extra``/``_leftover``, made once rather than per call.
+_KEYS_ROLE_CONTENT = frozenset({"role", "content"})
+_KEYS_TYPE_DATA = frozenset({"type", "data"})
+_KEYS_TYPE_ID_NAME_INPUT = frozenset({"type", "id", "name", "input"})
+_KEYS_TYPE_SCHEMA = frozenset({"type", "schema"})
+_KEYS_TYPE_SOURCE = frozenset({"type", "source"})
+_KEYS_TYPE_SOURCE_TITLE = frozenset({"type", "source", "title"})
+_KEYS_TYPE_TEXT = frozenset({"type", "text"})
+_KEYS_TYPE_THINKING_SIGNATURE = frozenset({"type", "thinking", "signature"})
+_KEYS_TYPE_TOOL_USE_ID_CONTENT_IS_ERROR = frozenset({"type", "tool_use_id", "content", "is_error"})
+_KEYS_USER_ID = frozenset({"user_id"})
 
 
 class AnthropicCodec(Codec):
@@ -289,7 +306,7 @@ class AnthropicCodec(Codec):
             metadata = expect_dict(body["metadata"], "metadata")
             if metadata.get("user_id") is not None:
                 request.user = expect_str(metadata["user_id"], "metadata.user_id")
-            marks["metadata"] = _leftover(metadata, frozenset({"user_id"}))
+            marks["metadata"] = _leftover(metadata, _KEYS_USER_ID)
         effort = None
         if body.get("output_config") is not None:
             effort, request.output = _parse_output_config(body["output_config"], marks)
@@ -453,7 +470,11 @@ class AnthropicCodec(Codec):
 
 def _leftover(obj: dict[str, Any], known: frozenset[str]) -> dict[str, Any]:
     """Unknown fields, plus known ones sent as ``null`` (read as absent, written back as sent)."""
-    return {k: v for k, v in obj.items() if k not in known or v is None}
+    out = {}
+    for k, v in obj.items():
+        if k not in known or v is None:
+            out[k] = v
+    return out
 
 
 def _with_marks(extra: dict[str, Any], marks: dict[str, Any]) -> dict[str, Any]:
@@ -567,7 +588,7 @@ def _parse_messages(messages: list[Any]) -> list[Message]:
             raise bad_request(f"{path}.role", f"unknown role {role!r}; expected user or assistant")
         if "content" not in msg:
             raise bad_request(f"{path}.content", "is required")
-        extra = pick_extra(msg, frozenset({"role", "content"}))
+        extra = pick_extra(msg, _KEYS_ROLE_CONTENT)
         marks: dict[str, Any] = {"role": "system"} if role == "system" else {}
         unified_role: Role = "assistant" if role == "assistant" else "user"
         content = msg["content"]
@@ -659,7 +680,7 @@ def _parse_part(
             id=call_id,
             name=name,
             arguments=_json_text(tool_input),
-            extra=pick_extra(block, frozenset({"type", "id", "name", "input"})),
+            extra=pick_extra(block, _KEYS_TYPE_ID_NAME_INPUT),
         )
     if block_type == "tool_result":
         return _parse_tool_result(block, path, tool_names)
@@ -668,13 +689,13 @@ def _parse_part(
             text=expect_str(block.get("thinking"), f"{path}.thinking"),
             signature=expect_str(block.get("signature"), f"{path}.signature"),
             source=NAME,
-            extra=pick_extra(block, frozenset({"type", "thinking", "signature"})),
+            extra=pick_extra(block, _KEYS_TYPE_THINKING_SIGNATURE),
         )
     if block_type == "redacted_thinking":
         return Reasoning(
             redacted=expect_str(block.get("data"), f"{path}.data"),
             source=NAME,
-            extra=pick_extra(block, frozenset({"type", "data"})),
+            extra=pick_extra(block, _KEYS_TYPE_DATA),
         )
     if _is_opaque(block_type):
         return None
@@ -686,14 +707,14 @@ def _parse_text(block: dict[str, Any], path: str) -> Text:
         raise bad_request(f"{path}.type", "expected a text block")
     return Text(
         text=expect_str(block.get("text"), f"{path}.text"),
-        extra=pick_extra(block, frozenset({"type", "text"})),
+        extra=pick_extra(block, _KEYS_TYPE_TEXT),
     )
 
 
 def _parse_image(block: dict[str, Any], path: str) -> Image | File | None:
     source = expect_dict(block.get("source"), f"{path}.source")
     kind = source.get("type")
-    extra = pick_extra(block, frozenset({"type", "source"}))
+    extra = pick_extra(block, _KEYS_TYPE_SOURCE)
     if kind == "base64":
         return Image(
             data=expect_str(source.get("data"), f"{path}.source.data"),
@@ -714,7 +735,7 @@ def _parse_image(block: dict[str, Any], path: str) -> Image | File | None:
 def _parse_document(block: dict[str, Any], path: str) -> File | None:
     source = expect_dict(block.get("source"), f"{path}.source")
     kind = source.get("type")
-    extra = pick_extra(block, frozenset({"type", "source", "title"}))
+    extra = pick_extra(block, _KEYS_TYPE_SOURCE_TITLE)
     title = block.get("title")
     if title is None and "title" in block:
         extra["title"] = None
@@ -769,7 +790,7 @@ def _parse_tool_result(block: dict[str, Any], path: str, tool_names: dict[str, s
     call_id = expect_str(block.get("tool_use_id"), f"{path}.tool_use_id")
     if call_id not in tool_names:
         raise bad_request(f"{path}.tool_use_id", f"{call_id!r} has no matching tool call")
-    extra = _leftover(block, frozenset({"type", "tool_use_id", "content", "is_error"}))
+    extra = _leftover(block, _KEYS_TYPE_TOOL_USE_ID_CONTENT_IS_ERROR)
     marks: dict[str, Any] = {}
     result = ToolResult(tool_call_id=call_id, name=tool_names[call_id])
     content = block.get("content")
@@ -891,7 +912,7 @@ def _parse_output_config(raw: Any, marks: dict[str, Any]) -> tuple[str | None, O
         if kind != "json_schema":
             raise bad_request("output_config.format.type", f"unknown format type {kind!r}")
         output = OutputFormat(schema=expect_dict(fmt.get("schema"), "output_config.format.schema"))
-        leftover = _leftover(fmt, frozenset({"type", "schema"}))
+        leftover = _leftover(fmt, _KEYS_TYPE_SCHEMA)
         if leftover:
             marks["format"] = leftover
     return effort, output
@@ -1198,21 +1219,19 @@ def _parse_response_blocks(raw: Any) -> tuple[list[Part], list[list[Any]]]:
 def _parse_output_block(block: dict[str, Any]) -> Part | None:
     kind = block.get("type")
     if kind == "text":
-        return Text(
-            text=str(block.get("text") or ""), extra=pick_extra(block, frozenset({"type", "text"}))
-        )
+        return Text(text=str(block.get("text") or ""), extra=pick_extra(block, _KEYS_TYPE_TEXT))
     if kind == "thinking":
         return Reasoning(
             text=str(block.get("thinking") or ""),
             signature=block.get("signature") if isinstance(block.get("signature"), str) else None,
             source=NAME,
-            extra=pick_extra(block, frozenset({"type", "thinking", "signature"})),
+            extra=pick_extra(block, _KEYS_TYPE_THINKING_SIGNATURE),
         )
     if kind == "redacted_thinking":
         return Reasoning(
             redacted=str(block.get("data") or ""),
             source=NAME,
-            extra=pick_extra(block, frozenset({"type", "data"})),
+            extra=pick_extra(block, _KEYS_TYPE_DATA),
         )
     if kind == "tool_use":
         tool_input = block.get("input")
@@ -1220,7 +1239,7 @@ def _parse_output_block(block: dict[str, Any]) -> Part | None:
             id=str(block.get("id") or ""),
             name=str(block.get("name") or ""),
             arguments=_json_text(tool_input if isinstance(tool_input, dict) else {}),
-            extra=pick_extra(block, frozenset({"type", "id", "name", "input"})),
+            extra=pick_extra(block, _KEYS_TYPE_ID_NAME_INPUT),
         )
     return None
 
@@ -1381,15 +1400,16 @@ class _MessagesStreamDecoder(StreamDecoder):
             out.append(Error(error=_stream_error(data)))
             self.done = True
         elif kind in ("content_block_start", "content_block_delta", "content_block_stop"):
-            self._ensure_start(out)
+            if not self._started:
+                self._ensure_start(out)
             index = data.get("index")
             if isinstance(index, int):
-                handler = {
-                    "content_block_start": self._block_start,
-                    "content_block_delta": self._block_delta,
-                    "content_block_stop": self._block_stop,
-                }[kind]
-                handler(index, data, out)
+                if kind == "content_block_delta":
+                    self._block_delta(index, data, out)
+                elif kind == "content_block_start":
+                    self._block_start(index, data, out)
+                else:
+                    self._block_stop(index, data, out)
         elif kind == "message_delta":
             delta = data.get("delta")
             if isinstance(delta, dict):
@@ -1485,14 +1505,10 @@ class _MessagesStreamDecoder(StreamDecoder):
         kind = delta.get("type")
         if wire not in self._blocks:
             # A delta with no start opens its block (a lenient upstream).
-            opens = {
-                "text_delta": "text",
-                "thinking_delta": "thinking",
-                "signature_delta": "thinking",
-            }
-            if kind not in opens:
+            opens = _DELTA_OPENS.get(kind)
+            if opens is None:
                 return
-            self._open_block(wire, opens[kind])
+            self._open_block(wire, opens)
         entry = self._blocks[wire]
         if entry is None or entry[0] not in self._open:
             return
@@ -1566,7 +1582,7 @@ class _MessagesStreamEncoder(StreamEncoder):
             self._finish(event, out)
         elif isinstance(event, Error):
             _, body = self._codec.build_error(event.error)
-            out.append(encode_event(_json_text(body), event="error"))
+            out.append(encode_json_event(_encode_json(body), "error"))
             self._ended = True
         return b"".join(out)
 
@@ -1588,7 +1604,7 @@ class _MessagesStreamEncoder(StreamEncoder):
         self._emit("ping", {"type": "ping"}, out)  # as Anthropic does after message_start
 
     def _emit(self, name: str, data: dict[str, Any], out: list[bytes]) -> None:
-        out.append(encode_event(_json_text(data), event=name))
+        out.append(encode_json_event(_encode_json(data), name))
 
     def _open_block(self, index: int, block: dict[str, Any], out: list[bytes]) -> None:
         self._pending.discard(index)

@@ -69,7 +69,7 @@ from typing import Any
 import msgspec
 
 from ..errors import GatewayError, classify
-from ..sse import ServerSentEvent, encode_event
+from ..sse import ServerSentEvent, encode_json_event
 from ..unified import (
     BlockStop,
     Error,
@@ -1538,7 +1538,7 @@ class _Encoder(StreamEncoder):
             chunk["usageMetadata"] = usage
         chunk["modelVersion"] = self._model
         chunk["responseId"] = self._id
-        return encode_event(_json.encode(chunk).decode())
+        return encode_json_event(_json.encode(chunk))
 
     def _flush_call(self, index: int) -> bytes:
         call = self._calls.pop(index, None)
@@ -1566,4 +1566,4 @@ class _Encoder(StreamEncoder):
         body["error"].pop("details", None)
         self._ended = True
         # ``error`` first: google-genai raises only on a chunk whose JSON starts '{"error":'.
-        return encode_event(_json.encode(body).decode())
+        return encode_json_event(_json.encode(body))

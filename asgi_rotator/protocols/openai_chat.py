@@ -41,13 +41,13 @@ from __future__ import annotations
 import mimetypes
 import re
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import msgspec
 
 from ..errors import DEFAULT_STATUS, GatewayError, classify
-from ..sse import ServerSentEvent, encode_event
+from ..sse import ServerSentEvent, encode_json_event
 from ..unified import (
     BlockStop,
     Error,
@@ -120,6 +120,10 @@ _REQUEST_FIELDS = frozenset(
     }
 )
 _NUMBER_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+# What ``_RequestParser._tools`` reads; a body with none of them has no tools to parse.
+_TOOLING_FIELDS = frozenset(
+    {"tools", "functions", "parallel_tool_calls", "tool_choice", "function_call"}
+)
 _MESSAGE_FIELDS = frozenset(
     {"role", "content", "name", "tool_calls", "function_call", "tool_call_id"}
     | {"reasoning_content", "reasoning"}
@@ -135,6 +139,29 @@ _PART_TYPES = {
     "assistant": frozenset({"text", "refusal"}),
 }
 _REASONING_FIELDS = ("reasoning_content", "reasoning")  # DeepSeek/vLLM, then OpenRouter
+# The fields each shape names, for ``_leftovers`` (made once, not per call).
+_NAMED_MESSAGE_FIELDS = frozenset({"role", "content", "name"})
+_ASSISTANT_FIELDS = _MESSAGE_FIELDS - {"tool_call_id"}
+_TOOL_MESSAGE_FIELDS = frozenset({"role", "content", "tool_call_id"})
+_PART_FIELDS = {
+    kind: frozenset({"type", kind}) for kind in frozenset().union(*_PART_TYPES.values())
+}
+_IMAGE_URL_FIELDS = frozenset({"url", "detail"})
+_AUDIO_FIELDS = frozenset({"data", "format"})
+_FILE_FIELDS = frozenset({"file_data", "file_id", "filename"})
+_TOOL_FIELDS = frozenset({"type", "function"})
+_FUNCTION_FIELDS = frozenset({"name", "description", "parameters", "strict"})
+_JSON_SCHEMA_FIELDS = frozenset({"name", "schema", "strict", "description"})
+_RESPONSE_FORMAT_FIELDS = frozenset({"type", "json_schema"})
+_CUSTOM_CALL_FIELDS = frozenset({"id", "type", "custom"})
+_CUSTOM_FIELDS = frozenset({"name", "input"})
+_CALL_FIELDS = frozenset({"id", "type", "function"})
+_CALL_FUNCTION_FIELDS = frozenset({"name", "arguments"})
+_RESPONSE_MESSAGE_FIELDS = frozenset(
+    {"role", "content", "refusal", "tool_calls", "function_call", *_REASONING_FIELDS}
+)
+_CHOICE_FIELDS = frozenset({"message", "finish_reason"})
+_RESPONSE_FIELDS = frozenset({"id", "object", "created", "model", "choices", "usage"})
 
 _FINISH_IN: dict[str, FinishReason] = {
     "stop": "stop",
@@ -204,6 +231,7 @@ _IMAGE_MAGIC = {
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
+_DONE = b"data: [DONE]\n\n"
 
 
 class OpenAIChatCodec(Codec):
@@ -231,13 +259,13 @@ class OpenAIChatCodec(Codec):
             out["stream"] = True
         elif marks.get("stream") is False:
             out["stream"] = False
-        stream_options = dict(marks.get("stream_options", {}))
         include_usage = request.include_usage
         if include_usage is None and request.stream and not same:
             include_usage = True  # the gateway needs usage for a client of another protocol
-        if include_usage is not None:
-            stream_options["include_usage"] = include_usage
-        if stream_options or "stream_options" in marks:
+        if include_usage is not None or "stream_options" in marks:
+            stream_options = dict(marks.get("stream_options", {}))
+            if include_usage is not None:
+                stream_options["include_usage"] = include_usage
             out["stream_options"] = stream_options
         self._build_tools(request, same, marks, out)
         if request.max_tokens is not None:
@@ -331,19 +359,22 @@ class OpenAIChatCodec(Codec):
         content, reasoning_rest = _parse_reasoning(message, self.name)
         text = message.get("content")
         if isinstance(text, str):
-            content.extend([Text(text=text)] if text else [])
+            if text:
+                content.append(Text(text=text))
             marks["content"] = "string"
         elif isinstance(text, list):  # some compatible servers answer with parts
             content.extend(_lenient_text_parts(text))
         refusal = message.get("refusal")
         if isinstance(refusal, str) and refusal:
             content.append(Text(text=refusal, extra={MARK: {"refusal": "field"}}))
-        content.extend(_parse_tool_calls(message, "choices[0].message", strict=False))
-        known = {"role", "content", "refusal", "tool_calls", "function_call", *_REASONING_FIELDS}
-        message_extra = _leftovers(message, frozenset(known)) | reasoning_rest
+        if "tool_calls" in message or "function_call" in message:
+            content.extend(_parse_tool_calls(message, "choices[0].message", strict=False))
+        message_extra = _leftovers(message, _RESPONSE_MESSAGE_FIELDS)
+        if reasoning_rest:
+            message_extra.update(reasoning_rest)
         if message_extra:
             marks["message"] = message_extra
-        choice_extra = _leftovers(choice, frozenset({"message", "finish_reason"}))
+        choice_extra = _leftovers(choice, _CHOICE_FIELDS)
         if choice_extra:
             marks["choice"] = choice_extra
         raw_reason = choice.get("finish_reason")
@@ -353,9 +384,7 @@ class OpenAIChatCodec(Codec):
         usage = body.get("usage")
         if "usage" in body:
             marks["usage"] = usage
-        extra = pick_extra(
-            body, frozenset({"id", "object", "created", "model", "choices", "usage"})
-        )
+        extra = pick_extra(body, _RESPONSE_FIELDS)
         if marks:
             extra[MARK] = marks
         created = body.get("created")
@@ -455,30 +484,31 @@ class _RequestParser:
         request = Request(model=model_name, messages=messages, system=system, origin=self.origin)
         if stream is not None:
             request.stream = stream
-        elif (value := _get(body, "stream")) is not None:
+        elif "stream" in body and (value := _get(body, "stream")) is not None:
             request.stream = expect_bool(value, "stream")
             if value is False:
                 marks["stream"] = False
-        if (options := _get(body, "stream_options")) is not None:
+        if "stream_options" in body and (options := _get(body, "stream_options")) is not None:
             options = dict(expect_dict(options, "stream_options"))
             if (include := options.pop("include_usage", None)) is not None:
                 request.include_usage = expect_bool(include, "stream_options.include_usage")
             marks["stream_options"] = options
-        self._tools(body, request, marks)
+        if not body.keys().isdisjoint(_TOOLING_FIELDS):
+            self._tools(body, request, marks)
         self._sampling(body, request, marks)
-        if (effort := _get(body, "reasoning_effort")) is not None:
+        if "reasoning_effort" in body and (effort := _get(body, "reasoning_effort")) is not None:
             effort = expect_str(effort, "reasoning_effort")
             request.reasoning = ReasoningConfig(
                 effort=effort, enabled=False if effort == "none" else None
             )
-        if (fmt := _get(body, "response_format")) is not None:
+        if "response_format" in body and (fmt := _get(body, "response_format")) is not None:
             request.output = _parse_response_format(fmt, marks)
-        if (metadata := _get(body, "metadata")) is not None:
+        if "metadata" in body and (metadata := _get(body, "metadata")) is not None:
             request.metadata = expect_dict(metadata, "metadata")
-        if (user := _get(body, "user")) is not None:
+        if "user" in body and (user := _get(body, "user")) is not None:
             request.user = expect_str(user, "user")
         extra = _leftovers(body, _REQUEST_FIELDS)
-        if _get(body, "tool_choice") is not None and "function_call" in body:
+        if "function_call" in body and _get(body, "tool_choice") is not None:
             extra["function_call"] = body["function_call"]  # both given: tool_choice rules
         if "max_tokens" in body and "max_completion_tokens" in body:
             extra["max_tokens"] = body["max_tokens"]  # both given: the newer one is the value
@@ -489,16 +519,16 @@ class _RequestParser:
 
     def _sampling(self, body: dict[str, Any], request: Request, marks: dict[str, Any]) -> None:
         for key in ("max_completion_tokens", "max_tokens"):
-            if (value := _get(body, key)) is not None:
+            if key in body and (value := _get(body, key)) is not None:
                 request.max_tokens = expect_int(value, key, minimum=1)
                 marks["max_tokens_field"] = key
                 break
         for key in _NUMBER_FIELDS:
-            if (value := _get(body, key)) is not None:
+            if key in body and (value := _get(body, key)) is not None:
                 setattr(request, key, expect_number(value, key))
-        if (seed := _get(body, "seed")) is not None:
+        if "seed" in body and (seed := _get(body, "seed")) is not None:
             request.seed = expect_int(seed, "seed")
-        stop = _get(body, "stop")
+        stop = _get(body, "stop") if "stop" in body else None
         if isinstance(stop, str):
             request.stop = [stop]
             marks["stop_string"] = True
@@ -543,15 +573,16 @@ class _RequestParser:
         for i, raw in enumerate(raw_messages):
             path = f"messages[{i}]"
             raw = expect_dict(raw, path)
-            role = expect_str(raw.get("role"), f"{path}.role")
-            if role not in _ROLES:
+            role = raw.get("role")
+            if not isinstance(role, str) or role not in _ROLES:
+                role = expect_str(role, f"{path}.role")
                 raise bad_request(f"{path}.role", f"unknown role {role!r}")
             if role in ("system", "developer") and not messages:
                 texts, form = self._content(raw, role, path)
                 desc: dict[str, Any] = {"role": role, "n": len(texts), **form}
-                if (name := _get(raw, "name")) is not None:
+                if "name" in raw and (name := _get(raw, "name")) is not None:
                     desc["name"] = expect_str(name, f"{path}.name")
-                if extra := _leftovers(raw, frozenset({"role", "content", "name"})):
+                if extra := _leftovers(raw, _NAMED_MESSAGE_FIELDS):
                     desc["extra"] = extra
                 system.extend(t for t in texts if isinstance(t, Text))
                 system_marks.append(desc)
@@ -573,10 +604,10 @@ class _RequestParser:
         parts: list[Part],
         marks: dict[str, Any],
         path: str,
-        known: frozenset[str] = frozenset({"role", "content", "name"}),
+        known: frozenset[str] = _NAMED_MESSAGE_FIELDS,
     ) -> Message:
         message = Message(role=role, content=parts, extra=_leftovers(raw, known))
-        if (name := _get(raw, "name")) is not None:
+        if "name" in raw and (name := _get(raw, "name")) is not None:
             message.name = expect_str(name, f"{path}.name")
         if marks:
             message.extra[MARK] = marks
@@ -608,8 +639,7 @@ class _RequestParser:
             if _marks(call.extra).get("legacy"):
                 self.legacy_calls[call.name] = call.id
         parts.extend(calls)
-        known = _MESSAGE_FIELDS - {"tool_call_id"}
-        message = self._message("assistant", raw, parts, marks, path, frozenset(known))
+        message = self._message("assistant", raw, parts, marks, path, _ASSISTANT_FIELDS)
         message.extra.update(reasoning_rest)
         return message
 
@@ -623,13 +653,13 @@ class _RequestParser:
                 raise bad_request(f"{path}.name", f"no matching function call named {name!r}")
             marks["role"] = "function"
             result = ToolResult(tool_call_id=call_id, name=name, content=texts)
-            known = frozenset({"role", "content", "name"})
+            known = _NAMED_MESSAGE_FIELDS
         else:
             call_id = expect_str(raw.get("tool_call_id"), f"{path}.tool_call_id")
             if call_id not in self.call_names:
                 raise bad_request(f"{path}.tool_call_id", f"no matching tool call {call_id!r}")
             result = ToolResult(tool_call_id=call_id, name=self.call_names[call_id], content=texts)
-            known = frozenset({"role", "content", "tool_call_id"})
+            known = _TOOL_MESSAGE_FIELDS
         message = Message(role="tool", content=[result], extra=_leftovers(raw, known))
         if marks:
             message.extra[MARK] = marks
@@ -643,7 +673,7 @@ def _parse_part(part: Any, path: str, role: str) -> Text | Image | File:
         if kind in _PART_TYPES["user"] | _PART_TYPES["assistant"]:
             raise bad_request(f"{path}.type", f"{kind!r} is not allowed in a {role} message")
         raise bad_request(f"{path}.type", f"unknown content part type {kind!r}")
-    extra = _leftovers(part, frozenset({"type", kind}))
+    extra = _leftovers(part, _PART_FIELDS[kind])
     if kind in ("text", "refusal"):
         text = Text(text=expect_str(part.get(kind), f"{path}.{kind}"), extra=extra)
         if kind == "refusal":
@@ -659,13 +689,13 @@ def _parse_part(part: Any, path: str, role: str) -> Text | Image | File:
             image.url = url
         if (detail := _get(body, "detail")) is not None:
             image.detail = expect_str(detail, f"{path}.image_url.detail")
-        _mark_native(image.extra, "image_url", _leftovers(body, frozenset({"url", "detail"})))
+        _mark_native(image.extra, "image_url", _leftovers(body, _IMAGE_URL_FIELDS))
         return image
     if kind == "input_audio":
         data = expect_str(body.get("data"), f"{path}.input_audio.data")
         fmt = expect_str(body.get("format"), f"{path}.input_audio.format")
         media = _AUDIO_FORMAT_MEDIA.get(fmt, f"audio/{fmt}")
-        extra[MARK] = {"input_audio": _leftovers(body, frozenset({"data", "format"}))}
+        extra[MARK] = {"input_audio": _leftovers(body, _AUDIO_FIELDS)}
         return File(data=data, media_type=media, extra=extra)
     # "file": inline ``file_data`` (a data URL) or an uploaded ``file_id``.
     file = File(extra=extra)
@@ -682,9 +712,7 @@ def _parse_part(part: Any, path: str, role: str) -> Text | Image | File:
         file.filename = expect_str(filename, f"{path}.file.filename")
     if file.data is None and file.file_id is None:
         raise bad_request(f"{path}.file", "needs file_data or file_id")
-    _mark_native(
-        file.extra, "file", _leftovers(body, frozenset({"file_data", "file_id", "filename"}))
-    )
+    _mark_native(file.extra, "file", _leftovers(body, _FILE_FIELDS))
     return file
 
 
@@ -697,7 +725,7 @@ def _parse_tool(raw: Any, path: str) -> Tool:
         name = native.get("name") if isinstance(native, dict) else None
         return Tool(name=name if isinstance(name, str) else kind, type=kind, extra=dict(raw))
     tool = _parse_function(raw.get("function"), f"{path}.function")
-    fn_extra, tool.extra = tool.extra, _leftovers(raw, frozenset({"type", "function"}))
+    fn_extra, tool.extra = tool.extra, _leftovers(raw, _TOOL_FIELDS)
     if fn_extra:
         tool.extra[MARK] = {"function": fn_extra}
     return tool
@@ -707,7 +735,7 @@ def _parse_function(raw: Any, path: str) -> Tool:
     raw = expect_dict(raw, path)
     tool = Tool(
         name=expect_str(raw.get("name"), f"{path}.name"),
-        extra=_leftovers(raw, frozenset({"name", "description", "parameters", "strict"})),
+        extra=_leftovers(raw, _FUNCTION_FIELDS),
     )
     if (description := _get(raw, "description")) is not None:
         tool.description = expect_str(description, f"{path}.description")
@@ -754,10 +782,9 @@ def _parse_response_format(raw: Any, marks: dict[str, Any]) -> OutputFormat:
         output.strict = expect_bool(strict, "response_format.json_schema.strict")
     if (description := _get(spec, "description")) is not None:
         output.description = expect_str(description, "response_format.json_schema.description")
-    known = frozenset({"name", "schema", "strict", "description"})
-    if extra := _leftovers(spec, known):
+    if extra := _leftovers(spec, _JSON_SCHEMA_FIELDS):
         marks["json_schema"] = extra
-    if extra := _leftovers(raw, frozenset({"type", "json_schema"})):
+    if extra := _leftovers(raw, _RESPONSE_FORMAT_FIELDS):
         marks["response_format"] = extra
     return output
 
@@ -842,8 +869,13 @@ class _RequestBuilder:
         """Each tool result is its own ``tool`` message; the other parts make a user message
         after them (an Anthropic user turn can hold both)."""
         marks = _marks(message.extra) if self.same else {}
-        results = [p for p in message.content if isinstance(p, ToolResult)]
-        rest = [p for p in message.content if isinstance(p, (Text, Image, File))]
+        results: list[ToolResult] = []
+        rest: list[Text | Image | File] = []
+        for p in message.content:
+            if isinstance(p, ToolResult):
+                results.append(p)
+            elif isinstance(p, (Text, Image, File)):
+                rest.append(p)
         out: list[dict[str, Any]] = []
         for result in results:
             # Chat tool messages carry text only: images and files in a result are dropped.
@@ -856,13 +888,17 @@ class _RequestBuilder:
                     {"role": "tool", "tool_call_id": result.tool_call_id, "content": content}
                 )
         if rest or not results:
-            wire = [self._part(p, f"{path}.content[{j}]") for j, p in enumerate(rest)]
             user: dict[str, Any] = {"role": marks.get("role", "user")}
-            if wire or marks.get("content") == "string" or not self.same:
-                as_string = marks.get("content") == "string" or (
-                    not self.same and len(rest) <= 1 and all(isinstance(p, Text) for p in rest)
-                )
-                user["content"] = _join_or_parts(rest, wire, as_string)
+            string = marks.get("content") == "string"
+            if rest or string or not self.same:
+                texts_only = all(isinstance(p, Text) for p in rest)
+                if texts_only and (string or (not self.same and len(rest) <= 1)):
+                    # A string, as sent (or as is usual): the parts need no building.
+                    user["content"] = "".join([p.text for p in rest])  # type: ignore[union-attr]
+                else:
+                    user["content"] = [
+                        self._part(p, f"{path}.content[{j}]") for j, p in enumerate(rest)
+                    ]
             if message.name is not None:
                 user["name"] = message.name
             out.append(user)
@@ -1000,19 +1036,9 @@ def _text_part(text: Text) -> dict[str, Any]:
 def _build_content(texts: list[Text], as_string: bool, same: bool) -> str | list[dict[str, Any]]:
     if not same:
         as_string = as_string or len(texts) <= 1
-    return _join_or_parts(
-        texts,
-        [_with_extra({"type": "text", "text": t.text}, t.extra, same) for t in texts],
-        as_string,
-    )
-
-
-def _join_or_parts(
-    parts: Sequence[Text | Image | File], wire: list[dict[str, Any]], as_string: bool
-) -> str | list[dict[str, Any]]:
-    if as_string and all(isinstance(p, Text) for p in parts):
-        return "".join(p.text for p in parts if isinstance(p, Text))
-    return wire
+    if as_string:
+        return "".join([t.text for t in texts])
+    return [_with_extra({"type": "text", "text": t.text}, t.extra, same) for t in texts]
 
 
 def _sniff_image(data: str) -> str:
@@ -1027,6 +1053,8 @@ def _sniff_image(data: str) -> str:
 
 def _parse_reasoning(message: Mapping[str, Any], origin: str) -> tuple[list[Part], dict[str, Any]]:
     """The reasoning part of a message, and the reasoning fields it did not consume."""
+    if "reasoning_content" not in message and "reasoning" not in message:
+        return [], {}  # the common case: no reasoning at all
     texts = {
         k: message[k] for k in _REASONING_FIELDS if isinstance(message.get(k), str) and message[k]
     }
@@ -1083,14 +1111,14 @@ def _parse_tool_call(raw: Any, path: str, strict: bool) -> ToolCall:
             id=call_id,
             name=expect_str(body.get("name"), f"{path}.custom.name"),
             arguments=expect_str(body.get("input"), f"{path}.custom.input"),
-            extra=_leftovers(raw, frozenset({"id", "type", "custom"})),
+            extra=_leftovers(raw, _CUSTOM_CALL_FIELDS),
         )
-        call.extra[MARK] = {"custom": _leftovers(body, frozenset({"name", "input"}))}
+        call.extra[MARK] = {"custom": _leftovers(body, _CUSTOM_FIELDS)}
         return call
     if kind != "function":
         raise bad_request(f"{path}.type", f"unknown tool call type {_short(kind)}")
     call = _parse_function_body(raw.get("function"), f"{path}.function", call_id, strict)
-    fn_extra, call.extra = call.extra, _leftovers(raw, frozenset({"id", "type", "function"}))
+    fn_extra, call.extra = call.extra, _leftovers(raw, _CALL_FIELDS)
     if "type" not in raw:
         call.extra[MARK] = {"no_type": True}
     if fn_extra:
@@ -1107,7 +1135,7 @@ def _parse_function_body(raw: Any, path: str, call_id: str, strict: bool) -> Too
         id=call_id,
         name=expect_str(raw.get("name"), f"{path}.name"),
         arguments=expect_str(arguments, f"{path}.arguments"),
-        extra=_leftovers(raw, frozenset({"name", "arguments"})),
+        extra=_leftovers(raw, _CALL_FUNCTION_FIELDS),
     )
 
 
@@ -1122,8 +1150,10 @@ def _lenient_text_parts(parts: list[Any]) -> list[Part]:
 def _finish_reason(raw: Any, content: Iterable[Part] = ()) -> FinishReason:
     reason = _FINISH_IN.get(raw, "stop") if isinstance(raw, str) else "stop"
     # Some compatible servers say "stop" after calling tools; what follows needs tool_calls.
-    if reason == "stop" and any(isinstance(p, ToolCall) for p in content):
-        return "tool_calls"
+    if reason == "stop":
+        for part in content:
+            if isinstance(part, ToolCall):
+                return "tool_calls"
     return reason
 
 
@@ -1235,7 +1265,8 @@ class _ChatStreamDecoder(StreamDecoder):
             ) from None
         if not isinstance(chunk, dict):
             return []
-        self._start(chunk, out)
+        if not self._started:
+            self._start(chunk, out)
         if error := chunk.get("error"):
             message, error_type, param = _error_fields(chunk)
             status = _STATUS_BY_ERROR_TYPE.get(error_type or "", 500)
@@ -1352,6 +1383,8 @@ class _ChatStreamEncoder(StreamEncoder):
     def __init__(self, include_usage: bool, model: str) -> None:
         self._include_usage = include_usage
         self._head: dict[str, Any] | None = None
+        # Every chunk repeats the head: its bytes, up to the choice's delta, are made once.
+        self._prefix = b""
         self._model = model
         self._tools: dict[int, int] = {}  # unified block index -> wire tool_calls index
         self._usage: Usage | None = None
@@ -1369,6 +1402,7 @@ class _ChatStreamEncoder(StreamEncoder):
                 "created": start.created or int(time.time()),
                 "model": start.model or self._model,
             }
+            self._prefix = b"data: " + _encode(self._head)[:-1] + b',"choices":[{"index":0,"delta":'
             if start.usage is not None:
                 self._usage = start.usage
             out = self._chunk({"role": "assistant", "content": ""})
@@ -1394,7 +1428,7 @@ class _ChatStreamEncoder(StreamEncoder):
             err = event.error
             if not isinstance(err, GatewayError):
                 err = GatewayError("server_error", str(err) or "upstream stream failed")
-            return out + encode_event(_encode({"error": _error_body(err)}).decode())
+            return out + encode_json_event(_encode({"error": _error_body(err)}))
         # MessageStart after the first, BlockStop and Signature have no chat representation.
         return out
 
@@ -1417,7 +1451,7 @@ class _ChatStreamEncoder(StreamEncoder):
             out += self._event(
                 {**self._head_dict(), "choices": [], "usage": _build_usage(self._usage)}
             )
-        return out + encode_event("[DONE]")
+        return out + _DONE
 
     def _merge_usage(self, usage: Usage) -> None:
         self._usage = usage if self._usage is None else self._usage.merge(usage)
@@ -1427,12 +1461,16 @@ class _ChatStreamEncoder(StreamEncoder):
         return self._head
 
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        choice = {"index": 0, "delta": delta, "finish_reason": finish_reason}
-        return self._event({**self._head_dict(), "choices": [choice]})
+        # The bytes of {**head, "choices": [{"index": 0, "delta": ..., "finish_reason": ...}]}.
+        if finish_reason is None:
+            return self._prefix + _encode(delta) + b',"finish_reason":null}]}\n\n'
+        return b"".join(
+            (self._prefix, _encode(delta), b',"finish_reason":', _encode(finish_reason), b"}]}\n\n")
+        )
 
     @staticmethod
     def _event(chunk: dict[str, Any]) -> bytes:
-        return encode_event(_encode(chunk).decode())
+        return encode_json_event(_encode(chunk))
 
 
 # --- small helpers ---------------------------------------------------------------------------
@@ -1441,12 +1479,17 @@ class _ChatStreamEncoder(StreamEncoder):
 def _get(body: Mapping[str, Any], key: str) -> Any:
     """A field's value, or None when it is absent, null or an empty list (kept in extra)."""
     value = body.get(key)
-    return None if value == [] else value
+    return None if isinstance(value, list) and not value else value
 
 
 def _leftovers(body: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
     """Unknown fields, plus known ones that carry nothing (null, []), verbatim."""
-    return {k: v for k, v in body.items() if k not in known or v is None or v == []}
+    # A loop, not a comprehension: on the few keys of a message it costs less.
+    out = {}
+    for k, v in body.items():
+        if k not in known or v is None or (isinstance(v, list) and not v):
+            out[k] = v
+    return out
 
 
 def _marks(extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -1477,6 +1520,8 @@ def _with_extra(out: dict[str, Any], extra: Mapping[str, Any], same: bool = True
 
 
 def _int(value: Any) -> int:
+    if value.__class__ is int:  # the common case, checked first
+        return value  # type: ignore[no-any-return]
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 

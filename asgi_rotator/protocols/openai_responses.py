@@ -51,7 +51,7 @@ from typing import Any
 import msgspec
 
 from ..errors import DEFAULT_STATUS, GatewayError, classify
-from ..sse import ServerSentEvent, encode_event
+from ..sse import ServerSentEvent, encode_json_event
 from ..unified import (
     BlockStop,
     Error,
@@ -188,6 +188,17 @@ _ERROR_SHAPE: dict[str, tuple[str, str | None]] = {
     "bad_request": ("invalid_request_error", None),
     "not_found": ("invalid_request_error", "not_found"),
 }
+# Known-key sets for ``pick_extra``, made once rather than per call.
+_KEYS_CONTENT = frozenset({"content"})
+_KEYS_ROLE_CONTENT = frozenset({"role", "content"})
+_KEYS_TYPE = frozenset({"type"})
+_KEYS_TYPE_CALL_ID_NAME_ARGUMENTS = frozenset({"type", "call_id", "name", "arguments"})
+_KEYS_TYPE_CALL_ID_OUTPUT = frozenset({"type", "call_id", "output"})
+_KEYS_TYPE_FILE_ID_FILE_URL_FILE_DATA_FILENAME = frozenset(
+    {"type", "file_id", "file_url", "file_data", "filename"}
+)
+_KEYS_TYPE_ID_SUMMARY_ENCRYPTED_CONTENT = frozenset({"type", "id", "summary", "encrypted_content"})
+_KEYS_TYPE_IMAGE_URL_DETAIL = frozenset({"type", "image_url", "detail"})
 
 
 class OpenAIResponsesCodec(Codec):
@@ -565,7 +576,7 @@ class _InputParser:
                 _parse_content_part(p, f"{path}.content[{j}]", default_type)
                 for j, p in enumerate(expect_list(raw, f"{path}.content"))
             ]
-        fields = pick_extra(item, frozenset({"role", "content"}))
+        fields = pick_extra(item, _KEYS_ROLE_CONTENT)
         if role in ("system", "developer"):
             for j, part in enumerate(parts):
                 if not isinstance(part, Text):
@@ -601,7 +612,7 @@ class _InputParser:
         if "output" not in item:
             raise bad_request(f"{path}.output", "required field is missing")
         raw = item["output"]
-        extra = pick_extra(item, frozenset({"type", "call_id", "output"}))
+        extra = pick_extra(item, _KEYS_TYPE_CALL_ID_OUTPUT)
         if isinstance(raw, str):
             content: list[Text | Image | File] = [Text(text=raw)]
             extra[MARK] = {"string": True}
@@ -629,7 +640,7 @@ def _parse_content_part(raw: Any, path: str, default_type: str) -> Text | Image 
         url, file_id = part.get("image_url"), part.get("file_id")
         if url is None and file_id is None:
             raise bad_request(path, "input_image needs image_url or file_id")
-        image = Image(extra=pick_extra(part, frozenset({"type", "image_url", "detail"})))
+        image = Image(extra=pick_extra(part, _KEYS_TYPE_IMAGE_URL_DETAIL))
         if url is not None:
             image.url = expect_str(url, f"{path}.image_url")
         if part.get("detail") is not None:
@@ -638,11 +649,7 @@ def _parse_content_part(raw: Any, path: str, default_type: str) -> Text | Image 
             image.extra["detail"] = None
         return image
     if kind == "input_file":
-        file = File(
-            extra=pick_extra(
-                part, frozenset({"type", "file_id", "file_url", "file_data", "filename"})
-            )
-        )
+        file = File(extra=pick_extra(part, _KEYS_TYPE_FILE_ID_FILE_URL_FILE_DATA_FILENAME))
         for key, attr in (("file_id", "file_id"), ("file_url", "url"), ("filename", "filename")):
             if part.get(key) is not None:
                 setattr(file, attr, expect_str(part[key], f"{path}.{key}"))
@@ -665,7 +672,7 @@ def _parse_function_call(item: dict[str, Any], path: str) -> ToolCall:
     call_id = expect_str(item.get("call_id"), f"{path}.call_id")
     name = expect_str(item.get("name"), f"{path}.name")
     arguments = expect_str(item.get("arguments"), f"{path}.arguments")
-    extra = pick_extra(item, frozenset({"type", "call_id", "name", "arguments"}))
+    extra = pick_extra(item, _KEYS_TYPE_CALL_ID_NAME_ARGUMENTS)
     return ToolCall(id=call_id, name=name, arguments=arguments, extra=extra)
 
 
@@ -685,7 +692,7 @@ def _parse_reasoning_item(item: dict[str, Any], path: str) -> Reasoning:
             if isinstance(part, dict) and isinstance(part.get("text"), str):
                 texts.append(part["text"])
         canonical = canonical and not texts
-    extra = pick_extra(item, frozenset({"type", "id", "summary", "encrypted_content"}))
+    extra = pick_extra(item, _KEYS_TYPE_ID_SUMMARY_ENCRYPTED_CONTENT)
     if "summary" not in item:
         extra[MARK] = {"no_summary": True}
     elif not canonical:
@@ -708,7 +715,7 @@ def _parse_tool(raw: Any, path: str) -> Tool:
     if kind != "function":
         # Built-in tools (web_search, file_search, mcp, custom ...) keep their native body.
         label = tool.get("name") or tool.get("server_label") or kind
-        return Tool(name=str(label), type=kind, extra=pick_extra(tool, frozenset({"type"})))
+        return Tool(name=str(label), type=kind, extra=pick_extra(tool, _KEYS_TYPE))
     name = expect_str(tool.get("name"), f"{path}.name")
     extra = {k: v for k, v in tool.items() if k not in _FUNCTION_TOOL_FIELDS or v is None}
     result = Tool(name=name, extra=extra)
@@ -1068,7 +1075,7 @@ def _parse_output(output: list[Any]) -> tuple[list[Part], list[list[Any]]]:
         kind = item.get("type") if isinstance(item, dict) else None
         try:
             if kind == "message":
-                fields = pick_extra(item, frozenset({"content"}))
+                fields = pick_extra(item, _KEYS_CONTENT)
                 parts = item.get("content")
                 texts = [
                     _parse_content_part(p, f"output[{i}].content[{j}]", "output_text")
@@ -1565,7 +1572,7 @@ class _Encoder(StreamEncoder):
     def _emit(self, chunks: list[bytes], kind: str, **fields: Any) -> None:
         payload = {"type": kind, **fields, "sequence_number": self._seq}
         self._seq += 1
-        chunks.append(encode_event(_json_encode(payload).decode(), event=kind))
+        chunks.append(encode_json_event(_json_encode(payload), kind))
 
     def _envelope(self, status: str) -> dict[str, Any]:
         return _response_envelope(

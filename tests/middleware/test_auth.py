@@ -94,3 +94,10 @@ async def test_health_stays_open() -> None:
 def test_keys_are_required() -> None:
     with pytest.raises(ValueError):
         InboundKeys(inner, keys=[])
+
+
+async def test_every_configured_key_gets_through_with_its_own_fingerprint() -> None:
+    for key in ("sk-good", "sk-other"):
+        status, body = await call("/v1/messages", [(b"x-api-key", key.encode())])
+        assert status == 200
+        assert body.decode() == fingerprint(key)

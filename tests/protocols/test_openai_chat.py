@@ -1166,3 +1166,23 @@ def test_fixture_directory_is_complete() -> None:
         "error_503.json",
     ):
         assert needed in names
+
+
+@pytest.mark.parametrize("name", STREAMS)
+def test_encoded_chunks_are_one_compact_event_each_with_the_head_first(name: str) -> None:
+    events = decode_sse(load_fixture(P, name))
+    encoder = codec.stream_encoder(chat_request(stream=True, include_usage=True))
+    for event in events:
+        raw = encoder.encode(event)
+        for part in raw.split(b"\n\n")[:-1]:
+            assert part.startswith(b"data: ") and b"\n" not in part
+            data = part[len(b"data: ") :]
+            if data == b"[DONE]":
+                continue
+            chunk = json.loads(data)
+            # What msgspec writes for the same dict: nothing is spelled differently.
+            assert msgspec.json.encode(chunk) == data
+            if "error" not in chunk:
+                assert list(chunk)[:5] == ["id", "object", "created", "model", "choices"]
+                for choice in chunk["choices"]:
+                    assert list(choice) == ["index", "delta", "finish_reason"]
