@@ -50,6 +50,19 @@ class Recorded:
             if scope["type"] == "http" and SCOPE_KEY in scope:
                 self.exchanges.append(scope[SCOPE_KEY])
 
+    def asking(self, text: str) -> list[Exchange]:
+        """The exchanges whose last message says ``text``: a request of an earlier test
+        may still be finishing (dispatch drains a pooled upstream after the client has its
+        answer) and land here after that test's ``clear()``."""
+        found = []
+        for exchange in self.exchanges:
+            request = exchange.request
+            if request is not None and request.messages and request.messages[-1].content:
+                part = request.messages[-1].content[0]
+                if getattr(part, "text", None) == text:
+                    found.append(exchange)
+        return found
+
 
 class FailsAfterContent:
     """A layer that breaks after the first content reached the client (after commit)."""
@@ -267,13 +280,14 @@ def test_the_upstream_protocol_follows_the_clients(
 ) -> None:
     url, recorded = stack
     recorded.exchanges.clear()
+    text = f"Hello there, {protocol} to {upstream}, stream={stream}"
     with DRIVERS[protocol](url) as driver:
-        result = driver.ask("up-dual/model-d", "Hello there", stream=stream)
-    assert "You said: Hello there" in result.text
+        result = driver.ask("up-dual/model-d", text, stream=stream)
+    assert f"You said: {text}" in result.text
     (request,) = mock.requests
     assert request.protocol == upstream and request.key == "key-up-dual"
     assert request.path.endswith("/responses" if upstream == "openai_responses" else "/completions")
-    (exchange,) = wait_for(lambda: recorded.exchanges)
+    (exchange,) = wait_for(lambda: recorded.asking(text))
     assert exchange.protocol == protocol and exchange.upstream_protocol == upstream
     sent = [p for p in exchange.passes if p.name == "dispatch.request"]
     assert [(p.data["protocol"], p.data["translated"]) for p in sent] == [
@@ -328,15 +342,16 @@ def test_a_failure_after_commit_reaches_the_sdk_as_its_stream_error(
 ) -> None:
     url, recorded = breaking_stack
     recorded.exchanges.clear()
+    text = f"Hello there, {protocol} to {upstream}"
     with DRIVERS[protocol](url) as driver, pytest.raises(Exception) as info:
-        driver.ask(f"{UPSTREAMS[upstream]}/model-x", "Hello there", stream=True)
+        driver.ask(f"{UPSTREAMS[upstream]}/model-x", text, stream=True)
     # The SDK's own API error, not a parse failure or a complaint about the stream's shape.
     assert isinstance(info.value, (openai.APIError, anthropic.APIError, genai_errors.APIError)), (
         repr(info.value)
     )
     assert "internal gateway error" in str(info.value)
     assert "a layer broke" not in str(info.value)
-    (exchange,) = wait_for(lambda: recorded.exchanges)
+    (exchange,) = wait_for(lambda: recorded.asking(text))
     (failed,) = [p.data for p in exchange.passes if p.name == "protocol.error"]
     assert failed["committed"] is True  # in-band, after a 200 and some content
 
