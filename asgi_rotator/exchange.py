@@ -173,6 +173,23 @@ class Exchange:
 
         return replay_receive
 
+    def detach(self) -> None:
+        """Let go of the request once it is answered: ``scope`` becomes a copy without this
+        exchange, and the server's ``receive`` is dropped.
+
+        The scope holds the exchange and the exchange held the scope (and ``receive``,
+        whose server object holds the scope too): a cycle that left every finished request,
+        all its passes and messages included, to the garbage collector rather than to
+        reference counting.  Under load those collections cost more than all the layers
+        together, so the outermost layer that made the exchange calls this on its way
+        out; what reads the exchange after that (a tracing or logging middleware above)
+        still finds everything on it, and the scope's entries in the copy.
+        """
+        scope = self.scope
+        if scope.get(SCOPE_KEY) is self:
+            self.scope = {key: value for key, value in scope.items() if key != SCOPE_KEY}
+        self._receive = None
+
     def record(self, name: str, **data: Any) -> None:
         """Note a transform pass (``protocol.parse``, ``dispatch.translate_request`` ...)."""
         self.passes.append(Pass(name, _perf_counter(), data))

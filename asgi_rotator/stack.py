@@ -24,6 +24,7 @@ import msgspec
 
 from .config import Config, ProviderConfig, config_from_env, parse_config, resolve_secret
 from .dispatch import ProviderDispatch
+from .exchange import SCOPE_KEY
 from .middleware.auth import InboundKeys
 from .middleware.cooldown import DEFAULT_RETRY_ON, CooldownRetry
 from .middleware.fallback import FallbackRouter
@@ -72,7 +73,12 @@ class Gateway:
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "lifespan":
-            await self.app(scope, receive, send)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                exchange = scope.get(SCOPE_KEY)
+                if exchange is not None:
+                    exchange.detach()  # freed by reference counting, not by the GC
             return
 
         async def lifespan_send(message: Any) -> None:

@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import pytest
 
 from asgi_rotator.errors import GatewayError
 from asgi_rotator.exchange import SCOPE_KEY, Exchange
+from asgi_rotator.middleware.protocol import ProtocolNegotiation
 from asgi_rotator.routes import match_route, route_path
 
 pytestmark = pytest.mark.anyio
@@ -105,3 +107,41 @@ def test_request_ids_are_distinct_and_shaped_like_before() -> None:
     for request_id in ids:
         assert request_id.startswith("req_") and len(request_id) == 20
         int(request_id[4:], 16)
+
+
+async def test_a_finished_request_is_freed_by_reference_counting() -> None:
+    """The scope holds the exchange; once the request is answered the exchange no longer
+    holds the scope (nor the server's receive), so no request is left to the garbage
+    collector, which under load cost more than all the layers together."""
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def send(message: Any) -> None:
+        pass
+
+    app = ProtocolNegotiation(inner)
+    body = b'{"model":"m","messages":[{"role":"user","content":"hi"}]}'
+    requests = 50
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(requests):
+            scope: dict[str, Any] = {
+                "type": "http",
+                "method": "POST",
+                "path": "/v1/chat/completions",
+                "query_string": b"",
+                "headers": [(b"content-type", b"application/json")],
+            }
+            await app(scope, receiver(body), send)
+            exchange = scope[SCOPE_KEY]
+            assert exchange.request is not None and exchange.request.model == "m"
+            assert SCOPE_KEY not in exchange.scope  # a copy, without the exchange
+            assert exchange.scope["path"] == "/v1/chat/completions"
+        del scope, exchange
+        # Each request used to leave a cycle of a few dozen objects.
+        assert gc.collect() < requests
+    finally:
+        gc.enable()

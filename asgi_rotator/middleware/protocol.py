@@ -94,40 +94,49 @@ class ProtocolNegotiation:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        route = match_route(route_path(scope))
-        protocol = detect_protocol(scope, route)
-        if route is None:
-            error = GatewayError("not_found", f"no endpoint {scope['method']} {scope['path']}")
-            await _reject(send, _bare_exchange(scope, receive), protocol, error)
-            return
-        refusal = self._refusal(scope, route)
-        if refusal is not None:
-            error, headers = refusal
-            await _reject(send, _bare_exchange(scope, receive), protocol, error, headers)
-            return
+        made = SCOPE_KEY not in scope
         try:
-            exchange = await Exchange.of(scope, receive, max_body=self.max_body)
-        except GatewayError as too_large:  # over the limit, found while reading
-            await _reject(send, _bare_exchange(scope, receive), protocol, too_large)
-            return
-        exchange.protocol = protocol
-        exchange.record("protocol.detect", protocol=protocol, endpoint=route.endpoint)
-        if len(exchange.body) > self.max_body:  # read by an outer layer with a larger limit
-            await _reject(send, exchange, protocol, _too_large(self.max_body))
-            return
-        if route.endpoint == "generate" and exchange.request is None:
-            invalid = _parse(exchange, protocol, route)
-            if invalid is not None:
-                await _reject(send, exchange, protocol, invalid)
+            route = match_route(route_path(scope))
+            protocol = detect_protocol(scope, route)
+            if route is None:
+                error = GatewayError("not_found", f"no endpoint {scope['method']} {scope['path']}")
+                await _reject(send, _bare_exchange(scope, receive), protocol, error)
                 return
-        responder = _Responder(exchange, protocol, send)
-        try:
-            await self.app(scope, exchange.replay(), responder.send)
-        except Exception as exc:
-            if not await responder.fail(exc):
-                raise
-            return
-        await responder.finish()
+            refusal = self._refusal(scope, route)
+            if refusal is not None:
+                error, headers = refusal
+                await _reject(send, _bare_exchange(scope, receive), protocol, error, headers)
+                return
+            try:
+                exchange = await Exchange.of(scope, receive, max_body=self.max_body)
+            except GatewayError as too_large:  # over the limit, found while reading
+                await _reject(send, _bare_exchange(scope, receive), protocol, too_large)
+                return
+            exchange.protocol = protocol
+            exchange.record("protocol.detect", protocol=protocol, endpoint=route.endpoint)
+            if len(exchange.body) > self.max_body:  # read by an outer layer with a larger limit
+                await _reject(send, exchange, protocol, _too_large(self.max_body))
+                return
+            if route.endpoint == "generate" and exchange.request is None:
+                invalid = _parse(exchange, protocol, route)
+                if invalid is not None:
+                    await _reject(send, exchange, protocol, invalid)
+                    return
+            responder = _Responder(exchange, protocol, send)
+            try:
+                await self.app(scope, exchange.replay(), responder.send)
+            except Exception as exc:
+                if not await responder.fail(exc):
+                    raise
+                return
+            await responder.finish()
+        finally:
+            if made:
+                # The exchange was made here: on the way out it lets go of the scope, so
+                # the request is freed by reference counting (Exchange.detach).
+                made_here = scope.get(SCOPE_KEY)
+                if made_here is not None:
+                    made_here.detach()
 
     def _refusal(
         self, scope: Scope, route: Route
