@@ -38,8 +38,9 @@ Deliberate choices:
   (one send lock, and the last body sent must end on an event boundary), and never reset the
   stall clock.  They too are a loop timer that re-arms itself from the last write; only a
   heartbeat that is due makes a task to send it, and the send lock is made with the first
-  one: until then the inner app is the only sender and a busy stream pays for neither.  They carry an empty EVENT twin, so a routing layer that is still holding a
-  prelude keeps holding it.  Most SDKs ignore an SSE comment (``: keepalive``); google-genai
+  one: until then the inner app is the only sender and a busy stream pays for neither.
+  They carry an empty EVENT twin, so a routing layer that is still holding a prelude keeps
+  holding it.  Most SDKs ignore an SSE comment (``: keepalive``); google-genai
   does not (it takes every line that is not ``data:`` for raw JSON and fails on it), so a
   Gemini client gets a bare blank line, which every SSE reader skips.
 * ``keepalive_before_first_event`` commits a streamed SSE request early (its own 200 and SSE
@@ -48,11 +49,11 @@ Deliberate choices:
   routing layers above commit, which gives up fallback for that request; an upstream error
   after that reaches the client in-band.  Off by default.
 * This layer owns the disconnect watch: one task reads ``receive`` (nothing else does once
-  the body is in), wakes the inner app's ``receive`` and cancels the inner app at once.  It is a plain asyncio
-  task (``asgi_rotator._watch``), as are the timers and the heartbeat task: this layer is
-  asyncio-specific, like every server it runs under, for a fraction of the cost of a task
-  group per request.  Whatever it starts is finished before the call returns.  The inner app gets a
-  ``receive`` that yields the exchange's body once, then blocks until the disconnect and
+  the body is in), wakes the inner app's ``receive`` and cancels the inner app at once.  It
+  is a plain asyncio task (``asgi_rotator._watch``), as are the timers and the heartbeat
+  task: this layer is asyncio-specific, like every server it runs under, for a fraction of
+  the cost of a task group per request.  Whatever it starts is finished before the call
+  returns.  The inner app gets a ``receive`` that yields the exchange's body once, then blocks until the disconnect and
   returns ``http.disconnect`` on every later call, as servers do; dispatch's own watcher and
   a foreign app without one both work.  A ``send`` that raises (``OSError``, which covers
   uvicorn's ``ClientDisconnected``, or anyio's resource errors) cancels the inner app the
