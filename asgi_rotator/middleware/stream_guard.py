@@ -53,13 +53,14 @@ Deliberate choices:
   is a plain asyncio task (``asgi_rotator._watch``), as are the timers and the heartbeat
   task: this layer is asyncio-specific, like every server it runs under, for a fraction of
   the cost of a task group per request.  Whatever it starts is finished before the call
-  returns.  The inner app gets a ``receive`` that yields the exchange's body once, then blocks until the disconnect and
-  returns ``http.disconnect`` on every later call, as servers do; dispatch's own watcher and
-  a foreign app without one both work.  A ``send`` that raises (``OSError``, which covers
-  uvicorn's ``ClientDisconnected``, or anyio's resource errors) cancels the inner app the
-  same way, as ``client_write_failed``.  Cancelling dispatch closes the upstream response,
-  which discards its connection.  Any other exception from ``send`` (a routing layer
-  abandoning the attempt) cancels the inner app and is re-raised unchanged.
+  returns.  The inner app gets a ``receive`` that yields the exchange's body once, then
+  blocks until the disconnect and returns ``http.disconnect`` on every later call, as
+  servers do; dispatch's own watcher and a foreign app without one both work.  A ``send``
+  that raises (``OSError``, which covers uvicorn's ``ClientDisconnected``, or anyio's
+  resource errors) cancels the inner app the same way, as ``client_write_failed``.
+  Cancelling dispatch closes the upstream response, which discards its connection.  Any
+  other exception from ``send`` (a routing layer abandoning the attempt) cancels the inner
+  app and is re-raised unchanged.
 * One ``StreamClose`` per call on ``exchange.close`` (the last attempt wins there; every
   attempt is recorded as a ``stream_guard.close`` pass), appended as one JSON line to
   ``close_log`` when configured, for generation requests only (not health checks).
