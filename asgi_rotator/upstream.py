@@ -129,6 +129,17 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
+def _failure(kind: str, exc: BaseException, *, reading: bool = False) -> GatewayError:
+    """A client library's timeout or transport error as the gateway's error.  Only the
+    exception's class name goes into the message: a library's own text may carry the URL,
+    query string included."""
+    name = type(exc).__name__
+    if kind == "timeout":
+        return GatewayError("timeout", f"upstream {'read ' if reading else ''}timed out ({name})")
+    where = " while reading" if reading else ""
+    return GatewayError("connection", f"upstream connection failed{where}: {name}")
+
+
 # --- httpx and httpx2 ---------------------------------------------------------------------
 
 
@@ -147,13 +158,9 @@ class _HttpxResponse:
             async for chunk in self._response.aiter_bytes():
                 yield chunk
         except lib.TimeoutException as exc:
-            raise GatewayError(
-                "timeout", f"upstream read timed out ({type(exc).__name__})"
-            ) from None
+            raise _failure("timeout", exc, reading=True) from None
         except lib.TransportError as exc:
-            raise GatewayError(
-                "connection", f"upstream connection failed while reading: {type(exc).__name__}"
-            ) from None
+            raise _failure("connection", exc, reading=True) from None
 
     async def aread(self) -> bytes:
         chunks = [chunk async for chunk in self.aiter_bytes()]
@@ -203,11 +210,9 @@ class _HttpxFamily:
         try:
             response = await client.send(request, stream=True)
         except lib.TimeoutException as exc:
-            raise GatewayError("timeout", f"upstream timed out ({type(exc).__name__})") from None
+            raise _failure("timeout", exc) from None
         except lib.TransportError as exc:
-            raise GatewayError(
-                "connection", f"upstream connection failed: {type(exc).__name__}"
-            ) from None
+            raise _failure("connection", exc) from None
         return _HttpxResponse(response, lib)
 
     async def aclose(self) -> None:
@@ -259,25 +264,17 @@ class _AiohttpResponse:
             while chunk := await readany():
                 yield chunk
         except TimeoutError as exc:
-            raise GatewayError(
-                "timeout", f"upstream read timed out ({type(exc).__name__})"
-            ) from None
+            raise _failure("timeout", exc, reading=True) from None
         except self._errors as exc:
-            raise GatewayError(
-                "connection", f"upstream connection failed while reading: {type(exc).__name__}"
-            ) from None
+            raise _failure("connection", exc, reading=True) from None
 
     async def aread(self) -> bytes:
         try:
             return await self._response.read()
         except TimeoutError as exc:
-            raise GatewayError(
-                "timeout", f"upstream read timed out ({type(exc).__name__})"
-            ) from None
+            raise _failure("timeout", exc, reading=True) from None
         except self._errors as exc:
-            raise GatewayError(
-                "connection", f"upstream connection failed while reading: {type(exc).__name__}"
-            ) from None
+            raise _failure("connection", exc, reading=True) from None
 
     async def aclose(self) -> None:
         response = self._response
@@ -349,11 +346,9 @@ class AiohttpUpstream:
                 method, self._url(url), headers=headers, data=body, allow_redirects=False
             )
         except TimeoutError as exc:
-            raise GatewayError("timeout", f"upstream timed out ({type(exc).__name__})") from None
+            raise _failure("timeout", exc) from None
         except self._errors as exc:
-            raise GatewayError(
-                "connection", f"upstream connection failed: {type(exc).__name__}"
-            ) from None
+            raise _failure("connection", exc) from None
         return _AiohttpResponse(response, self._errors)
 
     async def aclose(self) -> None:
