@@ -18,6 +18,8 @@ import shutil
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +35,24 @@ class LoadResult:
     errors: int
     p50_ms: float
     p99_ms: float
+    error_sample: str = ""  # one answer fetched after a run with errors: why they happened
 
     @property
     def rps(self) -> float:
         return self.requests / self.seconds if self.seconds else 0.0
+
+
+def sample_response(url: str, body: bytes, headers: Sequence[tuple[str, str]]) -> str:
+    """Status and the head of the body of one more request: after a run with errors, what
+    the server answers now (a cooldown, an auth failure, a crash) says why."""
+    request = urllib.request.Request(url, data=body, headers=dict(headers), method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return f"{response.status} {response.read(300).decode(errors='replace')}"
+    except urllib.error.HTTPError as exc:
+        return f"{exc.code} {exc.read(300).decode(errors='replace')}"
+    except OSError as exc:
+        return f"no answer: {exc!r}"
 
 
 def wrk_path() -> str | None:

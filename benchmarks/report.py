@@ -298,15 +298,15 @@ def markdown(results: dict[str, Any], fig: dict[str, Any], charts: list[str]) ->
         ]
         for arm, values in inprocess.items():
             m = {k: _median(v) for k, v in values.items()}
-            cost = DASH
+            added = DASH
             if arm != STACK and full:
-                cost = (
+                added = (
                     f"{full['plain_us_per_request'] - m['plain_us_per_request']:.0f}, "
                     f"{full['same_us_per_event'] - m['same_us_per_event']:.1f}"
                 )
             lines.append(
                 f"| {arm} | {m['plain_us_per_request']:.0f} | {m['same_us_per_event']:.1f} | "
-                f"{m['translated_us_per_event']:.1f} | {cost} |"
+                f"{m['translated_us_per_event']:.1f} | {added} |"
             )
 
     lines += [

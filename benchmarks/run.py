@@ -26,6 +26,7 @@ import json
 import math
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -46,7 +47,14 @@ if __package__ in (None, ""):  # run as a script: make the package importable
 
 from benchmarks import litellm_arm, procstat, report
 from benchmarks.apps import FLOORS, server_stack, stack_layers
-from benchmarks.load import HeldStreams, LoadResult, probe_streams, run_load, wrk_path
+from benchmarks.load import (
+    HeldStreams,
+    LoadResult,
+    probe_streams,
+    run_load,
+    sample_response,
+    wrk_path,
+)
 from benchmarks.upstream import EVENTS, HOLD_MODEL
 
 RESULTS = Path(__file__).parent / "results"
@@ -180,8 +188,13 @@ def free_port() -> int:
 
 
 def spawn(
-    argv: list[str], env: dict[str, str] | None = None, gateway_core: Placement | None = None
+    argv: list[str],
+    log: Path,
+    env: dict[str, str] | None = None,
+    gateway_core: Placement | None = None,
 ) -> subprocess.Popen[bytes]:
+    """Start a server in its own process group, its output appended to ``log``: a pipe
+    nobody reads would block the server at its first 64 KiB of warnings."""
     preexec = None
     if gateway_core is not None and gateway_core.pinned and not gateway_core.taskset:
         cores = set(gateway_core.gateway)
@@ -189,14 +202,38 @@ def spawn(
         def preexec() -> None:
             os.sched_setaffinity(0, cores)
 
-    return subprocess.Popen(
-        argv,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,  # its own group: stopped with everything it started
-        preexec_fn=preexec,
-    )
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            argv,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own group: stopped with everything it started
+            preexec_fn=preexec,
+        )
+
+
+def settle(pid: int, limit: float = 3.0) -> None:
+    """Wait until the process has finished what the load left in flight (< 1 ms of CPU in
+    50 ms), at most ``limit`` seconds.  A load generator stops with requests still open, and
+    a gateway stopped (SIGSTOP) in the middle of them finds, when it is continued minutes
+    later, that their deadlines passed: it answers 504 and, rightly, cools the model down,
+    and the next figure measured on it is a run of fast errors."""
+    deadline = time.monotonic() + limit
+    last = procstat.cpu_seconds(pid)
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        now = procstat.cpu_seconds(pid)
+        if now - last < 0.001:
+            return
+        last = now
+
+
+def log_tail(log: Path, size: int = 3000) -> str:
+    try:
+        return log.read_bytes()[-size:].decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def stop(process: subprocess.Popen[bytes] | None) -> None:
@@ -213,14 +250,13 @@ def stop(process: subprocess.Popen[bytes] | None) -> None:
 
 
 def wait_ready(
-    url: str, process: subprocess.Popen[bytes] | None, timeout: float, probe: str = ""
+    url: str, process: subprocess.Popen[bytes] | None, log: Path, timeout: float, probe: str = ""
 ) -> None:
     deadline = time.monotonic() + timeout
     host, port = url.removeprefix("http://").split(":")
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            err = process.stderr.read().decode(errors="replace") if process.stderr else ""
-            raise RuntimeError(f"{url} exited with {process.returncode}:\n{err[-3000:]}")
+            raise RuntimeError(f"{url} exited with {process.returncode}:\n{log_tail(log)}")
         try:
             if probe:
                 with urllib.request.urlopen(url + probe, timeout=2) as response:
@@ -265,7 +301,7 @@ class Run:
         self.upstream_url = f"http://127.0.0.1:{port}"
         argv = [sys.executable, "-m", "benchmarks.apps", "upstream", "--port", str(port)]
         argv += ["--latency", str(s.latency), "--pace", str(s.pace)]
-        self.upstream = spawn(argv, env=self._env())
+        self.upstream = spawn(argv, self.log("upstream"), env=self._env())
         for name, spec in arm_specs(s).items():
             arm = Arm(name, spec)
             if spec.kind == "direct":
@@ -280,7 +316,7 @@ class Run:
                 arm.translated_model = "messages/bench"
                 arm.hold_model = f"chat/{HOLD_MODEL}"
             self.arms.append(arm)
-        wait_ready(self.upstream_url, self.upstream, 60)
+        wait_ready(self.upstream_url, self.upstream, self.log("upstream"), 60)
         for arm in self.arms:
             self.launch(arm)
         for arm in self.arms:
@@ -304,14 +340,25 @@ class Run:
                 argv += ["--client", spec.client, "--without", ",".join(spec.without)]
             env = self._env()
         arm.process = spawn(
-            self.placement.gateway_prefix() + argv, env=env, gateway_core=self.placement
+            self.placement.gateway_prefix() + argv,
+            self.log(arm.name),
+            env=env,
+            gateway_core=self.placement,
         )
 
     def wait(self, arm: Arm) -> None:
         if arm.process is None:
             return
         probe = "/health/liveliness" if arm.spec.kind == "litellm" else ""
-        wait_ready(arm.url, arm.process, 300 if arm.spec.kind == "litellm" else 60, probe)
+        timeout = 300 if arm.spec.kind == "litellm" else 60
+        wait_ready(arm.url, arm.process, self.log(arm.name), timeout, probe)
+
+    def log(self, name: str) -> Path:
+        """Where a server's output goes: ``logs/`` beside the results, kept after the run
+        (a gateway's warnings say why a figure came with errors)."""
+        logs = self.settings.out / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
+        return logs / (re.sub(r"[^\w.-]+", "-", name).strip("-") + ".log")
 
     def restart(self) -> None:
         """Fresh servers for every arm: a passthrough that does not watch for disconnects
@@ -374,7 +421,13 @@ class Run:
             result = run_load(
                 self.tool, arm.url + PATH, arm.body(**body), arm.headers(), connections, seconds
             )
+            if arm.pid:
+                settle(arm.pid)
             cpu = (procstat.cpu_seconds(arm.pid) - before) if arm.pid else 0.0
+            if result.errors:
+                result.error_sample = sample_response(
+                    arm.url + PATH, arm.body(**body), arm.headers()
+                )
         return result, cpu
 
     def _warm(self, arm: Arm) -> None:
@@ -428,6 +481,8 @@ class Run:
                         f"{result.rps:9,.0f} req/s  p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms"
                         f"{cpu_text}{f'  ERRORS {result.errors}' if result.errors else ''}"
                     )
+                    if result.error_sample:
+                        self.say(f"    an answer after the errors: {result.error_sample}")
             self.stream_round(r)
 
     def stream_round(self, r: int) -> None:
@@ -459,6 +514,12 @@ class Run:
                 slot["events"] += probe.events
                 slot["content_events"] += probe.content_events
                 slot["errors"] += probe.errors
+                if probe.errors:
+                    sample = sample_response(
+                        arm.url + PATH, arm.body(stream=True, translated=translated), arm.headers()
+                    )
+                    slot.setdefault("error_samples", []).append(sample)
+                    self.say(f"    {probe.errors} streams failed; an answer after: {sample}")
                 if arm.pid:
                     result, cpu = self.load(
                         arm, 16, s.stream_seconds, stream=True, translated=translated
