@@ -371,8 +371,13 @@ class _Progress:
 
 
 class _StreamRelay:
-    """One upstream stream to the client: SSE bytes -> unified events -> client bytes,
-    one body message per upstream event (empty when the event has no bytes for the client)."""
+    """One upstream stream to the client: SSE bytes -> unified events -> client bytes.
+
+    One body message per upstream read, carrying every whole event that read completed
+    (``message[EVENT]`` lists their unified twins, in order) and ending on an event boundary.
+    Events that arrive in one read are available at the same instant, so sending them in one
+    message delays none of them, and costs the server one socket write instead of one per
+    event.  A paced upstream (one event per read) still gets one message per event."""
 
     __slots__ = (
         "codec",
@@ -399,22 +404,17 @@ class _StreamRelay:
 
     async def run(self, chunks: AsyncIterator[bytes]) -> None:
         decoder = self.decoder
-        feed = decoder.feed
-        emit = self.emit
         sse = SSEDecoder()
         failure: GatewayError | None = None
         try:
             async for chunk in chunks:
-                for sse_event in sse.feed(chunk):
-                    await emit(feed(sse_event), sse_event)
-                    if decoder.done:
-                        break
+                sse_events = sse.feed(chunk)
+                if sse_events:
+                    await self.emit(sse_events)
                 if decoder.done:
                     break
             if not decoder.done:
-                for sse_event in sse.close():
-                    await self.emit(decoder.feed(sse_event), sse_event)
-                await self.emit(decoder.close(), None)
+                await self.emit(sse.close(), last=True)
         except GatewayError as error:
             failure = error
         if failure is None and not decoder.done:
@@ -430,30 +430,53 @@ class _StreamRelay:
                 async for _ in chunks:
                     pass
 
-    async def emit(self, events: list[Event], sse_event: ServerSentEvent | None) -> None:
+    async def emit(self, sse_events: list[ServerSentEvent], *, last: bool = False) -> None:
+        """One body message for the events of one read, up to the terminal one (``last``:
+        the upstream ended, and the decoder says what its end means)."""
+        decoder = self.decoder
         exchange = self.exchange
+        encoder = self.encoder
+        events: list[Event] = []
+        parts: list[bytes] = []
+        failure: GatewayError | None = None
+        try:
+            for sse_event in sse_events:
+                decoded = decoder.feed(sse_event)
+                if encoder is None:
+                    # Same protocol: the upstream's event goes out as it came, fields we do
+                    # not model included; only the framing is ours.
+                    parts.append(encode_event(sse_event.data, sse_event.event))
+                else:
+                    parts.extend([encoder.encode(event) for event in decoded])
+                events += decoded
+                if decoder.done:
+                    break
+            if last and not decoder.done:
+                decoded = decoder.close()
+                if encoder is not None:
+                    parts.extend([encoder.encode(event) for event in decoded])
+                events += decoded
+        except GatewayError as error:
+            if not events:
+                raise
+            failure = error  # the events before the bad one still go out, then the error
         for event in events:
             if isinstance(event, Finish):
                 if event.usage is not None:
                     exchange.usage = event.usage
             elif isinstance(event, MessageStart):
                 exchange.response_id = self.opened = event.id
-        encoder = self.encoder
-        if encoder is None:
-            # Same protocol: the upstream's event goes out as it came, fields we do not model
-            # included; only the framing is ours (one event per message).
-            raw = encode_event(sse_event.data, sse_event.event) if sse_event is not None else b""
-        elif len(events) == 1:
-            raw = encoder.encode(events[0])  # the usual case, without a join
-        else:
-            raw = b"".join([encoder.encode(event) for event in events])
-        if raw or events or sse_event is not None:
-            # Also when the event has no bytes in the client's protocol (an Anthropic ping,
-            # a Responses *.done translated away): an empty body message still tells the
-            # layers above that the upstream is alive, which is what a stall timeout measures.
+        if parts or events or sse_events:
+            # Also when the events have no bytes in the client's protocol (an Anthropic
+            # ping, a Responses *.done translated away): an empty body message still tells
+            # the layers above that the upstream is alive, which is what a stall timeout
+            # measures.
+            raw = parts[0] if len(parts) == 1 else b"".join(parts)
             await self.send(
                 {"type": "http.response.body", "body": raw, "more_body": True, EVENT: events}
             )
+        if failure is not None:
+            raise failure
 
     async def fail(self, failure: GatewayError) -> None:
         exchange = self.exchange

@@ -338,10 +338,17 @@ def test_each_sdk_lists_the_models_in_its_own_shape(mounted: str, protocol: str)
     ],
 )
 def test_a_failure_after_commit_reaches_the_sdk_as_its_stream_error(
-    breaking_stack: tuple[str, Recorded], mock: MockUpstream, protocol: str, upstream: str
+    breaking_stack: tuple[str, Recorded],
+    mock: MockUpstream,
+    protocol: str,
+    upstream: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     url, recorded = breaking_stack
     recorded.exchanges.clear()
+    # Paced like a real model: events that arrive in one read go out in one message, and
+    # the layer must break between the first content and the end, not after the end.
+    monkeypatch.setattr(mock, "chunk_delay", 0.02)
     text = f"Hello there, {protocol} to {upstream}"
     with DRIVERS[protocol](url) as driver, pytest.raises(Exception) as info:
         driver.ask(f"{UPSTREAMS[upstream]}/model-x", text, stream=True)
