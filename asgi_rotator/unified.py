@@ -67,7 +67,7 @@ Role = Literal["user", "assistant", "tool"]
 FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "pause", "error"]
 
 
-class Usage(Struct, kw_only=True, omit_defaults=True):
+class Usage(Struct, kw_only=True, omit_defaults=True, gc=False):
     input_tokens: int = 0
     output_tokens: int = 0
     reasoning_tokens: int = 0
@@ -92,12 +92,12 @@ class Usage(Struct, kw_only=True, omit_defaults=True):
 # --- content parts ---------------------------------------------------------------------------
 
 
-class Text(Struct, kw_only=True, omit_defaults=True, tag="text"):
+class Text(Struct, kw_only=True, omit_defaults=True, tag="text", gc=False):
     text: str
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class Image(Struct, kw_only=True, omit_defaults=True, tag="image"):
+class Image(Struct, kw_only=True, omit_defaults=True, tag="image", gc=False):
     """An image by ``url`` (http(s) or ``data:`` URL) or by inline base64 ``data``."""
 
     url: str | None = None
@@ -107,7 +107,7 @@ class Image(Struct, kw_only=True, omit_defaults=True, tag="image"):
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class File(Struct, kw_only=True, omit_defaults=True, tag="file"):
+class File(Struct, kw_only=True, omit_defaults=True, tag="file", gc=False):
     """A document (PDF, text ...) inline (``data``, base64), by ``url`` or by provider ``file_id``."""
 
     data: str | None = None
@@ -118,14 +118,14 @@ class File(Struct, kw_only=True, omit_defaults=True, tag="file"):
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class ToolCall(Struct, kw_only=True, omit_defaults=True, tag="tool_call"):
+class ToolCall(Struct, kw_only=True, omit_defaults=True, tag="tool_call", gc=False):
     id: str
     name: str
     arguments: str = "{}"
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class ToolResult(Struct, kw_only=True, omit_defaults=True, tag="tool_result"):
+class ToolResult(Struct, kw_only=True, omit_defaults=True, tag="tool_result", gc=False):
     tool_call_id: str
     # Gemini's functionResponse is matched by name, not id: codecs fill it from the call.
     name: str | None = None
@@ -134,7 +134,7 @@ class ToolResult(Struct, kw_only=True, omit_defaults=True, tag="tool_result"):
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class Reasoning(Struct, kw_only=True, omit_defaults=True, tag="reasoning"):
+class Reasoning(Struct, kw_only=True, omit_defaults=True, tag="reasoning", gc=False):
     """Model reasoning: visible ``text`` (thinking or summary) and/or opaque payloads.
 
     ``signature``: Anthropic thinking signature or Gemini ``thoughtSignature``.
@@ -153,7 +153,7 @@ class Reasoning(Struct, kw_only=True, omit_defaults=True, tag="reasoning"):
 Part = Text | Image | File | ToolCall | ToolResult | Reasoning
 
 
-class Message(Struct, kw_only=True, omit_defaults=True):
+class Message(Struct, kw_only=True, omit_defaults=True, gc=False):
     role: Role
     content: list[Part] = field(default_factory=list)
     name: str | None = None
@@ -163,7 +163,7 @@ class Message(Struct, kw_only=True, omit_defaults=True):
 # --- request ---------------------------------------------------------------------------------
 
 
-class Tool(Struct, kw_only=True, omit_defaults=True):
+class Tool(Struct, kw_only=True, omit_defaults=True, gc=False):
     """A function tool; a provider built-in tool keeps its native body in ``extra``
     (``type`` other than ``function``) and only goes to its own protocol."""
 
@@ -175,12 +175,12 @@ class Tool(Struct, kw_only=True, omit_defaults=True):
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class ToolChoice(Struct, kw_only=True, omit_defaults=True):
+class ToolChoice(Struct, kw_only=True, omit_defaults=True, gc=False):
     mode: Literal["auto", "none", "required", "tool"] = "auto"
     name: str | None = None  # with mode == "tool"
 
 
-class ReasoningConfig(Struct, kw_only=True, omit_defaults=True):
+class ReasoningConfig(Struct, kw_only=True, omit_defaults=True, gc=False):
     """``effort`` (OpenAI) and ``budget_tokens`` (Anthropic, Gemini) are both kept when given;
     a codec that needs the other one derives it (see docs/protocols.md)."""
 
@@ -191,7 +191,7 @@ class ReasoningConfig(Struct, kw_only=True, omit_defaults=True):
     include_thoughts: bool | None = None  # Gemini thinkingConfig.includeThoughts
 
 
-class OutputFormat(Struct, kw_only=True, omit_defaults=True):
+class OutputFormat(Struct, kw_only=True, omit_defaults=True, gc=False):
     type: Literal["text", "json_object", "json_schema"] = "json_schema"
     name: str | None = None
     schema: dict[str, Any] | None = None
@@ -199,7 +199,7 @@ class OutputFormat(Struct, kw_only=True, omit_defaults=True):
     description: str | None = None
 
 
-class Request(Struct, kw_only=True, omit_defaults=True):
+class Request(Struct, kw_only=True, omit_defaults=True, gc=False):
     model: str
     messages: list[Message] = field(default_factory=list)
     system: list[Text] = field(default_factory=list)
@@ -230,7 +230,7 @@ class Request(Struct, kw_only=True, omit_defaults=True):
 # --- response --------------------------------------------------------------------------------
 
 
-class Response(Struct, kw_only=True, omit_defaults=True):
+class Response(Struct, kw_only=True, omit_defaults=True, gc=False):
     id: str
     model: str
     content: list[Part] = field(default_factory=list)
@@ -249,25 +249,25 @@ class Response(Struct, kw_only=True, omit_defaults=True):
 # with BlockStop. ``Finish`` is the last event of a completed stream and carries final usage.
 
 
-class MessageStart(Struct, kw_only=True, omit_defaults=True, tag="message_start"):
+class MessageStart(Struct, kw_only=True, omit_defaults=True, tag="message_start", gc=False):
     id: str
     model: str
     usage: Usage | None = None
     created: int = 0
 
 
-class TextDelta(Struct, kw_only=True, omit_defaults=True, tag="text_delta"):
+class TextDelta(Struct, kw_only=True, omit_defaults=True, tag="text_delta", gc=False):
     index: int
     text: str
 
 
-class ReasoningDelta(Struct, kw_only=True, omit_defaults=True, tag="reasoning_delta"):
+class ReasoningDelta(Struct, kw_only=True, omit_defaults=True, tag="reasoning_delta", gc=False):
     index: int
     text: str
     id: str | None = None
 
 
-class Signature(Struct, kw_only=True, omit_defaults=True, tag="signature"):
+class Signature(Struct, kw_only=True, omit_defaults=True, tag="signature", gc=False):
     """Opaque reasoning payloads for block ``index`` (a reasoning block)."""
 
     index: int
@@ -277,26 +277,26 @@ class Signature(Struct, kw_only=True, omit_defaults=True, tag="signature"):
     id: str | None = None
 
 
-class ToolCallStart(Struct, kw_only=True, omit_defaults=True, tag="tool_call_start"):
+class ToolCallStart(Struct, kw_only=True, omit_defaults=True, tag="tool_call_start", gc=False):
     index: int
     id: str
     name: str
 
 
-class ToolArgsDelta(Struct, kw_only=True, omit_defaults=True, tag="tool_args_delta"):
+class ToolArgsDelta(Struct, kw_only=True, omit_defaults=True, tag="tool_args_delta", gc=False):
     index: int
     delta: str
 
 
-class BlockStop(Struct, kw_only=True, omit_defaults=True, tag="block_stop"):
+class BlockStop(Struct, kw_only=True, omit_defaults=True, tag="block_stop", gc=False):
     index: int
 
 
-class UsageEvent(Struct, kw_only=True, omit_defaults=True, tag="usage"):
+class UsageEvent(Struct, kw_only=True, omit_defaults=True, tag="usage", gc=False):
     usage: Usage
 
 
-class Finish(Struct, kw_only=True, omit_defaults=True, tag="finish"):
+class Finish(Struct, kw_only=True, omit_defaults=True, tag="finish", gc=False):
     reason: FinishReason = "stop"
     usage: Usage | None = None
     stop_sequence: str | None = None
