@@ -229,6 +229,9 @@ def main(argv: list[str] | None = None) -> None:
 
     import uvicorn
 
+    from asgi_rotator.cli import tune_gc
+
+    tune_gc()  # every arm's process is set up as ``asgi-rotator serve`` sets up its own
     http, loop = server_stack()
     if loop == "asyncio":
         asyncio.set_event_loop_policy(None)

@@ -27,7 +27,11 @@ KEY_VARIABLES = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGL
 @pytest.fixture(scope="module")
 def served_cli() -> Iterator[str]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if k not in KEY_VARIABLES and not k.startswith("ASGI_ROTATOR__")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in KEY_VARIABLES and not k.startswith("ASGI_ROTATOR__")
+    }
     process = subprocess.Popen(
         [sys.executable, "-m", "asgi_rotator.cli", "serve", "--port", str(port)],
         stdout=subprocess.PIPE,
@@ -78,7 +82,9 @@ def test_serve_translates_for_every_sdk(served_cli: str, client: str) -> None:
 def mounted(mock_server: tuple[MockUpstream, str]) -> Iterator[str]:
     """The gateway mounted at /llm inside a host Starlette app, whose lifespan does not run
     the gateway's: the upstream client must come up lazily."""
-    gateway = build_app(parse_config({"providers": provider_config(mock_server[1])}, {}), environ={})
+    gateway = build_app(
+        parse_config({"providers": provider_config(mock_server[1])}, {}), environ={}
+    )
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -86,7 +92,10 @@ def mounted(mock_server: tuple[MockUpstream, str]) -> Iterator[str]:
         await gateway.aclose()  # the host closes what the gateway opened lazily
 
     host = Starlette(
-        routes=[Route("/", lambda request: PlainTextResponse("host app")), Mount("/llm", app=gateway)],
+        routes=[
+            Route("/", lambda request: PlainTextResponse("host app")),
+            Mount("/llm", app=gateway),
+        ],
         lifespan=lifespan,
     )
     with serve(host) as url:
@@ -99,3 +108,19 @@ def test_mounted_under_a_prefix_serves_every_sdk(mounted: str, client: str) -> N
     with DRIVERS[client](f"{mounted}/llm") as driver:
         assert "You said: Hello there" in driver.ask("up-anthropic/model-x").text
         assert "You said: Hello there" in driver.ask("up-chat/model-x", stream=True).text
+
+
+def test_serve_sets_the_collector_up_for_a_server() -> None:
+    """``serve`` freezes what startup made and raises the young generation's threshold
+    (``tune_gc``): with the default 700, requests in flight kept the collector running
+    every few requests for nothing."""
+    code = (
+        "import gc; from asgi_rotator.cli import GC_THRESHOLD, tune_gc; "
+        "before = gc.get_threshold(); tune_gc(); after = gc.get_threshold(); "
+        "print(before[0], after[0] == GC_THRESHOLD, after[1:] == before[1:], "
+        "gc.get_freeze_count() > 1000)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out == ["700", "True", "True", "True"]
