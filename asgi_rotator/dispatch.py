@@ -441,25 +441,21 @@ class _StreamRelay:
         failure: GatewayError | None = None
         try:
             for sse_event in sse_events:
-                decoded = decoder.feed(sse_event)
+                events += decoder.feed(sse_event)
                 if encoder is None:
                     # Same protocol: the upstream's event goes out as it came, fields we do
                     # not model included; only the framing is ours.
                     parts.append(encode_event(sse_event.data, sse_event.event))
-                else:
-                    parts.extend([encoder.encode(event) for event in decoded])
-                events += decoded
                 if decoder.done:
                     break
             if last and not decoder.done:
-                decoded = decoder.close()
-                if encoder is not None:
-                    parts.extend([encoder.encode(event) for event in decoded])
-                events += decoded
+                events += decoder.close()
         except GatewayError as error:
             if not events:
                 raise
             failure = error  # the events before the bad one still go out, then the error
+        if encoder is not None:
+            parts = [encoder.encode(event) for event in events]
         for event in events:
             if isinstance(event, Finish):
                 if event.usage is not None:

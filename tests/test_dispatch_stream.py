@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from asgi_rotator.config import parse_config
-from asgi_rotator.exchange import ERROR, EVENT
+from asgi_rotator.exchange import DISCONNECT_WATCHED, ERROR, EVENT
 from asgi_rotator.sse import SSEDecoder
 from asgi_rotator.stack import LAYERS, build_app
 from asgi_rotator.unified import Error, Finish, TextDelta
@@ -86,7 +86,7 @@ async def _stream(upstream: str, reads: list[bytes]) -> list[dict[str, Any]]:
         "root_path": "",
         "query_string": b"",
         "headers": [(b"content-type", b"application/json")],
-        "asgi_rotator.disconnect_watched": True,  # a layer above would watch
+        DISCONNECT_WATCHED: True,  # a layer above would watch
     }
     await gateway(scope, receive, send)
     await gateway.aclose()
