@@ -26,9 +26,27 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any
 
+import anyio
+
 from ._types import Receive
 
-__all__ = ["start", "stop", "watch_disconnect"]
+__all__ = ["cancel_scope", "start", "stop", "watch_disconnect"]
+
+_CancelScope: type[anyio.CancelScope] | None = None
+
+
+def cancel_scope() -> anyio.CancelScope:
+    """A new ``anyio.CancelScope``, made by the running backend's class directly.
+
+    ``anyio.CancelScope()`` asks sniffio which async library runs, on every call: more than
+    half the cost of making the scope.  The answer is asyncio for this module's callers (see
+    above), so the class is looked up once."""
+    global _CancelScope
+    if _CancelScope is None:
+        scope = anyio.CancelScope()
+        _CancelScope = type(scope)
+        return scope
+    return _CancelScope()
 
 
 def start(coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:

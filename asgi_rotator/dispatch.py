@@ -131,50 +131,47 @@ class ProviderDispatch:
         if exchange.protocol is None:
             exchange.protocol = protocol
         codec = get_codec(exchange.protocol)
-        # Stays None when the watcher cancels the call (the client left): nothing to raise.
+        # A layer above (StreamGuard) may own receive and cancel this call when the client
+        # leaves: a second watcher here would cost a task and a scope for nothing.
+        watched = scope.get(DISCONNECT_WATCHED, False)
+        cancel_scope = _UNWATCHED if watched else _watch.cancel_scope()
+        watcher: asyncio.Task[None] | None = None
+        # What must propagate once the watcher is stopped.  Stays None when the watcher
+        # cancels the call (the client left): nothing to raise.
         escaped: Exception | None = None
-        if scope.get(DISCONNECT_WATCHED):
-            # A layer above (StreamGuard) owns receive and cancels this call when the client
-            # leaves: a second watcher here would cost a task and a scope for nothing.
-            escaped = await self._run(exchange, codec, route, send)
-        else:
-            watcher: asyncio.Task[None] | None = None
-            try:
-                with anyio.CancelScope() as cancel_scope:
-                    # The watcher turns a client disconnect into cancellation of everything
-                    # below, including an upstream request still waiting for headers.
-                    watcher = _watch.start(_watch.watch_disconnect(receive, cancel_scope.cancel))
-                    escaped = await self._run(exchange, codec, route, send)
-            finally:
-                if watcher is not None:
-                    await _watch.stop(watcher)  # finished before the request returns
-        if escaped is not None:
-            raise escaped
-
-    async def _run(
-        self, exchange: Exchange, codec: Codec, route: Route, send: Send
-    ) -> Exception | None:
-        """Forward, answering failures before commit; what must propagate is returned, and
-        raised by the caller once the disconnect watcher is stopped."""
         # Whether anything went out yet (set before the first send, not by wrapping send,
         # which would cost a coroutine frame per streamed event).
         progress = _Progress()
         try:
-            await self._forward(exchange, codec, route, send, progress)
-        except GatewayError as error:
-            exchange.error = error
-            if progress.started:
-                return error
-            await send_error(send, exchange.protocol, error)
-        except Exception as exc:
-            if progress.started:
-                return exc
-            logger.exception("dispatch failed for %s", exchange.request_id)
-            internal = exchange.error = GatewayError(
-                "server_error", f"internal gateway error (request {exchange.request_id})"
-            )
-            await send_error(send, exchange.protocol, internal)
-        return None
+            with cancel_scope:
+                if not watched:
+                    # The watcher turns a client disconnect into cancellation of everything
+                    # below, including an upstream request still waiting for headers.
+                    watcher = _watch.start(_watch.watch_disconnect(receive, cancel_scope.cancel))
+                try:
+                    await self._forward(exchange, codec, route, send, progress)
+                except GatewayError as error:
+                    # Answered here before commit; after it, in-band by the layer above.
+                    exchange.error = error
+                    if progress.started:
+                        escaped = error
+                    else:
+                        await send_error(send, exchange.protocol, error)
+                except Exception as exc:
+                    if progress.started:
+                        escaped = exc
+                    else:
+                        logger.exception("dispatch failed for %s", exchange.request_id)
+                        internal = exchange.error = GatewayError(
+                            "server_error",
+                            f"internal gateway error (request {exchange.request_id})",
+                        )
+                        await send_error(send, exchange.protocol, internal)
+        finally:
+            if watcher is not None:
+                await _watch.stop(watcher)  # finished before the request returns
+        if escaped is not None:
+            raise escaped
 
     async def _forward(
         self, exchange: Exchange, codec: Codec, route: Route, send: Send, progress: _Progress
@@ -244,7 +241,13 @@ class ProviderDispatch:
                 )
             if request.stream:
                 progress.started = True
-                await self._stream(exchange, codec, upstream_codec, request, response, send)
+                await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
+                relay = _StreamRelay(exchange, codec, upstream_codec, request, send)
+                chunks = response.aiter_bytes()
+                try:
+                    await relay.run(chunks)
+                finally:
+                    await chunks.aclose()
             else:
                 await self._plain(
                     exchange, codec, upstream_codec, request, response, send, progress
@@ -291,23 +294,6 @@ class ProviderDispatch:
             }
         )
         await send({"type": "http.response.body", "body": raw, RESPONSE: unified})
-
-    async def _stream(
-        self,
-        exchange: Exchange,
-        codec: Codec,
-        upstream_codec: Codec,
-        request: Request,
-        response: Any,
-        send: Send,
-    ) -> None:
-        await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-        relay = _StreamRelay(exchange, codec, upstream_codec, request, send)
-        chunks = response.aiter_bytes()
-        try:
-            await relay.run(chunks)
-        finally:
-            await chunks.aclose()
 
     # --- listings and lifespan --------------------------------------------------------------
 
@@ -368,6 +354,24 @@ class _Progress:
 
     def __init__(self) -> None:
         self.started = False
+
+
+class _Unwatched:
+    """The cancel scope's stand-in when a layer above watches for the disconnect."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def cancel(self) -> None:
+        return None
+
+
+_UNWATCHED = _Unwatched()
 
 
 class _StreamRelay:

@@ -335,7 +335,7 @@ class _GuardedCall:
         self.attempts_before = len(exchange.attempts)
         self.loop = asyncio.get_running_loop()
         self.clock = self.loop.time  # anyio.current_time() without the backend lookup
-        self.scope = anyio.CancelScope()
+        self.scope = _watch.cancel_scope()
         # Only heartbeats make a second sender: the lock is made with the first one, and
         # until then ``sending`` tells a heartbeat that a send is under way.
         self.lock: asyncio.Lock | None = None
