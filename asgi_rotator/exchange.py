@@ -156,22 +156,7 @@ class Exchange:
 
     def replay(self) -> Receive:
         """A ``receive`` that gives the body once, then passes through (disconnects)."""
-        body_sent = False
-        receive = self._receive
-
-        async def replay_receive() -> Message:
-            nonlocal body_sent
-            if not body_sent:
-                body_sent = True
-                return {"type": "http.request", "body": self.body, "more_body": False}
-            if receive is not None:
-                return await receive()
-            # No client to hear from: wait like a connected one would, rather than report a
-            # disconnect that would cancel the request.
-            await anyio.sleep_forever()
-            raise AssertionError("unreachable")
-
-        return replay_receive
+        return _Replay(self)
 
     def detach(self) -> None:
         """Let go of the request once it is answered: ``scope`` becomes a copy without this
@@ -196,6 +181,29 @@ class Exchange:
 
     def __repr__(self) -> str:
         return f"<Exchange {self.request_id} {self.protocol} model={self.model!r}>"
+
+
+class _Replay:
+    """``Exchange.replay``: an object rather than a closure, which would be a function, three
+    cells and a tuple for each routing layer of every request."""
+
+    __slots__ = ("body_sent", "exchange", "receive")
+
+    def __init__(self, exchange: Exchange) -> None:
+        self.exchange = exchange
+        self.receive = exchange._receive
+        self.body_sent = False
+
+    async def __call__(self) -> Message:
+        if not self.body_sent:
+            self.body_sent = True
+            return {"type": "http.request", "body": self.exchange.body, "more_body": False}
+        if self.receive is not None:
+            return await self.receive()
+        # No client to hear from: wait like a connected one would, rather than report a
+        # disconnect that would cancel the request.
+        await anyio.sleep_forever()
+        raise AssertionError("unreachable")
 
 
 async def read_body(receive: Receive, max_body: int = DEFAULT_MAX_BODY) -> bytes:
