@@ -27,14 +27,15 @@ from ..errors import GatewayError, classify
 from ..exchange import ERROR, EVENT
 from ..unified import Error, MessageStart, UsageEvent
 
-__all__ = ["Held", "run_held"]
+__all__ = ["Abandon", "Held", "run_held"]
 
 
 _PRELUDE = (MessageStart, UsageEvent)
 
 
-class _Abandon(Exception):
-    """Raised from ``send`` to stop an inner app whose stream failed before commit."""
+class Abandon(Exception):
+    """Raised from ``Held.send`` to stop an inner app whose stream failed before commit: a
+    caller that runs the app itself (one coroutine frame less than ``run_held``) catches it."""
 
 
 class Held:
@@ -87,7 +88,7 @@ class Held:
                 if isinstance(event, Error):
                     self.error = event.error
                     self.messages.clear()  # a 200 prelude is no error response to release
-                    raise _Abandon
+                    raise Abandon
             if message.get("more_body", False) and all(isinstance(e, _PRELUDE) for e in events):
                 self.messages.append(message)
                 return
@@ -121,7 +122,7 @@ async def run_held(
     held = Held(send, on_start)
     try:
         await app(scope, receive, held.send)
-    except _Abandon:
+    except Abandon:
         pass
     return held
 

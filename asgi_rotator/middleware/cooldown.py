@@ -40,7 +40,7 @@ Deliberate choices:
   ``max_wait`` and the remaining budget; otherwise it fails at once (the fallback layer
   moves on, or the client gets a 429 whose ``retry-after`` is the earliest availability),
   rather than sleeping longer than the client will wait.
-* The same hold-until-content rule as the fallback layer (``run_held``): only an attempt
+* The same hold-until-content rule as the fallback layer (``Held``): only an attempt
   that sent nothing to the client is retried.
 """
 
@@ -60,7 +60,7 @@ from ..exchange import SCOPE_KEY, Exchange
 from ..providers import Credential, Provider, Providers, Target
 from ..state import MemoryStore, StateStore, namespaced
 from ..state._store import Namespace
-from ._held import Held, run_held
+from ._held import Abandon, Held
 from .fallback import (
     CountingSend,
     counts_attempts,
@@ -327,24 +327,22 @@ class CooldownRetry:
         if target is None:
             try:
                 target = self.providers.resolve(exchange.request.model)[0]
-            except GatewayError as error:
-                exchange.error = error
-                await send_counted_error(send, exchange, error)
+            except GatewayError as unknown:
+                exchange.error = unknown
+                await send_counted_error(send, exchange, unknown)
                 return
             exchange.target = target
             exchange.request = target_request(exchange.request, target)
         pool = self._pools.get(target.provider.name)
         if pool is None or pool.provider is not target.provider:
             pool = self._make_pool(target.provider)
-        await self._run(exchange, pool, target, send)
-
-    async def _run(self, exchange: Exchange, pool: _Pool, target: Target, send: Send) -> None:
-        scope = exchange.scope
+        # The attempts run here rather than in a helper: this frame stays suspended for the
+        # whole response, and every event resumes each frame on the way down.
         model = target.model
         out = CountingSend(send, exchange)
         on_start = out.count if counts_attempts(scope, self) else None
         deadline: float = scope.setdefault(BUDGET_KEY, self._clock() + self.retry_budget)
-        tried: set[int] = set()
+        tried: tuple[int, ...] = ()  # the keys that failed in this request (few)
         attempts = waits = 0
         held: Held | None = None
         pause_until = 0.0  # when a key that failed without cooling down may be tried again
@@ -389,7 +387,11 @@ class CooldownRetry:
                 attempt=attempts + 1,
             )
             before = out.floor = len(exchange.attempts)
-            held = await run_held(self.app, scope, exchange.replay(), send, on_start=on_start)
+            held = Held(send, on_start)
+            try:
+                await self.app(scope, exchange.replay(), held.send)  # run_held, inlined
+            except Abandon:
+                pass
             attempts += 1
             note_foreign_attempt(exchange, before, target, held)
             error = held.error
@@ -399,7 +401,7 @@ class CooldownRetry:
                 if not state.quiet:
                     await self._succeeded(index, state)
                 return
-            tried.add(index)
+            tried += (index,)
             exchange.error = error
             await self._failed(exchange, pool, index, model, error)
             if error.kind not in self.retry_on:

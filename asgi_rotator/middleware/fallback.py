@@ -15,7 +15,7 @@ Deliberate choices:
   belongs to the first one in the configuration.  Per-target ``params`` are validated once,
   here, and applied to a fresh copy of the request for each attempt, so a later target never
   inherits an earlier one's overrides (nor what a layer below changed in place).
-* Every attempt runs through ``run_held``: the response start is held until the first event
+* Every attempt runs through ``Held``: the response start is held until the first event
   that carries content.  An upstream 200 whose first event is an error is a failure like any
   other; once content went out, nothing is retried (a second answer would follow half of the
   first).  The same hold applies to every target, not just the first, so a failure of the
@@ -37,7 +37,6 @@ Deliberate choices:
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -49,7 +48,7 @@ from ..exchange import ERROR, SCOPE_KEY, Attempt, Exchange
 from ..providers import Providers, Target
 from ..routes import match_route, route_path
 from ..unified import Request
-from ._held import Held, run_held
+from ._held import Abandon, Held
 
 __all__ = [
     "ATTEMPTS_HEADER",
@@ -193,49 +192,24 @@ class FallbackRouter:
         assert exchange.request is not None
         try:
             plan = self._plan(exchange.request.model)
-        except GatewayError as error:
-            exchange.error = error
-            await send_counted_error(send, exchange, error)
+        except GatewayError as unknown:
+            exchange.error = unknown
+            await send_counted_error(send, exchange, unknown)
             return
         exchange.record("fallback.plan", group=plan.group_name, targets=plan.targets)
-        await self._run(exchange, plan.group, plan.steps, send)
-
-    def _plan(self, model: str) -> _Plan:
-        plan = self._plans.get(model)
-        if plan is None:
-            plan = _Plan(*self._route(model))
-            if len(model) <= _PLAN_NAME_LIMIT:
-                if len(self._plans) >= _PLANS_CACHED:
-                    self._plans.clear()  # a client cycling through model names: start again
-                self._plans[model] = plan
-        return plan
-
-    def _route(self, model: str) -> tuple[_Group | None, list[_Step]]:
-        group = self._groups.get(self._aliases.get(model, model))
-        if group is not None:
-            return group, group.steps
-        targets = self.providers.resolve(model)
-        member = self._member.get(targets[0].name) if len(targets) == 1 else None
-        if member is None:
-            return None, [_Step(t) for t in targets]
-        group, index = member
-        steps = group.steps
-        return group, [steps[index], *steps[:index], *steps[index + 1 :]]
-
-    async def _run(
-        self, exchange: Exchange, group: _Group | None, steps: list[_Step], send: Send
-    ) -> None:
-        scope = exchange.scope
+        # The attempts run here rather than in a helper: this frame stays suspended for the
+        # whole response, and every event resumes each frame on the way down.
+        group = plan.group
         original = exchange.request
         assert original is not None
         out = CountingSend(send, exchange)
         on_start = out.count if counts_attempts(scope, self) else None
-        queue = deque(steps)
-        switched: set[str] = set()
+        # The attempts in order, until a branch switches to its alternatives (once each).
+        queue = iter(plan.steps)
+        switched: tuple[str, ...] = ()
         outcomes: list[_Outcome] = []
         held: Held | None = None
-        while queue:
-            step = queue.popleft()
+        while (step := next(queue, None)) is not None:
             target = step.target
             exchange.target = target
             exchange.credential = None
@@ -244,7 +218,11 @@ class FallbackRouter:
             exchange.close = None
             exchange.request = step.request(original)
             before = out.floor = len(exchange.attempts)
-            held = await run_held(self.app, scope, exchange.replay(), send, on_start=on_start)
+            held = Held(send, on_start)
+            try:
+                await self.app(scope, exchange.replay(), held.send)  # run_held, inlined
+            except Abandon:
+                pass
             note_foreign_attempt(exchange, before, target, held)
             error = held.error
             if held.committed or error is None:
@@ -268,8 +246,8 @@ class FallbackRouter:
                     # configured order): the next one may take it.
                     continue
                 if alternatives:
-                    switched.add(branch)
-                    queue = deque(alternatives)
+                    switched += (branch,)
+                    queue = iter(alternatives)
                     exchange.record(
                         "fallback.switch",
                         reason=error.kind,
@@ -291,6 +269,28 @@ class FallbackRouter:
             await held.release(send)
         else:
             await send_counted_error(send, exchange, final)
+
+    def _plan(self, model: str) -> _Plan:
+        plan = self._plans.get(model)
+        if plan is None:
+            plan = _Plan(*self._route(model))
+            if len(model) <= _PLAN_NAME_LIMIT:
+                if len(self._plans) >= _PLANS_CACHED:
+                    self._plans.clear()  # a client cycling through model names: start again
+                self._plans[model] = plan
+        return plan
+
+    def _route(self, model: str) -> tuple[_Group | None, list[_Step]]:
+        group = self._groups.get(self._aliases.get(model, model))
+        if group is not None:
+            return group, group.steps
+        targets = self.providers.resolve(model)
+        member = self._member.get(targets[0].name) if len(targets) == 1 else None
+        if member is None:
+            return None, [_Step(t) for t in targets]
+        group, index = member
+        steps = group.steps
+        return group, [steps[index], *steps[:index], *steps[index + 1 :]]
 
 
 _BRANCHES = {"context_window_exceeded": "context", "content_filtered": "content"}
@@ -360,7 +360,7 @@ class CountingSend:
     not record its attempts (a foreign app) sends its start before the layer can note it.
     An error response of our own stack (it carries the ``ERROR`` twin) is counted as it is:
     a layer that refused without calling upstream made no attempt.  The routing layers use
-    ``count`` alone, as the ``on_start`` of ``run_held``: their start is always held.
+    ``count`` alone, as the ``on_start`` of ``Held``: their start is always held.
     """
 
     __slots__ = ("exchange", "floor", "send")
