@@ -30,6 +30,7 @@ __all__ = [
     "DISCONNECT_WATCHED",
     "ERROR",
     "EVENT",
+    "RECORD",
     "RESPONSE",
     "SCOPE_KEY",
     "Attempt",
@@ -43,6 +44,9 @@ SCOPE_KEY = "asgi_rotator"
 # client disconnects (StreamGuard): inner layers then need no disconnect watcher of their own.
 DISCONNECT_WATCHED = "asgi_rotator.disconnect_watched"
 EVENT = "asgi_rotator.event"
+# Set (true) in the scope, before the exchange is made, by whatever reads the transform passes
+# (a tracing or logging middleware above the stack): ``Exchange.record`` keeps them only then.
+RECORD = "asgi_rotator.record"
 RESPONSE = "asgi_rotator.response"
 ERROR = "asgi_rotator.error"
 
@@ -108,6 +112,7 @@ class Exchange:
         "model",
         "passes",
         "protocol",
+        "recording",
         "request",
         "request_id",
         "response_id",
@@ -137,6 +142,9 @@ class Exchange:
         # and a tenth of the cost of a system call per request.
         self.request_id = f"req_{getrandbits(64):016x}"
         self.started = _monotonic()
+        # The transform passes, when someone reads them (``RECORD``); otherwise every request
+        # would keep a dict per pass (2 KiB for a stream) for nobody.
+        self.recording: bool = bool(scope.get(RECORD, False))
         self.passes: list[Pass] = []
 
     @classmethod
@@ -176,8 +184,10 @@ class Exchange:
         self._receive = None
 
     def record(self, name: str, **data: Any) -> None:
-        """Note a transform pass (``protocol.parse``, ``dispatch.translate_request`` ...)."""
-        self.passes.append(Pass(name, _perf_counter(), data))
+        """Note a transform pass (``protocol.parse``, ``dispatch.translate_request`` ...), if
+        the exchange is ``recording``."""
+        if self.recording:
+            self.passes.append(Pass(name, _perf_counter(), data))
 
     def __repr__(self) -> str:
         return f"<Exchange {self.request_id} {self.protocol} model={self.model!r}>"

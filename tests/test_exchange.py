@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from asgi_rotator.errors import GatewayError
-from asgi_rotator.exchange import SCOPE_KEY, Exchange
+from asgi_rotator.exchange import RECORD, SCOPE_KEY, Exchange
 from asgi_rotator.middleware.protocol import ProtocolNegotiation
 from asgi_rotator.routes import match_route, route_path
 
@@ -43,12 +43,22 @@ async def test_body_over_the_limit_is_413() -> None:
     assert info.value.status == 413
 
 
-async def test_record_keeps_passes_in_order() -> None:
-    exchange = Exchange({"type": "http"})
+async def test_record_keeps_passes_in_order_when_the_scope_asks() -> None:
+    exchange = Exchange({"type": "http", RECORD: True})
     exchange.record("a.parse", size=3)
     exchange.record("b.translate")
     assert [p.name for p in exchange.passes] == ["a.parse", "b.translate"]
     assert exchange.passes[0].data == {"size": 3}
+
+
+async def test_record_keeps_nothing_unless_asked() -> None:
+    """Nobody reads the passes by default: a request does not carry them for nothing."""
+    exchange = Exchange({"type": "http"})
+    exchange.record("a.parse", size=3)
+    assert exchange.passes == []
+    exchange.recording = True  # a layer that finds the exchange made may still ask
+    exchange.record("b.translate")
+    assert [p.name for p in exchange.passes] == ["b.translate"]
 
 
 @pytest.mark.parametrize(

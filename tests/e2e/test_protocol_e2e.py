@@ -22,7 +22,7 @@ from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route
 
 from asgi_rotator.config import parse_config
-from asgi_rotator.exchange import EVENT, SCOPE_KEY, Exchange
+from asgi_rotator.exchange import EVENT, RECORD, SCOPE_KEY, Exchange
 from asgi_rotator.middleware.protocol import ProtocolNegotiation
 from asgi_rotator.mock import MockUpstream
 from asgi_rotator.stack import Gateway, build_app
@@ -44,6 +44,7 @@ class Recorded:
         self.exchanges: list[Exchange] = []
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        scope[RECORD] = True  # the layers keep their transform passes, for the tests to read
         try:
             await self.app(scope, receive, send)
         finally:

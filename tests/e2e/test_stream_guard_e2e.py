@@ -22,7 +22,7 @@ from google.genai import errors as genai_errors
 
 from asgi_rotator.config import parse_config
 from asgi_rotator.dispatch import ProviderDispatch
-from asgi_rotator.exchange import SCOPE_KEY, Exchange
+from asgi_rotator.exchange import RECORD, SCOPE_KEY, Exchange
 from asgi_rotator.middleware.stream_guard import StreamGuard
 from asgi_rotator.mock import Fault, MockUpstream
 from asgi_rotator.providers import Providers
@@ -64,6 +64,7 @@ class Recorder:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        scope[RECORD] = True  # the layers keep their transform passes, for the tests to read
         sent: list[dict[str, Any]] = []
 
         async def recording(message: dict[str, Any]) -> None:

@@ -14,7 +14,7 @@ import pytest
 from asgi_rotator.config import parse_config
 from asgi_rotator.dispatch import send_error
 from asgi_rotator.errors import GatewayError
-from asgi_rotator.exchange import EVENT, RESPONSE, SCOPE_KEY, Attempt, Exchange
+from asgi_rotator.exchange import EVENT, RECORD, RESPONSE, SCOPE_KEY, Attempt, Exchange
 from asgi_rotator.middleware.cooldown import CooldownRetry
 from asgi_rotator.providers import Providers
 from asgi_rotator.state import MemoryStore
@@ -196,6 +196,7 @@ async def call(
         "root_path": "",
         "query_string": b"",
         "headers": [(b"content-type", b"application/json")],
+        RECORD: True,  # the tests read the exchange's transform passes
     }
     sent = False
 

@@ -20,7 +20,7 @@ import pytest
 from asgi_rotator.config import parse_config
 from asgi_rotator.dispatch import send_error
 from asgi_rotator.errors import GatewayError
-from asgi_rotator.exchange import EVENT, RESPONSE, SCOPE_KEY, Attempt, Exchange
+from asgi_rotator.exchange import EVENT, RECORD, RESPONSE, SCOPE_KEY, Attempt, Exchange
 from asgi_rotator.middleware.auth import PRINCIPAL
 from asgi_rotator.middleware.responses import RESPONSE_ID, ResponsesState
 from asgi_rotator.protocols import get_codec
@@ -186,6 +186,7 @@ async def call(
         "root_path": "",
         "query_string": query,
         "headers": [(b"content-type", b"application/json")],
+        RECORD: True,  # the tests read the exchange's transform passes
     }
     if principal is not None:
         scope[PRINCIPAL] = principal

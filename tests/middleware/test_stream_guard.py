@@ -16,7 +16,7 @@ import anyio
 import pytest
 
 from asgi_rotator.errors import GatewayError
-from asgi_rotator.exchange import ERROR, EVENT, SCOPE_KEY, Attempt, Exchange
+from asgi_rotator.exchange import ERROR, EVENT, RECORD, SCOPE_KEY, Attempt, Exchange
 from asgi_rotator.middleware._held import run_held
 from asgi_rotator.middleware.stream_guard import TTFB_HEADER, StreamGuard
 from asgi_rotator.protocols import get_codec
@@ -116,6 +116,7 @@ def make_scope(
         "root_path": "",
         "headers": headers or [],
         "query_string": b"alt=sse" if protocol == "gemini" else b"",
+        RECORD: True,  # the tests read the exchange's transform passes
     }
     if exchange:
         ex = Exchange(scope, b"{}")
