@@ -46,6 +46,7 @@ from .exchange import (
     SCOPE_KEY,
     Attempt,
     Exchange,
+    passthrough,
 )
 from .protocols import Codec, get_codec
 from .providers import Providers
@@ -147,7 +148,9 @@ class ProviderDispatch:
                 if not watched:
                     # The watcher turns a client disconnect into cancellation of everything
                     # below, including an upstream request still waiting for headers.
-                    watcher = _watch.start(_watch.watch_disconnect(receive, cancel_scope.cancel))
+                    watcher = _watch.start(
+                        _watch.watch_disconnect(passthrough(receive), cancel_scope.cancel)
+                    )
                 try:
                     await self._forward(exchange, codec, route, send, progress)
                 except GatewayError as error:

@@ -37,6 +37,7 @@ __all__ = [
     "Exchange",
     "Pass",
     "StreamClose",
+    "passthrough",
 ]
 
 SCOPE_KEY = "asgi_rotator"
@@ -180,7 +181,8 @@ class Exchange:
         """
         scope = self.scope
         if scope.get(SCOPE_KEY) is self:
-            self.scope = {key: value for key, value in scope.items() if key != SCOPE_KEY}
+            copy = self.scope = dict(scope)  # C-speed copy, then the one key out
+            del copy[SCOPE_KEY]
         self._receive = None
 
     def record(self, name: str, **data: Any) -> None:
@@ -214,6 +216,15 @@ class _Replay:
         # disconnect that would cancel the request.
         await anyio.sleep_forever()
         raise AssertionError("unreachable")
+
+
+def passthrough(receive: Receive) -> Receive:
+    """What ``receive`` passes through to once the body is given: the server's ``receive``
+    when ``receive`` is a replay, else ``receive`` itself.  For a disconnect watcher, which
+    has no use for the body: one coroutine less between it and the server."""
+    if type(receive) is _Replay and receive.receive is not None:
+        return receive.receive
+    return receive
 
 
 async def read_body(receive: Receive, max_body: int = DEFAULT_MAX_BODY) -> bytes:

@@ -31,6 +31,9 @@ __all__ = ["Abandon", "Held", "run_held"]
 
 
 _PRELUDE = (MessageStart, UsageEvent)
+# What ``Held.messages`` is until something is held: shared, never appended to (``_keep``
+# makes the list), so an attempt that commits at once allocates none.
+_NONE_HELD: list[Message] = []
 
 
 class Abandon(Exception):
@@ -63,7 +66,7 @@ class Held:
         self._forward = downstream  # where messages go after commit (see ``_settled``)
         self.committed = False
         self.error: GatewayError | None = None
-        self.messages: list[Message] = []
+        self.messages: list[Message] = _NONE_HELD  # a list of its own once one is held
         self.status: int | None = None
 
     async def send(self, message: Message) -> None:
@@ -73,32 +76,38 @@ class Held:
         kind = message["type"]
         if kind == "http.response.start":
             status = self.status = message["status"]
-            self.messages.append(message)
+            self._keep(message)
             if status >= 400:
                 self.error = message.get(ERROR) or classify(
                     status, f"HTTP {status} from the inner app"
                 )
             return
         if kind != "http.response.body" or self.error is not None:
-            self.messages.append(message)  # the rest of an error response, kept for release
+            self._keep(message)  # the rest of an error response, kept for release
             return
         events = message.get(EVENT)
         if events is not None:
             for event in events:
                 if isinstance(event, Error):
                     self.error = event.error
-                    self.messages.clear()  # a 200 prelude is no error response to release
+                    self.messages = _NONE_HELD  # a 200 prelude is no error response to release
                     raise Abandon
             if message.get("more_body", False) and all(isinstance(e, _PRELUDE) for e in events):
-                self.messages.append(message)
+                self._keep(message)
                 return
         self.committed = True
         downstream = self.downstream
         await self.release(downstream)
-        self.messages.clear()
+        self.messages = _NONE_HELD
         await downstream(message)
         if self.status is not None:  # the start is out: what follows is body only
             self._forward = _settled(downstream)
+
+    def _keep(self, message: Message) -> None:
+        if self.messages is _NONE_HELD:
+            self.messages = [message]
+        else:
+            self.messages.append(message)
 
     async def release(self, send: Send) -> None:
         """Send the held error response as it was (for a final, non-retried failure).

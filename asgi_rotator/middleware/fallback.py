@@ -207,7 +207,7 @@ class FallbackRouter:
         # The attempts in order, until a branch switches to its alternatives (once each).
         queue = iter(plan.steps)
         switched: tuple[str, ...] = ()
-        outcomes: list[_Outcome] = []
+        outcomes: tuple[_Outcome, ...] = ()  # the failed attempts, on the failure path only
         held: Held | None = None
         while (step := next(queue, None)) is not None:
             target = step.target
@@ -230,7 +230,7 @@ class FallbackRouter:
                 if error is None and not held.committed:
                     await held.release(send)  # whatever the app sent, as it sent it
                 return
-            outcomes.append(_Outcome(step.name, error))
+            outcomes += (_Outcome(step.name, error),)
             exchange.record(
                 "fallback.attempt",
                 target=step.name,
@@ -296,7 +296,7 @@ class FallbackRouter:
 _BRANCHES = {"context_window_exceeded": "context", "content_filtered": "content"}
 
 
-def _exhausted(outcomes: list[_Outcome]) -> GatewayError:
+def _exhausted(outcomes: tuple[_Outcome, ...]) -> GatewayError:
     """The one error for a request every target failed, with a status that sums up why."""
     kinds = {o.error.kind for o in outcomes}
     waits = [o.error.retry_after for o in outcomes if o.error.retry_after is not None]

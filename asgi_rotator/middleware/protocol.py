@@ -203,7 +203,7 @@ class _Responder:
         self.sse = False
         self.client_gone = False
         self.held: Message | None = None  # a foreign error response's start, to be replaced
-        self.held_body: list[bytes] = []
+        self.held_body: list[bytes] | None = None  # a held error response's body
         self.held_size = 0
         # Responses only: what an in-band error needs to continue the client's stream (the
         # response id and the last sequence number).  References to sent bodies, no copies.
@@ -242,6 +242,8 @@ class _Responder:
         elif kind == "http.response.body":  # of a held error response
             if self.held_size < _ERROR_BODY_LIMIT:
                 chunk = message.get("body", b"")
+                if self.held_body is None:
+                    self.held_body = []
                 self.held_body.append(chunk)
                 self.held_size += len(chunk)
             if not message.get("more_body", False):
@@ -294,7 +296,7 @@ class _Responder:
         assert held is not None
         self.held = None
         headers = [(k.lower(), v) for k, v in held.get("headers", ())]
-        error = _foreign_error(held["status"], headers, b"".join(self.held_body))
+        error = _foreign_error(held["status"], headers, b"".join(self.held_body or ()))
         kept = [(k, v) for k, v in headers if k not in _BODY_HEADERS]
         await self._error_response(error, "response", kept)
 

@@ -83,7 +83,15 @@ from .. import _watch
 from .._types import App, Message, Receive, Scope, Send
 from ..dispatch import ensure_request, send_error
 from ..errors import PREMATURE_CLOSE, GatewayError, classify, premature_close
-from ..exchange import DEFAULT_MAX_BODY, DISCONNECT_WATCHED, ERROR, EVENT, Exchange, StreamClose
+from ..exchange import (
+    DEFAULT_MAX_BODY,
+    DISCONNECT_WATCHED,
+    ERROR,
+    EVENT,
+    Exchange,
+    StreamClose,
+    passthrough,
+)
 from ..protocols import get_codec
 from ..unified import Error, Finish, MessageStart, ReasoningDelta, Signature
 
@@ -389,7 +397,7 @@ class _GuardedCall:
 
     async def run(self, app: App, scope: Scope, receive: Receive) -> None:
         failure: Exception | None = None
-        watcher = _watch.start(_watch.watch_disconnect(receive, self._on_disconnect))
+        watcher = _watch.start(_watch.watch_disconnect(passthrough(receive), self._on_disconnect))
         try:
             self._set_deadline(self.started, first=True)
             if self.keepalive_early:
