@@ -234,6 +234,9 @@ class ProviderDispatch:
             attempt.kind = error.kind
             attempt.duration = time.monotonic() - attempt.started
             raise
+        # Sent: the upstream request's bytes (a whole conversation, perhaps) are not kept
+        # for as long as the answer streams.
+        del body, headers, outgoing
         attempt.status = response.status
         attempt.ttfb = time.monotonic() - attempt.started
         try:
@@ -416,8 +419,10 @@ class _StreamRelay:
         try:
             async for chunk in chunks:
                 sse_events = sse.feed(chunk)
+                del chunk  # nothing of a read is kept through the wait for the next
                 if sse_events:
                     await self.emit(sse_events)
+                del sse_events
                 if decoder.done:
                     break
             if not decoder.done:

@@ -263,6 +263,7 @@ class _AiohttpResponse:
         try:
             while chunk := await readany():
                 yield chunk
+                del chunk  # not kept through the wait for the next read
         except TimeoutError as exc:
             raise _failure("timeout", exc, reading=True) from None
         except self._errors as exc:
