@@ -36,7 +36,8 @@ Deliberate choices:
   marker dispatch sets), never a clean end that looks complete.
 * Heartbeats go out only while a committed SSE response is idle, only between whole events
   (one send lock, and the last body sent must end on an event boundary), and never reset the
-  stall clock.  They too are a loop timer that re-arms itself from the last write; only a
+  stall clock.  The same loop timer checks them (it fires at whichever of the deadline and
+  the heartbeat check comes first), re-armed from the last write; only a
   heartbeat that is due makes a task to send it, and the send lock is made with the first
   one: until then the inner app is the only sender and a busy stream pays for neither.
   They carry an empty EVENT twin, so a routing layer that is still holding a prelude keeps
@@ -284,8 +285,8 @@ class _GuardedCall:
     __slots__ = (
         "at_boundary",
         "attempts_before",
+        "beat_at",
         "beat_task",
-        "beat_timer",
         "body_given",
         "bytes",
         "cancelled_by_us",
@@ -348,7 +349,7 @@ class _GuardedCall:
         # until then ``sending`` tells a heartbeat that a send is under way.
         self.lock: asyncio.Lock | None = None
         self.sending = False
-        self.beat_timer: asyncio.TimerHandle | None = None
+        self.beat_at = math.inf  # when the heartbeat check is due (inf: not armed)
         self.beat_task: asyncio.Task[None] | None = None
         self.early_tried = False
         self.finished = False  # the inner app is done: no timer may be armed any more
@@ -360,8 +361,9 @@ class _GuardedCall:
         self.total_deadline = (
             now + limits.total_timeout if limits.total_timeout is not None else math.inf
         )
-        # The one deadline timer: the deadline itself is a float moved on every message;
-        # the timer is only re-armed when it fires early or a deadline comes sooner.
+        # The one timer, for the deadline and the heartbeat check: the deadline itself is a
+        # float moved on every message; the timer is only re-armed when it fires early or
+        # something comes due sooner.
         self.deadline = math.inf
         self.deadline_kind = "ttfb"
         self.timer: asyncio.TimerHandle | None = None
@@ -435,9 +437,6 @@ class _GuardedCall:
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if self.beat_timer is not None:
-            self.beat_timer.cancel()
-            self.beat_timer = None
         beat = self.beat_task
         try:
             if beat is not None:
@@ -628,7 +627,7 @@ class _GuardedCall:
                 if (
                     self.sse
                     and interval is not None
-                    and self.beat_timer is None
+                    and self.beat_at == math.inf
                     and self.beat_task is None
                 ):
                     self._arm_beat(self.clock() + interval)
@@ -732,35 +731,41 @@ class _GuardedCall:
             deadline, kind = self.total_deadline, "total"
         self.deadline = deadline
         self.deadline_kind = kind
-        if deadline < self.timer_at:
-            # Sooner than the armed timer (or none is armed): re-arm.  A later deadline
-            # leaves the timer alone; it re-arms itself when it fires early.
+        self._arm(deadline)
+
+    def _arm(self, at: float) -> None:
+        """Re-arm the timer if ``at`` is sooner than it is armed for (or none is armed).  A
+        later time leaves it alone; it re-arms itself when it fires early."""
+        if at < self.timer_at:
             if self.timer is not None:
                 self.timer.cancel()
-            self.timer = self.loop.call_at(deadline, self._on_deadline)
-            self.timer_at = deadline
+            self.timer = self.loop.call_at(at, self._on_timer)
+            self.timer_at = at
 
-    def _on_deadline(self) -> None:
+    def _on_timer(self) -> None:
         self.timer = None
         self.timer_at = math.inf
-        deadline = self.deadline
-        if deadline == math.inf or self.finished:
-            return  # the clock is stopped (a send): its end sets a deadline and re-arms
-        if self.clock() >= deadline:
+        if self.finished:
+            return
+        now = self.clock()
+        # An infinite deadline is a stopped clock (a send): its end sets one and re-arms.
+        if now >= self.deadline:
             self.timed_out = self.deadline_kind
             self.scope.cancel()
-        else:
-            self.timer = self.loop.call_at(deadline, self._on_deadline)
-            self.timer_at = deadline
+            return
+        if now >= self.beat_at:
+            self.beat_at = math.inf
+            self._on_beat()
+        self._arm(min(self.deadline, self.beat_at))
 
     def _arm_beat(self, at: float) -> None:
-        if self.beat_timer is None and not self.finished:
-            self.beat_timer = self.loop.call_at(at, self._on_beat)
+        if self.beat_at == math.inf and not self.finished:
+            self.beat_at = at
+            self._arm(at)
 
     def _on_beat(self) -> None:
-        """The heartbeat timer: is a heartbeat (or the early commit) due?  The sending is
-        left to a task, made only then; a busy stream never makes one."""
-        self.beat_timer = None
+        """The heartbeat check, when due: is a heartbeat (or the early commit) due?  The
+        sending is left to a task, made only then; a busy stream never makes one."""
         if self.ended or self.cancelled_by_us or self.finished or self.beat_task is not None:
             return
         interval = self.limits.heartbeat_interval

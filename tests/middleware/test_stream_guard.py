@@ -618,6 +618,17 @@ async def test_heartbeats_do_not_keep_a_stalled_stream_alive() -> None:
     assert exchange.close.heartbeats >= 2
 
 
+async def test_one_timer_serves_the_stall_deadline_and_the_heartbeats() -> None:
+    """The heartbeat check and the stall deadline share one loop timer: the heartbeats that
+    come due first neither push the deadline back nor stop when it is further off."""
+    script = Script(start(), event(TEXT), Script.FOREVER)
+    _, exchange = await run(guard(script, stall_timeout=0.4, heartbeat_interval=0.1), make_scope())
+    close = exchange.close
+    assert close is not None and close.reason == "stall_timeout"
+    assert 2 <= close.heartbeats <= 4  # at about 0.1, 0.2 and 0.3 s
+    assert close.duration is not None and close.duration < 2.0
+
+
 async def test_no_heartbeat_before_commit_or_on_a_plain_response() -> None:
     body = {"type": "http.response.body", "body": b"{}", "more_body": False}
     client, _ = await run(
