@@ -182,7 +182,8 @@ class ProviderDispatch:
         request = exchange.request
         if request is None:
             request = exchange.request = parse_request_body(codec, exchange.body, route)
-            exchange.record("dispatch.parse", protocol=exchange.protocol)
+            if exchange.recording:
+                exchange.record("dispatch.parse", protocol=exchange.protocol)
         if exchange.model is None:
             exchange.model = request.model
         target = exchange.target
@@ -210,14 +211,15 @@ class ProviderDispatch:
             for key, value in exchange.scope["headers"]:
                 if key.decode("latin-1") == name:
                     headers.append((name, value.decode("latin-1")))
-        exchange.record(
-            "dispatch.request",
-            provider=provider.name,
-            model=target.model,
-            protocol=upstream_protocol,
-            translated=upstream_protocol != exchange.protocol,
-            bytes=len(body),
-        )
+        if exchange.recording:
+            exchange.record(
+                "dispatch.request",
+                provider=provider.name,
+                model=target.model,
+                protocol=upstream_protocol,
+                translated=upstream_protocol != exchange.protocol,
+                bytes=len(body),
+            )
         url = provider.url(upstream_protocol, upstream_codec.request_path(outgoing))
         attempt = Attempt(
             number=len(exchange.attempts) + 1,

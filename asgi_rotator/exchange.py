@@ -187,7 +187,8 @@ class Exchange:
 
     def record(self, name: str, **data: Any) -> None:
         """Note a transform pass (``protocol.parse``, ``dispatch.translate_request`` ...), if
-        the exchange is ``recording``."""
+        the exchange is ``recording``.  What runs on every request checks ``recording``
+        first: the call's keyword arguments are a dict made whether kept or not."""
         if self.recording:
             self.passes.append(Pass(name, _perf_counter(), data))
 

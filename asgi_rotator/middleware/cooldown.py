@@ -377,15 +377,16 @@ class CooldownRetry:
             index = candidates[0] if len(candidates) == 1 else await self._pick(pool, candidates)
             credential = pool.credentials[index]
             exchange.credential = credential
-            exchange.record(
-                "cooldown.select",
-                provider=pool.name,
-                model=model,
-                credential=credential.id if credential is not None else None,
-                rotation=pool.rotation,
-                healthy=len(healthy),
-                attempt=attempts + 1,
-            )
+            if exchange.recording:
+                exchange.record(
+                    "cooldown.select",
+                    provider=pool.name,
+                    model=model,
+                    credential=credential.id if credential is not None else None,
+                    rotation=pool.rotation,
+                    healthy=len(healthy),
+                    attempt=attempts + 1,
+                )
             before = out.floor = len(exchange.attempts)
             held = Held(send, on_start)
             try:

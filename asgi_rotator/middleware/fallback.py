@@ -196,7 +196,8 @@ class FallbackRouter:
             exchange.error = unknown
             await send_counted_error(send, exchange, unknown)
             return
-        exchange.record("fallback.plan", group=plan.group_name, targets=plan.targets)
+        if exchange.recording:
+            exchange.record("fallback.plan", group=plan.group_name, targets=plan.targets)
         # The attempts run here rather than in a helper: this frame stays suspended for the
         # whole response, and every event resumes each frame on the way down.
         group = plan.group
@@ -226,7 +227,8 @@ class FallbackRouter:
             note_foreign_attempt(exchange, before, target, held)
             error = held.error
             if held.committed or error is None:
-                exchange.record("fallback.attempt", target=step.name, outcome="answered")
+                if exchange.recording:
+                    exchange.record("fallback.attempt", target=step.name, outcome="answered")
                 if error is None and not held.committed:
                     await held.release(send)  # whatever the app sent, as it sent it
                 return

@@ -113,7 +113,8 @@ class ProtocolNegotiation:
                 await _reject(send, _bare_exchange(scope, receive), protocol, too_large)
                 return
             exchange.protocol = protocol
-            exchange.record("protocol.detect", protocol=protocol, endpoint=route.endpoint)
+            if exchange.recording:
+                exchange.record("protocol.detect", protocol=protocol, endpoint=route.endpoint)
             if len(exchange.body) > self.max_body:  # read by an outer layer with a larger limit
                 await _reject(send, exchange, protocol, _too_large(self.max_body))
                 return
@@ -400,13 +401,14 @@ def _parse(exchange: Exchange, protocol: str, route: Route) -> GatewayError | No
         )
     exchange.request = request
     exchange.model = request.model
-    exchange.record(
-        "protocol.parse",
-        protocol=protocol,
-        model=request.model,
-        stream=request.stream,
-        bytes=len(exchange.body),
-    )
+    if exchange.recording:
+        exchange.record(
+            "protocol.parse",
+            protocol=protocol,
+            model=request.model,
+            stream=request.stream,
+            bytes=len(exchange.body),
+        )
     return None
 
 

@@ -214,14 +214,15 @@ class StreamGuard:
             except GatewayError:
                 pass  # the inner app answers it in the client's protocol
             early = _streams_sse(exchange)
-        exchange.record(
-            "stream_guard.limits",
-            ttfb=limits.ttfb_timeout,
-            stall=limits.stall_timeout,
-            total=limits.total_timeout,
-            heartbeat=limits.heartbeat_interval,
-            source=source,
-        )
+        if exchange.recording:
+            exchange.record(
+                "stream_guard.limits",
+                ttfb=limits.ttfb_timeout,
+                stall=limits.stall_timeout,
+                total=limits.total_timeout,
+                heartbeat=limits.heartbeat_interval,
+                source=source,
+            )
         guarded = _GuardedCall(exchange, limits, send, early)
         scope[DISCONNECT_WATCHED] = True  # this layer cancels the inner app on disconnect
         try:
@@ -229,16 +230,17 @@ class StreamGuard:
         finally:
             close = guarded.close_record()
             exchange.close = close
-            exchange.record(
-                "stream_guard.close",
-                reason=close.reason,
-                events=close.events,
-                bytes=close.bytes,
-                heartbeats=close.heartbeats,
-                attempt=close.attempt,
-                ttfb=close.ttfb,
-                duration=close.duration,
-            )
+            if exchange.recording:
+                exchange.record(
+                    "stream_guard.close",
+                    reason=close.reason,
+                    events=close.events,
+                    bytes=close.bytes,
+                    heartbeats=close.heartbeats,
+                    attempt=close.attempt,
+                    ttfb=close.ttfb,
+                    duration=close.duration,
+                )
             if self.close_log is not None and (exchange.request is not None or guarded.sse):
                 line = _json_line(
                     {"time": time.time(), **msgspec.structs.asdict(close)}  # type: ignore[arg-type]
@@ -501,11 +503,12 @@ class _GuardedCall:
         self.deadline = math.inf  # the stall clock stops while the client takes it
         if self.first_event_at is None:
             self.first_event_at = self.clock()
-            self.exchange.record(
-                "stream_guard.first_event",
-                ttfb=self.first_event_at - self.started,
-                early=self.early,
-            )
+            if self.exchange.recording:
+                self.exchange.record(
+                    "stream_guard.first_event",
+                    ttfb=self.first_event_at - self.started,
+                    early=self.early,
+                )
         if self.inner_start is not None and not _is_stream_start(self.inner_start):
             await self._inner_error_in_band(message)
             return
