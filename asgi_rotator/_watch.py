@@ -88,6 +88,12 @@ async def stop(task: asyncio.Task[None]) -> None:
     if not task.done():
         task.cancel()
         cancelled: BaseException | None = None
+        try:
+            # cancel() queued the task's wakeup ahead of ours: one bare yield usually finds
+            # it finished, with no future and callback made to wait for it.
+            await asyncio.sleep(0)
+        except asyncio.CancelledError as exc:
+            cancelled = exc
         while not task.done():
             waiter = task.get_loop().create_future()
             task.add_done_callback(_release(waiter))
