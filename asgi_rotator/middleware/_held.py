@@ -31,8 +31,9 @@ __all__ = ["Abandon", "Held", "run_held"]
 
 
 _PRELUDE = (MessageStart, UsageEvent)
-# What ``Held.messages`` is until something is held: shared, never appended to (``_keep``
-# makes the list), so an attempt that commits at once allocates none.
+# What ``Held.messages`` is when nothing is held: shared and never appended to (``_keep``
+# makes a list), so a committed attempt keeps no list for the rest of its stream.  Read it;
+# never mutate it from outside.
 _NONE_HELD: list[Message] = []
 
 
