@@ -157,6 +157,7 @@ class _HttpxResponse:
         try:
             async for chunk in self._response.aiter_bytes():
                 yield chunk
+                del chunk  # not kept through the wait for the next read
         except lib.TimeoutException as exc:
             raise _failure("timeout", exc, reading=True) from None
         except lib.TransportError as exc:
