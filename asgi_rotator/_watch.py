@@ -16,8 +16,8 @@ bookkeeping) relies on.
 ``stop`` keeps the structured-concurrency promise a task group made: the helper task is
 finished before the request returns, its exception (if any) surfaces as itself, and a
 cancellation of the caller while it waits is neither lost nor reported with the wrong
-origin (it waits on a fresh future, so the ``CancelledError`` it re-raises is the one
-delivered to the caller, which anyio recognises as its own).
+origin (it waits with a bare yield, then on fresh futures, so the ``CancelledError`` it
+re-raises is the one delivered to the caller, which anyio recognises as its own).
 """
 
 from __future__ import annotations
