@@ -54,8 +54,12 @@ def server() -> Iterator[tuple[MockUpstream, str]]:
 
 @pytest.fixture
 def mock(server: tuple[MockUpstream, str]) -> MockUpstream:
-    server[0].clear()
-    return server[0]
+    upstream = server[0]
+    # The server is shared: a stream of the test before may still be closing, and its
+    # record must not land in this test's after the clear.
+    wait_for(lambda: upstream.open_streams == 0)
+    upstream.clear()
+    return upstream
 
 
 @pytest.fixture
