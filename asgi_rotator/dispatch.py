@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -544,10 +545,10 @@ def parse_request_body(codec: Codec, body: bytes, route: Route) -> Request:
         raise GatewayError("bad_request", "request body is empty; expected a JSON object")
     try:
         data = _json_decode(body)
-    except msgspec.DecodeError as exc:
-        raise GatewayError("bad_request", f"request body is not valid JSON: {exc}") from None
-    except UnicodeDecodeError as exc:  # msgspec's answer to invalid UTF-8 inside a string
-        raise GatewayError("bad_request", f"request body is not valid UTF-8: {exc}") from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        # The words are ours: msgspec's change between releases (and, for invalid UTF-8,
+        # even its exception type), so only the byte offset is taken from it.
+        raise GatewayError("bad_request", _decode_problem(body, exc)) from None
     except RecursionError:
         raise GatewayError("bad_request", "request body is nested too deeply") from None
     return codec.parse_request(data, model=route.model, stream=route.stream)
@@ -581,6 +582,21 @@ async def _send_json(send: Send, status: int, body: Any) -> None:
         }
     )
     await send({"type": "http.response.body", "body": raw})
+
+
+_AT_BYTE = re.compile(r"\(byte (\d+)\)")
+
+
+def _decode_problem(body: bytes, exc: Exception) -> str:
+    """Why a request body did not decode, in the gateway's own words."""
+    try:
+        body.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        # JSON is UTF-8 (RFC 8259 section 8.1)
+        return f"request body is not valid JSON: not valid UTF-8 at byte {bad.start}"
+    # The offset, where the decoder gives one; its wording is not passed on.
+    found = _AT_BYTE.search(str(exc))
+    return "request body is not valid JSON" + (f" (byte {found.group(1)})" if found else "")
 
 
 def _maybe_json(raw: bytes) -> Any:
