@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import ipaddress
 import os
 import sys
 
 from .config import Config, ConfigError, config_from_env, load_config
-from .stack import build_app, with_mock_providers
+from .stack import Gateway, build_app, with_mock_providers
 
 __all__ = ["main"]
 
@@ -20,25 +21,47 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the gateway under uvicorn")
     serve.add_argument("--config", help="TOML or JSON configuration file")
     serve.add_argument("--host", help="address to listen on (default: server.host, 127.0.0.1)")
-    serve.add_argument("--port", type=int, help="port (default: server.port, 8080)")
-    check = commands.add_parser("check-config", help="validate a configuration file")
+    serve.add_argument("--port", type=_port, help="port (default: server.port, 8080)")
+    check = commands.add_parser(
+        "check-config",
+        help="validate a configuration file as serve would (environment included), "
+        "naming every mistake",
+    )
     check.add_argument("file")
     args = parser.parse_args(argv)
     try:
         if args.command == "check-config":
-            config = load_config(args.file)
-            print(
-                f"{args.file}: ok ({len(config.providers)} providers, {len(config.groups)} groups)"
-            )
-            return 0
+            return _check_config(args.file)
         return _serve(args)
     except ConfigError as exc:
-        print(f"asgi-rotator: {exc}", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"asgi-rotator: {problem}", file=sys.stderr)
         return 2
 
 
+def _check_config(path: str) -> int:
+    config = load_config(path, os.environ, check_secrets=True)
+    gateway = _build(config)  # what serve would build: providers, stores, every layer
+    asyncio.run(gateway.aclose())
+    print(f"{path}: ok ({len(config.providers)} providers, {len(config.groups)} groups)")
+    return 0
+
+
+def _build(config: Config) -> Gateway:
+    """The stack ``serve`` runs.  The configuration was checked already; a layer refusing
+    its arguments all the same is still a configuration mistake, said in one line."""
+    try:
+        return build_app(config, environ=os.environ)
+    except ValueError as exc:  # ConfigError included
+        raise ConfigError(str(exc)) from None
+
+
 def _serve(args: argparse.Namespace) -> int:
-    config: Config = load_config(args.config) if args.config else config_from_env()
+    config: Config = (
+        load_config(args.config, os.environ, check_secrets=True)
+        if args.config
+        else config_from_env()
+    )
     host = args.host or config.server.host
     port = args.port if args.port is not None else config.server.port
     if not _is_loopback(host) and not config.server.inbound_keys:
@@ -52,7 +75,7 @@ def _serve(args: argparse.Namespace) -> int:
     if not config.providers:
         config = with_mock_providers(config)
         note = " — no providers configured, serving the built-in mock provider (no API keys needed)"
-    app = build_app(config, environ=os.environ)
+    app = _build(config)
     import uvicorn
 
     tune_gc()
@@ -91,6 +114,16 @@ def tune_gc() -> None:
     gc.freeze()
     _gen0, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(GC_THRESHOLD, gen1, gen2)
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text!r}")
+    return port
 
 
 def _is_loopback(host: str) -> bool:

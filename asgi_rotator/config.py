@@ -26,6 +26,8 @@ from typing import Any, Literal
 import msgspec
 from msgspec import Struct, field
 
+from .config_check import secret_problems, shape_problems, value_problems
+
 __all__ = [
     "PRESETS",
     "Config",
@@ -51,7 +53,12 @@ AuthStyle = Literal["bearer", "x-api-key", "x-goog-api-key", "none"]
 
 
 class ConfigError(ValueError):
-    """A configuration problem, with the path of the offending value in its message."""
+    """Configuration problems, each with the path of the offending value: ``problems`` lists
+    them, one line each, and the message is those lines."""
+
+    def __init__(self, problems: str | list[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
 
 
 class ServerConfig(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -235,13 +242,23 @@ def resolve_secret(ref: str, env: Mapping[str, str], where: str) -> str:
     if not ref.startswith("env:"):
         return ref
     value = env.get(ref[4:])
-    if not value:
+    if value is None:
         raise ConfigError(f"{where}: environment variable {ref[4:]} is not set")
+    if not value.strip():
+        raise ConfigError(f"{where}: environment variable {ref[4:]} is empty or blank")
     return value
 
 
-def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> Config:
-    """Read a TOML or JSON file (by suffix; TOML otherwise) and apply environment overrides."""
+def load_config(
+    path: str | os.PathLike[str],
+    environ: Mapping[str, str] | None = None,
+    *,
+    check_secrets: bool = False,
+) -> Config:
+    """Read a TOML or JSON file (by suffix; TOML otherwise) and apply environment overrides.
+
+    ``check_secrets``: also report every ``env:NAME`` reference the environment does not
+    answer (``serve`` and ``check-config`` do; a library user may build providers later)."""
     path = Path(path)
     try:
         text = path.read_text()
@@ -253,33 +270,82 @@ def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None 
         raise ConfigError(
             f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}"
         ) from None
-    return parse_config(data, environ, source=str(path))
+    return parse_config(data, environ, source=str(path), check_secrets=check_secrets)
 
 
 def parse_config(
-    data: Any, environ: Mapping[str, str] | None = None, *, source: str = "config"
+    data: Any,
+    environ: Mapping[str, str] | None = None,
+    *,
+    source: str = "config",
+    check_secrets: bool = False,
 ) -> Config:
+    """A ``Config`` from plain data (a parsed file) and the environment's overrides.
+
+    Raises ``ConfigError`` listing every mistake, each with its path; a mistake in a value
+    set by an ``ASGI_ROTATOR__...`` variable names the variable instead of ``source``."""
+    from .protocols import codec_names  # local: the registry imports codecs lazily
+
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: the top level must be a table/object")
-    data = _apply_env(data, os.environ if environ is None else environ)
-    # msgspec writes a dict key as `[...]` in its error paths; tables keyed by name are
-    # checked entry by entry first so the error names the provider or group.
-    for section, schema in (("providers", ProviderConfig), ("groups", GroupConfig)):
-        table = data.get(section)
-        if isinstance(table, dict):
-            for name, entry in table.items():
-                try:
-                    msgspec.convert(entry, schema)
-                except msgspec.ValidationError as exc:
-                    raise ConfigError(
-                        f"{source}: {_explain(exc, entry, prefix=f'{section}.{name}')}"
-                    ) from None
+    env = os.environ if environ is None else environ
+    data, origins = _apply_env(data, env)
+    problems = shape_problems(data, Config)
+    # The values are checked too, with what is misshapen left out, so that one run names
+    # every mistake; what leaving a field out would itself cause is not reported twice.
+    pruned = [_prune(data, p.path) for p in problems] if problems else []
     try:
         config = msgspec.convert(data, Config)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"{source}: {_explain(exc, data)}") from None
-    _check(config, source)
+    except msgspec.ValidationError:
+        assert problems  # only a required field left out can get here
+    else:
+        found = value_problems(config, PRESETS, set(codec_names()))
+        if check_secrets:
+            found += secret_problems(config, env)
+        problems += [p for p in found if not any(_related(p.path, cut) for cut in pruned)]
+    if problems:
+        raise ConfigError([_located(p.path, p.message, source, origins) for p in problems])
     return config
+
+
+def _prune(data: dict[str, Any], path: str) -> str:
+    """Remove the table entry that holds ``path``'s mistake; the path of what was removed."""
+    node: Any = data
+    keys = _path_keys(path)
+    for i, key in enumerate(keys):
+        if not isinstance(node, dict) or key not in node:
+            break
+        if i == len(keys) - 1 or not isinstance(node[key], dict):
+            del node[key]
+            return path[: _prefix_length(path, i + 1)]
+        node = node[key]
+    return path
+
+
+# A segment of an error path: ``.name``, ``."quoted name"`` or ``[index]``.
+_SEGMENT = re.compile(r'\.?(?:"((?:[^"\\]|\\.)*)"|([^.\["]+))|\[\d+\]')
+
+
+def _path_keys(path: str) -> list[str]:
+    """The table keys of an error path: ``groups.g.targets[0]`` -> groups, g, targets."""
+    keys = []
+    for match in _SEGMENT.finditer(path):
+        quoted, plain = match.groups()
+        if quoted is not None:
+            keys.append(json.loads(f'"{quoted}"'))
+        elif plain is not None:
+            keys.append(plain)
+    return keys
+
+
+def _prefix_length(path: str, keys: int) -> int:
+    """Where the first ``keys`` table keys of ``path`` end."""
+    ends = [m.end() for m in _SEGMENT.finditer(path) if not m.group(0).startswith("[")]
+    return ends[keys - 1]
+
+
+def _related(path: str, cut: str) -> bool:
+    return path == cut or path.startswith((cut + ".", cut + "[")) or cut.startswith(path + ".")
 
 
 def config_from_env(environ: Mapping[str, str] | None = None) -> Config:
@@ -311,11 +377,16 @@ def _with_providers(config: Config, providers: dict[str, ProviderConfig]) -> Con
     return msgspec.structs.replace(config, providers={**providers, **config.providers})
 
 
-def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, Any]:
+def _apply_env(
+    data: dict[str, Any], environ: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The data with ``ASGI_ROTATOR__...`` overrides applied, and which variable set which
+    path (``{"server.port": "ASGI_ROTATOR__SERVER__PORT"}``), for the error messages."""
     overrides = sorted((k, v) for k, v in environ.items() if k.startswith(ENV_PREFIX))
     if not overrides:
-        return data
+        return data, {}
     data = json.loads(json.dumps(data))  # deep copy; values are plain TOML/JSON
+    origins: dict[str, str] = {}
     for key, raw in overrides:
         parts = [p.lower() for p in key[len(ENV_PREFIX) :].split("__") if p]
         if not parts:
@@ -331,77 +402,14 @@ def _apply_env(data: dict[str, Any], environ: Mapping[str, str]) -> dict[str, An
                 child = node[part] = {}
             node = child
         node[parts[-1]] = value
-    return data
+        origins[".".join(parts)] = key
+    return data, origins
 
 
-_AT_PATH = re.compile(r" - at `\$(.*)`$")
-
-
-def _explain(exc: msgspec.ValidationError, data: Any, prefix: str = "") -> str:
-    """msgspec says ``Expected `int`, got `str` - at `$.server.port```; we add the value."""
-    message = str(exc)
-    match = _AT_PATH.search(message)
-    if not match:
-        return f"{prefix}: {message}" if prefix else message
-    raw_path = match.group(1)
-    problem = message[: match.start()]
-    path = prefix + raw_path if prefix else raw_path.lstrip(".")
-    value = _lookup(data, raw_path)
-    shown = "" if value is _MISSING else f" (got {json.dumps(value, default=str)[:80]})"
-    return f"{path}: {problem[0].lower()}{problem[1:]}{shown}"
-
-
-_MISSING = object()
-_SEGMENT = re.compile(r"\.([^.\[]+)|\[(\d+)\]|\[(\"[^\"]*\")\]")
-
-
-def _lookup(data: Any, raw_path: str) -> Any:
-    node = data
-    for key, index, quoted in _SEGMENT.findall(raw_path):
-        try:
-            if index:
-                node = node[int(index)]
-            else:
-                node = node[json.loads(quoted) if quoted else key]
-        except (KeyError, IndexError, TypeError, ValueError):
-            return _MISSING
-    return node
-
-
-def _check(config: Config, source: str) -> None:
-    from .protocols import codec_names  # local: the registry imports codecs lazily
-
-    known = set(codec_names())
-    for name, provider in config.providers.items():
-        where = f"{source}: providers.{name}"
-        if "/" in name:
-            raise ConfigError(f"{where}: a provider name cannot contain '/'")
-        preset_name = provider.preset or (name if name in PRESETS else None)
-        if provider.preset is not None and provider.preset not in PRESETS:
-            raise ConfigError(
-                f"{where}.preset: unknown preset {provider.preset!r}; known: {', '.join(PRESETS)}"
-            )
-        protocols = provider.protocols or ([provider.protocol] if provider.protocol else [])
-        for i, protocol in enumerate(protocols):
-            if protocol not in known:
-                raise ConfigError(
-                    f"{where}.protocols[{i}]: unknown protocol {protocol!r}; known: {', '.join(sorted(known))}"
-                )
-        if not protocols and preset_name is None:
-            raise ConfigError(f"{where}: needs `protocol` (or a `preset`)")
-        if provider.base_url is None and preset_name is None and not provider.base_urls:
-            raise ConfigError(f"{where}: needs `base_url` (or a `preset`)")
-        for i, key in enumerate(provider.keys):
-            if key.startswith("env:") and not key[4:]:
-                raise ConfigError(f"{where}.keys[{i}]: empty variable name after 'env:'")
-        if provider.timeout <= 0:
-            raise ConfigError(f"{where}.timeout: must be > 0 (got {provider.timeout})")
-    for name, group in config.groups.items():
-        if not group.targets:
-            raise ConfigError(f"{source}: groups.{name}.targets: must not be empty")
-    if config.state.backend == "file" and not config.state.path:
-        raise ConfigError(f"{source}: state.path: the file backend needs a directory")
-    if config.state.backend == "redis" and not config.state.url:
-        raise ConfigError(
-            f"{source}: state.url: the redis backend needs a URL (redis://host:6379/0)"
-        )
+def _located(path: str, message: str, source: str, origins: Mapping[str, str]) -> str:
+    """``source: path: message``, where ``source`` is the variable that set the value (or a
+    table above it) when one did, else the file."""
+    for set_path, variable in origins.items():
+        if path == set_path or path.startswith((set_path + ".", set_path + "[")):
+            return f"{variable}: {path}: {message}"
+    return f"{source}: {path}: {message}"

@@ -68,23 +68,23 @@ def test_toml_and_json_are_the_same_schema(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("snippet", "expected"),
     [
-        ('[server]\nport = "eighty"', 'server.port: expected `int`, got `str` (got "eighty")'),
+        ('[server]\nport = "eighty"', 'server.port: expected an integer, got a string ("eighty")'),
         (
             '[providers.x]\nprotocol = "openai_chat"\nbase_url = "http://h"\ntimeout = "fast"',
-            'providers.x.timeout: expected `float`, got `str` (got "fast")',
+            'providers.x.timeout: expected a number, got a string ("fast")',
         ),
         (
             '[providers.x]\nprotocol = "smoke_signals"\nbase_url = "http://h"',
-            "providers.x.protocols[0]: unknown protocol 'smoke_signals'",
+            "providers.x.protocol: unknown protocol 'smoke_signals'",
         ),
         ('[providers.x]\nbase_url = "http://h"', "providers.x: needs `protocol`"),
         (
             '[providers.x]\nprotocol = "gemini"\nbase_url = "http://h"\nkye = []',
-            "providers.x: Object contains unknown field `kye`",
+            "providers.x.kye: unknown field; known fields here: preset, protocol",
         ),
         (
             "[groups.g]\ntargets = [42]",
-            "groups.g.targets[0]: expected `str | object`, got `int` (got 42)",
+            "groups.g.targets[0]: expected a string or a table, got an integer (42)",
         ),
         ("[server\n", "not valid TOML"),
     ],
@@ -93,6 +93,168 @@ def test_errors_name_the_path_and_value(tmp_path: Path, snippet: str, expected: 
     with pytest.raises(ConfigError) as info:
         load_config(write(tmp_path, snippet), {})
     assert expected in str(info.value)
+
+
+# Each broken configuration with the line check-config and serve must print for it. Every
+# value here was once accepted by check-config, or crashed serve, or printed a secret.
+PROVIDER = '[providers.p]\nprotocol = "gemini"\nbase_url = "http://h"\nmodels = ["m"]\n'
+BROKEN = [
+    (
+        '[cooldown]\nrotation = "random"',
+        "cooldown.rotation: 'random' is not one of round_robin, fair_cycle, priority, least_used",
+    ),
+    ('[providers.p]\npreset = "openai"\nrotation = "lru"', "providers.p.rotation: 'lru' is not one of"),
+    ("[server]\nmax_body_bytes = -1", "server.max_body_bytes: must be greater than 0, got -1"),
+    ("[server]\nport = 99999", "server.port: must be between 1 and 65535, got 99999"),
+    ("[server]\nport = 0", "server.port: must be between 1 and 65535, got 0"),
+    ("[stream]\nttfb_timeout = 0", "stream.ttfb_timeout: must be greater than 0, got 0"),
+    ('[stream.overrides.p]\nstal_timeout = 5', "stream.overrides.p.stal_timeout: unknown key"),
+    ("[cooldown]\nmax_attempts = 0", "cooldown.max_attempts: must be greater than 0, got 0"),
+    ('[routing]\nfallback_on = ["flaky"]', "routing.fallback_on[0]: unknown error kind 'flaky'"),
+    ('[state]\nbackend = "sqlite"', "state.backend: 'sqlite' is not one of memory, file, redis"),
+    ('[providers.p]\npreset = "openai"\nauth = "basic"', "providers.p.auth: 'basic' is not one of"),
+    ('[server]\nupstream_client = "requests"', "server.upstream_client: 'requests' is not one of auto"),
+    (PROVIDER + '[groups.g]\ntargets = ["b/x"]', "groups.g.targets[0]: 'b/x' is not 'provider/model'"),
+    (PROVIDER + '[groups.g]\ntargets = []', "groups.g.targets: must not be empty"),
+    (
+        PROVIDER + '[groups.g]\ntargets = ["p/m"]\ncontext_fallbacks = ["q/m"]',
+        "groups.g.context_fallbacks[0]: 'q/m' is not 'provider/model'",
+    ),
+    (PROVIDER + '[aliases]\nfast = "nowhere/m"', "aliases.fast: 'nowhere/m' is not"),
+    ('[server]\ninbound_keys = [""]', "server.inbound_keys[0]: must not be empty or blank"),
+    ('[server]\ninbound_keys = [" "]', "server.inbound_keys[0]: must not be empty or blank"),
+    (PROVIDER + 'keys = ["  "]', "providers.p.keys[0]: must not be empty or blank"),
+    ('[providers.p]\npreset = "openai"\nkeys = ["env:"]', "providers.p.keys[0]: empty variable name"),
+]
+
+
+@pytest.mark.parametrize(("snippet", "expected"), BROKEN)
+def test_check_config_names_each_broken_value(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], snippet: str, expected: str
+) -> None:
+    path = write(tmp_path, snippet)
+    assert main(["check-config", str(path)]) == 2
+    out = capsys.readouterr()
+    assert expected in out.err and not out.out
+    assert "Traceback" not in out.err
+    # serve refuses the same file with the same line, before anything is built or bound.
+    assert main(["serve", "--config", str(path)]) == 2
+    assert expected in capsys.readouterr().err
+
+
+def test_every_mistake_is_reported_at_once(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = write(
+        tmp_path,
+        '[server]\nport = 99999\nmax_body_bytes = -1\n[cooldown]\nrotation = "random"\n'
+        '[providers.p]\nprotocol = 5\nbase_url = "http://h"\n[stream]\nstall_timeout = "x"',
+    )
+    assert main(["check-config", str(path)]) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert [line.split(": ")[2] for line in lines] == [
+        "providers.p.protocol",
+        "stream.stall_timeout",
+        "server.port",
+        "server.max_body_bytes",
+        "cooldown.rotation",
+    ]
+    # The misshapen protocol is reported once, not again as "needs `protocol`".
+    assert not any("needs" in line for line in lines)
+
+
+def test_check_config_resolves_environment_references(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY_2", "GEMINI_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("GEMINI_API_KEY", "   ")
+    assert main(["check-config", "examples/gateway.toml"]) == 2
+    err = capsys.readouterr().err
+    for line in (
+        "providers.openai.keys[0]: environment variable OPENAI_API_KEY is not set",
+        "providers.claude.keys[0]: environment variable ANTHROPIC_API_KEY is not set",
+        "providers.claude.keys[1]: environment variable ANTHROPIC_API_KEY_2 is not set",
+        "providers.gemini.keys[0]: environment variable GEMINI_API_KEY is empty or blank",
+    ):
+        assert line in err
+    for name in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY_2", "GEMINI_API_KEY"):
+        monkeypatch.setenv(name, f"sk-{name.lower()}")
+    assert main(["check-config", "examples/gateway.toml"]) == 0
+    assert "ok (3 providers, 1 groups)" in capsys.readouterr().out
+
+
+def test_an_environment_override_is_named_as_the_source(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ASGI_ROTATOR__SERVER__PORT", "abc")
+    path = write(tmp_path, "[server]\nport = 8080")
+    assert main(["check-config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert 'ASGI_ROTATOR__SERVER__PORT: server.port: expected an integer, got a string ("abc")' in err
+    assert str(path) not in err
+
+
+SECRET = "sk-canary-5f3a9e"
+
+
+@pytest.mark.parametrize(
+    ("snippet", "env", "expected"),
+    [
+        (
+            PROVIDER + f'keys = "{SECRET}"',
+            {},
+            "providers.p.keys: expected an array, got a string of 16 characters (not shown",
+        ),
+        (PROVIDER + f'keys = [["{SECRET}"]]', {}, "providers.p.keys[0]: expected a string, got an array"),
+        (f'[server]\ninbound_keys = "{SECRET}"', {}, "server.inbound_keys: expected an array"),
+        (
+            f'[state]\nbackend = "redis"\nurl = ["redis://:{SECRET}@127.0.0.1:6379/0"]',
+            {},
+            "state.url: expected a string, got an array of 1 item (not shown",
+        ),
+        (PROVIDER + f'headers = {{x-key = 7, y = "{SECRET}"}}', {}, "providers.p.headers.x-key"),
+        (
+            PROVIDER,
+            {"ASGI_ROTATOR__PROVIDERS__P__KEYS": SECRET},
+            "ASGI_ROTATOR__PROVIDERS__P__KEYS: providers.p.keys: expected an array",
+        ),
+    ],
+)
+def test_config_errors_never_print_a_secret(
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    snippet: str,
+    env: dict[str, str],
+    expected: str,
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    path = write(tmp_path, snippet)
+    for command in (["check-config", str(path)], ["serve", "--config", str(path)]):
+        assert main(command) == 2
+        out = capsys.readouterr()
+        assert expected in out.err
+        assert SECRET not in out.err + out.out
+
+
+def test_cli_port_out_of_range_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--port", "99999"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "expected a port from 1 to 65535, got '99999'" in err and "Traceback" not in err
+
+
+def test_config_allowed_values_are_the_layers_own() -> None:
+    from asgi_rotator import config_check
+    from asgi_rotator.middleware import cooldown
+    from asgi_rotator.upstream import CLIENTS
+
+    assert config_check.ROTATIONS == cooldown.ROTATIONS
+    assert config_check.RATE_LIMIT_SCOPES == cooldown.RATE_LIMIT_SCOPES
+    assert set(config_check.UPSTREAM_CLIENTS) == {"auto", *CLIENTS}
 
 
 def test_environment_overrides() -> None:
@@ -189,6 +351,8 @@ def test_group_with_unknown_provider_fails_at_startup() -> None:
 def test_check_config_command(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
     good = write(tmp_path, EXAMPLE)
     assert main(["check-config", str(good)]) == 0
     assert "ok (3 providers, 1 groups)" in capsys.readouterr().out

@@ -33,15 +33,18 @@ def presented_key(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
         if name == b"authorization":
             scheme, _, token = value.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer" and token:
+            if scheme.lower() == "bearer" and token.strip():
                 return token.strip()
         elif name in (b"x-api-key", b"x-goog-api-key"):
-            return value.decode("latin-1").strip()
+            # An empty header is no key at all, never a match for a misconfigured empty one.
+            key = value.decode("latin-1").strip()
+            if key:
+                return key
     query = scope.get("query_string", b"")
     if b"key=" in query:
         for name, value in parse_qsl(query.decode("latin-1")):
             if name == "key":
-                return value
+                return value.strip() or None
     return None
 
 
@@ -51,9 +54,13 @@ class InboundKeys:
     ) -> None:
         self.app = app
         # Compared as digests so every comparison takes the same time whatever the key.
-        self._digests = [hashlib.sha256(k.encode()).digest() for k in keys]
-        if not self._digests:
+        keys = list(keys)
+        if not keys:
             raise ValueError("InboundKeys needs at least one key")
+        if any(not isinstance(k, str) or not k.strip() for k in keys):
+            # A template with an unset variable gives "": it would match an empty header.
+            raise ValueError("InboundKeys: a key must not be empty or blank")
+        self._digests = [hashlib.sha256(k.encode()).digest() for k in keys]
         self._open = frozenset(open_paths)
 
     async def __call__(

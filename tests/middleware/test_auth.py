@@ -101,3 +101,32 @@ async def test_every_configured_key_gets_through_with_its_own_fingerprint() -> N
         status, body = await call("/v1/messages", [(b"x-api-key", key.encode())])
         assert status == 200
         assert body.decode() == fingerprint(key)
+
+
+@pytest.mark.parametrize("keys", [[""], [" "], ["sk-good", "\t"]])
+def test_an_empty_or_blank_key_is_refused_at_construction(keys: list[str]) -> None:
+    # A template with an unset variable gives "": accepted, it would let an empty header in.
+    with pytest.raises(ValueError, match="empty or blank"):
+        InboundKeys(inner, keys=keys)
+
+
+@pytest.mark.parametrize(
+    ("headers", "query"),
+    [
+        ([(b"x-api-key", b"")], b""),
+        ([(b"x-goog-api-key", b"  ")], b""),
+        ([(b"authorization", b"Bearer  ")], b""),
+        ([], b"key="),
+    ],
+    ids=["x-api-key", "x-goog-api-key", "bearer", "query"],
+)
+async def test_an_empty_presented_key_is_no_key(headers: Any, query: bytes) -> None:
+    status, _ = await call("/v1/chat/completions", headers, query)
+    assert status == 401
+
+
+async def test_an_empty_header_does_not_hide_a_real_key_after_it() -> None:
+    status, body = await call(
+        "/v1/messages", [(b"x-api-key", b""), (b"authorization", b"Bearer sk-good")]
+    )
+    assert status == 200 and body.decode() == fingerprint("sk-good")
