@@ -76,7 +76,11 @@ def _serve(args: argparse.Namespace) -> int:
         config = with_mock_providers(config)
         note = " — no providers configured, serving the built-in mock provider (no API keys needed)"
     app = _build(config)
-    import uvicorn
+    try:
+        import uvicorn
+    except ImportError:  # a core dependency, but an environment may have lost it
+        print("asgi-rotator: serve needs uvicorn: pip install uvicorn", file=sys.stderr)
+        return 2
 
     tune_gc()
 

@@ -368,3 +368,23 @@ def test_serve_refuses_public_address_without_inbound_keys(
         monkeypatch.delenv(name, raising=False)
     assert main(["serve", "--host", "0.0.0.0", "--port", "1"]) == 2
     assert "refusing to listen on 0.0.0.0" in capsys.readouterr().err
+
+
+def test_a_plain_install_serves() -> None:
+    from importlib.metadata import requires
+
+    core = [r for r in requires("asgi-rotator") or [] if "extra ==" not in r]
+    assert any(r.startswith("uvicorn") for r in core)
+
+
+def test_serve_without_uvicorn_says_what_to_install(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    for name in ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # import uvicorn raises ImportError
+    assert main(["serve", "--port", "1"]) == 2
+    err = capsys.readouterr().err
+    assert err == "asgi-rotator: serve needs uvicorn: pip install uvicorn\n"
