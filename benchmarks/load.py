@@ -26,6 +26,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 
+class MeasurementError(RuntimeError):
+    """A load run that could not measure (the load generator failed); its message says why."""
+
+
 @dataclass
 class LoadResult:
     tool: str
@@ -117,10 +121,12 @@ def run_wrk(
             ],
             capture_output=True,
             text=True,
-            check=True,
         )
     finally:
         Path(script.name).unlink()
+    if completed.returncode != 0:
+        said = (completed.stderr.strip() or completed.stdout.strip())[-800:]
+        raise MeasurementError(f"wrk exited with status {completed.returncode}: {said}")
     return parse_wrk(completed.stdout, connections)
 
 

@@ -219,6 +219,21 @@ def markdown(results: dict[str, Any], fig: dict[str, Any], charts: list[str]) ->
         f"- Floor (ratios' base): **{floor}**; medians over rounds",
     ]
     lines += [f"- Note: {note}" for note in meta["notes"]]
+    failures = results.get("failures", [])
+    if failures:
+        lines += [
+            "",
+            "## Failed measurements",
+            "",
+            f"{len(failures)} measurement(s) failed; the figures below lack them (the run went on).",
+            "",
+            "| measurement | cause |",
+            "|---|---|",
+        ]
+        for failure in failures:
+            cause = failure["cause"].replace("|", "\\|").replace("\n", " ")[:300]
+            lines.append(f"| {failure['what']} | {cause} |")
+        lines += ["", "The arms' log tails are in `results.json` (`failures`)."]
     lines += ["", "## Goals", "", "| goal | measured | met |", "|---|---|---|"]
     for goal, measured, met in goals(results, fig):
         lines.append(

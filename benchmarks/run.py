@@ -50,6 +50,7 @@ from benchmarks.apps import FLOORS, server_stack, stack_layers
 from benchmarks.load import (
     HeldStreams,
     LoadResult,
+    MeasurementError,
     probe_streams,
     run_load,
     sample_response,
@@ -284,7 +285,13 @@ class Run:
         self.arms: list[Arm] = []
         self.upstream: subprocess.Popen[bytes] | None = None
         self.upstream_url = ""
-        self.results: dict[str, Any] = {"throughput": {}, "streams": {}, "memory": {}, "soak": {}}
+        self.results: dict[str, Any] = {
+            "throughput": {},
+            "streams": {},
+            "memory": {},
+            "soak": {},
+            "failures": [],
+        }
         self.workdir = tempfile.TemporaryDirectory(prefix="asgi-rotator-bench-")
         self.step = 0
 
@@ -388,6 +395,32 @@ class Run:
     # measurements
 
     @contextlib.contextmanager
+    def measuring(self, what: str, arm: Arm | None = None) -> Iterator[None]:
+        """One measurement: if it fails, the failure and its cause (the exception, the arm's
+        log tail) are recorded, the report shows the gap, and the run goes on.  Either way
+        the results so far are written, so a crash loses only the measurement under way."""
+        try:
+            yield
+        except Exception as exc:
+            failure = {
+                "what": what,
+                "arm": arm.name if arm is not None else None,
+                "cause": f"{type(exc).__name__}: {exc}"[:2000],
+                "log_tail": log_tail(self.log(arm.name), 1500) if arm is not None else "",
+            }
+            self.results["failures"].append(failure)
+            self.say(f"FAILED {what}: {failure['cause'][:300]}")
+        finally:
+            self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """The results so far, in ``results.partial.json`` (replaced atomically)."""
+        partial = self.settings.out / "results.partial.json"
+        scratch = partial.with_suffix(".tmp")
+        scratch.write_text(json.dumps(self.results, indent=1, default=str))
+        scratch.replace(partial)
+
+    @contextlib.contextmanager
     def alone(self, arm: Arm) -> Iterator[None]:
         """Every other arm's server stopped (SIGSTOP to its process group) while ``arm`` is
         measured, and continued after.  They all share the gateway core, and an idle server
@@ -463,85 +496,96 @@ class Run:
             for c in s.concurrency:
                 for arm in order:
                     self.step += 1
-                    result, cpu = self.load(arm, c, s.seconds)
-                    entry = asdict(result) | {"rps": result.rps, "cpu_s": cpu, "round": r}
-                    entry["cpu_us_per_request"] = (
-                        cpu / result.requests * 1e6 if arm.pid and result.requests else None
-                    )
-                    self.results["throughput"].setdefault(arm.name, {}).setdefault(
-                        str(c), []
-                    ).append(entry)
-                    cpu_text = (
-                        f", {entry['cpu_us_per_request']:.0f} µs CPU/req"
-                        if entry["cpu_us_per_request"]
-                        else ""
-                    )
-                    self.say(
-                        f"[{self.step}/{total}] round {r + 1} c={c:<3} {arm.name:<28} "
-                        f"{result.rps:9,.0f} req/s  p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms"
-                        f"{cpu_text}{f'  ERRORS {result.errors}' if result.errors else ''}"
-                    )
-                    if result.error_sample:
-                        self.say(f"    an answer after the errors: {result.error_sample}")
+                    with self.measuring(f"throughput round {r + 1} c={c} {arm.name}", arm):
+                        self._throughput(arm, c, r, total)
             self.stream_round(r)
 
+    def _throughput(self, arm: Arm, c: int, r: int, total: int) -> None:
+        result, cpu = self.load(arm, c, self.settings.seconds)
+        entry = asdict(result) | {"rps": result.rps, "cpu_s": cpu, "round": r}
+        entry["cpu_us_per_request"] = (
+            cpu / result.requests * 1e6 if arm.pid and result.requests else None
+        )
+        self.results["throughput"].setdefault(arm.name, {}).setdefault(
+            str(c), []
+        ).append(entry)
+        cpu_text = (
+            f", {entry['cpu_us_per_request']:.0f} µs CPU/req"
+            if entry["cpu_us_per_request"]
+            else ""
+        )
+        self.say(
+            f"[{self.step}/{total}] round {r + 1} c={c:<3} {arm.name:<28} "
+            f"{result.rps:9,.0f} req/s  p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms"
+            f"{cpu_text}{f'  ERRORS {result.errors}' if result.errors else ''}"
+        )
+        if result.error_sample:
+            self.say(f"    an answer after the errors: {result.error_sample}")
+
     def stream_round(self, r: int) -> None:
-        s = self.settings
         for arm in self.arms:
             entry = self.results["streams"].setdefault(arm.name, {})
             kinds = [("same", False)] + ([("translated", True)] if arm.translated_model else [])
             for label, translated in kinds:
-                with self.alone(arm):
-                    probe = asyncio.run(
-                        probe_streams(
-                            arm.url + PATH,
-                            arm.body(stream=True, translated=translated),
-                            arm.headers(),
-                            s.stream_samples,
-                        )
-                    )
-                slot = entry.setdefault(
-                    label,
-                    {
-                        "ttft_ms": [],
-                        "events": [],
-                        "content_events": [],
-                        "errors": 0,
-                        "cpu_us_per_event": [],
-                    },
+                with self.measuring(f"streams round {r + 1} {label} {arm.name}", arm):
+                    self._stream(arm, entry, label, translated, r)
+
+    def _stream(
+        self, arm: Arm, entry: dict[str, Any], label: str, translated: bool, r: int
+    ) -> None:
+        s = self.settings
+        with self.alone(arm):
+            probe = asyncio.run(
+                probe_streams(
+                    arm.url + PATH,
+                    arm.body(stream=True, translated=translated),
+                    arm.headers(),
+                    s.stream_samples,
                 )
-                slot["ttft_ms"] += probe.ttft_ms
-                slot["events"] += probe.events
-                slot["content_events"] += probe.content_events
-                slot["errors"] += probe.errors
-                if probe.errors:
-                    sample = sample_response(
-                        arm.url + PATH, arm.body(stream=True, translated=translated), arm.headers()
-                    )
-                    slot.setdefault("error_samples", []).append(sample)
-                    self.say(f"    {probe.errors} streams failed; an answer after: {sample}")
-                if arm.pid:
-                    result, cpu = self.load(
-                        arm, 16, s.stream_seconds, stream=True, translated=translated
-                    )
-                    if result.requests:
-                        slot["cpu_us_per_event"].append(cpu / (result.requests * EVENTS) * 1e6)
-                        slot.setdefault("streams_per_s", []).append(result.rps)
-                ttft = statistics.median(probe.ttft_ms) if probe.ttft_ms else float("nan")
-                cpu_text = (
-                    f", {slot['cpu_us_per_event'][-1]:.1f} µs CPU/event"
-                    if slot["cpu_us_per_event"]
-                    else ""
-                )
-                self.say(
-                    f"streams round {r + 1} {arm.name:<28} {label:<10} first text {ttft:.2f} ms, "
-                    f"{statistics.median(probe.content_events) if probe.content_events else 0:.0f} text events{cpu_text}"
-                )
+            )
+        slot = entry.setdefault(
+            label,
+            {
+                "ttft_ms": [],
+                "events": [],
+                "content_events": [],
+                "errors": 0,
+                "cpu_us_per_event": [],
+            },
+        )
+        slot["ttft_ms"] += probe.ttft_ms
+        slot["events"] += probe.events
+        slot["content_events"] += probe.content_events
+        slot["errors"] += probe.errors
+        if probe.errors:
+            sample = sample_response(
+                arm.url + PATH, arm.body(stream=True, translated=translated), arm.headers()
+            )
+            slot.setdefault("error_samples", []).append(sample)
+            self.say(f"    {probe.errors} streams failed; an answer after: {sample}")
+        if arm.pid:
+            result, cpu = self.load(
+                arm, 16, s.stream_seconds, stream=True, translated=translated
+            )
+            if result.requests:
+                slot["cpu_us_per_event"].append(cpu / (result.requests * EVENTS) * 1e6)
+                slot.setdefault("streams_per_s", []).append(result.rps)
+        ttft = statistics.median(probe.ttft_ms) if probe.ttft_ms else float("nan")
+        cpu_text = (
+            f", {slot['cpu_us_per_event'][-1]:.1f} µs CPU/event"
+            if slot["cpu_us_per_event"]
+            else ""
+        )
+        self.say(
+            f"streams round {r + 1} {arm.name:<28} {label:<10} first text {ttft:.2f} ms, "
+            f"{statistics.median(probe.content_events) if probe.content_events else 0:.0f} text events{cpu_text}"
+        )
 
     def memory(self) -> None:
         for arm in self.arms:
             if arm.pid:
-                self.results["memory"][arm.name] = asyncio.run(self._memory(arm))
+                with self.measuring(f"memory {arm.name}", arm):
+                    self.results["memory"][arm.name] = asyncio.run(self._memory(arm))
 
     async def _memory(self, arm: Arm) -> dict[str, Any]:
         """RSS with 0, then N, then M streams held open at once (each past its first
@@ -653,25 +697,35 @@ class Run:
         out: dict[str, dict[str, list[float]]] = {}
         for r in range(s.rounds):
             for arm in arms:
-                argv = [sys.executable, "-m", "benchmarks.inprocess", "--requests", str(requests)]
-                argv += ["--without", ",".join(arm.spec.without)]
-                completed = subprocess.run(
-                    self.placement.gateway_prefix() + argv,
-                    env=self._env(),
-                    capture_output=True,
-                    text=True,
-                    check=True,
-                )
-                figures = json.loads(completed.stdout)
-                for key, value in figures.items():
-                    out.setdefault(arm.name, {}).setdefault(key, []).append(value)
-                self.say(
-                    f"in-process round {r + 1} {arm.name:<28} "
-                    f"{figures['plain_us_per_request']:.0f} µs/req, "
-                    f"{figures['same_us_per_event']:.1f} / {figures['translated_us_per_event']:.1f}"
-                    " µs/event (same / translated)"
-                )
+                with self.measuring(f"in-process round {r + 1} {arm.name}"):
+                    self._inprocess(arm, r, requests, out)
         self.results["inprocess"] = out
+
+    def _inprocess(
+        self, arm: Arm, r: int, requests: int, out: dict[str, dict[str, list[float]]]
+    ) -> None:
+        argv = [sys.executable, "-m", "benchmarks.inprocess", "--requests", str(requests)]
+        argv += ["--without", ",".join(arm.spec.without)]
+        completed = subprocess.run(
+            self.placement.gateway_prefix() + argv,
+            env=self._env(),
+            capture_output=True,
+            text=True,
+        )
+        if completed.returncode != 0:
+            raise MeasurementError(
+                f"benchmarks.inprocess exited with status {completed.returncode}: "
+                f"{completed.stderr.strip()[-800:]}"
+            )
+        figures = json.loads(completed.stdout)
+        for key, value in figures.items():
+            out.setdefault(arm.name, {}).setdefault(key, []).append(value)
+        self.say(
+            f"in-process round {r + 1} {arm.name:<28} "
+            f"{figures['plain_us_per_request']:.0f} µs/req, "
+            f"{figures['same_us_per_event']:.1f} / {figures['translated_us_per_event']:.1f}"
+            " µs/event (same / translated)"
+        )
 
     def meta(self) -> dict[str, Any]:
         http, loop = server_stack()
@@ -728,9 +782,12 @@ class Run:
             self.memory()
             self.restart()
             self.rounds()
-            self.soak()
+            stack = next((a for a in self.arms if a.name == STACK), None)
+            with self.measuring("soak", stack):
+                self.soak()
             if s.profile:
-                self.profile()
+                with self.measuring("profile", stack):
+                    self.profile()
         finally:
             self.stop()
             self.workdir.cleanup()
@@ -812,6 +869,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = settings_from(argv)
     results = Run(settings).execute()
     paths = report.write(results, settings.out)
+    (settings.out / "results.partial.json").unlink(missing_ok=True)  # the whole is written
     for path in paths:
         print(path)
     return 0

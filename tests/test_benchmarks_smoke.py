@@ -102,3 +102,58 @@ Transfer/sec:      8.25MB
     assert result.p50_ms == pytest.approx(1.48)
     assert result.p99_ms == pytest.approx(2.91)
     assert result.errors == 3  # non-2xx and timeouts; read errors are idle closes
+
+
+@pytest.mark.slow
+def test_a_failed_measurement_is_recorded_and_the_run_goes_on(tmp_path: Path) -> None:
+    """wrk exiting with an error used to end the run with no results at all."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrk = bin_dir / "wrk"
+    wrk.write_text("#!/bin/sh\necho 'unable to connect (stand-in for a failing wrk)' >&2\nexit 1\n")
+    wrk.chmod(0o755)
+    out = tmp_path / "out"
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    completed = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--quick", "--load", "wrk"]
+        + ["--arms", "asgi-rotator", "--out", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert completed.returncode == 0, completed.stderr[-4000:]
+    results = json.loads((out / "results.json").read_text())
+    failures = {f["what"]: f for f in results["failures"]}
+    assert "throughput round 1 c=16 asgi-rotator" in failures
+    assert "soak" in failures
+    cause = failures["throughput round 1 c=16 asgi-rotator"]["cause"]
+    assert "wrk exited with status 1" in cause and "stand-in for a failing wrk" in cause
+    # What did not need wrk was still measured.
+    assert results["streams"]["asgi-rotator"]["same"]["ttft_ms"]
+    assert results["memory"]["asgi-rotator"]["held"]
+    assert "## Failed measurements" in (out / "results.md").read_text()
+    assert not (out / "results.partial.json").exists()
+
+
+
+def test_results_are_written_after_every_measurement(tmp_path: Path) -> None:
+    """A crash (or a kill) loses only the measurement under way."""
+    from benchmarks.load import MeasurementError
+    from benchmarks.run import Run, settings_from
+
+    run = Run(settings_from(["--quick", "--out", str(tmp_path)]))
+    try:
+        with run.measuring("throughput round 1 c=16 x"):
+            run.results["throughput"]["x"] = {"16": [{"requests": 5}]}
+        partial = json.loads((tmp_path / "results.partial.json").read_text())
+        assert partial["throughput"]["x"]["16"][0]["requests"] == 5
+        with run.measuring("soak"):
+            raise MeasurementError("wrk exited with status 1: boom")
+        partial = json.loads((tmp_path / "results.partial.json").read_text())
+        assert partial["failures"][0]["cause"] == "MeasurementError: wrk exited with status 1: boom"
+    finally:
+        run.workdir.cleanup()
