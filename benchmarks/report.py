@@ -37,20 +37,10 @@ def floor_name(results: dict[str, Any]) -> str | None:
 
 def figures(results: dict[str, Any]) -> dict[str, Any]:
     """The medians every table, chart and goal is made from."""
-    out: dict[str, Any] = {"arms": {}}
-    for arm, by_c in results["throughput"].items():
-        row: dict[str, Any] = {}
-        for c, runs in by_c.items():
-            row[c] = {
-                "rps": _median([r["rps"] for r in runs]),
-                "p50_ms": _median([r["p50_ms"] for r in runs]),
-                "p99_ms": _median([r["p99_ms"] for r in runs]),
-                "cpu_us": _median(
-                    [r["cpu_us_per_request"] for r in runs if r["cpu_us_per_request"]]
-                ),
-                "errors": sum(r["errors"] for r in runs),
-            }
-        out["arms"][arm] = row
+    out: dict[str, Any] = {
+        "arms": _throughput(results["throughput"]),
+        "translated": _throughput(results.get("throughput_translated", {})),
+    }
     direct = out["arms"].get("direct", {})
     for row in out["arms"].values():
         for c, cell in row.items():
@@ -77,6 +67,24 @@ def figures(results: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _throughput(table: dict[str, Any]) -> dict[str, Any]:
+    arms: dict[str, Any] = {}
+    for arm, by_c in table.items():
+        row: dict[str, Any] = {}
+        for c, runs in by_c.items():
+            row[c] = {
+                "rps": _median([r["rps"] for r in runs]),
+                "p50_ms": _median([r["p50_ms"] for r in runs]),
+                "p99_ms": _median([r["p99_ms"] for r in runs]),
+                "cpu_us": _median(
+                    [r["cpu_us_per_request"] for r in runs if r["cpu_us_per_request"]]
+                ),
+                "errors": sum(r["errors"] for r in runs),
+            }
+        arms[arm] = row
+    return arms
+
+
 def _ratio(value: float, base: float | None) -> float:
     if base is None or not base or math.isnan(base) or math.isnan(value):
         return math.nan
@@ -89,7 +97,6 @@ def goals(results: dict[str, Any], fig: dict[str, Any]) -> list[tuple[str, str, 
     floor = floor_name(results)
     stack = arms.get(STACK, {}).get("16", {})
     floor16 = arms.get(floor, {}).get("16", {}) if floor else {}
-    litellm16 = arms.get("litellm", {}).get("16", {})
     rows: list[tuple[str, str, bool | None]] = []
 
     def add(goal: str, value: float, limit: float, fmt: str, *, at_least: bool) -> None:
@@ -105,13 +112,26 @@ def goals(results: dict[str, Any], fig: dict[str, Any]) -> list[tuple[str, str, 
         "{:.0f}%",
         at_least=True,
     )
-    add(
-        "throughput at 16 connections >= 20x LiteLLM",
-        _ratio(stack.get("rps", math.nan), litellm16.get("rps")),
-        20,
-        "{:.1f}x",
-        at_least=True,
-    )
+    translated = fig.get("translated", {})
+    for peer, times, share in (("litellm", 25, None), ("portkey", 4, 4)):
+        for path, table in (("same protocol", arms), ("translated", translated)):
+            ours = table.get(STACK, {}).get("16", {})
+            theirs = table.get(peer, {}).get("16", {})
+            add(
+                f"throughput at 16 connections >= {times}x {peer}, {path}",
+                _ratio(ours.get("rps", math.nan), theirs.get("rps")),
+                times,
+                "{:.1f}x",
+                at_least=True,
+            )
+            if share is not None:
+                add(
+                    f"CPU per request <= 1/{share} of {peer}'s, {path}",
+                    _ratio(ours.get("cpu_us", math.nan), theirs.get("cpu_us")),
+                    1 / share,
+                    "{:.2f}x",
+                    at_least=False,
+                )
     add(
         f"CPU per request <= 2x {floor or 'the floor'}'s",
         _ratio(stack.get("cpu_us", math.nan), floor16.get("cpu_us")),
@@ -121,23 +141,23 @@ def goals(results: dict[str, Any], fig: dict[str, Any]) -> list[tuple[str, str, 
     )
     streams = fig["streams"].get(STACK, {})
     add(
-        "added time to first event (first text) <= 1 ms",
+        "added time to first event (first text) <= 0.5 ms",
         streams.get("same", {}).get("ttft_added_ms", math.nan),
-        1.0,
+        0.5,
         "{:.2f} ms",
         at_least=False,
     )
     add(
-        "CPU per event <= 30 µs, same protocol",
+        "CPU per event <= 15 µs, same protocol",
         streams.get("same", {}).get("cpu_us_per_event", math.nan),
-        30,
+        15,
         "{:.1f} µs",
         at_least=False,
     )
     add(
-        "CPU per event <= 60 µs, translated",
+        "CPU per event <= 20 µs, translated",
         streams.get("translated", {}).get("cpu_us_per_event", math.nan),
-        60,
+        20,
         "{:.1f} µs",
         at_least=False,
     )
@@ -246,9 +266,10 @@ def markdown(results: dict[str, Any], fig: dict[str, Any], charts: list[str]) ->
         "",
         "| arm | "
         + " | ".join(f"req/s c={c}" for c in concurrency)
-        + " | x floor c=16 | x LiteLLM c=16 | CPU µs/req | x floor CPU |",
-        "|---|" + "---:|" * (len(concurrency) + 4),
+        + " | x floor c=16 | x LiteLLM c=16 | x Portkey c=16 | CPU µs/req | x floor CPU |",
+        "|---|" + "---:|" * (len(concurrency) + 5),
     ]
+    portkey = arms.get("portkey", {})
     floor16 = arms.get(floor, {}).get("16", {}) if floor else {}
     for arm, row in arms.items():
         c16 = row.get("16", {})
@@ -257,11 +278,39 @@ def markdown(results: dict[str, Any], fig: dict[str, Any], charts: list[str]) ->
         cells.append(
             _fmt(_ratio(c16.get("rps", math.nan), litellm.get("16", {}).get("rps")), "{:.1f}")
         )
+        cells.append(
+            _fmt(_ratio(c16.get("rps", math.nan), portkey.get("16", {}).get("rps")), "{:.1f}")
+        )
         cells.append(_fmt(c16.get("cpu_us", math.nan)))
         cells.append(_fmt(_ratio(c16.get("cpu_us", math.nan), floor16.get("cpu_us")), "{:.2f}"))
         errors = sum(cell["errors"] for cell in row.values())
         name = f"{arm} (**{errors} errors**)" if errors else arm
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+
+    translated = fig.get("translated", {})
+    if translated:
+        lines += [
+            "",
+            "## Translated requests (OpenAI Chat client, Anthropic-protocol upstream), c=16",
+            "",
+            "| arm | req/s | x LiteLLM | x Portkey | CPU µs/req | x Portkey CPU |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        litellm_t = translated.get("litellm", {}).get("16", {})
+        portkey_t = translated.get("portkey", {}).get("16", {})
+        for arm, row in translated.items():
+            c16 = row.get("16", {})
+            rps, cpu = c16.get("rps", math.nan), c16.get("cpu_us", math.nan)
+            cells = [
+                _fmt(rps),
+                _fmt(_ratio(rps, litellm_t.get("rps")), "{:.1f}"),
+                _fmt(_ratio(rps, portkey_t.get("rps")), "{:.1f}"),
+                _fmt(cpu),
+                _fmt(_ratio(cpu, portkey_t.get("cpu_us")), "{:.2f}"),
+            ]
+            errors = c16.get("errors", 0)
+            name = f"{arm} (**{errors} errors**)" if errors else arm
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
 
     lines += [
         "",

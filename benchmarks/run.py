@@ -45,7 +45,7 @@ if __package__ in (None, ""):  # run as a script: make the package importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     __package__ = "benchmarks"
 
-from benchmarks import litellm_arm, procstat, report
+from benchmarks import litellm_arm, portkey_arm, procstat, report
 from benchmarks.apps import FLOORS, server_stack, stack_layers
 from benchmarks.load import (
     HeldStreams,
@@ -67,7 +67,7 @@ PATH = "/v1/chat/completions"
 class Spec:
     """How to serve one arm."""
 
-    kind: str  # direct | floor | stack | litellm
+    kind: str  # direct | floor | stack | litellm | portkey
     app: str = ""  # floor-aiohttp, stack ...
     client: str = ""
     without: tuple[str, ...] = ()
@@ -83,6 +83,9 @@ class Arm:
     translated_model: str | None = None
     hold_model: str = HOLD_MODEL
     key: str = "bench-key"
+    # Peers that take the upstream from the request (Portkey): per path.
+    extra_headers: list[tuple[str, str]] = field(default_factory=list)
+    translated_headers: list[tuple[str, str]] = field(default_factory=list)
     rss_idle: int = 0
 
     @property
@@ -97,8 +100,9 @@ class Arm:
             f'"max_tokens":16{stream_part}}}'
         ).encode()
 
-    def headers(self) -> list[tuple[str, str]]:
-        return [("Content-Type", "application/json"), ("Authorization", f"Bearer {self.key}")]
+    def headers(self, *, translated: bool = False) -> list[tuple[str, str]]:
+        base = [("Content-Type", "application/json"), ("Authorization", f"Bearer {self.key}")]
+        return base + (self.translated_headers if translated else self.extra_headers)
 
 
 @dataclass
@@ -116,6 +120,7 @@ class Settings:
     load: str
     client: str
     with_litellm: bool
+    with_portkey: bool
     profile: bool
     arms: tuple[str, ...] = ()
     out: Path = RESULTS
@@ -143,6 +148,12 @@ def arm_specs(settings: Settings) -> dict[str, Spec]:
             specs[f"without {layer}"] = Spec("stack", app="stack", client=main, without=(layer,))
     if settings.with_litellm:
         specs["litellm"] = Spec("litellm")
+    if settings.with_portkey:
+        why = portkey_arm.missing_tools()
+        if why is None:
+            specs["portkey"] = Spec("portkey")
+        else:
+            settings.notes.append(f"--with-portkey: {why}; the Portkey arm is skipped")
     if settings.arms:
         specs = {
             name: spec for name, spec in specs.items() if name in settings.arms or name == "direct"
@@ -287,6 +298,7 @@ class Run:
         self.upstream_url = ""
         self.results: dict[str, Any] = {
             "throughput": {},
+            "throughput_translated": {},
             "streams": {},
             "memory": {},
             "soak": {},
@@ -318,6 +330,12 @@ class Run:
                 arm.model = litellm_arm.MODEL
                 arm.translated_model = litellm_arm.TRANSLATED_MODEL
                 arm.key = litellm_arm.MASTER_KEY
+            elif spec.kind == "portkey":
+                portkey_arm.ensure_installed(self.say)
+                arm.key = portkey_arm.KEY
+                arm.translated_model = "bench"
+                arm.extra_headers = portkey_arm.headers(self.upstream_url, translated=False)
+                arm.translated_headers = portkey_arm.headers(self.upstream_url, translated=True)
             elif spec.kind == "stack":
                 arm.model = "chat/bench"
                 arm.translated_model = "messages/bench"
@@ -340,6 +358,8 @@ class Run:
         if spec.kind == "litellm":
             config = litellm_arm.write_config(Path(self.workdir.name), self.upstream_url)
             argv, env = litellm_arm.command(config, port), litellm_arm.environment()
+        elif spec.kind == "portkey":
+            argv, env = portkey_arm.command(port), portkey_arm.environment()
         else:
             argv = [sys.executable, "-m", "benchmarks.apps", spec.app, "--port", str(port)]
             argv += ["--upstream", self.upstream_url]
@@ -452,14 +472,21 @@ class Run:
         with self.alone(arm):
             before = procstat.cpu_seconds(arm.pid) if arm.pid else 0.0
             result = run_load(
-                self.tool, arm.url + PATH, arm.body(**body), arm.headers(), connections, seconds
+                self.tool,
+                arm.url + PATH,
+                arm.body(**body),
+                arm.headers(translated=body.get("translated", False)),
+                connections,
+                seconds,
             )
             if arm.pid:
                 settle(arm.pid)
             cpu = (procstat.cpu_seconds(arm.pid) - before) if arm.pid else 0.0
             if result.errors:
                 result.error_sample = sample_response(
-                    arm.url + PATH, arm.body(**body), arm.headers()
+                    arm.url + PATH,
+                    arm.body(**body),
+                    arm.headers(translated=body.get("translated", False)),
                 )
         return result, cpu
 
@@ -472,7 +499,7 @@ class Run:
                 "python",
                 arm.url + PATH,
                 arm.body(stream=True, translated=True),
-                arm.headers(),
+                arm.headers(translated=True),
                 2,
                 stream,
             )
@@ -498,24 +525,32 @@ class Run:
                     self.step += 1
                     with self.measuring(f"throughput round {r + 1} c={c} {arm.name}", arm):
                         self._throughput(arm, c, r, total)
+            # The translated path (an OpenAI Chat client, an Anthropic upstream) at 16
+            # connections, for every arm that has one, peers included.
+            for arm in order:
+                if arm.translated_model:
+                    with self.measuring(f"translated round {r + 1} c=16 {arm.name}", arm):
+                        self._throughput(arm, 16, r, total, translated=True)
             self.stream_round(r)
 
-    def _throughput(self, arm: Arm, c: int, r: int, total: int) -> None:
-        result, cpu = self.load(arm, c, self.settings.seconds)
+    def _throughput(
+        self, arm: Arm, c: int, r: int, total: int, *, translated: bool = False
+    ) -> None:
+        result, cpu = self.load(arm, c, self.settings.seconds, translated=translated)
         entry = asdict(result) | {"rps": result.rps, "cpu_s": cpu, "round": r}
         entry["cpu_us_per_request"] = (
             cpu / result.requests * 1e6 if arm.pid and result.requests else None
         )
-        self.results["throughput"].setdefault(arm.name, {}).setdefault(
-            str(c), []
-        ).append(entry)
+        table = "throughput_translated" if translated else "throughput"
+        self.results[table].setdefault(arm.name, {}).setdefault(str(c), []).append(entry)
         cpu_text = (
             f", {entry['cpu_us_per_request']:.0f} µs CPU/req"
             if entry["cpu_us_per_request"]
             else ""
         )
+        path = " translated" if translated else ""
         self.say(
-            f"[{self.step}/{total}] round {r + 1} c={c:<3} {arm.name:<28} "
+            f"[{self.step}/{total}] round {r + 1}{path} c={c:<3} {arm.name:<28} "
             f"{result.rps:9,.0f} req/s  p50 {result.p50_ms:.2f} ms  p99 {result.p99_ms:.2f} ms"
             f"{cpu_text}{f'  ERRORS {result.errors}' if result.errors else ''}"
         )
@@ -539,7 +574,7 @@ class Run:
                 probe_streams(
                     arm.url + PATH,
                     arm.body(stream=True, translated=translated),
-                    arm.headers(),
+                    arm.headers(translated=translated),
                     s.stream_samples,
                 )
             )
@@ -559,7 +594,9 @@ class Run:
         slot["errors"] += probe.errors
         if probe.errors:
             sample = sample_response(
-                arm.url + PATH, arm.body(stream=True, translated=translated), arm.headers()
+                arm.url + PATH,
+                arm.body(stream=True, translated=translated),
+                arm.headers(translated=translated),
             )
             slot.setdefault("error_samples", []).append(sample)
             self.say(f"    {probe.errors} streams failed; an answer after: {sample}")
@@ -735,6 +772,8 @@ class Run:
                 versions[dist] = importlib.metadata.version(dist)
         if self.settings.with_litellm:
             versions["litellm"] = litellm_arm.version()
+        if any(a.spec.kind == "portkey" for a in self.arms):
+            versions["@portkey-ai/gateway"] = portkey_arm.version()
         cpu = "unknown"
         with contextlib.suppress(OSError):
             for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -833,6 +872,12 @@ def settings_from(argv: Sequence[str] | None) -> Settings:
         help="add LiteLLM's proxy (installed into benchmarks/.venv-litellm on first use)",
     )
     parser.add_argument(
+        "--with-portkey",
+        action="store_true",
+        help="add Portkey's open-source gateway (Node.js; installed into benchmarks/.portkey "
+        "on first use; skipped, with a note, when node or npm is missing)",
+    )
+    parser.add_argument(
         "--profile", action="store_true", help="py-spy the stack and summarise where the time goes"
     )
     parser.add_argument(
@@ -859,6 +904,7 @@ def settings_from(argv: Sequence[str] | None) -> Settings:
         load=args.load,
         client=args.client,
         with_litellm=args.with_litellm,
+        with_portkey=args.with_portkey,
         profile=args.profile,
         arms=tuple(args.arms.split(",")) if args.arms else (),
         out=args.out,

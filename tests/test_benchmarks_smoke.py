@@ -157,3 +157,14 @@ def test_results_are_written_after_every_measurement(tmp_path: Path) -> None:
         assert partial["failures"][0]["cause"] == "MeasurementError: wrk exited with status 1: boom"
     finally:
         run.workdir.cleanup()
+
+
+def test_the_portkey_arm_is_skipped_with_a_note_without_node(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from benchmarks.run import arm_specs, settings_from
+
+    monkeypatch.setenv("PATH", str(tmp_path))  # no node, no npm
+    settings = settings_from(["--quick", "--with-portkey", "--out", str(tmp_path)])
+    assert "portkey" not in arm_specs(settings)
+    assert settings.notes == ["--with-portkey: node and npm not found; the Portkey arm is skipped"]
