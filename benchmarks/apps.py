@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import inspect
 import os
-import resource
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
@@ -146,19 +145,25 @@ class AiohttpFloor:
             response.release()
 
 
-def stack_config(upstream: str) -> dict[str, Any]:
+def stack_config(
+    upstream: str, *, heartbeat: float | None = None, max_connections: int = MAX_CONNECTIONS
+) -> dict[str, Any]:
     """The gateway's configuration for every stack arm: one provider per upstream protocol
     the figures use (``chat/…`` same-protocol, ``messages/…`` translated for a Chat client),
-    and an inbound key, as any gateway reachable beyond loopback has."""
+    and an inbound key, as any gateway reachable beyond loopback has.  ``heartbeat``: the
+    stream guard's heartbeat interval (the open-streams figure sets 1 s)."""
     upstream = upstream.rstrip("/")
-    common = {"keys": ["bench-key"], "max_connections": MAX_CONNECTIONS}
-    return {
+    common = {"keys": ["bench-key"], "max_connections": max_connections}
+    config: dict[str, Any] = {
         "server": {"inbound_keys": ["bench-key"]},
         "providers": {
             "chat": {"protocol": "openai_chat", "base_url": f"{upstream}/v1", **common},
             "messages": {"protocol": "anthropic_messages", "base_url": upstream, **common},
         },
     }
+    if heartbeat is not None:
+        config["stream"] = {"heartbeat_interval": heartbeat}
+    return config
 
 
 def stack_layers() -> tuple[str, ...]:
@@ -171,20 +176,29 @@ def stack_layers() -> tuple[str, ...]:
     return tuple(getattr(stack, "LAYERS", ()))
 
 
-def build_stack(upstream: str, client: str, without: frozenset[str] = frozenset()) -> Any:
+def build_stack(
+    upstream: str,
+    client: str,
+    without: frozenset[str] = frozenset(),
+    *,
+    heartbeat: float | None = None,
+    max_connections: int = MAX_CONNECTIONS,
+) -> Any:
     """The whole gateway through ``build_app``, with ``client`` as every provider's upstream
     client (set on the built providers until the configuration carries the choice)."""
     from asgi_rotator.config import parse_config
     from asgi_rotator.stack import build_app
     from asgi_rotator.upstream import make_client
 
-    config = parse_config(stack_config(upstream), {})
+    config = parse_config(
+        stack_config(upstream, heartbeat=heartbeat, max_connections=max_connections), {}
+    )
     kwargs: dict[str, Any] = {"environ": {}}
     if without:
         kwargs["without"] = set(without)
     gateway = build_app(config, **kwargs)
     for provider in gateway.providers:
-        provider.client = make_client(client, max_connections=MAX_CONNECTIONS)
+        provider.client = make_client(client, max_connections=max_connections)
     return gateway
 
 
@@ -206,11 +220,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--without", default="", help="comma-separated stack layers to leave out")
     parser.add_argument("--latency", type=float, default=0.0)
     parser.add_argument("--pace", type=float, default=0.0)
+    parser.add_argument("--heartbeat", type=float, help="stack: stream heartbeat interval (s)")
+    parser.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS)
     args = parser.parse_args(argv)
 
-    # Hundreds of open streams need two descriptors each (client side and upstream side).
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    # Open streams need two descriptors each (client side and upstream side).
+    from .many_streams import raise_open_files
+
+    raise_open_files(2 * args.max_connections + 1024)
 
     app: Any
     if args.app == "upstream":
@@ -223,7 +240,13 @@ def main(argv: list[str] | None = None) -> None:
         app = HttpxFloor(args.upstream, args.app.removeprefix("floor-"))
     elif args.app == "stack":
         without = frozenset(filter(None, args.without.split(",")))
-        app = build_stack(args.upstream, args.client, without)
+        app = build_stack(
+            args.upstream,
+            args.client,
+            without,
+            heartbeat=args.heartbeat,
+            max_connections=args.max_connections,
+        )
     else:
         parser.error(f"unknown app {args.app!r}")
 

@@ -258,7 +258,7 @@ class StreamProbe:
     errors: int
 
 
-class _FirstText:
+class FirstText:
     """Notes when the first SSE event carrying text has arrived whole."""
 
     def __init__(self) -> None:
@@ -286,7 +286,7 @@ async def probe_streams(
     probe = StreamProbe([], [], [], 0)
     try:
         for _ in range(count):
-            first = _FirstText()
+            first = FirstText()
             begin = time.perf_counter()
             writer.write(request)
             status, raw = await read_response(reader, first)
@@ -350,7 +350,7 @@ class HeldStreams:
                     head = await reader.readuntil(b"\r\n\r\n")
                     if head[9:12] != b"200":
                         raise OSError(head[:12].decode("latin-1"))
-                    first = _FirstText()
+                    first = FirstText()
                     while first.at is None:
                         chunk = await reader.read(65536)
                         if not chunk:

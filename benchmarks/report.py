@@ -174,6 +174,31 @@ def goals(results: dict[str, Any], fig: dict[str, Any]) -> list[tuple[str, str, 
         / 1024
     )
     add("memory <= 30 KiB per open stream", per_stream, 30, "{:.1f} KiB", at_least=False)
+    many = results.get("open_streams") or {}
+    if many:
+        count = f"{many['opened']:,} open streams"
+        add(
+            f"memory <= 30 KiB per stream at {count}",
+            many.get("kib_per_stream") or math.nan,
+            30,
+            "{:.1f} KiB",
+            at_least=False,
+        )
+        add(
+            f"heartbeat lateness p99 <= 100 ms at {count}",
+            many["watch"]["lateness_ms"].get("p99") or math.nan,
+            100,
+            "{:.1f} ms",
+            at_least=False,
+        )
+        rows.append(
+            (
+                f"no stream errors or starves at {count}, 16 connections of plain requests beside",
+                f"{many['failed_to_open']} failed to open, {many['watch']['ended']} ended, "
+                f"{many['watch']['starved']} starved",
+                not (many["failed_to_open"] or many["watch"]["ended"] or many["watch"]["starved"]),
+            )
+        )
     soak = results.get("soak", {})
     add(
         f"RSS growth over the soak ({soak.get('requests', 0):,} requests) < 2%",
@@ -286,6 +311,32 @@ def markdown(results: dict[str, Any], fig: dict[str, Any], charts: list[str]) ->
         errors = sum(cell["errors"] for cell in row.values())
         name = f"{arm} (**{errors} errors**)" if errors else arm
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
+
+    many = results.get("open_streams") or {}
+    if many:
+        late, watch = many["watch"]["lateness_ms"], many["watch"]
+        idle, busy = many["plain_idle"], many["plain_busy"]
+        lines += [
+            "",
+            f"## {many['opened']:,} streams open on one worker",
+            "",
+            f"Held past their first text with 1 s heartbeats, watched for {watch['seconds']:g} s "
+            f"({watch['heartbeats']:,} heartbeats; open-file limit {watch['open_files_limit']:,}). "
+            "Lateness is a heartbeat's gap minus the interval, as seen by one Python client "
+            "process reading every stream, so it includes that process's own scheduling.",
+            "",
+            "| figure | value |",
+            "|---|---:|",
+            f"| RSS per stream | {_fmt(many.get('kib_per_stream') or math.nan, '{:.1f}')} KiB |",
+            f"| heartbeat lateness p50 / p99 / max | {_fmt(late['p50'] or math.nan, '{:.1f}')} / "
+            f"{_fmt(late['p99'] or math.nan, '{:.1f}')} / {_fmt(late['max'] or math.nan, '{:.1f}')} ms |",
+            f"| failed to open / ended / starved | {many['failed_to_open']} / {watch['ended']} / "
+            f"{watch['starved']} |",
+            f"| plain requests, c=16, idle gateway: req/s, p50, p99 | {_fmt(idle['rps'])}, "
+            f"{idle['p50_ms']:.2f} ms, {idle['p99_ms']:.2f} ms |",
+            f"| the same beside the open streams | {_fmt(busy['rps'])}, {busy['p50_ms']:.2f} ms, "
+            f"{busy['p99_ms']:.2f} ms |",
+        ]
 
     translated = fig.get("translated", {})
     if translated:

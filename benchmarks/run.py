@@ -71,6 +71,7 @@ class Spec:
     app: str = ""  # floor-aiohttp, stack ...
     client: str = ""
     without: tuple[str, ...] = ()
+    extra: tuple[str, ...] = ()  # more arguments for benchmarks.apps
 
 
 @dataclass
@@ -114,6 +115,7 @@ class Settings:
     stream_samples: int
     stream_seconds: float
     held: tuple[int, ...]
+    open_streams: int  # the many-open-streams figure (0: not measured)
     soak_requests: int
     latency: float
     pace: float
@@ -365,6 +367,7 @@ class Run:
             argv += ["--upstream", self.upstream_url]
             if spec.kind == "stack":
                 argv += ["--client", spec.client, "--without", ",".join(spec.without)]
+            argv += list(spec.extra)
             env = self._env()
         arm.process = spawn(
             self.placement.gateway_prefix() + argv,
@@ -656,6 +659,76 @@ class Run:
             await held.close()
         return entry
 
+    def many_streams(self) -> None:
+        """``open_streams`` streams held open past their first text on one worker with 1 s
+        heartbeats: RSS per stream, how late the heartbeats come, whether any stream ends or
+        starves, and 16 connections of plain requests beside them, their latency against the
+        same load on the idle gateway.  The arm is a stack of its own (heartbeat 1 s, a pool
+        large enough for every stream); the other arms are stopped meanwhile."""
+        s = self.settings
+        count = s.open_streams
+        base = next(a for a in self.arms if a.name == STACK)
+        extra = ("--heartbeat", "1", "--max-connections", str(count + 200))
+        arm = Arm(f"{STACK} (open streams)", Spec("stack", "stack", base.spec.client, (), extra))
+        arm.model, arm.hold_model = base.model, base.hold_model
+        self.launch(arm)
+        try:
+            self.wait(arm)
+            self._warm(arm)
+            assert arm.pid is not None
+            with self.alone(arm):
+                self.results["open_streams"] = self._many_streams(arm, count)
+        finally:
+            stop(arm.process)
+
+    def _many_streams(self, arm: Arm, count: int) -> dict[str, Any]:
+        s = self.settings
+        assert arm.pid is not None
+        url = arm.url + PATH
+        idle = run_load(self.tool, url, arm.body(), arm.headers(), 16, s.seconds)
+        rss_before = procstat.rss_bytes(arm.pid)
+        window = s.seconds + (3 if s.quick else 10)
+        argv = [sys.executable, "-m", "benchmarks.many_streams", "--url", url]
+        argv += ["--body", arm.body(stream=True, hold=True).decode(), "--count", str(count)]
+        argv += ["--seconds", str(window), "--interval", "1"]
+        for name, value in arm.headers():
+            argv += ["--header", f"{name}: {value}"]
+        watcher = subprocess.Popen(argv, env=self._env(), stdout=subprocess.PIPE, text=True)
+        try:
+            assert watcher.stdout is not None
+            ready = watcher.stdout.readline().split()
+            if not ready or ready[0] != "ready":
+                raise MeasurementError(f"the stream watcher did not start: {ready}")
+            opened, failed = int(ready[1]), int(ready[2])
+            time.sleep(0.2 if s.quick else 1.0)  # let RSS settle
+            rss_open = procstat.rss_bytes(arm.pid)
+            busy = run_load(self.tool, url, arm.body(), arm.headers(), 16, s.seconds)
+            watched = json.loads(watcher.communicate(timeout=window + 120)[0])
+        finally:
+            if watcher.poll() is None:
+                watcher.kill()
+                watcher.wait()
+        entry = {
+            "streams": count,
+            "opened": opened,
+            "failed_to_open": failed,
+            "rss_before": rss_before,
+            "rss_open": rss_open,
+            "kib_per_stream": (rss_open - rss_before) / opened / 1024 if opened else None,
+            "watch": watched,
+            "plain_idle": asdict(idle) | {"rps": idle.rps},
+            "plain_busy": asdict(busy) | {"rps": busy.rps},
+        }
+        late = watched["lateness_ms"]
+        self.say(
+            f"{opened:,} open streams ({failed} failed): "
+            f"{_num(entry['kib_per_stream'], '{:.1f}')} KiB each, heartbeat lateness p99 "
+            f"{_num(late['p99'], '{:.1f}')} ms, {watched['starved']} starved, "
+            f"{watched['ended']} ended; plain p99 {idle.p99_ms:.1f} ms idle, "
+            f"{busy.p99_ms:.1f} ms beside them"
+        )
+        return entry
+
     def soak(self) -> None:
         s = self.settings
         arm = next(a for a in self.arms if a.name == STACK)
@@ -799,6 +872,7 @@ class Run:
             "latency": s.latency,
             "pace": s.pace,
             "held": list(s.held),
+            "open_streams": s.open_streams,
             "soak_requests": s.soak_requests,
             "arms": {a.name: asdict(a.spec) for a in self.arms},
             "notes": s.notes,
@@ -821,6 +895,9 @@ class Run:
             self.memory()
             self.restart()
             self.rounds()
+            if s.open_streams:
+                with self.measuring(f"{s.open_streams} open streams"):
+                    self.many_streams()
             stack = next((a for a in self.arms if a.name == STACK), None)
             with self.measuring("soak", stack):
                 self.soak()
@@ -833,6 +910,10 @@ class Run:
         self.inprocess()
         self.results["meta"] = self.meta()
         return self.results
+
+
+def _num(value: float | None, spec: str) -> str:
+    return "-" if value is None else spec.format(value)
 
 
 def settings_from(argv: Sequence[str] | None) -> Settings:
@@ -850,6 +931,11 @@ def settings_from(argv: Sequence[str] | None) -> Settings:
     )
     parser.add_argument("--concurrency", help="comma-separated connection counts (default 1,16,64)")
     parser.add_argument("--soak", type=int, help="requests in the memory soak (default 100000)")
+    parser.add_argument(
+        "--open-streams",
+        type=int,
+        help="streams held open at once for the heartbeat figure (default 10000; quick 200; 0: skip)",
+    )
     parser.add_argument(
         "--latency", type=float, default=0.0, help="upstream seconds before headers"
     )
@@ -898,6 +984,7 @@ def settings_from(argv: Sequence[str] | None) -> Settings:
         stream_samples=10 if quick else 100,
         stream_seconds=args.seconds or (1.0 if quick else 5.0),
         held=(10, 20) if quick else (100, 500),
+        open_streams=args.open_streams if args.open_streams is not None else (200 if quick else 10_000),
         soak_requests=args.soak or (1000 if quick else 100_000),
         latency=args.latency,
         pace=args.pace,

@@ -49,6 +49,9 @@ def test_quick_run_produces_figures(tmp_path: Path) -> None:
         assert set(streams[kind]["content_events"]) == {EVENTS}
         assert streams[kind]["cpu_us_per_event"]
     assert results["memory"]["asgi-rotator"]["held"]
+    many = results["open_streams"]
+    assert many["opened"] == many["streams"] == 200 and many["watch"]["heartbeats"] > 0
+    assert many["plain_busy"]["requests"] > 0 and many["plain_idle"]["requests"] > 0
     assert results["soak"]["requests"] >= 1000
     assert results["meta"]["load_tool"] in ("wrk", "python")
     assert results["inprocess"]["asgi-rotator"]["plain_us_per_request"]
