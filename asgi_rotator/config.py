@@ -83,6 +83,8 @@ class ProviderConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     base_urls: dict[str, str] = field(default_factory=dict)  # per protocol, when they differ
     keys: list[str] = field(default_factory=list)  # "env:NAME" or literal; several = a pool
     models: list[str] = field(default_factory=list)
+    # "any": clients may ask for provider/<any model>; "listed": only the models above.
+    allow_models: Literal["any", "listed"] = "any"
     auth: AuthStyle | None = None
     headers: dict[str, str] = field(default_factory=dict)
     timeout: float = 600.0

@@ -218,6 +218,8 @@ def value_problems(config: Any, presets: Mapping[str, Any], protocols: set[str])
                 add(Problem(f"{where}.keys[{i}]", "empty variable name after 'env:'"))
             else:
                 _not_blank(add, f"{where}.keys[{i}]", key)
+        if provider.allow_models == "listed" and not provider.models:
+            add(Problem(f"{where}.allow_models", '"listed" needs a `models` list'))
         _positive(add, f"{where}.timeout", provider.timeout)
         _positive(add, f"{where}.connect_timeout", provider.connect_timeout)
         _positive(add, f"{where}.max_connections", provider.max_connections)

@@ -147,6 +147,8 @@ class RecordedRequest(msgspec.Struct, kw_only=True):
     model: str | None
     stream: bool
     time: float  # time.monotonic() when the body had been read
+    # The path as it was on the request line, percent-escapes and all (``path`` is decoded).
+    raw_path: bytes = b""
 
 
 class ClosedStream(msgspec.Struct, kw_only=True):
@@ -303,6 +305,8 @@ class MockUpstream:
                 model=model,
                 stream=stream,
                 time=time.monotonic(),
+                # Some servers (httpx's ASGI transport) put the query in raw_path too.
+                raw_path=(scope.get("raw_path") or path.encode()).partition(b"?")[0],
             )
         )
 

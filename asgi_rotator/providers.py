@@ -50,6 +50,7 @@ class Credential:
 class Provider:
     __slots__ = (
         "_turn",
+        "allow_listed",
         "auth",
         "base_urls",
         "client",
@@ -71,12 +72,14 @@ class Provider:
         auth: str | None = None,
         headers: Mapping[str, str] | None = None,
         client: UpstreamClient | None = None,
+        allow_listed: bool = False,
     ) -> None:
         self.name = name
         self.protocols = protocols
         self.base_urls = {p: base_urls[p].rstrip("/") for p in protocols}
         self.credentials = credentials
         self.models = models
+        self.allow_listed = allow_listed  # only ``models`` may be asked for
         self.auth = auth
         self.headers = list((headers or {}).items())
         self.client: UpstreamClient = client or HttpxUpstream()
@@ -190,6 +193,13 @@ class Providers:
         provider_name, _, model = spec.partition("/")
         provider = self.providers.get(provider_name) if model else None
         if provider is not None:
+            if provider.allow_listed and model not in provider.models:
+                raise GatewayError(
+                    "not_found",
+                    f"model {model!r} is not offered by provider {provider_name!r} "
+                    f"(it allows only its listed models: {', '.join(provider.models)})",
+                    param="model",
+                )
             return Target(provider, model, params)
         owners = self._bare.get(spec, [])
         if len(owners) == 1:
@@ -219,6 +229,12 @@ class Providers:
                 raise ConfigError(
                     f"{where}: {spec!r} is not 'provider/model' with a configured provider"
                 )
+            return
+        provider = self.providers[provider_name]
+        if provider.allow_listed and model not in provider.models:
+            raise ConfigError(
+                f"{where}: {spec!r}: provider {provider_name!r} allows only its listed models"
+            )
 
     def model_ids(self) -> list[str]:
         """Every name a client may ask for, for the models listings."""
@@ -280,6 +296,7 @@ def _build_provider(
         base_urls=base_urls,
         credentials=credentials,
         models=tuple(pc.models),
+        allow_listed=pc.allow_models == "listed",
         auth=pc.auth,
         headers=pc.headers,
         client=client,

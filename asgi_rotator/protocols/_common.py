@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..model_names import check_model_name
 from .base import bad_request
 
 __all__ = [
@@ -14,6 +15,7 @@ __all__ = [
     "expect_dict",
     "expect_int",
     "expect_list",
+    "expect_model",
     "expect_number",
     "expect_str",
     "new_id",
@@ -72,6 +74,11 @@ def expect_str(value: Any, path: str) -> str:
     if not isinstance(value, str):
         raise bad_request(path, f"expected a string, got {_kind(value)}")
     return value
+
+
+def expect_model(value: Any, path: str = "model") -> str:
+    """A client's model name: a string the edge accepts (``model_names.check_model_name``)."""
+    return check_model_name(expect_str(value, path), path)
 
 
 def expect_int(value: Any, path: str, *, minimum: int | None = None) -> int:

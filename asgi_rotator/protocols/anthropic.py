@@ -112,6 +112,7 @@ from ._common import (
     expect_dict,
     expect_int,
     expect_list,
+    expect_model,
     expect_number,
     expect_str,
     new_id,
@@ -263,7 +264,8 @@ class AnthropicCodec(Codec):
         if model is None:
             if "model" not in body:
                 raise bad_request("model", "is required")
-            model = expect_str(body["model"], "model")
+            model = body["model"]
+        model = expect_model(model)
         if body.get("max_tokens") is None:
             raise bad_request("max_tokens", "is required")
         if "messages" not in body:

@@ -69,6 +69,7 @@ from typing import Any
 import msgspec
 
 from ..errors import GatewayError, classify
+from ..model_names import path_segment
 from ..sse import ServerSentEvent, encode_json_event
 from ..unified import (
     BlockStop,
@@ -105,6 +106,7 @@ from ._common import (
     expect_dict,
     expect_int,
     expect_list,
+    expect_model,
     expect_number,
     expect_str,
     new_id,
@@ -414,7 +416,9 @@ class GeminiCodec(Codec):
     # --- requests ---------------------------------------------------------------------------
 
     def request_path(self, request: Request) -> str:
-        model = request.model.removeprefix("models/")
+        # The model is one path segment: a name that would change the template is refused
+        # and the rest percent-encoded, so no client can choose another URL.
+        model = path_segment(request.model.removeprefix("models/"))
         if request.stream:
             return f"/v1beta/models/{model}:streamGenerateContent?alt=sse"
         return f"/v1beta/models/{model}:generateContent"
@@ -427,9 +431,7 @@ class GeminiCodec(Codec):
         name = model if model is not None else body.get("model")
         if name is None:
             raise bad_request("model", "required (the model is part of the URL path)")
-        name = expect_str(name, "model").removeprefix("models/")
-        if not name:
-            raise bad_request("model", "must not be empty")
+        name = expect_model(expect_str(name, "model").removeprefix("models/"))
 
         contents = _get(body, "contents", snake)
         if contents is None:

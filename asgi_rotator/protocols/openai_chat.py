@@ -82,6 +82,7 @@ from ._common import (
     expect_dict,
     expect_int,
     expect_list,
+    expect_model,
     expect_number,
     expect_str,
     new_id,
@@ -474,7 +475,7 @@ class _RequestParser:
             if model is None:
                 raise bad_request("model", "is required")
             model_name = model
-        model_name = expect_str(model_name, "model")
+        model_name = expect_model(model_name)
         if body.get("messages") is None:
             raise bad_request("messages", "is required")
         raw_messages = expect_list(body["messages"], "messages", non_empty=True)

@@ -87,6 +87,7 @@ from ._common import (
     expect_dict,
     expect_int,
     expect_list,
+    expect_model,
     expect_number,
     expect_str,
     new_id,
@@ -219,7 +220,7 @@ class OpenAIResponsesCodec(Codec):
         model = present.get("model", model)
         if model is None:
             raise bad_request("model", "required field is missing")
-        model = expect_str(model, "model")
+        model = expect_model(model)
         if "input" not in present:
             raise bad_request("input", "required field is missing")
         mark: dict[str, Any] = {}
