@@ -130,4 +130,7 @@ def test_a_path_template_keeps_the_name_in_one_segment() -> None:
             codec.request_path(Request(model=name))
         assert caught.value.param == "model"
         assert caught.value.status == 400
-    assert codec.request_path(Request(model="a b&c")) == f"/v1beta/models/{quote('a b&c', safe='')}:generateContent"
+    assert (
+        codec.request_path(Request(model="a b&c"))
+        == f"/v1beta/models/{quote('a b&c', safe='')}:generateContent"
+    )
