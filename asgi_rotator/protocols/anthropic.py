@@ -273,7 +273,7 @@ class AnthropicCodec(Codec):
         request = Request(
             model=model,
             max_tokens=expect_int(body["max_tokens"], "max_tokens", minimum=0),
-            messages=_parse_messages(expect_list(body["messages"], "messages")),
+            messages=_parse_messages(expect_list(body["messages"], "messages", non_empty=True)),
             origin=NAME,
         )
         system = body.get("system")

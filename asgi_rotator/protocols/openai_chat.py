@@ -540,9 +540,9 @@ class _RequestParser:
 
     def _tools(self, body: dict[str, Any], request: Request, marks: dict[str, Any]) -> None:
         tools: list[Tool] = []
-        for i, raw in enumerate(expect_list(_get(body, "tools") or [], "tools")):
+        for i, raw in enumerate(_list_or_none(body, "tools")):
             tools.append(_parse_tool(raw, f"tools[{i}]"))
-        for i, raw in enumerate(expect_list(_get(body, "functions") or [], "functions")):
+        for i, raw in enumerate(_list_or_none(body, "functions")):
             tool = _parse_function(raw, f"functions[{i}]")
             tool.extra[MARK] = {"legacy": True}
             tools.append(tool)
@@ -1477,10 +1477,25 @@ class _ChatStreamEncoder(StreamEncoder):
 # --- small helpers ---------------------------------------------------------------------------
 
 
+# The fields whose value is an array: an empty one carries nothing, so it reads as absent and
+# goes back verbatim (clients send "tools": [] and "tool_calls": []).  For any other field an
+# array is the wrong type, and that field's own check refuses it.
+_ARRAY_FIELDS = frozenset({"tools", "functions", "stop", "tool_calls"})
+
+
 def _get(body: Mapping[str, Any], key: str) -> Any:
-    """A field's value, or None when it is absent, null or an empty list (kept in extra)."""
+    """A field's value, or None when it is absent, null, or an array field's empty array
+    (kept in extra)."""
     value = body.get(key)
-    return None if isinstance(value, list) and not value else value
+    if key in _ARRAY_FIELDS and isinstance(value, list) and not value:
+        return None
+    return value
+
+
+def _list_or_none(body: Mapping[str, Any], key: str) -> list[Any]:
+    """An array field's items; absent, null and [] are no items, anything else is refused."""
+    value = _get(body, key)
+    return [] if value is None else expect_list(value, key)
 
 
 def _leftovers(body: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:

@@ -236,7 +236,7 @@ class OpenAIResponsesCodec(Codec):
             request.messages = [Message(role="user", content=[Text(text=raw_input)])]
         else:
             parser = _InputParser(allow_unmatched=prev is not None)
-            parser.parse(expect_list(raw_input, "input"))
+            parser.parse(expect_list(raw_input, "input", non_empty=True))
             request.messages = parser.messages
             request.system = parser.system
             if parser.pending:
