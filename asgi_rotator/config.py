@@ -61,6 +61,26 @@ class ConfigError(ValueError):
         super().__init__("\n".join(self.problems))
 
 
+def _hidden(value: Any) -> Any:
+    """A secret-bearing value as a repr may show it: ``env:NAME`` references as they are
+    (the name is not the secret), literal values by their length only."""
+    if isinstance(value, list):
+        return [_hidden(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _hidden(v) for k, v in value.items()}
+    if isinstance(value, str) and not value.startswith("env:"):
+        return f"<secret, {len(value)} characters>"
+    return value
+
+
+def _repr_hiding(struct: Struct, secret_fields: frozenset[str]) -> str:
+    shown = ", ".join(
+        f"{name}={_hidden(value) if name in secret_fields else value!r}"
+        for name, value in msgspec.structs.asdict(struct).items()
+    )
+    return f"{type(struct).__name__}({shown})"
+
+
 class ServerConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"
     port: int = 8080
@@ -71,6 +91,9 @@ class ServerConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     # Upstream HTTP client: "auto" (the fastest installed: aiohttp, then httpx2, then httpx),
     # or one of those names.
     upstream_client: str = "auto"
+
+    def __repr__(self) -> str:
+        return _repr_hiding(self, frozenset({"inbound_keys"}))
 
 
 class ProviderConfig(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -94,6 +117,9 @@ class ProviderConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     rotation: str | None = None
     key_tiers: list[int] = field(default_factory=list)  # "priority" rotation: tier per key
     rate_limit_scope: str | None = None  # "credential" (default) or "credential_model"
+
+    def __repr__(self) -> str:
+        return _repr_hiding(self, frozenset({"keys", "headers"}))
 
 
 class TargetConfig(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -125,6 +151,9 @@ class StateConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     path: str | None = None  # directory, for the file backend
     url: str | None = None  # for the redis backend; "env:NAME" allowed (it may hold a password)
     max_entries: int = 100_000
+
+    def __repr__(self) -> str:
+        return _repr_hiding(self, frozenset({"url"}))
 
 
 class ResponsesConfig(Struct, kw_only=True, forbid_unknown_fields=True):

@@ -24,7 +24,6 @@ Deliberate choices:
 from __future__ import annotations
 
 import asyncio
-import logging
 import math
 import re
 import time
@@ -51,6 +50,7 @@ from .exchange import (
 )
 from .protocols import Codec, get_codec
 from .providers import Providers
+from .redaction import redact, redacting_logger
 from .routes import Route, detect_protocol, match_route, route_path
 from .sse import ServerSentEvent, SSEDecoder, encode_event
 from .unified import Error, Event, Finish, MessageStart, Request
@@ -58,7 +58,7 @@ from .unified import Error, Event, Finish, MessageStart, Request
 __all__ = ["ProviderDispatch", "ensure_request", "parse_request_body", "send_error"]
 
 
-logger = logging.getLogger("asgi_rotator.dispatch")
+logger = redacting_logger("asgi_rotator.dispatch")
 
 _json_decode = msgspec.json.decode
 _json_encode = msgspec.json.Encoder().encode
@@ -456,11 +456,16 @@ class _StreamRelay:
         failure: GatewayError | None = None
         try:
             for sse_event in sse_events:
-                events += decoder.feed(sse_event)
+                decoded = decoder.feed(sse_event)
+                events += decoded
                 if encoder is None:
                     # Same protocol: the upstream's event goes out as it came, fields we do
-                    # not model included; only the framing is ours.
-                    parts.append(encode_event(sse_event.data, sse_event.event))
+                    # not model included; only the framing is ours.  An error event is the
+                    # one that may quote a key back: it goes out redacted.
+                    data = sse_event.data
+                    if decoded and any(isinstance(e, Error) for e in decoded):
+                        data = redact(data)
+                    parts.append(encode_event(data, sse_event.event))
                 if decoder.done:
                     break
             if last and not decoder.done:

@@ -26,6 +26,8 @@ import time
 from collections.abc import Mapping
 from typing import Any, Literal
 
+from .redaction import redact
+
 __all__ = [
     "DEFAULT_STATUS",
     "RETRYABLE_KINDS",
@@ -97,6 +99,8 @@ class GatewayError(Exception):
         provider: str | None = None,
         quota: bool = False,
     ) -> None:
+        # Whatever a provider put in its message, no secret the gateway holds goes further.
+        message = redact(message)
         super().__init__(message)
         self.kind: ErrorKind = kind
         self.message = message

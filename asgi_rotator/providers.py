@@ -8,16 +8,21 @@ models, any name goes to it.  Anything else is a ``not_found`` error that says w
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator, Mapping
 from typing import Any
 
 from .config import PRESETS, Config, ConfigError, ProviderConfig, TargetConfig, resolve_secret
 from .errors import GatewayError
+from .redaction import register_secret
 from .upstream import DEFAULT_CLIENT, HttpxUpstream, UpstreamClient, make_client
 
 __all__ = ["Credential", "Provider", "Providers", "Target"]
 
 ANTHROPIC_VERSION = "2023-06-01"
+
+# Extra headers whose values are credentials, to be redacted like the keys.
+_SECRET_HEADER = re.compile(r"auth|key|token|secret|cookie|password", re.IGNORECASE)
 
 # Default auth header per protocol (each official SDK's own).
 _AUTH_BY_PROTOCOL = {
@@ -271,9 +276,13 @@ def _build_provider(
         key_refs = [f"env:{preset.env}"]
     credentials = []
     for i, ref in enumerate(key_refs):
-        credentials.append(
-            Credential(name, i, resolve_secret(ref, env, f"providers.{name}.keys[{i}]"))
-        )
+        secret = resolve_secret(ref, env, f"providers.{name}.keys[{i}]")
+        register_secret(secret)
+        credentials.append(Credential(name, i, secret))
+    for header, value in pc.headers.items():
+        if _SECRET_HEADER.search(header):
+            register_secret(value)  # an auth header set by hand (a proxy's key, a cookie)
+            register_secret(value.partition(" ")[2])  # the credential of "Bearer <credential>"
     client: UpstreamClient
     if any(url.startswith("mock://") for url in base_urls.values()):
         from .mock import mock_transport  # the in-process mock provider, only when asked for

@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl
 
 from .._types import App, Receive, Scope, Send
 from ..errors import GatewayError
+from ..redaction import register_secret
 from ..routes import detect_protocol, match_route, route_path
 
 __all__ = ["PRINCIPAL", "InboundKeys", "fingerprint", "presented_key"]
@@ -53,6 +54,9 @@ class InboundKeys:
         self, app: App, *, keys: Iterable[str], open_paths: Iterable[str] = ("/healthz",)
     ) -> None:
         self.app = app
+        keys = list(keys)
+        for key in keys:
+            register_secret(key)  # a client may quote it back in a prompt, a log may show it
         # Compared as digests so every comparison takes the same time whatever the key.
         keys = list(keys)
         if not keys:

@@ -46,7 +46,6 @@ Deliberate choices:
 
 from __future__ import annotations
 
-import logging
 import random as _random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -58,6 +57,7 @@ from .._types import App, Receive, Scope, Send
 from ..errors import DEFAULT_STATUS, GatewayError
 from ..exchange import SCOPE_KEY, Exchange
 from ..providers import Credential, Provider, Providers, Target
+from ..redaction import redacting_logger
 from ..state import MemoryStore, StateStore, namespaced
 from ..state._store import Namespace
 from ._held import Abandon, Held
@@ -79,7 +79,7 @@ __all__ = [
 ]
 
 
-logger = logging.getLogger("asgi_rotator.cooldown")
+logger = redacting_logger("asgi_rotator.cooldown")
 
 ROTATIONS = ("round_robin", "fair_cycle", "priority", "least_used")
 RATE_LIMIT_SCOPES = ("credential", "credential_model")

@@ -50,7 +50,6 @@ Deliberate choices:
 
 from __future__ import annotations
 
-import logging
 from http import HTTPStatus
 from typing import Any
 
@@ -61,6 +60,7 @@ from ..dispatch import parse_request_body, send_error
 from ..errors import GatewayError, classify
 from ..exchange import DEFAULT_MAX_BODY, ERROR, EVENT, SCOPE_KEY, Exchange
 from ..protocols import get_codec
+from ..redaction import redacting_logger
 from ..routes import Route, detect_protocol, match_route, route_path
 from ..sse import SSEDecoder
 from ..unified import Error, MessageStart
@@ -68,7 +68,7 @@ from ..unified import Error, MessageStart
 __all__ = ["ProtocolNegotiation"]
 
 
-logger = logging.getLogger("asgi_rotator.protocol")
+logger = redacting_logger("asgi_rotator.protocol")
 
 _JSON_TYPES = frozenset({b"", b"application/json", b"application/x-www-form-urlencoded"})
 # A foreign error body is read up to this size to find its message; the rest is dropped.

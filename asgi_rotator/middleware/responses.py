@@ -68,7 +68,6 @@ Deliberate choices:
 
 from __future__ import annotations
 
-import logging
 import os
 import re
 import time
@@ -88,6 +87,7 @@ from ..exchange import DEFAULT_MAX_BODY, EVENT, RESPONSE, Exchange
 from ..protocols import get_codec
 from ..protocols.openai_responses import MARK
 from ..providers import Providers
+from ..redaction import redacting_logger
 from ..routes import match_route, route_path
 from ..sse import SSEDecoder, encode_event
 from ..state import MemoryStore, StateStore, namespaced
@@ -124,7 +124,7 @@ __all__ = [
 ]
 
 
-logger = logging.getLogger("asgi_rotator.responses")
+logger = redacting_logger("asgi_rotator.responses")
 
 NAME = "openai_responses"
 DEFAULT_TTL = 30 * 24 * 3600.0  # OpenAI keeps stored responses for 30 days

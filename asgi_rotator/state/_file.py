@@ -36,7 +36,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
-import logging
 import os
 import struct
 import tempfile
@@ -49,6 +48,7 @@ from typing import TypeVar
 import anyio
 import anyio.to_thread
 
+from ..redaction import redacting_logger
 from ._local import Entry, LocalStore, Mutation
 from ._store import check_ttl, check_value, validate_key
 
@@ -59,7 +59,7 @@ except ImportError:  # pragma: no cover - Windows
 
 __all__ = ["FileStore"]
 
-logger = logging.getLogger("asgi_rotator.state")
+logger = redacting_logger("asgi_rotator.state")
 
 T = TypeVar("T")
 

@@ -50,6 +50,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
+from ..redaction import register_url_password
 from ._store import MAX_KEY_LENGTH, StateStore, check_ttl, check_value, validate_key
 
 if TYPE_CHECKING:
@@ -160,6 +161,7 @@ class RedisStore(StateStore):
         if not (timeout > 0 and math.isfinite(timeout)):
             raise ValueError(f"timeout must be a positive number of seconds, not {timeout!r}")
         self._url = url  # may hold a password: kept private, shown only through _redact
+        register_url_password(url)  # redis-py's own errors may quote the URL
         self.prefix = prefix
         self.max_connections = max_connections
         self.timeout = timeout
