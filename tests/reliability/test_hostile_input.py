@@ -349,3 +349,24 @@ def test_random_bodies_never_break_the_gateway(
             error_message(protocol, response)  # an error in the client's protocol
 
     check()
+
+
+def test_hostile_stored_response_ids_are_answered_locally(
+    gateway: httpx.Client, upstream: MockUpstream
+) -> None:
+    # /v1/responses/{id} is served from the gateway's store: an id becomes a state key, so
+    # one that no store could hold is still an ordinary 4xx, never a 5xx.
+    ids = ["%0A", "a%00b", "x" * 700, "%E2%80%A8", "..%2F..", "resp_%7F", "%25", "resp_?x=1"]
+    for raw_id in ids:
+        for method, suffix in (("GET", ""), ("DELETE", ""), ("GET", "/input_items")):
+            upstream.clear()
+            response = gateway.request(method, f"/v1/responses/{raw_id}{suffix}")
+            case = f"{method} /v1/responses/{raw_id}{suffix}"
+            assert 400 <= response.status_code < 500, (case, response.text)
+            error_message("openai_responses", response)
+            assert upstream.requests == [], case
+    for previous in ("a\nb", "x" * 700, "resp_\u2028", ""):
+        body = {**base_body("openai_responses", _model("openai_responses"))}
+        body["previous_response_id"] = previous
+        response = _send(gateway, upstream, "openai_responses", body)
+        _assert_refused("openai_responses", response, upstream, "previous_response_id", previous)
