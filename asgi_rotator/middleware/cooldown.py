@@ -46,6 +46,7 @@ Deliberate choices:
 
 from __future__ import annotations
 
+import hashlib
 import random as _random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -55,20 +56,11 @@ import anyio
 
 from .._types import App, Receive, Scope, Send
 from ..errors import DEFAULT_STATUS, GatewayError
-from ..exchange import SCOPE_KEY, Exchange
+from ..exchange import Exchange
 from ..providers import Credential, Provider, Providers, Target
 from ..redaction import redacting_logger
-from ..state import MemoryStore, StateStore, namespaced
-from ..state._store import Namespace
-from ._held import Abandon, Held
-from .fallback import (
-    CountingSend,
-    counts_attempts,
-    note_foreign_attempt,
-    routed_exchange,
-    send_counted_error,
-    target_request,
-)
+from ..state import MemoryStore, Namespace, StateStore, namespaced
+from .routing import AttemptRunner, Held, failover, routed_exchange, target_request
 
 __all__ = [
     "BUDGET_KEY",
@@ -92,6 +84,9 @@ BUDGET_KEY = "asgi_rotator.retry_deadline"
 _MODEL_KINDS = frozenset({"overloaded", "server_error", "timeout"})
 _NEVER = 0.0
 _SCOPES_CACHED = 1024  # models per provider whose scope keys are kept formatted
+# Longer model names are kept in state keys as a digest: with the longest prefix a scope adds
+# (namespace, kind, credential id) a key stays within the store's limit.
+_MODEL_IN_KEY_LIMIT = 256
 
 
 class _Pool:
@@ -139,10 +134,11 @@ class _Pool:
 
     def key_model(self, index: int, model: str) -> str:
         credential = self.credentials[index]
-        return f"key-model:{self.name if credential is None else credential.id}:{model}"
+        name = self.name if credential is None else credential.id
+        return f"key-model:{name}:{model_in_key(model)}"
 
     def model(self, model: str) -> str:
-        return f"model:{self.name}/{model}"
+        return f"model:{self.name}/{model_in_key(model)}"
 
     def whole(self) -> str:
         return f"provider:{self.name}"
@@ -172,8 +168,9 @@ class _Scopes:
         position = {name: i for i, name in enumerate(names)}
         self.count = len(names)
         # Deadlines first, then failure counts, in the order of ``names``.
-        full = pool.store.full_key
-        self.keys = [full(f"until:{s}") for s in names] + [full(f"fails:{s}") for s in names]
+        self.keys = pool.store.prepare(
+            [f"until:{s}" for s in names] + [f"fails:{s}" for s in names]
+        )
         self.model = position[listed[0]]
         self.whole = position[listed[1]]
         # Per credential: the positions of its own scope and of its (credential, model) scope.
@@ -239,9 +236,6 @@ class CooldownRetry:
         self.app = app
         self.providers = providers
         self.store = namespaced(store if store is not None else MemoryStore(), "cooldown")
-        # The per-request read goes straight to the backend with its keys prefixed and checked
-        # once (``_Scopes``), rather than through the view on every request.
-        self._backend = self.store.store
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be at least 1, not {max_attempts}")
         if failure_threshold < 1:
@@ -317,38 +311,34 @@ class CooldownRetry:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        exchange: Exchange | None = scope.get(SCOPE_KEY)
-        if exchange is None or exchange.request is None:
-            exchange = await routed_exchange(self.app, scope, receive, send)
-            if exchange is None:
-                return
-        assert exchange.request is not None
+        exchange = await routed_exchange(self.app, scope, receive, send)
+        if exchange is None:
+            return
+        attempts = AttemptRunner(self, scope, exchange, send)
         target: Target | None = exchange.target
         if target is None:
+            assert exchange.request is not None
             try:
                 target = self.providers.resolve(exchange.request.model)[0]
             except GatewayError as unknown:
-                exchange.error = unknown
-                await send_counted_error(send, exchange, unknown)
+                await attempts.fail(unknown)
                 return
-            exchange.target = target
-            exchange.request = target_request(exchange.request, target)
+            attempts.begin(target, target_request(exchange.request, target))
         pool = self._pools.get(target.provider.name)
         if pool is None or pool.provider is not target.provider:
             pool = self._make_pool(target.provider)
-        # The attempts run here rather than in a helper: this frame stays suspended for the
-        # whole response, and every event resumes each frame on the way down.
         model = target.model
-        out = CountingSend(send, exchange)
-        on_start = out.count if counts_attempts(scope, self) else None
+        # The error kinds for which the fallback layer above has another target to try now:
+        # on those this layer neither waits nor retries a key that just failed.
+        hand_over = failover(scope)
         deadline: float = scope.setdefault(BUDGET_KEY, self._clock() + self.retry_budget)
         tried: tuple[int, ...] = ()  # the keys that failed in this request (few)
-        attempts = waits = 0
+        count = waits = 0
         held: Held | None = None
         pause_until = 0.0  # when a key that failed without cooling down may be tried again
         scopes = pool.scopes(model)
         while True:
-            state = _State(scopes, await self._backend.get_many(scopes.keys))
+            state = _State(scopes, await scopes.keys.get_all())
             now = self._clock()
             healthy, available, blocked = self._healthy(state, now)
             fresh = [i for i in healthy if i not in tried] if tried else healthy
@@ -360,16 +350,17 @@ class CooldownRetry:
                 candidates, wait = healthy, max(0.0, pause_until - now)
             else:
                 candidates, wait = [], available - now
-            if attempts or not candidates:
+            if count or not candidates:
                 if (
-                    attempts >= self.max_attempts
+                    count >= self.max_attempts
                     or waits >= self.max_attempts  # keys re-cooled while we waited
                     or wait > min(self.max_wait, deadline - now)
+                    or (not fresh and _failing(held, blocked) in hand_over)
                 ):
-                    await self._give_up(exchange, target, held, available - now, blocked, send)
+                    await self._give_up(attempts, target, pool, held, state, now, available)
                     return
                 if wait > 0:
-                    exchange.record("cooldown.wait", seconds=round(wait, 3), attempt=attempts + 1)
+                    exchange.record("cooldown.wait", seconds=round(wait, 3), attempt=count + 1)
                     await self._sleep(wait)
                 if not candidates:
                     waits += 1
@@ -385,20 +376,13 @@ class CooldownRetry:
                     credential=credential.id if credential is not None else None,
                     rotation=pool.rotation,
                     healthy=len(healthy),
-                    attempt=attempts + 1,
+                    attempt=count + 1,
                 )
-            before = out.floor = len(exchange.attempts)
-            held = Held(send, on_start)
-            try:
-                await self.app(scope, exchange.replay(), held.send)  # run_held, inlined
-            except Abandon:
-                pass
-            attempts += 1
-            note_foreign_attempt(exchange, before, target, held)
+            held = await attempts.run(scope, target)
+            count += 1
             error = held.error
             if held.committed or error is None:
-                if not held.committed:
-                    await held.release(send)  # whatever the app sent, as it sent it
+                await attempts.answered(held)
                 if not state.quiet:
                     await self._succeeded(index, state)
                 return
@@ -406,51 +390,75 @@ class CooldownRetry:
             exchange.error = error
             await self._failed(exchange, pool, index, model, error)
             if error.kind not in self.retry_on:
-                await _deliver(exchange, held, error, send)
+                await attempts.answer(held, error)
                 return
             retry_after = error.retry_after
             pause_until = self._clock() + (
-                retry_after if retry_after is not None else self._backoff(attempts)
+                retry_after if retry_after is not None else self._backoff(count)
             )
 
     async def _give_up(
         self,
-        exchange: Exchange,
+        attempts: AttemptRunner,
         target: Target,
+        pool: _Pool,
         held: Held | None,
-        wait: float,
-        blocked: bool,
-        send: Send,
+        state: _State,
+        now: float,
+        available: float,
     ) -> None:
-        wait = max(0.0, wait)
+        exchange = attempts.exchange
+        wait = max(0.0, available - now)
         if held is None or held.error is None:
             # Nothing tried: every key, or the model, is cooling down.
-            provider = target.provider.name
-            error = GatewayError(
-                "overloaded" if blocked else "rate_limited",
-                (
-                    f"{target.name} is cooling down after repeated failures"
-                    if blocked
-                    else f"every key of {provider} is cooling down for {target.model}"
-                )
-                + f"; available again in {wait:.1f}s",
-                retry_after=wait,
-                provider=provider,
+            error = await self._unavailable(target, pool, state, now, wait)
+            exchange.record(
+                "cooldown.unavailable", target=target.name, kind=error.kind, retry_after=wait
             )
-            exchange.record("cooldown.unavailable", target=target.name, retry_after=wait)
-            exchange.error = error
-            await send_counted_error(send, exchange, error)
+            await attempts.fail(error)
             return
         error = held.error
         exchange.record("cooldown.give_up", target=target.name, kind=error.kind)
         if wait > 0 and error.kind in ("rate_limited", "overloaded"):
             # The client may come back when the first key (or the model) does, not when the
             # last answer said.
-            error = _with_retry_after(error, wait)
-            exchange.error = error
-            await send_counted_error(send, exchange, error)
+            await attempts.fail(_with_retry_after(error, wait))
             return
-        await _deliver(exchange, held, error, send)
+        await attempts.answer(held, error)
+
+    async def _unavailable(
+        self, target: Target, pool: _Pool, state: _State, now: float, wait: float
+    ) -> GatewayError:
+        """Why no key of ``target`` may be tried now.  Keys the provider refused are an
+        ``auth`` error with the refusal's status, never a rate limit: an SDK would retry a
+        429 (or a 503) for a key that will stay refused until someone fixes it."""
+        provider = target.provider.name
+        scopes = state.scopes
+        if max(state.until(scopes.model), state.until(scopes.whole)) > now:
+            return GatewayError(
+                "overloaded",
+                f"{_shown(target.name)} is cooling down after repeated failures; "
+                f"available again in {wait:.1f}s",
+                retry_after=wait,
+                provider=provider,
+            )
+        refused = await self._refusals(pool, target.model)
+        if refused is not None:
+            return GatewayError(
+                "auth",
+                f"every key of {provider} was refused by the provider (HTTP {refused}) and "
+                f"is out of rotation for another {wait:.0f}s; the gateway's keys for "
+                f"{provider} need attention",
+                status=refused,
+                provider=provider,
+            )
+        return GatewayError(
+            "rate_limited",
+            f"every key of {provider} is cooling down for {_shown(target.model)}; "
+            f"available again in {wait:.1f}s",
+            retry_after=wait,
+            provider=provider,
+        )
 
     # --- state --------------------------------------------------------------------------------
 
@@ -521,7 +529,7 @@ class CooldownRetry:
         own, for_model = scopes.per_key[index]
         for position in dict.fromkeys((own, for_model, scopes.model, scopes.whole)):
             if state.failed(position):
-                await self._backend.delete(scopes.keys[scopes.count + position])
+                await scopes.keys.delete(scopes.count + position)
 
     async def _failed(
         self, exchange: Exchange, pool: _Pool, index: int, model: str, error: GatewayError
@@ -542,23 +550,43 @@ class CooldownRetry:
             status = error.upstream_status or error.status
             scope = pool.key_model(index, model) if status == 403 else pool.key(index)
             await self._cool(exchange, scope, self.auth_cooldown, kind)
-            logged = await self.store.compare_and_set(
-                f"logged:{scope}", None, b"1", ttl=self.auth_cooldown
+            # The refusal is remembered for as long as the key rests, so that a request that
+            # finds every key out can say why (``_unavailable``); its first writer logs it.
+            first = await self.store.compare_and_set(
+                f"refused:{scope}",
+                None,
+                b"403" if status == 403 else b"401",
+                ttl=self.auth_cooldown,
             )
-            if logged:
+            if first:
                 credential = pool.credentials[index]
                 logger.warning(
                     "%s refused credential %s (HTTP %s%s); out of rotation for %.0fs",
                     pool.name,
                     credential.id if credential is not None else "(none)",
                     status,
-                    f", model {model}" if status == 403 else "",
+                    f", model {model_in_key(model)}" if status == 403 else "",
                     self.auth_cooldown,
                 )
         elif kind in _MODEL_KINDS:
             await self._count(exchange, pool.model(model), error)
         elif kind == "connection":
             await self._count(exchange, pool.whole(), error)
+
+    async def _refusals(self, pool: _Pool, model: str) -> int | None:
+        """The status that took every key out, when the provider refused each of them (401,
+        or 403 for this model); ``None`` when some key rests for another reason."""
+        keys: list[str] = []
+        for index in range(len(pool.credentials)):
+            keys.append(f"refused:{pool.key(index)}")
+            keys.append(f"refused:{pool.key_model(index, model)}")
+        values = await self.store.get_many(keys)
+        statuses = [
+            own or for_model for own, for_model in zip(values[::2], values[1::2], strict=True)
+        ]
+        if not all(statuses):
+            return None
+        return 401 if b"401" in statuses else 403
 
     async def _count(self, exchange: Exchange, scope: str, error: GatewayError) -> None:
         count = await self.store.incr(f"fails:{scope}", ttl=self.failure_window)
@@ -590,14 +618,31 @@ class CooldownRetry:
         return ceiling * self._random()
 
 
-async def _deliver(exchange: Exchange, held: Held, error: GatewayError, send: Send) -> None:
-    """The attempt's own error response, as the inner app sent it (or rendered, for an
-    in-band failure that has no response to release)."""
-    exchange.error = error
-    if held.messages:
-        await held.release(send)  # with the attempt count (the hold's ``on_start``)
-    else:
-        await send_counted_error(send, exchange, error)
+def model_in_key(model: str) -> str:
+    """``model`` as it stands in a state key.  Any name a provider uses is kept as it is;
+    one that a state key could not hold (a control character, too long) or that could be
+    mistaken for this encoding becomes a digest.  A client chooses the model name, so this
+    must never fail: the layer works alone around any app, with no validation above it."""
+    if len(model) <= _MODEL_IN_KEY_LIMIT and model.isprintable() and not model.startswith("~"):
+        return model
+    digest = hashlib.sha256(model.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"~{digest}"
+
+
+def _shown(name: str) -> str:
+    """``name`` as a message may show it: as it is when printable and of a sane length,
+    else escaped (a client chose it, and an error message goes out as JSON and into logs)."""
+    if len(name) <= _MODEL_IN_KEY_LIMIT and name.isprintable():
+        return name
+    return ascii(name[:_MODEL_IN_KEY_LIMIT])
+
+
+def _failing(held: Held | None, blocked: bool) -> str:
+    """The error kind the layer would give up with now: the last attempt's, or, before any,
+    what every key (``blocked``: the model or provider) cooling down is."""
+    if held is not None and held.error is not None:
+        return held.error.kind
+    return "overloaded" if blocked else "rate_limited"
 
 
 def _with_retry_after(error: GatewayError, seconds: float) -> GatewayError:

@@ -37,66 +37,42 @@ Deliberate choices:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
 
-import msgspec
-
-from .._types import App, Message, Receive, Scope, Send
+from .._types import App, Receive, Scope, Send
 from ..errors import DEFAULT_STATUS, GatewayError
-from ..exchange import ERROR, SCOPE_KEY, Attempt, Exchange
 from ..providers import Providers, Target
-from ..routes import match_route, route_path
 from ..unified import Request
-from ._held import Abandon, Held
+from .routing import (
+    ATTEMPTS_HEADER,
+    FAILOVER_KEY,
+    NO_FAILOVER,
+    AttemptRunner,
+    Held,
+    TargetParams,
+    routed_exchange,
+)
 
-__all__ = [
-    "ATTEMPTS_HEADER",
-    "DEFAULT_FALLBACK_ON",
-    "CountingSend",
-    "FallbackRouter",
-    "counts_attempts",
-    "note_foreign_attempt",
-    "routed_exchange",
-    "send_counted_error",
-    "target_request",
-]
+__all__ = ["ATTEMPTS_HEADER", "DEFAULT_FALLBACK_ON", "FallbackRouter"]
 
 
-ATTEMPTS_HEADER = b"x-rotator-attempts"
-# The routing layer that writes the attempt count for the request: the outermost one.  What a
-# layer below it writes would be replaced on the way out (every start passes the outer hold),
-# so a layer below leaves the header alone.
-_COUNTER_KEY = "asgi_rotator.attempts_counter"
 DEFAULT_FALLBACK_ON = ("rate_limited", "overloaded", "server_error", "timeout", "connection")
 _PLANS_CACHED = 1024  # model names whose plan is kept
 _PLAN_NAME_LIMIT = 256  # a longer model name is planned afresh each time, never kept
-
-# Request fields a target's params may not override: they are the conversation itself, or
-# decided by the client and the layers (model comes from the target).
-_FIXED_FIELDS = frozenset({"model", "messages", "stream", "origin", "extra"})
-_REQUEST_FIELDS = frozenset(f.name for f in msgspec.structs.fields(Request)) - _FIXED_FIELDS
 
 
 class _Step:
     """One target of a plan, with its request overrides validated and split once."""
 
-    __slots__ = ("extra", "fields", "name", "target")
+    __slots__ = ("name", "params", "target")
 
     def __init__(self, target: Target) -> None:
         self.target = target
         self.name = target.name
-        self.fields, self.extra = _split_params(target.params, target.model, target.name)
+        self.params = TargetParams(target)
 
     def request(self, original: Request) -> Request:
-        if not self.fields and not self.extra:
-            return msgspec.structs.replace(original)  # a copy, as below
-        changes: dict[str, Any] = dict(self.fields)
-        if self.extra:
-            changes["extra"] = {**original.extra, **self.extra}
-        # Always a copy: layers below mutate the request in place, and the next target must
-        # start again from what the client sent.
-        return msgspec.structs.replace(original, **changes)
+        return self.params.apply(original)
 
 
 class _Group:
@@ -184,53 +160,39 @@ class FallbackRouter:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        exchange: Exchange | None = scope.get(SCOPE_KEY)
-        if exchange is None or exchange.request is None:
-            exchange = await routed_exchange(self.app, scope, receive, send)
-            if exchange is None:
-                return
-        assert exchange.request is not None
+        exchange = await routed_exchange(self.app, scope, receive, send)
+        if exchange is None:
+            return
+        original = exchange.request
+        assert original is not None
+        attempts = AttemptRunner(self, scope, exchange, send)
         try:
-            plan = self._plan(exchange.request.model)
+            plan = self._plan(original.model)
         except GatewayError as unknown:
-            exchange.error = unknown
-            await send_counted_error(send, exchange, unknown)
+            await attempts.fail(unknown)
             return
         if exchange.recording:
             exchange.record("fallback.plan", group=plan.group_name, targets=plan.targets)
-        # The attempts run here rather than in a helper: this frame stays suspended for the
-        # whole response, and every event resumes each frame on the way down.
         group = plan.group
-        original = exchange.request
-        assert original is not None
-        out = CountingSend(send, exchange)
-        on_start = out.count if counts_attempts(scope, self) else None
-        # The attempts in order, until a branch switches to its alternatives (once each).
-        queue = iter(plan.steps)
+        # The steps in order, until a branch switches to its alternatives (once each).
+        steps, position = plan.steps, 0
         switched: tuple[str, ...] = ()
         outcomes: tuple[_Outcome, ...] = ()  # the failed attempts, on the failure path only
         held: Held | None = None
-        while (step := next(queue, None)) is not None:
+        while position < len(steps):
+            step = steps[position]
+            position += 1
             target = step.target
-            exchange.target = target
-            exchange.credential = None
-            exchange.upstream_protocol = None  # negotiated per provider by dispatch
-            exchange.error = None
-            exchange.close = None
-            exchange.request = step.request(original)
-            before = out.floor = len(exchange.attempts)
-            held = Held(send, on_start)
-            try:
-                await self.app(scope, exchange.replay(), held.send)  # run_held, inlined
-            except Abandon:
-                pass
-            note_foreign_attempt(exchange, before, target, held)
+            attempts.begin(target, step.request(original))
+            # While another target follows, the layers below fail over rather than wait.
+            scope[FAILOVER_KEY] = self.fallback_on if position < len(steps) else NO_FAILOVER
+            before = len(exchange.attempts)
+            held = await attempts.run(scope, target)
             error = held.error
             if held.committed or error is None:
                 if exchange.recording:
                     exchange.record("fallback.attempt", target=step.name, outcome="answered")
-                if error is None and not held.committed:
-                    await held.release(send)  # whatever the app sent, as it sent it
+                await attempts.answered(held)
                 return
             outcomes += (_Outcome(step.name, error),)
             exchange.record(
@@ -249,7 +211,7 @@ class FallbackRouter:
                     continue
                 if alternatives:
                     switched += (branch,)
-                    queue = iter(alternatives)
+                    steps, position = alternatives, 0
                     exchange.record(
                         "fallback.switch",
                         reason=error.kind,
@@ -263,14 +225,9 @@ class FallbackRouter:
         if len(outcomes) > 1 and final.kind in self.fallback_on:
             final = _exhausted(outcomes)
             exchange.record("fallback.exhausted", status=final.status, targets=len(outcomes))
-            exchange.error = final
-            await send_counted_error(send, exchange, final)
+            await attempts.fail(final)
             return
-        exchange.error = final
-        if held.messages:
-            await held.release(send)
-        else:
-            await send_counted_error(send, exchange, final)
+        await attempts.answer(held, final)
 
     def _plan(self, model: str) -> _Plan:
         plan = self._plans.get(model)
@@ -320,136 +277,3 @@ def _exhausted(outcomes: tuple[_Outcome, ...]) -> GatewayError:
         status=status,
         retry_after=min(waits) if waits and status in (429, 503) else None,
     )
-
-
-# --- shared with CooldownRetry ------------------------------------------------------------
-
-
-async def routed_exchange(app: App, scope: Scope, receive: Receive, send: Send) -> Exchange | None:
-    """The exchange with its unified request, for a generation request; ``None`` when the
-    request was not one (passed on to ``app`` as it was) or was bad (answered with an error)."""
-    exchange: Exchange | None = scope.get(SCOPE_KEY)
-    if exchange is None or exchange.request is None:
-        route = match_route(route_path(scope))
-        if route is None or route.endpoint != "generate" or scope["method"] not in route.allowed:
-            await app(scope, receive, send)  # not consumed: pass it on as it came
-            return None
-        from ..dispatch import ensure_request  # local: dispatch imports the codecs
-
-        try:
-            exchange = await ensure_request(scope, receive)
-        except GatewayError as error:
-            exchange = scope.get(SCOPE_KEY)
-            protocol = exchange.protocol if exchange else None
-            await send_counted_error(send, exchange, error, protocol=protocol or route.protocol)
-            return None
-    return exchange
-
-
-def target_request(request: Request, target: Target) -> Request:
-    """``request`` with ``target.params`` applied, as a copy (validated on each call: for
-    layers that resolve a target themselves; ``FallbackRouter`` validates once)."""
-    if not target.params:
-        return request
-    return _Step(target).request(request)
-
-
-class CountingSend:
-    """``send`` that writes the attempt count into the response start (replacing a count an
-    inner layer wrote: the outermost layer knows the whole story).
-
-    Set ``floor`` to the number of attempts before the current one: an inner app that does
-    not record its attempts (a foreign app) sends its start before the layer can note it.
-    An error response of our own stack (it carries the ``ERROR`` twin) is counted as it is:
-    a layer that refused without calling upstream made no attempt.  The routing layers use
-    ``count`` alone, as the ``on_start`` of ``Held``: their start is always held.
-    """
-
-    __slots__ = ("exchange", "floor", "send")
-
-    def __init__(self, send: Send, exchange: Exchange) -> None:
-        self.send = send
-        self.exchange = exchange
-        self.floor = 0
-
-    async def __call__(self, message: Message) -> None:
-        if message["type"] == "http.response.start":
-            message = self.count(message)
-        await self.send(message)
-
-    def count(self, start: Message) -> Message:
-        """``start`` with the attempt count."""
-        count = len(self.exchange.attempts)
-        if ERROR not in start:
-            count = max(count, self.floor + 1)
-        return with_header(start, ATTEMPTS_HEADER, str(count).encode())
-
-
-def counts_attempts(scope: Scope, layer: object) -> bool:
-    """Whether ``layer`` writes the attempt count: no routing layer above it does."""
-    return scope.setdefault(_COUNTER_KEY, layer) is layer
-
-
-def with_header(message: Message, name: bytes, value: bytes) -> Message:
-    headers = [header for header in message.get("headers", ()) if header[0].lower() != name]
-    headers.append((name, value))
-    return {**message, "headers": headers}
-
-
-def note_foreign_attempt(
-    exchange: Exchange, before: int, target: Target | None, held: Held
-) -> None:
-    """Record an attempt the inner app did not record itself (a foreign app), so the count
-    and the history stay right whatever sits below."""
-    if len(exchange.attempts) != before:
-        return
-    if held.committed:
-        pass  # dispatch records its attempt before it sends anything: this app does not
-    elif not held.messages or ERROR in held.messages[0]:
-        # Nothing sent, an in-band error (only our dispatch makes those), or an error
-        # response of our own stack: a layer below refused without calling upstream.
-        return
-    credential = exchange.credential
-    exchange.attempts.append(
-        Attempt(
-            number=before + 1,
-            provider=target.provider.name if target is not None else "",
-            model=target.model if target is not None else "",
-            credential=credential.id if credential is not None else None,
-            status=held.status,
-            kind=held.error.kind if held.error is not None else None,
-        )
-    )
-
-
-async def send_counted_error(
-    send: Send, exchange: Exchange | None, error: GatewayError, *, protocol: str | None = None
-) -> None:
-    """An error response in the client's protocol, with the attempt count."""
-    from ..dispatch import send_error  # local: dispatch imports the codecs
-
-    count = len(exchange.attempts) if exchange is not None else 0
-    await send_error(
-        send,
-        protocol or (exchange.protocol if exchange is not None else None),
-        error,
-        [(ATTEMPTS_HEADER, str(count).encode())],
-    )
-
-
-def _split_params(
-    params: Mapping[str, Any], model: str, where: str
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Known request fields (validated and converted once) and the rest, for ``extra``."""
-    fixed = _FIXED_FIELDS.intersection(params)
-    if fixed:
-        raise ValueError(f"{where}: params may not override {', '.join(sorted(fixed))}")
-    known = {k: v for k, v in params.items() if k in _REQUEST_FIELDS}
-    extra = {k: v for k, v in params.items() if k not in _REQUEST_FIELDS}
-    if not known:
-        return {}, extra
-    try:
-        converted = msgspec.convert({"model": model, **known}, Request)
-    except msgspec.ValidationError as exc:
-        raise ValueError(f"{where}: params: {exc}") from None
-    return {k: getattr(converted, k) for k in known}, extra

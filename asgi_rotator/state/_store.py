@@ -26,20 +26,23 @@ Deliberate choices:
   the same cooldown keys are read on every request.
 * ``namespaced`` returns a view that prefixes keys, so each layer owns its keys
   (``responses:``, ``cooldown:``) over one shared store; the view does not own the store and
-  its ``aclose`` does nothing.  ``Namespace.full_key`` gives a key as the underlying store
-  knows it, for a layer that prepares its hot keys once and reads the store directly.
+  its ``aclose`` does nothing.  ``Namespace.prepare`` checks and prefixes a set of keys
+  once and gives ``PreparedKeys``, which read and delete them straight in the underlying
+  store: the contract for a layer that reads the same keys on every request (cooldowns),
+  so that no layer reaches through the view to the store behind it.
 """
 
 from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from types import TracebackType
 
 __all__ = [
     "MAX_KEY_LENGTH",
     "Namespace",
+    "PreparedKeys",
     "StateStore",
     "check_ttl",
     "check_value",
@@ -180,9 +183,12 @@ class Namespace(StateStore):
         return self.prefix + validate_key(key)
 
     def full_key(self, key: str) -> str:
-        """``key`` as ``store`` knows it: checked and prefixed, for a caller that prepares
-        its keys once and reads ``store`` directly on a hot path."""
+        """``key`` as ``store`` knows it: checked and prefixed."""
         return validate_key(self.prefix + validate_key(key))
+
+    def prepare(self, keys: Sequence[str]) -> PreparedKeys:
+        """``keys`` checked and prefixed now, to be read on a hot path without either."""
+        return PreparedKeys(self.store, [self.full_key(key) for key in keys])
 
     async def get(self, key: str) -> bytes | None:
         return await self.store.get(self._key(key))
@@ -218,6 +224,28 @@ class Namespace(StateStore):
 
     def __repr__(self) -> str:
         return f"namespaced({self.store!r}, {self.prefix!r})"
+
+
+class PreparedKeys:
+    """Keys of a ``Namespace``, checked and prefixed once (``Namespace.prepare``), read and
+    deleted by position straight in the store behind the view."""
+
+    __slots__ = ("_store", "keys")
+
+    def __init__(self, store: StateStore, keys: list[str]) -> None:
+        self._store = store
+        self.keys = keys  # as the store behind the view knows them
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def get_all(self) -> Awaitable[list[bytes | None]]:
+        """Every key's value, in order, in one ``get_many``."""
+        return self._store.get_many(self.keys)
+
+    def delete(self, position: int) -> Awaitable[bool]:
+        """Delete the key at ``position``."""
+        return self._store.delete(self.keys[position])
 
 
 def namespaced(store: StateStore, prefix: str) -> Namespace:

@@ -488,7 +488,10 @@ async def test_forbidden_takes_the_key_out_for_that_model_only() -> None:
     assert (await call(app, "p/secret")).status == 403
     assert (await call(app, "p/open")).status == 200
     result = await call(app, "p/secret")
-    assert result.status == 429 and result.attempts == 0  # cooling: no upstream call
+    # Cooling, so no upstream call, and said as what it is: a refusal, not a rate limit.
+    assert result.status == 403 and result.attempts == 0
+    assert result.json()["error"]["code"] != "rate_limit_exceeded"
+    assert b"retry-after" not in result.headers
 
 
 async def test_server_errors_cool_the_model_after_the_threshold() -> None:
