@@ -116,7 +116,10 @@ async def _call_with_target(app: Any, providers: Providers, model: str) -> Resul
     exchange = scope[SCOPE_KEY] = Exchange(scope, raw)
     exchange.protocol = "openai_chat"
     exchange.request = msgspec.convert(
-        {"model": f"p/{model}", "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}]},
+        {
+            "model": f"p/{model}",
+            "messages": [{"role": "user", "content": [{"type": "text", "text": "hi"}]}],
+        },
         Request,
     )
     exchange.target = target
