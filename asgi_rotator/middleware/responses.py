@@ -112,8 +112,8 @@ from ..unified import (
     Usage,
     UsageEvent,
 )
-from ._held import run_held
 from .auth import PRINCIPAL
+from .routing import run_held
 
 __all__ = [
     "DEFAULT_MAX_DEPTH",
