@@ -40,6 +40,13 @@ Deliberate choices:
   ``max_wait`` and the remaining budget; otherwise it fails at once (the fallback layer
   moves on, or the client gets a 429 whose ``retry-after`` is the earliest availability),
   rather than sleeping longer than the client will wait.
+* Under a fallback layer with another target to go to (``routing.FAILOVER_KEY`` names the
+  error kinds it moves on for), the layer neither waits nor retries a key that just failed:
+  a fresh key available now, or it hands back at once.  The next target answers sooner.
+* Every key refused by the provider (401, 403 for the model) is an ``auth`` error saying so,
+  never a rate limit: an SDK would retry that for an hour.
+* The model name is the client's: it goes into state keys through ``model_in_key``, which
+  no string can make fail.
 * The same hold-until-content rule as the fallback layer (``Held``): only an attempt
   that sent nothing to the client is retried.
 """

@@ -21,6 +21,12 @@ Deliberate choices:
   first).  The same hold applies to every target, not just the first, so a failure of the
   last target still reaches the client as a proper error response with a real status rather
   than a 200 with an in-band error.
+* A failing target is never waited for while another can answer now.  Before each target
+  this layer sets ``FAILOVER_KEY`` in the scope to the kinds for which another target
+  follows; ``CooldownRetry`` below then tries only keys available now and not yet failed in
+  this request, and otherwise hands back at once (no sleeping through a ``retry-after``, no
+  second TTFB wait on a key that just timed out).  The plan's last target keeps the retries
+  and waits of a single target: nothing else could answer sooner.
 * Which failure moves on is decided on the error kind alone: ``fallback_on`` (retryable kinds
   by default) tries the next target; ``context_window_exceeded`` and ``content_filtered`` go
   to the group's ``context_fallbacks`` / ``content_fallbacks`` when it has them; anything
