@@ -41,6 +41,7 @@ __all__ = [
     "Held",
     "TargetParams",
     "failover",
+    "open_attempt",
     "routed_exchange",
     "run_held",
     "send_counted_error",
@@ -72,7 +73,11 @@ def failover(scope: Scope) -> frozenset[str]:
 
 async def routed_exchange(app: App, scope: Scope, receive: Receive, send: Send) -> Exchange | None:
     """The exchange with its unified request, for a generation request; ``None`` when the
-    request was not one (passed on to ``app`` as it was) or was bad (answered with an error)."""
+    request was not one (any other scope, lifespan included, or route: passed on to ``app``
+    as it came) or was bad (answered with an error)."""
+    if scope["type"] != "http":
+        await app(scope, receive, send)
+        return None
     exchange: Exchange | None = scope.get(SCOPE_KEY)
     if exchange is not None and exchange.request is not None:
         return exchange
@@ -99,7 +104,7 @@ class AttemptRunner:
     the outermost one knows the whole story.
     """
 
-    __slots__ = ("app", "exchange", "floor", "on_start", "send")
+    __slots__ = ("app", "counts", "exchange", "floor", "send")
 
     def __init__(self, layer: Any, scope: Scope, exchange: Exchange, send: Send) -> None:
         self.app: App = layer.app
@@ -108,26 +113,21 @@ class AttemptRunner:
         # The number of attempts before the current one: an inner app that does not record
         # its attempts (a foreign app) sends its start before the layer can note it.
         self.floor = 0
-        counts = scope.setdefault(_COUNTER_KEY, layer) is layer
-        self.on_start = self.count if counts else None
+        # Whether this layer writes the count.  Not ``self.count`` kept on ``self``: a bound
+        # method of its own object would make a reference cycle, freed only by the garbage
+        # collector, for every request (see ``Exchange.detach``).
+        self.counts = scope.setdefault(_COUNTER_KEY, layer) is layer
 
     def begin(self, target: Target, request: Request) -> None:
-        """Open an attempt on ``target`` with ``request``: what the previous attempt left on
-        the exchange (its credential, upstream protocol, error and close record) is gone."""
-        exchange = self.exchange
-        exchange.target = target
-        exchange.request = request
-        exchange.credential = None
-        exchange.upstream_protocol = None  # negotiated per provider by dispatch
-        exchange.error = None
-        exchange.close = None
+        """Open an attempt on ``target`` with ``request`` (``open_attempt``)."""
+        open_attempt(self.exchange, target, request)
 
     async def run(self, scope: Scope, target: Target | None) -> Held:
         """Call the inner app once, held until it commits (``Held.committed``) or fails
         (``Held.error``, nothing sent to the client)."""
         exchange = self.exchange
         before = self.floor = len(exchange.attempts)
-        held = Held(self.send, self.on_start)
+        held = Held(self.send, self.count if self.counts else None)
         try:
             await self.app(scope, exchange.replay(), held.send)
         except Abandon:
@@ -163,6 +163,19 @@ class AttemptRunner:
         if ERROR not in start:
             count = max(count, self.floor + 1)
         return _with_header(start, ATTEMPTS_HEADER, str(count).encode())
+
+
+def open_attempt(exchange: Exchange, target: Target | None, request: Request) -> None:
+    """Start the exchange's next attempt afresh: on ``target`` (``None``: the layers below
+    choose) with ``request``.  What the previous attempt left (its credential, upstream
+    protocol, error and close record) is gone, so no layer below reads a stale one.  The
+    one place that knows which exchange fields belong to an attempt."""
+    exchange.target = target
+    exchange.request = request
+    exchange.credential = None
+    exchange.upstream_protocol = None  # negotiated per provider by dispatch
+    exchange.error = None
+    exchange.close = None
 
 
 async def send_counted_error(
