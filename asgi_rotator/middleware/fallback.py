@@ -163,12 +163,9 @@ class FallbackRouter:
         return steps
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
         exchange = await routed_exchange(self.app, scope, receive, send)
         if exchange is None:
-            return
+            return  # not a generation request (passed on as it came), or a bad one (answered)
         original = exchange.request
         assert original is not None
         attempts = AttemptRunner(self, scope, exchange, send)

@@ -113,7 +113,7 @@ from ..unified import (
     UsageEvent,
 )
 from .auth import PRINCIPAL
-from .routing import run_held
+from .routing import open_attempt, run_held
 
 __all__ = [
     "DEFAULT_MAX_DEPTH",
@@ -398,9 +398,7 @@ class ResponsesState:
                 exchange.error = failure
                 await send_error(send, NAME, failure)
                 return
-            exchange.request = turn.request
-            exchange.target = exchange.credential = exchange.upstream_protocol = None
-            exchange.error = exchange.close = None
+            open_attempt(exchange, None, turn.request)
             await self.app(scope, exchange.replay(), recorder.send)
         elif held.messages:
             await held.release(recorder.send)
