@@ -53,7 +53,6 @@ Deliberate choices:
 
 from __future__ import annotations
 
-import hashlib
 import random as _random
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -64,9 +63,10 @@ import anyio
 from .._types import App, Receive, Scope, Send
 from ..errors import DEFAULT_STATUS, GatewayError
 from ..exchange import Exchange
-from ..providers import Credential, Provider, Providers, Target
+from ..providers import Provider, Providers, Target
 from ..redaction import redacting_logger
-from ..state import MemoryStore, Namespace, StateStore, namespaced
+from ..state import MemoryStore, StateStore, namespaced
+from .cooldown_keys import Pool, ScopeState, model_in_key
 from .routing import AttemptRunner, Held, failover, routed_exchange, target_request
 
 __all__ = [
@@ -89,123 +89,8 @@ DEFAULT_RETRY_ON = ("rate_limited", "overloaded", "server_error", "timeout", "co
 BUDGET_KEY = "asgi_rotator.retry_deadline"
 
 _MODEL_KINDS = frozenset({"overloaded", "server_error", "timeout"})
-_NEVER = 0.0
-_SCOPES_CACHED = 1024  # models per provider whose scope keys are kept formatted
-# Longer model names are kept in state keys as a digest: with the longest prefix a scope adds
-# (namespace, kind, credential id) a key stays within the store's limit.
-_MODEL_IN_KEY_LIMIT = 256
-
-
-class _Pool:
-    """A provider's credentials as this layer sees them, computed once."""
-
-    __slots__ = (
-        "_scopes",
-        "credentials",
-        "name",
-        "per_model",
-        "provider",
-        "rotation",
-        "store",
-        "tiers",
-    )
-
-    def __init__(
-        self,
-        store: Namespace,
-        provider: Provider,
-        rotation: str,
-        tiers: Sequence[int] | None,
-        per_model: bool,
-    ) -> None:
-        self.store = store
-        self.provider = provider
-        self.name = provider.name
-        # A provider without keys is one anonymous key (``key:<provider>``): when it cools
-        # down, the provider is unavailable, as when every key of a pool is.
-        self.credentials: list[Credential | None] = list(provider.credentials) or [None]
-        if tiers is None:
-            tiers = (
-                range(len(self.credentials))
-                if rotation == "priority"
-                else [0] * len(self.credentials)
-            )
-        self.tiers = list(tiers)
-        self.rotation = rotation
-        self.per_model = per_model
-        self._scopes: dict[str, _Scopes] = {}
-
-    def key(self, index: int) -> str:
-        credential = self.credentials[index]
-        return f"key:{self.name if credential is None else credential.id}"
-
-    def key_model(self, index: int, model: str) -> str:
-        credential = self.credentials[index]
-        name = self.name if credential is None else credential.id
-        return f"key-model:{name}:{model_in_key(model)}"
-
-    def model(self, model: str) -> str:
-        return f"model:{self.name}/{model_in_key(model)}"
-
-    def whole(self) -> str:
-        return f"provider:{self.name}"
-
-    def scopes(self, model: str) -> _Scopes:
-        scopes = self._scopes.get(model)
-        if scopes is None:
-            if len(self._scopes) >= _SCOPES_CACHED:
-                self._scopes.clear()  # a client cycling through model names: start again
-            scopes = self._scopes[model] = _Scopes(self, model)
-        return scopes
-
-
-class _Scopes:
-    """Every cooldown scope that concerns one model at one pool, with its keys in the
-    backend store (namespace prefix included), formatted and checked once: what a request
-    reads in its one ``get_many``."""
-
-    __slots__ = ("count", "everyone", "keys", "model", "per_key", "whole")
-
-    def __init__(self, pool: _Pool, model: str) -> None:
-        listed = [pool.model(model), pool.whole()]
-        for index in range(len(pool.credentials)):
-            listed.append(pool.key(index))
-            listed.append(pool.key_model(index, model))
-        names = list(dict.fromkeys(listed))
-        position = {name: i for i, name in enumerate(names)}
-        self.count = len(names)
-        # Deadlines first, then failure counts, in the order of ``names``.
-        self.keys = pool.store.prepare(
-            [f"until:{s}" for s in names] + [f"fails:{s}" for s in names]
-        )
-        self.model = position[listed[0]]
-        self.whole = position[listed[1]]
-        # Per credential: the positions of its own scope and of its (credential, model) scope.
-        self.per_key = [
-            (position[listed[2 + 2 * i]], position[listed[3 + 2 * i]])
-            for i in range(len(pool.credentials))
-        ]
-        self.everyone = list(range(len(pool.credentials)))
-
-
-class _State:
-    """One read of the cooldown state for a target: the stored values of ``scopes.keys``."""
-
-    __slots__ = ("quiet", "scopes", "values")
-
-    def __init__(self, scopes: _Scopes, values: list[bytes | None]) -> None:
-        self.scopes = scopes
-        self.values = values
-        # The usual case, and the cheap one: no deadline and no failure count at all.
-        self.quiet = values.count(None) == len(values)
-
-    def until(self, position: int) -> float:
-        value = self.values[position]
-        return _NEVER if value is None else float(value)
-
-    def failed(self, position: int) -> bool:
-        value = self.values[self.scopes.count + position]
-        return value is not None and value != b"0"
+# A name longer than this is shown escaped and cut in a message.
+_SHOWN_LIMIT = 256
 
 
 class CooldownRetry:
@@ -304,9 +189,9 @@ class CooldownRetry:
             name: self._make_pool(provider) for name, provider in providers.providers.items()
         }
 
-    def _make_pool(self, provider: Provider) -> _Pool:
+    def _make_pool(self, provider: Provider) -> Pool:
         name = provider.name
-        return _Pool(
+        return Pool(
             self.store,
             provider,
             self._rotations.get(name, self._default_rotation),
@@ -315,12 +200,9 @@ class CooldownRetry:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
         exchange = await routed_exchange(self.app, scope, receive, send)
         if exchange is None:
-            return
+            return  # not a generation request (passed on as it came), or a bad one (answered)
         attempts = AttemptRunner(self, scope, exchange, send)
         target: Target | None = exchange.target
         if target is None:
@@ -345,7 +227,7 @@ class CooldownRetry:
         pause_until = 0.0  # when a key that failed without cooling down may be tried again
         scopes = pool.scopes(model)
         while True:
-            state = _State(scopes, await scopes.keys.get_all())
+            state = ScopeState(scopes, await scopes.keys.get_all())
             now = self._clock()
             healthy, available, blocked = self._healthy(state, now)
             fresh = [i for i in healthy if i not in tried] if tried else healthy
@@ -408,9 +290,9 @@ class CooldownRetry:
         self,
         attempts: AttemptRunner,
         target: Target,
-        pool: _Pool,
+        pool: Pool,
         held: Held | None,
-        state: _State,
+        state: ScopeState,
         now: float,
         available: float,
     ) -> None:
@@ -434,7 +316,7 @@ class CooldownRetry:
         await attempts.answer(held, error)
 
     async def _unavailable(
-        self, target: Target, pool: _Pool, state: _State, now: float, wait: float
+        self, target: Target, pool: Pool, state: ScopeState, now: float, wait: float
     ) -> GatewayError:
         """Why no key of ``target`` may be tried now.  Keys the provider refused are an
         ``auth`` error with the refusal's status, never a rate limit: an SDK would retry a
@@ -469,7 +351,7 @@ class CooldownRetry:
 
     # --- state --------------------------------------------------------------------------------
 
-    def _healthy(self, state: _State, now: float) -> tuple[list[int], float, bool]:
+    def _healthy(self, state: ScopeState, now: float) -> tuple[list[int], float, bool]:
         """The usable keys; when none is, when the first one is again and whether the model
         (or the provider) itself is cooling down."""
         scopes = state.scopes
@@ -484,7 +366,7 @@ class CooldownRetry:
                 return healthy, now, False
         return [], max(block, min(keys)), block > now
 
-    async def _pick(self, pool: _Pool, candidates: list[int]) -> int:
+    async def _pick(self, pool: Pool, candidates: list[int]) -> int:
         if len(pool.credentials) == 1:
             return candidates[0]
         best = min(pool.tiers[i] for i in candidates)
@@ -499,7 +381,7 @@ class CooldownRetry:
         turn = await self.store.incr(f"turn:{pool.name}")
         return candidates[(turn - 1) % len(candidates)]
 
-    async def _fair_cycle(self, pool: _Pool, candidates: list[int]) -> int:
+    async def _fair_cycle(self, pool: Pool, candidates: list[int]) -> int:
         cycle_key = f"cycle:{pool.name}"
         claims = [f"claim:{pool.key(i)}" for i in candidates]
         for _ in range(2 * len(candidates) + 2):
@@ -520,7 +402,7 @@ class CooldownRetry:
                 return index
         return candidates[0]  # heavy contention: any healthy key will do
 
-    async def _least_used(self, pool: _Pool, candidates: list[int]) -> int:
+    async def _least_used(self, pool: Pool, candidates: list[int]) -> int:
         keys = [f"used:{pool.key(i)}" for i in candidates]
         values = await self.store.get_many(keys)
         counts = [int(v) if v is not None else 0 for v in values]
@@ -530,7 +412,7 @@ class CooldownRetry:
         await self.store.incr(keys[chosen])
         return candidates[chosen]
 
-    async def _succeeded(self, index: int, state: _State) -> None:
+    async def _succeeded(self, index: int, state: ScopeState) -> None:
         """Delete the failure counts this request saw for the scopes the success clears."""
         scopes = state.scopes
         own, for_model = scopes.per_key[index]
@@ -539,7 +421,7 @@ class CooldownRetry:
                 await scopes.keys.delete(scopes.count + position)
 
     async def _failed(
-        self, exchange: Exchange, pool: _Pool, index: int, model: str, error: GatewayError
+        self, exchange: Exchange, pool: Pool, index: int, model: str, error: GatewayError
     ) -> None:
         kind = error.kind
         if kind == "rate_limited":
@@ -580,7 +462,7 @@ class CooldownRetry:
         elif kind == "connection":
             await self._count(exchange, pool.whole(), error)
 
-    async def _refusals(self, pool: _Pool, model: str) -> int | None:
+    async def _refusals(self, pool: Pool, model: str) -> int | None:
         """The status that took every key out, when the provider refused each of them (401,
         or 403 for this model); ``None`` when some key rests for another reason."""
         keys: list[str] = []
@@ -625,23 +507,12 @@ class CooldownRetry:
         return ceiling * self._random()
 
 
-def model_in_key(model: str) -> str:
-    """``model`` as it stands in a state key.  Any name a provider uses is kept as it is;
-    one that a state key could not hold (a control character, too long) or that could be
-    mistaken for this encoding becomes a digest.  A client chooses the model name, so this
-    must never fail: the layer works alone around any app, with no validation above it."""
-    if len(model) <= _MODEL_IN_KEY_LIMIT and model.isprintable() and not model.startswith("~"):
-        return model
-    digest = hashlib.sha256(model.encode("utf-8", "surrogatepass")).hexdigest()
-    return f"~{digest}"
-
-
 def _shown(name: str) -> str:
     """``name`` as a message may show it: as it is when printable and of a sane length,
     else escaped (a client chose it, and an error message goes out as JSON and into logs)."""
-    if len(name) <= _MODEL_IN_KEY_LIMIT and name.isprintable():
+    if len(name) <= _SHOWN_LIMIT and name.isprintable():
         return name
-    return ascii(name[:_MODEL_IN_KEY_LIMIT])
+    return ascii(name[:_SHOWN_LIMIT])
 
 
 def _failing(held: Held | None, blocked: bool) -> str:

@@ -12,7 +12,7 @@ import pytest
 
 from asgi_rotator.errors import GatewayError
 from asgi_rotator.exchange import RECORD, SCOPE_KEY, Exchange
-from asgi_rotator.middleware.cooldown import model_in_key
+from asgi_rotator.middleware.cooldown_keys import model_in_key
 from asgi_rotator.providers import Providers, Target
 from asgi_rotator.state import MemoryStore
 from asgi_rotator.unified import Request
