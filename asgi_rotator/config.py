@@ -41,6 +41,7 @@ __all__ = [
     "StateConfig",
     "StreamConfig",
     "TargetConfig",
+    "TracingConfig",
     "config_from_env",
     "load_config",
     "parse_config",
@@ -192,6 +193,22 @@ class CooldownConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     quota_cooldown: float = 3600.0
 
 
+class TracingConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    """[tracing]: OpenTelemetry spans and metrics.  The standard OTEL_* variables win."""
+
+    # None: on when an OTLP endpoint is set (here or OTEL_EXPORTER_OTLP_*ENDPOINT) or
+    # prometheus is; true with no endpoint: the process's global providers (an embedding host's).
+    enabled: bool | None = None
+    endpoint: str | None = None  # OTLP base URL, e.g. http://127.0.0.1:4318
+    protocol: str = "http/protobuf"  # or "grpc" (needs opentelemetry-exporter-otlp-proto-grpc)
+    service_name: str = "asgi-rotator"
+    resource_attributes: dict[str, str] = field(default_factory=dict)
+    capture_content: bool = False  # messages on spans, redacted and capped
+    max_content_bytes: int = 16384  # per captured attribute
+    prometheus: bool = False  # serve GET /metrics for scraping
+    prometheus_path: str = "/metrics"
+
+
 class Config(Struct, kw_only=True, forbid_unknown_fields=True):
     server: ServerConfig = field(default_factory=ServerConfig)
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
@@ -202,6 +219,7 @@ class Config(Struct, kw_only=True, forbid_unknown_fields=True):
     responses: ResponsesConfig = field(default_factory=ResponsesConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     cooldown: CooldownConfig = field(default_factory=CooldownConfig)
+    tracing: TracingConfig = field(default_factory=TracingConfig)
 
 
 class Preset(Struct, frozen=True, kw_only=True):

@@ -38,6 +38,7 @@ from ._types import Receive, Scope, Send
 from .config import Config
 from .errors import GatewayError, premature_close
 from .exchange import (
+    ATTEMPT_HOOK,
     DEFAULT_MAX_BODY,
     DISCONNECT_WATCHED,
     ERROR,
@@ -231,6 +232,10 @@ class ProviderDispatch:
             started=time.monotonic(),
         )
         exchange.attempts.append(attempt)
+        on_attempt = exchange.scope.get(ATTEMPT_HOOK)
+        if on_attempt is not None:
+            # The tracing layer's attempt span starts here; its traceparent goes upstream.
+            headers.extend(on_attempt(exchange, attempt))
         try:
             response = await provider.client.send("POST", url, headers, body)
         except GatewayError as error:

@@ -27,6 +27,7 @@ from .errors import GatewayError
 from .unified import Request, Usage
 
 __all__ = [
+    "ATTEMPT_HOOK",
     "DISCONNECT_WATCHED",
     "ERROR",
     "EVENT",
@@ -49,6 +50,11 @@ EVENT = "asgi_rotator.event"
 # (a tracing or logging middleware above the stack): ``Exchange.record`` keeps them only then.
 RECORD = "asgi_rotator.record"
 RESPONSE = "asgi_rotator.response"
+# Set in the scope by a tracing layer above: ``hook(exchange, attempt) -> [(name, value)]``,
+# called by dispatch as each upstream attempt starts; the headers it returns (a W3C
+# ``traceparent`` for the attempt's span) go out with that upstream request.  It must not
+# raise.
+ATTEMPT_HOOK = "asgi_rotator.on_attempt"
 ERROR = "asgi_rotator.error"
 
 DEFAULT_MAX_BODY = 32 * 1024 * 1024

@@ -1,5 +1,7 @@
 """``build_app(config)``: the default stack, in the order ARCHITECTURE.md draws it.
 
+    Tracing             only when [tracing] or the OTEL_* variables ask for it; outermost,
+                        so refusals are traced too (a Prometheus /metrics sits outside it)
     InboundKeys         only when server.inbound_keys is set; outside everything that spends
                         money or reads stored state
     ProtocolNegotiation detection, one validated parse, every error in the client's protocol
@@ -20,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+import anyio
 import msgspec
 
 from .config import Config, ProviderConfig, config_from_env, parse_config, resolve_secret
@@ -33,11 +36,12 @@ from .middleware.responses import ResponsesState
 from .middleware.stream_guard import StreamGuard
 from .providers import Providers
 from .state import FileStore, MemoryStore, RedisStore, StateStore
+from .telemetry import MetricsEndpoint, Telemetry, telemetry_from_config
 
 __all__ = ["LAYERS", "MOCK_PROVIDERS", "Gateway", "build_app", "with_mock_providers"]
 
 # Innermost first; each name can be switched off with ``without=``.
-LAYERS = ("stream_guard", "cooldown", "fallback", "responses", "protocol", "auth")
+LAYERS = ("stream_guard", "cooldown", "fallback", "responses", "protocol", "auth", "tracing")
 
 # The built-in demo: one in-process mock upstream per protocol family, so any client can be
 # pointed at any of them and see translation at work with no keys and no network.
@@ -61,15 +65,21 @@ class Gateway:
     running its lifespan (the upstream clients are then made lazily and must be closed by
     the host, e.g. in its own lifespan)."""
 
-    __slots__ = ("app", "config", "providers", "stores")
+    __slots__ = ("app", "config", "providers", "stores", "telemetry")
 
     def __init__(
-        self, app: Any, config: Config, providers: Providers, stores: list[StateStore]
+        self,
+        app: Any,
+        config: Config,
+        providers: Providers,
+        stores: list[StateStore],
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.app = app
         self.config = config
         self.providers = providers
         self.stores = stores
+        self.telemetry = telemetry
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
@@ -90,6 +100,7 @@ class Gateway:
             if message["type"] == "lifespan.shutdown.complete":
                 for store in self.stores:
                     await store.aclose()
+                await self._flush_telemetry()
             await send(message)
 
         await self.app(scope, receive, lifespan_send)
@@ -98,6 +109,15 @@ class Gateway:
         await self.providers.aclose()
         for store in self.stores:
             await store.aclose()
+        await self._flush_telemetry()
+
+    async def _flush_telemetry(self) -> None:
+        # The SDK's shutdown exports what is still queued and joins its threads: blocking,
+        # so off the event loop.
+        telemetry = self.telemetry
+        if telemetry is not None and (telemetry.tracer_provider or telemetry.meter_provider):
+            self.telemetry = None
+            await anyio.to_thread.run_sync(telemetry.shutdown)
 
 
 def build_app(
@@ -194,4 +214,20 @@ def build_app(
     keys = [resolve_secret(k, env, "server.inbound_keys") for k in config.server.inbound_keys]
     if keys and "auth" not in skip:
         app = InboundKeys(app, keys=keys)
-    return Gateway(app, config, providers, stores)
+    telemetry = telemetry_from_config(config.tracing, env) if "tracing" not in skip else None
+    if telemetry is not None:
+        from .middleware.tracing import Tracing  # local: imports opentelemetry
+
+        app = Tracing(
+            app,
+            tracer_provider=telemetry.tracer_provider,
+            meter_provider=telemetry.meter_provider,
+            capture_content=telemetry.capture_content,
+            max_content_bytes=telemetry.max_content_bytes,
+            # Never exported, not even when an upstream echoes them into an answer.
+            secrets=[*(c.secret for p in providers for c in p.credentials), *keys],
+            environ=env,
+        )
+        if telemetry.registry is not None:
+            app = MetricsEndpoint(app, registry=telemetry.registry, path=telemetry.prometheus_path)
+    return Gateway(app, config, providers, stores, telemetry)
