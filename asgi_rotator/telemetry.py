@@ -182,7 +182,13 @@ def telemetry_from_config(config: TracingConfig, env: Mapping[str, str]) -> Tele
         # A registry per gateway, not prometheus_client's process-wide one: two gateways
         # in one process (tests, a host mounting two) would otherwise report each other.
         registry = CollectorRegistry()
-        readers.append(PrometheusMetricReader(registry=registry))
+        try:
+            readers.append(PrometheusMetricReader(registry=registry))
+        except TypeError:  # an exporter older than its registry argument
+            from prometheus_client import REGISTRY
+
+            registry = REGISTRY
+            readers.append(PrometheusMetricReader())
     meter_provider = MeterProvider(resource=resource, metric_readers=readers)
     return Telemetry(tracer_provider, meter_provider, registry, **options)
 

@@ -1,11 +1,17 @@
 #!/usr/bin/env sh
-# Debian packages the test suite needs: a real redis-server for the RedisStore tests.
+# Debian packages the test suite needs: a real redis-server for the RedisStore tests, and a
+# real Prometheus server that scrapes the gateway's /metrics in the tracing tests.
 # Installs only what is missing; uses sudo when not root.
 set -eu
-if command -v redis-server >/dev/null 2>&1; then
+missing=""
+command -v redis-server >/dev/null 2>&1 || missing="$missing redis-server"
+command -v prometheus >/dev/null 2>&1 || missing="$missing prometheus"
+if [ -z "$missing" ]; then
     exit 0
 fi
 as_root=""
 [ "$(id -u)" -eq 0 ] || as_root="sudo"
 $as_root apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq redis-server >/dev/null
+# The Debian prometheus package starts its own service where an init system runs; the tests
+# start their own server on a free port and never use it.
+DEBIAN_FRONTEND=noninteractive $as_root apt-get install -y -qq $missing >/dev/null
