@@ -11,6 +11,7 @@ import sys
 
 from .config import Config, ConfigError, config_from_env, load_config
 from .stack import Gateway, build_app, with_mock_providers
+from .telemetry import export_problem
 
 __all__ = ["main"]
 
@@ -75,6 +76,9 @@ def _serve(args: argparse.Namespace) -> int:
     if not config.providers:
         config = with_mock_providers(config)
         note = " — no providers configured, serving the built-in mock provider (no API keys needed)"
+    problem = export_problem(config.tracing, os.environ)
+    if problem is not None:
+        print(f"asgi-rotator: {problem}; serving without tracing export", file=sys.stderr)
     app = _build(config)
     try:
         import uvicorn

@@ -8,6 +8,7 @@ from .fallback import FallbackRouter
 from .protocol import ProtocolNegotiation
 from .responses import ResponsesState
 from .stream_guard import StreamGuard
+from .tracing import Tracing
 
 __all__ = [
     "CooldownRetry",
@@ -16,4 +17,5 @@ __all__ = [
     "ProtocolNegotiation",
     "ResponsesState",
     "StreamGuard",
+    "Tracing",
 ]
