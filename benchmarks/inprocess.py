@@ -107,14 +107,21 @@ async def _call(app: Any, body: bytes) -> None:
 
 
 async def measure(
-    without: frozenset[str], requests: int, canned: dict[str, Canned]
+    without: frozenset[str],
+    requests: int,
+    canned: dict[str, Canned],
+    extra: Mapping[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> dict[str, float]:
-    """CPU µs per plain request and per text event (same protocol, translated)."""
+    """CPU µs per plain request and per text event (same protocol, translated).  ``extra``:
+    configuration sections added to the stack's (``{"tracing": {...}}``)."""
     from asgi_rotator.config import parse_config
     from asgi_rotator.stack import build_app
 
-    config = parse_config(stack_config("http://upstream.invalid"), {})
-    gateway = build_app(config, environ={}, **({"without": set(without)} if without else {}))
+    config = parse_config({**stack_config("http://upstream.invalid"), **(extra or {})}, {})
+    gateway = build_app(
+        config, environ=dict(environ or {}), **({"without": set(without)} if without else {})
+    )
     client = CannedClient(canned)
     for provider in gateway.providers:
         provider.client = client

@@ -86,6 +86,12 @@ _PROVIDER = {
 }
 # Passes recorded just before dispatch starts an attempt: they belong to that attempt.
 _BEFORE_ATTEMPT = ("dispatch.request", "dispatch.parse", "field_cache.inject", "adapter")
+# Passes that only restate what the spans' attributes already say (the client protocol, the
+# credential chosen, the time to first chunk, the configured limits): no event of their own,
+# since an event costs the request and the exporter more than an attribute.
+_RESTATED = frozenset(
+    ("protocol.detect", "cooldown.select", "stream_guard.limits", "stream_guard.first_event")
+)
 # Models a provider answered for, kept as metric labels; anything else is "_OTHER", so a
 # client cannot mint a label by inventing model names.
 _KNOWN_MODELS_MAX = 1000
@@ -437,27 +443,29 @@ class _Traced:
         exchange: Exchange | None = self.scope.get(SCOPE_KEY)
         end = _time_ns()
         recording = span.is_recording()
+        attributes: dict[str, Any] = {}
         if exchange is not None:
             self._finish_attempts(exchange, end)
             if recording:
-                self._exchange_attributes(span, exchange)
+                self._exchange_attributes(attributes, exchange)
             _guarded(self._metrics, exchange)
         status = self.status
         if recording:
             if status is not None:
-                span.set_attribute("http.response.status_code", status)
+                attributes["http.response.status_code"] = status
             error = self.error or (exchange.error if exchange is not None else None)
             if self.raised is not None and status is None:
-                span.set_attribute("error.type", type(self.raised).__qualname__)
+                attributes["error.type"] = type(self.raised).__qualname__
                 span.set_status(Status(StatusCode.ERROR, "the request raised"))
             elif status is not None and status >= 500:
-                span.set_attribute("error.type", error.kind if error is not None else str(status))
+                attributes["error.type"] = error.kind if error is not None else str(status)
                 span.set_status(Status(StatusCode.ERROR))
             elif error is not None:
                 # Answered (4xx, or an in-band error after commit): the kind says what.
-                span.set_attribute("error.type", error.kind)
+                attributes["error.type"] = error.kind
                 if status is not None and status < 400:
                     span.set_status(Status(StatusCode.ERROR, self._message(error)))
+            span.set_attributes(attributes)
             if layer.response_hook is not None:
                 _guarded(layer.response_hook, span, self.scope)
         span.end(end_time=end)
@@ -491,41 +499,43 @@ class _Traced:
         close: Any,
     ) -> None:
         layer = self.layer
+        # One set_attributes call: each SDK call takes the span's lock and cleans its values.
+        attributes: dict[str, Any] = {}
         if attempt.status is not None:
-            span.set_attribute("http.response.status_code", attempt.status)
+            attributes["http.response.status_code"] = attempt.status
         if attempt.kind is not None:
-            span.set_attribute("error.type", attempt.kind)
+            attributes["error.type"] = attempt.kind
             span.set_status(Status(StatusCode.ERROR, attempt.kind))
         if close is not None and self.sse and close.attempt == attempt.number:
-            _close_attributes(span, close)
+            _close_attributes(attributes, close)
         if not final or attempt.kind is not None:
+            span.set_attributes(attributes)
             return
         if exchange.response_id is not None:
-            span.set_attribute("gen_ai.response.id", exchange.response_id)
+            attributes["gen_ai.response.id"] = exchange.response_id
         response = self.response
         model = self.response_model or (response.model if response is not None else None)
         if model:
-            span.set_attribute("gen_ai.response.model", model)
+            attributes["gen_ai.response.model"] = model
         reason = self.finish_reason or (response.finish_reason if response is not None else None)
         if reason is not None:
-            span.set_attribute("gen_ai.response.finish_reasons", (reason,))
+            attributes["gen_ai.response.finish_reasons"] = (reason,)
         usage = exchange.usage
         if usage is not None:
-            span.set_attribute("gen_ai.usage.input_tokens", usage.input_tokens)
-            span.set_attribute("gen_ai.usage.output_tokens", usage.output_tokens)
+            attributes["gen_ai.usage.input_tokens"] = usage.input_tokens
+            attributes["gen_ai.usage.output_tokens"] = usage.output_tokens
             if usage.cache_read_tokens:
-                span.set_attribute("gen_ai.usage.cache_read.input_tokens", usage.cache_read_tokens)
+                attributes["gen_ai.usage.cache_read.input_tokens"] = usage.cache_read_tokens
             if usage.cache_write_tokens:
-                span.set_attribute(layer.cache_write_attr, usage.cache_write_tokens)
+                attributes[layer.cache_write_attr] = usage.cache_write_tokens
             if usage.reasoning_tokens:
-                span.set_attribute("gen_ai.usage.reasoning.output_tokens", usage.reasoning_tokens)
+                attributes["gen_ai.usage.reasoning.output_tokens"] = usage.reasoning_tokens
         cost = getattr(exchange, "cost", None)
         if isinstance(cost, (int, float)):
-            span.set_attribute("asgi_rotator.cost_usd", float(cost))
+            attributes["asgi_rotator.cost_usd"] = float(cost)
         if self.first_chunk is not None and attempt.started:
-            span.set_attribute(
-                "gen_ai.response.time_to_first_chunk", self.first_chunk - attempt.started
-            )
+            attributes["gen_ai.response.time_to_first_chunk"] = self.first_chunk - attempt.started
+        span.set_attributes(attributes)
         if layer.capture:
             if self.output is not None:
                 _guarded(
@@ -538,21 +548,21 @@ class _Traced:
             elif response is not None:
                 _guarded(capture_response, span, response, layer.secrets, layer.max_content_bytes)
 
-    def _exchange_attributes(self, span: Span, exchange: Exchange) -> None:
+    def _exchange_attributes(self, attributes: dict[str, Any], exchange: Exchange) -> None:
         protocol = exchange.protocol
         if protocol is not None:
-            span.set_attribute("asgi_rotator.client_protocol", protocol)
-            span.set_attribute("gen_ai.operation.name", _OPERATION.get(protocol, "chat"))
+            attributes["asgi_rotator.client_protocol"] = protocol
+            attributes["gen_ai.operation.name"] = _OPERATION.get(protocol, "chat")
         if exchange.model is not None:
-            span.set_attribute("gen_ai.request.model", exchange.model[:_ATTR_MAX])
-        span.set_attribute("asgi_rotator.request_id", exchange.request_id)
-        span.set_attribute("asgi_rotator.attempts", len(exchange.attempts))
+            attributes["gen_ai.request.model"] = exchange.model[:_ATTR_MAX]
+        attributes["asgi_rotator.request_id"] = exchange.request_id
+        attributes["asgi_rotator.attempts"] = len(exchange.attempts)
         request = exchange.request
         if request is not None:
-            span.set_attribute("gen_ai.request.stream", request.stream)
+            attributes["gen_ai.request.stream"] = request.stream
         close = exchange.close
         if close is not None and self.sse:  # StreamGuard keeps a record for plain answers too
-            _close_attributes(span, close)
+            _close_attributes(attributes, close)
 
     def _pass_events(self, exchange: Exchange) -> None:
         """Each transform pass as an event on the span it belongs to: the attempt running
@@ -566,6 +576,8 @@ class _Traced:
                 length = attempt.duration if attempt.duration is not None else float("inf")
                 windows.append((begin, begin + length, self.attempt_spans[attempt.number]))
         for recorded in exchange.passes:
+            if recorded.name in _RESTATED:
+                continue
             at = recorded.at
             owner: Span = self.span
             for begin, stop, span in windows:
@@ -655,12 +667,12 @@ def _request_attributes(attributes: dict[str, Any], request: Any) -> None:
         attributes["gen_ai.output.type"] = "json" if output.type != "text" else "text"
 
 
-def _close_attributes(span: Span, close: Any) -> None:
-    span.set_attribute("asgi_rotator.stream.close_reason", close.reason)
-    span.set_attribute("asgi_rotator.stream.events", close.events)
-    span.set_attribute("asgi_rotator.stream.bytes", close.bytes)
+def _close_attributes(attributes: dict[str, Any], close: Any) -> None:
+    attributes["asgi_rotator.stream.close_reason"] = close.reason
+    attributes["asgi_rotator.stream.events"] = close.events
+    attributes["asgi_rotator.stream.bytes"] = close.bytes
     if close.heartbeats:
-        span.set_attribute("asgi_rotator.stream.heartbeats", close.heartbeats)
+        attributes["asgi_rotator.stream.heartbeats"] = close.heartbeats
 
 
 def _event_attributes(data: dict[str, Any], secrets: tuple[str, ...]) -> dict[str, Any]:
