@@ -1,0 +1,48 @@
+"""examples/otel-collector is not run in CI (it needs Docker), but its files are parsed here,
+so what it promises stays consistent with the gateway and with itself."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from asgi_rotator.config import load_config
+from asgi_rotator.telemetry import telemetry_from_config
+
+HERE = Path("examples/otel-collector")
+
+
+def test_the_collector_pipelines_use_only_what_is_declared() -> None:
+    collector = yaml.safe_load((HERE / "collector.yaml").read_text())
+    assert "http" in collector["receivers"]["otlp"]["protocols"]
+    for name, pipeline in collector["service"]["pipelines"].items():
+        assert name in ("traces", "metrics")
+        for kind in ("receivers", "processors", "exporters"):
+            for component in pipeline.get(kind, []):
+                assert component in collector[kind], f"{name}: {component} is not declared"
+    jaeger = collector["exporters"]["otlp/jaeger"]["endpoint"]
+    assert jaeger.split(":")[0] == "jaeger"
+
+
+def test_the_compose_file_wires_the_gateway_to_the_collector() -> None:
+    compose = yaml.safe_load((HERE / "compose.yaml").read_text())
+    services = compose["services"]
+    assert set(services) == {"gateway", "collector", "jaeger"}
+    env = services["gateway"]["environment"]
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://collector:4318"
+    assert env["OTEL_EXPORTER_OTLP_PROTOCOL"] == "http/protobuf"
+    collector_config = services["collector"]["volumes"][0].split(":")[0]
+    assert (HERE / collector_config).resolve() == (HERE / "collector.yaml").resolve()
+    gateway_config = services["gateway"]["volumes"][0].split(":")[0]
+    assert (HERE / gateway_config).exists()
+
+
+def test_the_gateway_config_is_valid_and_exports_with_the_compose_environment() -> None:
+    config = load_config(HERE / "gateway.toml", {})
+    assert config.tracing.prometheus
+    compose = yaml.safe_load((HERE / "compose.yaml").read_text())
+    env = compose["services"]["gateway"]["environment"]
+    telemetry = telemetry_from_config(config.tracing, env)
+    assert telemetry is not None and telemetry.tracer_provider is not None
+    telemetry.shutdown()
