@@ -83,6 +83,15 @@ def _signal_endpoint(config: TracingConfig, env: Mapping[str, str], signal: str)
     return f"{base.rstrip('/')}/v1/{signal}"
 
 
+def _grpc_endpoint(config: TracingConfig, env: Mapping[str, str], signal: str) -> str | None:
+    """gRPC takes the collector's address as it is: no ``/v1/{signal}`` path."""
+    return (
+        env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_ENDPOINT")
+        or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        or config.endpoint
+    )
+
+
 def _protocol(env: Mapping[str, str], signal: str, config: TracingConfig) -> str:
     return (
         env.get(f"OTEL_EXPORTER_OTLP_{signal.upper()}_PROTOCOL")
@@ -109,7 +118,7 @@ def export_problem(config: TracingConfig, env: Mapping[str, str]) -> str | None:
     if not _enabled(config, env) or not (_wants_export(config, env) or config.prometheus):
         return None
     try:
-        import opentelemetry.sdk  # noqa: F401
+        import opentelemetry.sdk
     except ImportError:
         return f"tracing export is configured but the OpenTelemetry SDK is not installed; {_EXTRA}"
     if _wants_export(config, env):
@@ -228,11 +237,11 @@ def _exporters(
     traces_url = _signal_endpoint(config, env, "traces")
     if traces_url and env.get("OTEL_TRACES_EXPORTER", "otlp").strip() != "none":
         if _protocol(env, "traces", config) == "grpc":
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (
+            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import (  # type: ignore[import-not-found]
                 OTLPSpanExporter as GrpcSpanExporter,
             )
 
-            spans = GrpcSpanExporter(endpoint=traces_url, **options)
+            spans = GrpcSpanExporter(endpoint=_grpc_endpoint(config, env, "traces"), **options)
         else:
             from opentelemetry.exporter.otlp.proto.http import Compression
             from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -245,11 +254,11 @@ def _exporters(
     metrics_url = _signal_endpoint(config, env, "metrics")
     if metrics_url and env.get("OTEL_METRICS_EXPORTER", "otlp").strip() != "none":
         if _protocol(env, "metrics", config) == "grpc":
-            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (
+            from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import (  # type: ignore[import-not-found]
                 OTLPMetricExporter as GrpcMetricExporter,
             )
 
-            metrics = GrpcMetricExporter(endpoint=metrics_url, **options)
+            metrics = GrpcMetricExporter(endpoint=_grpc_endpoint(config, env, "metrics"), **options)
         else:
             from opentelemetry.exporter.otlp.proto.http import Compression
             from opentelemetry.exporter.otlp.proto.http.metric_exporter import (

@@ -58,9 +58,7 @@ def main(argv: list[str] | None = None) -> None:
         results: dict[str, list[dict[str, float]]] = {"off": [], "on": []}
         for _ in range(args.rounds):
             for arm, extra in (("off", None), ("on", tracing)):
-                results[arm].append(
-                    asyncio.run(measure(frozenset(), args.requests, canned, extra))
-                )
+                results[arm].append(asyncio.run(measure(frozenset(), args.requests, canned, extra)))
                 time.sleep(0.2)
     finally:
         receiver.terminate()

@@ -30,11 +30,13 @@ import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Mapping
+from contextvars import Token
 from typing import Any
 from urllib.parse import urlsplit
 
 from opentelemetry import context as otel_context
 from opentelemetry import metrics, propagate, trace
+from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from .._types import App, Message, Receive, Scope, Send
@@ -299,7 +301,7 @@ class _Traced:
 
     # --- the request span --------------------------------------------------------------
 
-    def start(self) -> object | None:
+    def start(self) -> Token[Context] | None:
         try:
             layer, scope = self.layer, self.scope
             parent = otel_context.get_current()
@@ -604,7 +606,9 @@ class _Traced:
             labels: dict[str, Any] = {
                 "gen_ai.operation.name": _OPERATION.get(protocol, "chat"),
                 "gen_ai.provider.name": _PROVIDER.get(protocol, _OTHER),
-                "gen_ai.request.model": layer.model_label(attempt.provider, attempt.model, answered),
+                "gen_ai.request.model": layer.model_label(
+                    attempt.provider, attempt.model, answered
+                ),
                 "asgi_rotator.provider": attempt.provider,
             }
             if attempt.kind is not None:
@@ -699,7 +703,9 @@ def _route_template(scope: Scope) -> str | None:
         return path.replace(route.model, "{model}", 1)
     if route.item is not None:
         prefix = path[: len(path) - len(route.item)]
-        return prefix + ("{response_id}/input_items" if route.item.endswith("/input_items") else "{response_id}")
+        return prefix + (
+            "{response_id}/input_items" if route.item.endswith("/input_items") else "{response_id}"
+        )
     return path
 
 

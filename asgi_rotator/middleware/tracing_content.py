@@ -99,7 +99,10 @@ def _part(part: Any, secrets: tuple[str, ...]) -> dict[str, Any]:
         }
     if kind is Image or kind is File:
         size = len(part.data) if part.data else 0
-        out = {"type": "blob" if part.data else "uri", "modality": "image" if kind is Image else "file"}
+        out = {
+            "type": "blob" if part.data else "uri",
+            "modality": "image" if kind is Image else "file",
+        }
         if part.media_type:
             out["mime_type"] = part.media_type
         if size:
@@ -115,7 +118,17 @@ def _capped(items: list[Any], max_bytes: int) -> str:
     while len(raw) > max_bytes and items:
         items = items[1:]
         dropped += 1
-        raw = _encode([{"role": "system", "parts": [{"type": "text", "content": f"[{dropped} earlier items not captured]"}]}, *items])
+        raw = _encode(
+            [
+                {
+                    "role": "system",
+                    "parts": [
+                        {"type": "text", "content": f"[{dropped} earlier items not captured]"}
+                    ],
+                },
+                *items,
+            ]
+        )
     if len(raw) > max_bytes:
         raw = _encode([{"type": "text", "content": "[too large to capture]"}])
     return raw.decode()
@@ -125,8 +138,7 @@ def capture_request(
     attributes: dict[str, Any], request: Request, secrets: tuple[str, ...], max_bytes: int
 ) -> None:
     messages = [
-        {"role": m.role, "parts": [_part(p, secrets) for p in m.content]}
-        for m in request.messages
+        {"role": m.role, "parts": [_part(p, secrets) for p in m.content]} for m in request.messages
     ]
     attributes["gen_ai.input.messages"] = _capped(messages, max_bytes)
     if request.system:
@@ -145,7 +157,9 @@ def capture_request(
         attributes["gen_ai.tool.definitions"] = _capped(tools, max_bytes)
 
 
-def capture_response(span: Any, response: Response, secrets: tuple[str, ...], max_bytes: int) -> None:
+def capture_response(
+    span: Any, response: Response, secrets: tuple[str, ...], max_bytes: int
+) -> None:
     message = {
         "role": "assistant",
         "parts": [_part(p, secrets) for p in response.content],

@@ -266,9 +266,7 @@ def test_the_upstream_request_carries_the_attempt_spans_traceparent(
     assert int(flags, 16) & 1  # sampled
 
 
-def test_a_client_traceparent_is_continued(
-    gateway: Gateway, url: str, receiver: Receiver
-) -> None:
+def test_a_client_traceparent_is_continued(gateway: Gateway, url: str, receiver: Receiver) -> None:
     trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
     with chat(url) as client:
         client.chat.completions.create(
@@ -474,3 +472,28 @@ def test_a_request_outside_the_llm_routes_still_gets_its_span(
     (server,) = [s for s in spans if s.kind == "SERVER"]
     assert server.name == "GET"
     assert server.attributes["http.response.status_code"] == 404
+
+
+def test_a_cooldown_wait_is_an_event_with_its_length(
+    mock_server: tuple[MockUpstream, str], receiver: Receiver, mock: MockUpstream
+) -> None:
+    receiver.clear()
+    settings = tracing_config(mock_server[1], receiver.url)
+    settings["cooldown"] = {"max_attempts": 3}
+    gateway = build_app(parse_config(settings, {}), environ=ENV)
+    # One key: after its 429 the only way on is to wait out the retry-after.
+    mock.add_fault(Fault(status=429, retry_after=0.3, model="waits", times=1))
+    with serve(gateway) as url, chat(url) as client:
+        client.chat.completions.create(
+            model="up-chat/waits", messages=[{"role": "user", "content": "hi"}]
+        )
+        spans = collect(gateway, receiver, lambda s: any(x.kind == "SERVER" for x in s))
+    server, clients = trace_of(spans)
+    waits = [attrs for name, attrs in server.events if name == "cooldown.wait"]
+    assert len(waits) == 1
+    assert 0.1 <= waits[0]["asgi_rotator.seconds"] <= 0.3
+    assert [c.attributes["asgi_rotator.attempt"] for c in clients] == [1, 2]
+    assert clients[1].attributes["asgi_rotator.previous_failure"] == "rate_limited"
+    assert clients[1].start - clients[0].end >= 0.1e9  # the wait sits between them
+    cooldowns = receiver.metrics()["asgi_rotator.cooldowns"]
+    assert {a["asgi_rotator.reason"] for a, _ in cooldowns} == {"rate_limited"}

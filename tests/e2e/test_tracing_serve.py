@@ -78,9 +78,10 @@ def test_serve_exports_over_otlp_from_the_standard_variables() -> None:
             "OTEL_BSP_SCHEDULE_DELAY": "100",
             "OTEL_METRIC_EXPORT_INTERVAL": "200",
         }
-        with served(env) as gateway, openai.OpenAI(
-            base_url=f"{gateway.url}/v1", api_key="k", max_retries=0
-        ) as client:
+        with (
+            served(env) as gateway,
+            openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="k", max_retries=0) as client,
+        ):
             client.chat.completions.create(
                 model="gpt-mock", messages=[{"role": "user", "content": "hi"}]
             )
