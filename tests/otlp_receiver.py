@@ -65,11 +65,15 @@ class Receiver:
         self.stopping = threading.Event()
         self.lock = threading.Lock()
         self.url = ""
+        self.since = 0
 
     def clear(self) -> None:
+        """Forget what came so far, and any span that started before now: a batch
+        processor may still be sending an earlier test's spans."""
         with self.lock:
             self.raw.clear()
             self.encodings.clear()
+            self.since = time.time_ns()
 
     def all_bytes(self) -> bytes:
         with self.lock:
@@ -85,6 +89,8 @@ class Receiver:
                 resource = attributes(resource_spans.resource.attributes)
                 for scope_spans in resource_spans.scope_spans:
                     for span in scope_spans.spans:
+                        if span.start_time_unix_nano < self.since:
+                            continue
                         out.append(
                             Span(
                                 name=span.name,
