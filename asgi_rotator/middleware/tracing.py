@@ -377,7 +377,15 @@ class _Traced:
         """Dispatch calls this as an upstream attempt starts: the attempt's CLIENT span
         starts now, and its ``traceparent`` goes out with the upstream request."""
         try:
-            span = self._attempt_span(exchange, attempt, started=True)
+            if not self.span.is_recording():
+                # Sampled out (or no SDK): a child of an unsampled span is not sampled
+                # either, so no attributes are worth building; the traceparent still goes.
+                span = self.layer.tracer.start_span(
+                    "attempt", context=self.span_context, kind=SpanKind.CLIENT
+                )
+                self.attempt_spans[attempt.number] = span
+            else:
+                span = self._attempt_span(exchange, attempt, started=True)
             carrier: dict[str, str] = {}
             propagate.inject(carrier, context=trace.set_span_in_context(span))
             return list(carrier.items())
