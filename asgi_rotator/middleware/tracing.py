@@ -14,6 +14,7 @@ works alone around any ASGI app: without an exchange it still gives the request 
   (status, usage, close reason) is read from the exchange once the request is over.
 * Transform passes (``exchange.passes``, kept because this layer sets ``RECORD``) become span
   events on the span they belong to; a cooldown wait is an event with its length.
+* Metrics are ``tracing_metrics.GenAIMetrics``; content capture is ``tracing_content``.
 * Nothing per streamed event but a type check: the send wrapper notes the first and last
   chunk and the finish reason, and all span and metric work happens once, at the end.
 * Payloads are not captured unless asked (``capture_content`` or
@@ -45,6 +46,7 @@ from ..exchange import ATTEMPT_HOOK, ERROR, EVENT, RECORD, RESPONSE, SCOPE_KEY, 
 from ..routes import match_route, route_path
 from ..unified import Finish, MessageStart, Response
 from .tracing_content import OutputCollector, capture_request, capture_response, redact
+from .tracing_metrics import OPERATION, PROVIDER, GenAIMetrics
 
 __all__ = [
     "CAPTURE_ENV",
@@ -64,28 +66,6 @@ SCHEMA_URL = "https://opentelemetry.io/schemas/1.41.0"
 SCHEMA_URL_LATEST = "https://opentelemetry.io/schemas/1.44.0"
 _SCOPE_NAME = "asgi_rotator"
 
-# Bucket boundaries the GenAI metric conventions give.
-TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
-                 16777216, 67108864)  # fmt: skip
-DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
-                    40.96, 81.92)  # fmt: skip
-CHUNK_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
-
-# gen_ai.operation.name per wire protocol.
-_OPERATION = {
-    "openai_chat": "chat",
-    "openai_responses": "chat",
-    "anthropic_messages": "chat",
-    "gemini": "generate_content",
-}
-# gen_ai.provider.name: the conventions name the API family, not the host; an
-# OpenAI-compatible server is "openai".
-_PROVIDER = {
-    "openai_chat": "openai",
-    "openai_responses": "openai",
-    "anthropic_messages": "anthropic",
-    "gemini": "gcp.gemini",
-}
 # Passes recorded just before dispatch starts an attempt: they belong to that attempt.
 _BEFORE_ATTEMPT = ("dispatch.request", "dispatch.parse", "field_cache.inject", "adapter")
 # Passes that only restate what the spans' attributes already say (the client protocol, the
@@ -94,9 +74,6 @@ _BEFORE_ATTEMPT = ("dispatch.request", "dispatch.parse", "field_cache.inject", "
 _RESTATED = frozenset(
     ("protocol.detect", "cooldown.select", "stream_guard.limits", "stream_guard.first_event")
 )
-# Models a provider answered for, kept as metric labels; anything else is "_OTHER", so a
-# client cannot mint a label by inventing model names.
-_KNOWN_MODELS_MAX = 1000
 _OTHER = "_OTHER"
 _ATTR_MAX = 256  # a string attribute from a pass or an error message is cut here
 
@@ -162,46 +139,7 @@ class Tracing:
             if latest_semconv
             else "gen_ai.usage.cache_creation.input_tokens"
         )
-        self.token_usage = meter.create_histogram(
-            "gen_ai.client.token.usage",
-            unit="{token}",
-            description="Tokens used per upstream call, by gen_ai.token.type",
-            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
-        )
-        self.duration = meter.create_histogram(
-            "gen_ai.client.operation.duration",
-            unit="s",
-            description="Duration of each upstream GenAI call",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-        )
-        self.ttfc = meter.create_histogram(
-            "gen_ai.client.operation.time_to_first_chunk",
-            unit="s",
-            description="Time to the first chunk of a streamed answer",
-            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
-        )
-        self.per_chunk = meter.create_histogram(
-            "gen_ai.client.operation.time_per_output_chunk",
-            unit="s",
-            description="Time between chunks of a streamed answer, after the first",
-            explicit_bucket_boundaries_advisory=CHUNK_BUCKETS,
-        )
-        self.attempts = meter.create_counter(
-            "asgi_rotator.attempts",
-            unit="{attempt}",
-            description="Upstream attempts, by outcome and error kind",
-        )
-        self.cooldowns = meter.create_counter(
-            "asgi_rotator.cooldowns",
-            unit="{cooldown}",
-            description="Cooldowns started on a credential, model or provider, by reason",
-        )
-        self.stream_closes = meter.create_counter(
-            "asgi_rotator.stream.closes",
-            unit="{stream}",
-            description="Response streams that ended, by close reason",
-        )
-        self.known_models: set[tuple[str, str]] = set()
+        self.metrics = GenAIMetrics(meter)
         self._servers: dict[str, tuple[str | None, int | None]] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -238,17 +176,6 @@ class Tracing:
             port = parts.port or (443 if parts.scheme == "https" else 80)
             server = self._servers[url] = (parts.hostname, port)
         return server
-
-    def model_label(self, provider: str, model: str | None, answered: bool) -> str:
-        if model is None:
-            return _OTHER
-        key = (provider, model)
-        if key in self.known_models:
-            return model
-        if answered and len(self.known_models) < _KNOWN_MODELS_MAX:
-            self.known_models.add(key)
-            return model
-        return _OTHER
 
 
 class _Traced:
@@ -396,10 +323,10 @@ class _Traced:
     def _attempt_span(self, exchange: Exchange, attempt: Attempt, *, started: bool) -> Span:
         layer = self.layer
         protocol = attempt.protocol or exchange.upstream_protocol or exchange.protocol
-        operation = _OPERATION.get(protocol or "", "chat")
+        operation = OPERATION.get(protocol or "", "chat")
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": operation,
-            "gen_ai.provider.name": _PROVIDER.get(protocol or "", attempt.provider or "_OTHER"),
+            "gen_ai.provider.name": PROVIDER.get(protocol or "", attempt.provider or "_OTHER"),
             "gen_ai.request.model": attempt.model,
             "asgi_rotator.attempt": attempt.number,
             "asgi_rotator.provider": attempt.provider,
@@ -458,7 +385,14 @@ class _Traced:
             self._finish_attempts(exchange, end)
             if recording:
                 self._exchange_attributes(attributes, exchange)
-            _guarded(self._metrics, exchange)
+            _guarded(
+                layer.metrics.record,
+                exchange,
+                self.sse,
+                self.first_chunk,
+                self.last_chunk,
+                self.chunks,
+            )
         status = self.status
         if recording:
             if status is not None:
@@ -562,7 +496,7 @@ class _Traced:
         protocol = exchange.protocol
         if protocol is not None:
             attributes["asgi_rotator.client_protocol"] = protocol
-            attributes["gen_ai.operation.name"] = _OPERATION.get(protocol, "chat")
+            attributes["gen_ai.operation.name"] = OPERATION.get(protocol, "chat")
         if exchange.model is not None:
             attributes["gen_ai.request.model"] = exchange.model[:_ATTR_MAX]
         attributes["asgi_rotator.request_id"] = exchange.request_id
@@ -603,51 +537,6 @@ class _Traced:
                     _event_attributes(recorded.data, self.layer.secrets),
                     timestamp=self.wall0 + int((at - self.perf0) * 1e9),
                 )
-
-    def _metrics(self, exchange: Exchange) -> None:
-        layer = self.layer
-        attempts = exchange.attempts
-        last = attempts[-1] if attempts else None
-        for attempt in attempts:
-            protocol = attempt.protocol or exchange.upstream_protocol or ""
-            answered = attempt.kind is None and (attempt.status or 200) < 400
-            labels: dict[str, Any] = {
-                "gen_ai.operation.name": _OPERATION.get(protocol, "chat"),
-                "gen_ai.provider.name": _PROVIDER.get(protocol, _OTHER),
-                "gen_ai.request.model": layer.model_label(
-                    attempt.provider, attempt.model, answered
-                ),
-                "asgi_rotator.provider": attempt.provider,
-            }
-            if attempt.kind is not None:
-                labels["error.type"] = attempt.kind
-            if attempt.duration is not None:
-                layer.duration.record(attempt.duration, labels)
-            layer.attempts.add(
-                1, {**labels, "asgi_rotator.outcome": "success" if answered else "failure"}
-            )
-            if attempt is last and answered:
-                usage = exchange.usage
-                if usage is not None:
-                    layer.token_usage.record(
-                        usage.input_tokens, {**labels, "gen_ai.token.type": "input"}
-                    )
-                    layer.token_usage.record(
-                        usage.output_tokens, {**labels, "gen_ai.token.type": "output"}
-                    )
-                if self.first_chunk is not None and attempt.started:
-                    layer.ttfc.record(self.first_chunk - attempt.started, labels)
-                    if self.chunks > 1 and self.last_chunk is not None:
-                        layer.per_chunk.record(
-                            (self.last_chunk - self.first_chunk) / (self.chunks - 1), labels
-                        )
-        for recorded in exchange.passes:
-            if recorded.name == "cooldown.cool":
-                reason = recorded.data.get("reason")
-                layer.cooldowns.add(1, {"asgi_rotator.reason": str(reason)})
-        close = exchange.close
-        if close is not None and self.sse:
-            layer.stream_closes.add(1, {"asgi_rotator.close_reason": close.reason})
 
     def _wall(self, monotonic: float) -> int:
         return self.wall0 + int((monotonic - self.mono0) * 1e9)

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import anthropic
@@ -416,7 +417,13 @@ def test_the_fastapi_hosts_span_is_the_parent(
     )
     config = parse_config({"providers": provider_config(mock_server[1])}, {})
     gateway = build_app(config, environ={})
-    host = FastAPI()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        await gateway.aclose()  # a mounted app's lifespan does not run: close its clients
+
+    host = FastAPI(lifespan=lifespan)
 
     @host.get("/hello")
     def hello() -> dict[str, str]:

@@ -1,0 +1,155 @@
+"""The Tracing layer's metrics: the GenAI client metrics of the semantic conventions, with
+their bucket boundaries, and the gateway's own counters.
+
+Recorded once per request, from the exchange, after the answer went out.  Cardinality stays
+low: no request ids or keys in any attribute, and a model name becomes a label only once its
+provider has answered for it, so a client cannot mint series by inventing model names.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from opentelemetry.metrics import Meter
+
+from ..exchange import Exchange
+
+__all__ = [
+    "CHUNK_BUCKETS",
+    "DURATION_BUCKETS",
+    "OPERATION",
+    "PROVIDER",
+    "TOKEN_BUCKETS",
+    "GenAIMetrics",
+]
+
+# Bucket boundaries the GenAI metric conventions give.
+TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304,
+                 16777216, 67108864)  # fmt: skip
+DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48,
+                    40.96, 81.92)  # fmt: skip
+CHUNK_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
+
+# gen_ai.operation.name per wire protocol.
+OPERATION = {
+    "openai_chat": "chat",
+    "openai_responses": "chat",
+    "anthropic_messages": "chat",
+    "gemini": "generate_content",
+}
+# gen_ai.provider.name: the conventions name the API family, not the host; an
+# OpenAI-compatible server is "openai".
+PROVIDER = {
+    "openai_chat": "openai",
+    "openai_responses": "openai",
+    "anthropic_messages": "anthropic",
+    "gemini": "gcp.gemini",
+}
+_KNOWN_MODELS_MAX = 1000
+_OTHER = "_OTHER"
+
+
+class GenAIMetrics:
+    def __init__(self, meter: Meter) -> None:
+        self.token_usage = meter.create_histogram(
+            "gen_ai.client.token.usage",
+            unit="{token}",
+            description="Tokens used per upstream call, by gen_ai.token.type",
+            explicit_bucket_boundaries_advisory=TOKEN_BUCKETS,
+        )
+        self.duration = meter.create_histogram(
+            "gen_ai.client.operation.duration",
+            unit="s",
+            description="Duration of each upstream GenAI call",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self.ttfc = meter.create_histogram(
+            "gen_ai.client.operation.time_to_first_chunk",
+            unit="s",
+            description="Time to the first chunk of a streamed answer",
+            explicit_bucket_boundaries_advisory=DURATION_BUCKETS,
+        )
+        self.per_chunk = meter.create_histogram(
+            "gen_ai.client.operation.time_per_output_chunk",
+            unit="s",
+            description="Time between chunks of a streamed answer, after the first",
+            explicit_bucket_boundaries_advisory=CHUNK_BUCKETS,
+        )
+        self.attempts = meter.create_counter(
+            "asgi_rotator.attempts",
+            unit="{attempt}",
+            description="Upstream attempts, by outcome and error kind",
+        )
+        self.cooldowns = meter.create_counter(
+            "asgi_rotator.cooldowns",
+            unit="{cooldown}",
+            description="Cooldowns started on a credential, model or provider, by reason",
+        )
+        self.stream_closes = meter.create_counter(
+            "asgi_rotator.stream.closes",
+            unit="{stream}",
+            description="Response streams that ended, by close reason",
+        )
+        self.known_models: set[tuple[str, str]] = set()
+
+    def model_label(self, provider: str, model: str | None, answered: bool) -> str:
+        """The model as a label: one its provider answered for, else ``_OTHER``."""
+        if model is None:
+            return _OTHER
+        key = (provider, model)
+        if key in self.known_models:
+            return model
+        if answered and len(self.known_models) < _KNOWN_MODELS_MAX:
+            self.known_models.add(key)
+            return model
+        return _OTHER
+
+    def record(
+        self,
+        exchange: Exchange,
+        streamed: bool,
+        first_chunk: float | None,
+        last_chunk: float | None,
+        chunks: int,
+    ) -> None:
+        """One request's metrics.  ``streamed``: the answer was an event stream, whose
+        chunks ``first_chunk``/``last_chunk`` (``time.monotonic()``) and ``chunks`` describe."""
+        attempts = exchange.attempts
+        last = attempts[-1] if attempts else None
+        for attempt in attempts:
+            protocol = attempt.protocol or exchange.upstream_protocol or ""
+            answered = attempt.kind is None and (attempt.status or 200) < 400
+            labels: dict[str, Any] = {
+                "gen_ai.operation.name": OPERATION.get(protocol, "chat"),
+                "gen_ai.provider.name": PROVIDER.get(protocol, _OTHER),
+                "gen_ai.request.model": self.model_label(attempt.provider, attempt.model, answered),
+                "asgi_rotator.provider": attempt.provider,
+            }
+            if attempt.kind is not None:
+                labels["error.type"] = attempt.kind
+            if attempt.duration is not None:
+                self.duration.record(attempt.duration, labels)
+            self.attempts.add(
+                1, {**labels, "asgi_rotator.outcome": "success" if answered else "failure"}
+            )
+            if attempt is not last or not answered:
+                continue
+            usage = exchange.usage
+            if usage is not None:
+                self.token_usage.record(
+                    usage.input_tokens, {**labels, "gen_ai.token.type": "input"}
+                )
+                self.token_usage.record(
+                    usage.output_tokens, {**labels, "gen_ai.token.type": "output"}
+                )
+            if first_chunk is not None and attempt.started:
+                self.ttfc.record(first_chunk - attempt.started, labels)
+                if chunks > 1 and last_chunk is not None:
+                    self.per_chunk.record((last_chunk - first_chunk) / (chunks - 1), labels)
+        for recorded in exchange.passes:
+            if recorded.name == "cooldown.cool":
+                reason = recorded.data.get("reason")
+                self.cooldowns.add(1, {"asgi_rotator.reason": str(reason)})
+        close = exchange.close
+        if close is not None and streamed:  # StreamGuard keeps a record for plain answers too
+            self.stream_closes.add(1, {"asgi_rotator.close_reason": close.reason})
