@@ -228,8 +228,6 @@ def build_app(
             meter_provider=telemetry.meter_provider,
             capture_content=telemetry.capture_content,
             max_content_bytes=telemetry.max_content_bytes,
-            # Never exported, not even when an upstream echoes them into an answer.
-            secrets=[*(c.secret for p in providers for c in p.credentials), *keys],
             environ=env,
         )
         if telemetry.registry is not None:

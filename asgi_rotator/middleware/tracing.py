@@ -43,6 +43,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from .._types import App, Message, Receive, Scope, Send
 from ..errors import GatewayError
 from ..exchange import ATTEMPT_HOOK, ERROR, EVENT, RECORD, RESPONSE, SCOPE_KEY, Attempt, Exchange
+from ..redaction import register_secret
 from ..routes import match_route, route_path
 from ..unified import Finish, MessageStart, Response
 from .tracing_content import OutputCollector, capture_request, capture_response, redact
@@ -94,9 +95,10 @@ class Tracing:
     ``tracer_provider``/``meter_provider``: the SDK providers to use; ``None`` takes the
     process's global ones (an embedding host's).  ``capture_content``: record the messages
     (redacted, at most ``max_content_bytes`` per attribute); ``None`` reads
-    ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``.  ``secrets``: strings that must
-    never be exported (provider keys, inbound keys), removed from anything captured or taken
-    from an error message.  ``request_hook(span, scope)`` runs as the request span starts,
+    ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``.  ``secrets``: more strings that
+    must never be exported, added to ``asgi_rotator.redaction``'s registry (the stack's
+    provider and inbound keys are there already), which cleans anything captured and every
+    string taken from a pass or an error message.  ``request_hook(span, scope)`` runs as the request span starts,
     ``response_hook(span, scope)`` before it ends; neither can break a request.
     """
 
@@ -131,7 +133,8 @@ class Tracing:
         )
         self.capture = _env_true(env, CAPTURE_ENV) if capture_content is None else capture_content
         self.max_content_bytes = max_content_bytes
-        self.secrets = tuple(sorted({s for s in secrets if s}, key=len, reverse=True))
+        for secret in secrets:  # the process-wide registry every writer redacts with
+            register_secret(secret)
         self.request_hook = request_hook
         self.response_hook = response_hook
         self.cache_write_attr = (
@@ -348,9 +351,7 @@ class _Traced:
             # The parameters as this attempt sends them (a target may override some).
             _request_attributes(attributes, request)
             if layer.capture:
-                _guarded(
-                    capture_request, attributes, request, layer.secrets, layer.max_content_bytes
-                )
+                _guarded(capture_request, attributes, request, layer.max_content_bytes)
         start = self._wall(attempt.started) if attempt.started else _time_ns()
         span = layer.tracer.start_span(
             f"{operation} {attempt.model}",
@@ -486,11 +487,10 @@ class _Traced:
                     self.output.attribute,
                     span,
                     reason,
-                    layer.secrets,
                     layer.max_content_bytes,
                 )
             elif response is not None:
-                _guarded(capture_response, span, response, layer.secrets, layer.max_content_bytes)
+                _guarded(capture_response, span, response, layer.max_content_bytes)
 
     def _exchange_attributes(self, attributes: dict[str, Any], exchange: Exchange) -> None:
         protocol = exchange.protocol
@@ -534,7 +534,7 @@ class _Traced:
             if owner.is_recording():
                 owner.add_event(
                     recorded.name,
-                    _event_attributes(recorded.data, self.layer.secrets),
+                    _event_attributes(recorded.data),
                     timestamp=self.wall0 + int((at - self.perf0) * 1e9),
                 )
 
@@ -542,7 +542,7 @@ class _Traced:
         return self.wall0 + int((monotonic - self.mono0) * 1e9)
 
     def _message(self, error: GatewayError) -> str:
-        return redact(error.message, self.layer.secrets)[:_ATTR_MAX]
+        return redact(error.message)[:_ATTR_MAX]
 
 
 def _request_attributes(attributes: dict[str, Any], request: Any) -> None:
@@ -576,16 +576,16 @@ def _close_attributes(attributes: dict[str, Any], close: Any) -> None:
         attributes["asgi_rotator.stream.heartbeats"] = close.heartbeats
 
 
-def _event_attributes(data: dict[str, Any], secrets: tuple[str, ...]) -> dict[str, Any]:
+def _event_attributes(data: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in data.items():
         name = f"asgi_rotator.{key}"
         if isinstance(value, (bool, int, float)):
             out[name] = value
         elif isinstance(value, str):
-            out[name] = redact(value[:_ATTR_MAX], secrets)
+            out[name] = redact(value[:_ATTR_MAX])
         elif isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
-            out[name] = tuple(redact(v[:_ATTR_MAX], secrets) for v in value[:32])
+            out[name] = tuple(redact(v[:_ATTR_MAX]) for v in value[:32])
         elif isinstance(value, (list, tuple, dict)):
             out[f"{name}.count"] = len(value)
     return out

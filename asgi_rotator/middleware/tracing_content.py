@@ -3,8 +3,8 @@
 ``gen_ai.tool.definitions``), redacted and size-capped.
 
 Only used when capture is on.  Redaction: every secret the gateway holds (provider keys,
-inbound keys) and anything shaped like a bearer token or a well-known API key becomes
-``[redacted]``; thinking signatures and encrypted reasoning become their length and a short
+inbound keys: ``asgi_rotator.redaction``'s registry) and anything shaped like a bearer token
+or a well-known API key becomes ``[redacted]``; thinking signatures and encrypted reasoning become their length and a short
 hash, enough to tell two apart and nothing to replay.  Inline images and files are never
 captured, only their media type and size.
 """
@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable
 from typing import Any
 
 import msgspec
 
+from ..redaction import REDACTED
+from ..redaction import redact as redact_held
 from ..unified import (
     File,
     Finish,
@@ -37,7 +38,6 @@ from ..unified import (
 
 __all__ = ["OutputCollector", "capture_request", "capture_response", "opaque", "redact"]
 
-REDACTED = "[redacted]"
 # Bearer tokens and the key shapes of the well-known providers, wherever they appear.
 _TOKEN = re.compile(
     r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}"
@@ -46,18 +46,15 @@ _TOKEN = re.compile(
     r"|\bAIza[0-9A-Za-z_-]{30,}"
     r"|\bgsk_[A-Za-z0-9]{20,}"
 )
-_MIN_SECRET = 6  # shorter "secrets" would redact ordinary words
 _PART_CHARS = 4096  # one text part is cut here before the whole attribute is capped
 
 _encode = msgspec.json.Encoder().encode
 
 
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` without the given secrets (longest first) and without token-shaped strings."""
-    for secret in secrets:
-        if len(secret) >= _MIN_SECRET and secret in text:
-            text = text.replace(secret, REDACTED)
-    return _TOKEN.sub(REDACTED, text)
+def redact(text: str) -> str:
+    """``text`` without any secret the gateway holds (``asgi_rotator.redaction``) and without
+    token-shaped strings, which may be a client's own keys."""
+    return _TOKEN.sub(REDACTED, redact_held(text))
 
 
 def opaque(value: str) -> str:
@@ -66,18 +63,18 @@ def opaque(value: str) -> str:
     return f"[{len(value)} chars sha256:{digest}]"
 
 
-def _text(value: str, secrets: tuple[str, ...]) -> str:
+def _text(value: str) -> str:
     if len(value) > _PART_CHARS:
         value = f"{value[:_PART_CHARS]}…[{len(value) - _PART_CHARS} more chars]"
-    return redact(value, secrets)
+    return redact(value)
 
 
-def _part(part: Any, secrets: tuple[str, ...]) -> dict[str, Any]:
+def _part(part: Any) -> dict[str, Any]:
     kind = type(part)
     if kind is Text:
-        return {"type": "text", "content": _text(part.text, secrets)}
+        return {"type": "text", "content": _text(part.text)}
     if kind is Reasoning:
-        out: dict[str, Any] = {"type": "reasoning", "content": _text(part.text, secrets)}
+        out: dict[str, Any] = {"type": "reasoning", "content": _text(part.text)}
         if part.signature:
             out["signature"] = opaque(part.signature)
         if part.redacted:
@@ -88,14 +85,14 @@ def _part(part: Any, secrets: tuple[str, ...]) -> dict[str, Any]:
             "type": "tool_call",
             "id": part.id,
             "name": part.name,
-            "arguments": _text(part.arguments, secrets),
+            "arguments": _text(part.arguments),
         }
     if kind is ToolResult:
         texts = [c.text for c in part.content if type(c) is Text]
         return {
             "type": "tool_call_response",
             "id": part.tool_call_id,
-            "response": _text("\n".join(texts), secrets),
+            "response": _text("\n".join(texts)),
         }
     if kind is Image or kind is File:
         size = len(part.data) if part.data else 0
@@ -134,22 +131,18 @@ def _capped(items: list[Any], max_bytes: int) -> str:
     return raw.decode()
 
 
-def capture_request(
-    attributes: dict[str, Any], request: Request, secrets: tuple[str, ...], max_bytes: int
-) -> None:
-    messages = [
-        {"role": m.role, "parts": [_part(p, secrets) for p in m.content]} for m in request.messages
-    ]
+def capture_request(attributes: dict[str, Any], request: Request, max_bytes: int) -> None:
+    messages = [{"role": m.role, "parts": [_part(p) for p in m.content]} for m in request.messages]
     attributes["gen_ai.input.messages"] = _capped(messages, max_bytes)
     if request.system:
-        system = [{"type": "text", "content": _text(t.text, secrets)} for t in request.system]
+        system = [{"type": "text", "content": _text(t.text)} for t in request.system]
         attributes["gen_ai.system_instructions"] = _capped(system, max_bytes)
     if request.tools:
         tools = [
             {
                 "type": tool.type,
                 "name": tool.name,
-                **({"description": _text(tool.description, secrets)} if tool.description else {}),
+                **({"description": _text(tool.description)} if tool.description else {}),
                 **({"parameters": tool.parameters} if tool.parameters else {}),
             }
             for tool in request.tools
@@ -157,12 +150,10 @@ def capture_request(
         attributes["gen_ai.tool.definitions"] = _capped(tools, max_bytes)
 
 
-def capture_response(
-    span: Any, response: Response, secrets: tuple[str, ...], max_bytes: int
-) -> None:
+def capture_response(span: Any, response: Response, max_bytes: int) -> None:
     message = {
         "role": "assistant",
-        "parts": [_part(p, secrets) for p in response.content],
+        "parts": [_part(p) for p in response.content],
         "finish_reason": response.finish_reason,
     }
     span.set_attribute("gen_ai.output.messages", _capped([message], max_bytes))
@@ -205,17 +196,15 @@ class OutputCollector:
             elif kind is Finish:
                 pass
 
-    def attribute(
-        self, span: Any, reason: str | None, secrets: tuple[str, ...], max_bytes: int
-    ) -> None:
+    def attribute(self, span: Any, reason: str | None, max_bytes: int) -> None:
         parts = []
         for index in sorted(self.blocks):
             block = dict(self.blocks[index])
             text = "".join(block.pop("content"))
             if block["type"] == "tool_call":
-                block["arguments"] = _text(text, secrets)
+                block["arguments"] = _text(text)
             else:
-                block["content"] = _text(text, secrets)
+                block["content"] = _text(text)
             for key in ("signature", "encrypted_content"):
                 if key in block:
                     block[key] = opaque(block[key])
