@@ -20,7 +20,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from ._types import App, Receive, Scope, Send
-from .config import TracingConfig
+from .config import ConfigError, TracingConfig
 
 __all__ = ["MetricsEndpoint", "Telemetry", "export_problem", "telemetry_from_config"]
 
@@ -177,11 +177,11 @@ def telemetry_from_config(config: TracingConfig, env: Mapping[str, str]) -> Tele
         if span_exporter is not None:
             tracer_provider.add_span_processor(BatchSpanProcessor(span_exporter))
         if metric_exporter is not None:
-            interval = env.get("OTEL_METRIC_EXPORT_INTERVAL")
+            interval = _millis(env, "OTEL_METRIC_EXPORT_INTERVAL")
             readers.append(
                 PeriodicExportingMetricReader(
                     metric_exporter,
-                    export_interval_millis=float(interval) if interval else 60_000,
+                    export_interval_millis=60_000 if interval is None else interval,
                 )
             )
     if config.prometheus:
@@ -223,10 +223,25 @@ def _exporter_options(env: Mapping[str, str]) -> dict[str, Any]:
             for k, sep, v in (item.partition("=") for item in headers.split(","))
             if sep
         }
-    timeout = env.get("OTEL_EXPORTER_OTLP_TIMEOUT")
-    if timeout:
-        options["timeout"] = float(timeout) / 1000  # the variable is in milliseconds
+    timeout = _millis(env, "OTEL_EXPORTER_OTLP_TIMEOUT")
+    if timeout is not None:
+        options["timeout"] = timeout / 1000  # the exporters take seconds
     return options
+
+
+def _millis(env: Mapping[str, str], name: str) -> float | None:
+    """A variable in milliseconds; a value that is not a positive number is a ConfigError
+    naming the variable."""
+    raw = env.get(name, "").strip()
+    if not raw:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise ConfigError(f"{name}: expected a positive number of milliseconds, got {raw!r}")
+    return value
 
 
 def _exporters(

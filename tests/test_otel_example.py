@@ -1,13 +1,15 @@
 """examples/otel-collector is not run in CI (it needs Docker), but its files are parsed here,
-so what it promises stays consistent with the gateway and with itself."""
+so what it promises stays consistent with the gateway and with itself; and the export
+settings those files use are checked as serve reads them."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 
-from asgi_rotator.config import load_config
+from asgi_rotator.config import ConfigError, TracingConfig, load_config
 from asgi_rotator.telemetry import telemetry_from_config
 
 HERE = Path("examples/otel-collector")
@@ -46,3 +48,9 @@ def test_the_gateway_config_is_valid_and_exports_with_the_compose_environment() 
     telemetry = telemetry_from_config(config.tracing, env)
     assert telemetry is not None and telemetry.tracer_provider is not None
     telemetry.shutdown()
+
+
+def test_a_bad_otel_number_is_a_config_error_naming_the_variable() -> None:
+    config = TracingConfig(endpoint="http://127.0.0.1:4318")
+    with pytest.raises(ConfigError, match=r"OTEL_METRIC_EXPORT_INTERVAL.*'soon'"):
+        telemetry_from_config(config, {"OTEL_METRIC_EXPORT_INTERVAL": "soon"})
