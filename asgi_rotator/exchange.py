@@ -113,6 +113,7 @@ class Exchange:
         "_receive",
         "attempts",
         "body",
+        "client_dropped",
         "close",
         "credential",
         "error",
@@ -143,6 +144,10 @@ class Exchange:
         self.attempts: list[Attempt] = []
         self.usage: Usage | None = None
         self.close: StreamClose | None = None
+        # Set by the layer that gave up on the client (StreamGuard: it stopped reading past
+        # send_timeout): layers above write nothing more, and leave the unfinished response
+        # for the server to cut, which closes the connection.
+        self.client_dropped = False
         self.error: GatewayError | None = None
         self.response_id: str | None = None
         # A correlation id, not a secret: the PRNG (reseeded in forked workers) is enough,

@@ -168,6 +168,7 @@ def build_app(
             ttfb_timeout=stream.ttfb_timeout,
             stall_timeout=stream.stall_timeout,
             total_timeout=stream.total_timeout,
+            send_timeout=stream.send_timeout,
             heartbeat_interval=stream.heartbeat_interval,
             keepalive_before_first_event=stream.keepalive_before_first_event,
             max_ttfb_timeout=stream.max_ttfb_timeout,

@@ -251,7 +251,7 @@ class _Responder:
     async def fail(self, exc: Exception) -> bool:
         """Answer for an exception from the inner app; False when it cannot be answered (the
         client is gone, or a plain body was cut mid-way) and must go on to the server."""
-        if self.client_gone:
+        if self.client_gone or self.exchange.client_dropped:
             return False
         error = _as_gateway_error(exc)
         if error is None:
@@ -272,7 +272,7 @@ class _Responder:
 
     async def finish(self) -> None:
         """The inner app returned: complete what it left unfinished."""
-        if self.client_gone or self.ended:
+        if self.client_gone or self.ended or self.exchange.client_dropped:
             return
         if self.held is not None:
             await self._replace_held()

@@ -14,15 +14,26 @@ Deliberate choices:
 * Limits are one deadline on one cancel scope around the inner app, not timer tasks:
   ``ttfb_timeout`` from the call to the first body message (headers included, so a provider
   that never answers is caught too), then ``stall_timeout`` from the end of each message to
-  the next, and ``total_timeout`` over all.  While a message is being handed to the client
-  the clock stops: a slow reader is not an upstream stall, and the upstream is only read as
-  fast as the client takes it.  The gaps are those between the inner app's messages: on a
+  the next, and ``total_timeout`` over all, client time included.  While a message is
+  being handed to the client the stall clock stops (a slow reader is not an upstream stall,
+  and the upstream is only read as fast as the client takes it) and ``send_timeout`` runs
+  instead: a client that has not accepted a message for that long (it stopped reading but
+  keeps its socket open, or reads slower than the server's buffers drain) is dropped as
+  ``client_write_timeout``, the inner app cancelled at once (which closes the upstream) and
+  the response left unfinished, so the server closes the connection; the total deadline
+  still applies during a send.  The in-band error and the end that follow any timeout are
+  themselves bounded by ``send_timeout`` (``_CLOSING_WRITE`` when it is off), so no limit
+  waits on a client that does not read.  The gaps are those between the inner app's messages: on a
   translated stream, upstream events with nothing to show in the client's protocol (an
   Anthropic ``ping``, the Responses ``*.done`` events) make no message, so they do not
   count as signs of life.  A total timeout closes as ``total_timeout``.  Each message only
   moves a float; one loop timer (``call_at``) checks it when it fires and re-arms itself
   when the deadline has moved on, so a stream of thousands of events costs no timer work
-  per event (an anyio deadline re-schedules its timer on every change).
+  per event (an anyio deadline re-schedules its timer on every change).  The send deadline
+  is the one deadline that can come sooner than the timer is armed for; so the timer is
+  never armed further than ``send_timeout`` past the last write, and a send that started
+  after it ends after the timer fires: a busy stream still re-arms at most once per
+  ``send_timeout``.
 * ``http.response.start`` is held until the first body message, so "before commit" means
   nothing has left this layer: a timeout then ends the inner app and answers with the
   client protocol's error response (``dispatch.send_error``, status 504, ERROR twin), which
@@ -103,6 +114,7 @@ CLOSE_REASONS = (
     "completed",
     "client_disconnected",
     "client_write_failed",
+    "client_write_timeout",
     "upstream_error",
     "upstream_premature_close",
     "ttfb_timeout",
@@ -111,7 +123,16 @@ CLOSE_REASONS = (
 )
 TTFB_HEADER = b"x-rotator-ttfb-timeout"
 
-_LIMIT_KEYS = ("ttfb_timeout", "stall_timeout", "total_timeout", "heartbeat_interval")
+_LIMIT_KEYS = (
+    "ttfb_timeout",
+    "stall_timeout",
+    "total_timeout",
+    "send_timeout",
+    "heartbeat_interval",
+)
+# How long the closing writes after a timeout (in-band error, end of body) may wait for the
+# client when ``send_timeout`` is off: a limit that fired must not then wait forever.
+_CLOSING_WRITE = 10.0
 _COMMENT = b": keepalive\n\n"
 # google-genai reads every non-``data:`` line as raw JSON (see the module docstring).
 _HEARTBEAT = {"gemini": b"\n"}
@@ -134,6 +155,7 @@ class Limits(msgspec.Struct, frozen=True, kw_only=True):
     ttfb_timeout: float | None = 30.0
     stall_timeout: float | None = 60.0
     total_timeout: float | None = None
+    send_timeout: float | None = 30.0
     heartbeat_interval: float | None = 15.0
 
 
@@ -142,7 +164,7 @@ class StreamGuard:
 
     ``overrides`` maps ``"provider"`` or ``"provider/model"`` (the target's upstream model)
     to a mapping of any of ``ttfb_timeout``, ``stall_timeout``, ``total_timeout``,
-    ``heartbeat_interval``; the more specific wins, key by key.  A client may set its own
+    ``send_timeout``, ``heartbeat_interval``; the more specific wins, key by key.  A client may set its own
     TTFB limit with the ``x-rotator-ttfb-timeout`` header (seconds), capped at
     ``max_ttfb_timeout`` (default: the configured TTFB limit, so the header can only
     shorten it).  ``close_log`` is a path that gets one JSON line per generation response.
@@ -155,6 +177,7 @@ class StreamGuard:
         ttfb_timeout: float | None = 30.0,
         stall_timeout: float | None = 60.0,
         total_timeout: float | None = None,
+        send_timeout: float | None = 30.0,
         heartbeat_interval: float | None = 15.0,
         keepalive_before_first_event: bool = False,
         max_ttfb_timeout: float | None = None,
@@ -167,6 +190,7 @@ class StreamGuard:
             ttfb_timeout=_seconds("ttfb_timeout", ttfb_timeout),
             stall_timeout=_seconds("stall_timeout", stall_timeout),
             total_timeout=_seconds("total_timeout", total_timeout),
+            send_timeout=_seconds("send_timeout", send_timeout),
             heartbeat_interval=_seconds("heartbeat_interval", heartbeat_interval),
         )
         if keepalive_before_first_event and self.limits.heartbeat_interval is None:
@@ -220,6 +244,7 @@ class StreamGuard:
                 ttfb=limits.ttfb_timeout,
                 stall=limits.stall_timeout,
                 total=limits.total_timeout,
+                send=limits.send_timeout,
                 heartbeat=limits.heartbeat_interval,
                 source=source,
             )
@@ -322,6 +347,7 @@ class _GuardedCall:
         "response_id",
         "scope",
         "send",
+        "send_limit",
         "sending",
         "sse",
         "stall",
@@ -341,6 +367,8 @@ class _GuardedCall:
         self.exchange = exchange
         self.limits = limits
         self.stall = limits.stall_timeout
+        # inf when off: ``now + inf`` is a deadline that never comes, with no test for None.
+        self.send_limit = limits.send_timeout if limits.send_timeout is not None else math.inf
         self.send = send
         self.keepalive_early = early
         self.attempts_before = len(exchange.attempts)
@@ -473,12 +501,21 @@ class _GuardedCall:
         if error is not None:
             self.error = self.error or error
             self._mark_attempt(error)
-        if self.committed:
-            await self._end_in_band(error)
-        elif error is not None:
-            await self._deliver_error_response(error)
-        else:
-            await self._end_in_band(None)  # the held start, and an empty end
+        # What goes out now waits on the client like any send, and may not wait forever:
+        # a client that stopped reading gets its connection closed instead.
+        bound = self.send_limit if self.send_limit != math.inf else _CLOSING_WRITE
+        with _watch.cancel_scope() as closing:
+            closing.deadline = self.clock() + bound
+            if self.committed:
+                await self._end_in_band(error)
+            elif error is not None:
+                await self._deliver_error_response(error)
+            else:
+                await self._end_in_band(None)  # the held start, and an empty end
+        if closing.cancelled_caught:
+            # The client did not take even the end: dropped, like a send_timeout.
+            self.exchange.record("stream_guard.timeout", limit="closing_write")
+            self.exchange.client_dropped = True
 
     # --- the inner app's receive and send ---------------------------------------------------
 
@@ -500,7 +537,13 @@ class _GuardedCall:
         if message["type"] != "http.response.body":
             await self._send_other(message)
             return
-        self.deadline = math.inf  # the stall clock stops while the client takes it
+        # The stall clock stops while the client takes it; the send clock runs instead,
+        # and the total deadline stays.
+        at = self.clock() + self.send_limit
+        if self.total_deadline <= at:
+            self.deadline, self.deadline_kind = self.total_deadline, "total"
+        else:
+            self.deadline, self.deadline_kind = at, "send"
         if self.first_event_at is None:
             self.first_event_at = self.clock()
             if self.exchange.recording:
@@ -734,7 +777,9 @@ class _GuardedCall:
             deadline, kind = self.total_deadline, "total"
         self.deadline = deadline
         self.deadline_kind = kind
-        self._arm(deadline)
+        # Never further than one send_timeout ahead: the next send's deadline is later than
+        # that, so the timer sees it without being re-armed for it (see the docstring).
+        self._arm(min(deadline, now + self.send_limit))
 
     def _arm(self, at: float) -> None:
         """Re-arm the timer if ``at`` is sooner than it is armed for (or none is armed).  A
@@ -751,15 +796,21 @@ class _GuardedCall:
         if self.finished:
             return
         now = self.clock()
-        # An infinite deadline is a stopped clock (a send): its end sets one and re-arms.
         if now >= self.deadline:
+            if self.deadline_kind == "send":
+                # The client has not taken a message for send_timeout: it is dropped, as if
+                # it had left (nothing more is written to it), and the upstream closed.
+                self.exchange.record("stream_guard.timeout", limit="send_timeout")
+                self.exchange.client_dropped = True
+                self._stop("client_write_timeout")
+                return
             self.timed_out = self.deadline_kind
             self.scope.cancel()
             return
         if now >= self.beat_at:
             self.beat_at = math.inf
             self._on_beat()
-        self._arm(min(self.deadline, self.beat_at))
+        self._arm(min(self.deadline, self.beat_at, now + self.send_limit))
 
     def _arm_beat(self, at: float) -> None:
         if self.beat_at == math.inf and not self.finished:

@@ -406,6 +406,63 @@ async def test_the_stall_clock_stops_while_the_client_is_slow() -> None:
     assert exchange.close is not None and exchange.close.reason == "completed"
 
 
+class StalledClient(Client):
+    """A client that takes the first ``takes`` body messages, then none: its ``send``
+    never returns (a socket that is open but no longer read)."""
+
+    def __init__(self, takes: int) -> None:
+        super().__init__()
+        self.takes = takes
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.body" and len(self.bodies) >= self.takes:
+            await anyio.sleep_forever()
+        await super().send(message)
+
+
+async def test_a_client_that_stops_reading_is_dropped_after_send_timeout() -> None:
+    script = Script(start(), event(TEXT), event(TEXT), event(FINISH), end())
+    client = StalledClient(takes=1)
+    with anyio.fail_after(10):
+        _, exchange = await run(guard(script, send_timeout=0.2), make_scope(), client)
+    assert script.cancelled  # the inner app (the upstream) was cancelled at once
+    assert exchange.close is not None and exchange.close.reason == "client_write_timeout"
+    assert exchange.client_dropped  # layers above write nothing more
+    assert len(client.bodies) == 1  # nothing was added after the message it did not take
+
+
+async def test_total_timeout_runs_while_the_client_is_slow() -> None:
+    # Before the fix the deadline stopped during every send, so a slow client kept a
+    # stream going past total_timeout for as long as it liked.
+    class SlowClient(Client):
+        async def send(self, message: Message) -> None:
+            if message.get(EVENT):
+                await anyio.sleep(0.3)
+            await super().send(message)
+
+    steps: list[Any] = [start()] + [event(TEXT)] * 20 + [event(FINISH), end()]
+    script = Script(*steps)
+    with anyio.fail_after(10):
+        client, exchange = await run(
+            guard(script, total_timeout=0.5, send_timeout=5), make_scope(), SlowClient()
+        )
+    assert script.cancelled
+    assert exchange.close is not None and exchange.close.reason == "total_timeout"
+    assert client.bodies[-2][ERROR].code == "total_timeout"  # the in-band error, then the end
+
+
+async def test_the_closing_write_after_a_timeout_is_bounded_too() -> None:
+    # A stall timeout's in-band error goes to a client that stopped reading: the guard
+    # gives up after send_timeout instead of waiting on it forever.
+    script = Script(start(), event(TEXT), Script.FOREVER)
+    with anyio.fail_after(10):
+        _, exchange = await run(
+            guard(script, stall_timeout=0.2, send_timeout=0.3), make_scope(), StalledClient(1)
+        )
+    assert exchange.close is not None and exchange.close.reason == "stall_timeout"
+    assert exchange.client_dropped
+
+
 async def test_a_stall_limit_shorter_than_the_ttfb_limit_applies_from_the_first_event() -> None:
     # The TTFB deadline is the sooner one at the start; after the first event the stall
     # deadline is sooner still, and it must not wait for the TTFB one to come round.
