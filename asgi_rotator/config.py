@@ -141,6 +141,8 @@ class StreamConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     total_timeout: float | None = None  # the whole request, client time included
     # A client that has not accepted a message for this long is dropped (client_write_timeout).
     send_timeout: float | None = 30.0
+    # The largest upstream SSE event (its lines, the unfinished one included), in bytes.
+    max_event_bytes: int = 16 * 1024 * 1024
     heartbeat_interval: float | None = 15.0
     keepalive_before_first_event: bool = False
     max_ttfb_timeout: float | None = None  # bound for the x-rotator-ttfb-timeout header

@@ -37,7 +37,13 @@ SECRET_FIELDS = frozenset({"keys", "inbound_keys", "url", "headers"})
 ROTATIONS = ("round_robin", "fair_cycle", "priority", "least_used")
 RATE_LIMIT_SCOPES = ("credential", "credential_model")
 UPSTREAM_CLIENTS = ("auto", "aiohttp", "httpx2", "httpx")
-STREAM_LIMITS = ("ttfb_timeout", "stall_timeout", "total_timeout", "heartbeat_interval")
+STREAM_LIMITS = (
+    "ttfb_timeout",
+    "stall_timeout",
+    "total_timeout",
+    "send_timeout",
+    "heartbeat_interval",
+)
 
 
 class Problem(msgspec.Struct, frozen=True):
@@ -241,6 +247,7 @@ def value_problems(config: Any, presets: Mapping[str, Any], protocols: set[str])
     stream = config.stream
     for name in (*STREAM_LIMITS, "max_ttfb_timeout"):
         _seconds(add, f"stream.{name}", getattr(stream, name))
+    _positive(add, "stream.max_event_bytes", stream.max_event_bytes)
     if stream.keepalive_before_first_event and stream.heartbeat_interval is None:
         add(Problem("stream.keepalive_before_first_event", "needs a heartbeat_interval"))
     for key, limits in stream.overrides.items():

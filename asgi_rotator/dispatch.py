@@ -53,7 +53,7 @@ from .protocols import Codec, get_codec
 from .providers import Providers
 from .redaction import redact, redacting_logger
 from .routes import Route, detect_protocol, match_route, route_path
-from .sse import ServerSentEvent, SSEDecoder, encode_event
+from .sse import DEFAULT_MAX_EVENT, EventTooLarge, ServerSentEvent, SSEDecoder, encode_event
 from .unified import Error, Event, Finish, MessageStart, Request
 
 __all__ = ["ProviderDispatch", "ensure_request", "parse_request_body", "send_error"]
@@ -78,9 +78,18 @@ _FORWARD = {"anthropic_messages": ("anthropic-beta",)}
 class ProviderDispatch:
     """The terminal app.  ``providers`` is a ``Providers`` (or a ``Config`` to build one)."""
 
-    def __init__(self, providers: Providers | Config, *, max_body: int = DEFAULT_MAX_BODY) -> None:
+    def __init__(
+        self,
+        providers: Providers | Config,
+        *,
+        max_body: int = DEFAULT_MAX_BODY,
+        max_event: int = DEFAULT_MAX_EVENT,
+    ) -> None:
         self.providers = providers if isinstance(providers, Providers) else Providers(providers)
         self.max_body = max_body
+        if isinstance(max_event, bool) or not isinstance(max_event, int) or max_event < 1:
+            raise ValueError(f"max_event: expected a positive number of bytes, got {max_event!r}")
+        self.max_event = max_event  # the largest upstream SSE event, in bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -256,7 +265,9 @@ class ProviderDispatch:
             if request.stream:
                 progress.started = True
                 await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-                relay = _StreamRelay(exchange, codec, upstream_codec, request, send)
+                relay = _StreamRelay(
+                    exchange, codec, upstream_codec, request, send, self.max_event
+                )
                 chunks = response.aiter_bytes()
                 try:
                     await relay.run(chunks)
@@ -402,6 +413,7 @@ class _StreamRelay:
         "decoder",
         "encoder",
         "exchange",
+        "max_event",
         "opened",
         "passthrough",
         "request",
@@ -409,9 +421,16 @@ class _StreamRelay:
     )
 
     def __init__(
-        self, exchange: Exchange, codec: Codec, upstream_codec: Codec, request: Request, send: Send
+        self,
+        exchange: Exchange,
+        codec: Codec,
+        upstream_codec: Codec,
+        request: Request,
+        send: Send,
+        max_event: int = DEFAULT_MAX_EVENT,
     ) -> None:
         self.exchange = exchange
+        self.max_event = max_event
         self.codec = codec
         self.request = request
         self.send = send
@@ -422,7 +441,7 @@ class _StreamRelay:
 
     async def run(self, chunks: AsyncIterator[bytes]) -> None:
         decoder = self.decoder
-        sse = SSEDecoder()
+        sse = SSEDecoder(self.max_event)
         failure: GatewayError | None = None
         try:
             async for chunk in chunks:
@@ -437,6 +456,15 @@ class _StreamRelay:
                 await self.emit(sse.close(), last=True)
         except GatewayError as error:
             failure = error
+        except EventTooLarge as exc:
+            # Nothing of the event went out (it is never whole): before the first event this
+            # is a retryable failure like any other, after it an in-band error.
+            failure = GatewayError(
+                "server_error",
+                f"upstream sent an event larger than {exc.limit} bytes (stream.max_event_bytes)",
+                status=502,
+                code="event_too_large",
+            )
         if failure is None and not decoder.done:
             failure = premature_close()
         if failure is not None:

@@ -111,8 +111,11 @@ class Fault(msgspec.Struct, kw_only=True):
     ``error_event_after`` is set: then the stream starts with 200 and ``status``,
     ``message`` and ``error_type`` describe the in-band error event.  The stream-shaped
     faults (delays after headers, stall, eof, error event, malformed SSE) are ignored on
-    non-streamed requests.  ``reset``, ``malformed_json`` and ``malformed_sse`` on a stream
-    happen after ``eof_after`` events (default 1) and end the stream there.
+    non-streamed requests.  ``reset``, ``malformed_json``, ``malformed_sse`` and
+    ``oversized_event`` on a stream happen after ``eof_after`` events (default 1) and end
+    the stream there.  ``oversized_event`` is the size in bytes of a ``data:`` line that
+    never ends, sent in 64 KiB pieces.  ``invalid_utf8`` puts bytes that are not UTF-8 in
+    the reply text (every event of a stream, or the plain body).
     """
 
     status: int | None = None
@@ -128,6 +131,8 @@ class Fault(msgspec.Struct, kw_only=True):
     error_event_after: int | None = None
     malformed_json: bool = False
     malformed_sse: bool = False
+    oversized_event: int | None = None
+    invalid_utf8: bool = False
     reset: bool = False
     model: str | None = None
     key: str | None = None
@@ -430,6 +435,8 @@ class MockUpstream:
             raise _ConnectionReset("mock fault: connection reset mid-body")
         else:
             body = _BROKEN_JSON if fault.malformed_json else codec.body(reply)
+            if fault.invalid_utf8:
+                body = _break_utf8(body)
             await _send_bytes(send, 200, _JSON_HEADERS + extra, body)
 
     async def _stream(
@@ -444,6 +451,8 @@ class MockUpstream:
         key: str | None,
     ) -> None:
         events = codec.events(reply)
+        if fault and fault.invalid_utf8:
+            events = [_break_utf8(event) for event in events]
         reason, sent = "client_disconnected", 0
         end_at = fault.eof_after if fault and fault.eof_after is not None else 1
 
@@ -469,6 +478,10 @@ class MockUpstream:
                         if ending == "reset":
                             reason = "reset"
                             return
+                        if ending == "oversized":
+                            assert fault.oversized_event is not None
+                            await _send_oversized(send, fault.oversized_event)
+                            ending = b""
                         if ending:
                             chunk = (
                                 codec.error_event(_failure(fault), reply, i)
@@ -518,6 +531,8 @@ def _stream_fault_at(fault: Fault, i: int, end_at: int) -> bytes | str | None:
         return None
     if fault.reset:
         return "reset"
+    if fault.oversized_event is not None:
+        return "oversized"
     if fault.malformed_json:
         return b"data: " + _BROKEN_JSON + b"\n\n"
     if fault.malformed_sse:
@@ -525,6 +540,22 @@ def _stream_fault_at(fault: Fault, i: int, end_at: int) -> bytes | str | None:
     if fault.eof_after is not None:
         return b""
     return None
+
+
+def _break_utf8(body: bytes) -> bytes:
+    # \xff never occurs in UTF-8; the reply text always holds "mock".
+    return body.replace(b"mock", b"mo\xff\xfeck")
+
+
+async def _send_oversized(send: Send, size: int) -> None:
+    """A ``data:`` line of ``size`` bytes with no line end (the way a broken proxy or a
+    runaway upstream sends one), in 64 KiB pieces."""
+    piece = b"x" * 65536
+    await send({"type": "http.response.body", "body": b"data: ", "more_body": True})
+    left = size
+    while left > 0:
+        await send({"type": "http.response.body", "body": piece[:left], "more_body": True})
+        left -= len(piece)
 
 
 async def _guarded(receive: Receive, responder: Awaitable[None]) -> bool:

@@ -15,6 +15,12 @@ complete line is decoded once.  A ``\\r`` at the very end of a chunk is a line e
 A line is split at its first ``:`` as bytes (a byte that is never part of a multi-byte
 character, so this is the same split as on the decoded text) and only the value is decoded.
 
+Bounded, and linear in what it is fed: a line that has not ended yet is kept as a list of
+the chunks it came in (joined once, when its line end arrives), never re-concatenated per
+chunk, so a line of many megabytes costs what it weighs once, not once per chunk.  An event
+(its fields' lines, the unfinished one included) larger than ``max_event`` raises
+``EventTooLarge`` as soon as the limit is passed, before more of it is kept.
+
 ``encode_json_event`` is ``encode_event`` for data that is JSON as msgspec writes it, which
 never holds a line break: the bytes go out as they are, with no decode, split or re-encode.
 """
@@ -23,9 +29,28 @@ from __future__ import annotations
 
 from msgspec import Struct
 
-__all__ = ["ServerSentEvent", "SSEDecoder", "encode_comment", "encode_event", "encode_json_event"]
+__all__ = [
+    "DEFAULT_MAX_EVENT",
+    "EventTooLarge",
+    "SSEDecoder",
+    "ServerSentEvent",
+    "encode_comment",
+    "encode_event",
+    "encode_json_event",
+]
 
 _BOM = b"\xef\xbb\xbf"
+# Far above any real LLM event (a large tool call's arguments come in many deltas; an image
+# is the biggest single thing a provider puts in one event), far below what hurts a server.
+DEFAULT_MAX_EVENT = 16 * 1024 * 1024
+
+
+class EventTooLarge(ValueError):
+    """An event grew past the decoder's ``max_event`` bytes."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"an event is larger than {limit} bytes")
+        self.limit = limit
 
 
 class ServerSentEvent(Struct, kw_only=True, omit_defaults=True):
@@ -36,12 +61,30 @@ class ServerSentEvent(Struct, kw_only=True, omit_defaults=True):
 
 
 class SSEDecoder:
-    """Bytes in, ``ServerSentEvent``s out.  ``feed`` for each chunk, ``close`` at end of input."""
+    """Bytes in, ``ServerSentEvent``s out.  ``feed`` for each chunk, ``close`` at end of input.
 
-    __slots__ = ("_bom", "_data", "_event", "_fields", "_id", "_retry", "_skip_lf", "_tail")
+    ``max_event`` bounds one event's size in bytes (its lines as received, without line
+    ends); ``feed`` raises ``EventTooLarge`` past it."""
 
-    def __init__(self) -> None:
-        self._tail = b""
+    __slots__ = (
+        "_bom",
+        "_data",
+        "_event",
+        "_fields",
+        "_id",
+        "_max",
+        "_parts",
+        "_pending",
+        "_retry",
+        "_size",
+        "_skip_lf",
+    )
+
+    def __init__(self, max_event: int = DEFAULT_MAX_EVENT) -> None:
+        self._max = max_event
+        self._parts: list[bytes] = []  # the unfinished line, as the chunks it came in
+        self._pending = 0  # their length
+        self._size = 0  # bytes of the current event's lines so far
         self._data: list[str] = []
         self._event: str | None = None
         self._id: str | None = None
@@ -51,17 +94,17 @@ class SSEDecoder:
         self._skip_lf = False  # the previous chunk ended in "\r"
 
     def feed(self, chunk: bytes) -> list[ServerSentEvent]:
-        if self._tail:
-            chunk = self._tail + chunk
-            self._tail = b""
         if self._bom:
+            if self._parts:  # at most two bytes of a BOM
+                chunk = self._take() + chunk
             if len(chunk) < 3 and _BOM.startswith(chunk):
-                self._tail = chunk
+                self._keep(chunk)
                 return []
             if chunk.startswith(_BOM):
                 chunk = chunk[3:]
             self._bom = False
         if self._skip_lf:
+            # The previous chunk ended on a line end, so nothing of a line is kept.
             self._skip_lf = False
             if chunk[:1] == b"\n":
                 chunk = chunk[1:]
@@ -69,22 +112,42 @@ class SSEDecoder:
             if chunk.endswith(b"\r"):
                 self._skip_lf = True
             chunk = chunk.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        if b"\n" not in chunk:
+            self._keep(chunk)  # more of the unfinished line: kept, not joined
+            return []
         lines = chunk.split(b"\n")
-        self._tail = lines.pop()  # what follows the last line end: the start of a line
+        if self._parts:
+            self._parts.append(lines[0])
+            lines[0] = self._take()  # the line is whole: joined once
+        tail = lines.pop()  # what follows the last line end: the start of a line
         events: list[ServerSentEvent] = []
         for line in lines:
             self._line(line, events)
+        if tail:
+            self._keep(tail)
         return events
 
     def close(self) -> list[ServerSentEvent]:
         """End of input: the unterminated last line and event are flushed, not dropped."""
         events: list[ServerSentEvent] = []
-        if self._tail:
-            tail, self._tail = self._tail, b""
+        if self._parts:
+            tail = self._take()
             if not (self._bom and _BOM.startswith(tail)):
                 self._line(tail[3:] if self._bom and tail.startswith(_BOM) else tail, events)
         self._line(b"", events)
         return events
+
+    def _keep(self, part: bytes) -> None:
+        self._parts.append(part)
+        self._pending += len(part)
+        if self._size + self._pending > self._max:
+            raise EventTooLarge(self._max)
+
+    def _take(self) -> bytes:
+        line = b"".join(self._parts)
+        self._parts = []
+        self._pending = 0
+        return line
 
     def _line(self, line: bytes, events: list[ServerSentEvent]) -> None:
         if not line:
@@ -101,6 +164,7 @@ class SSEDecoder:
                 self._event = None
                 self._retry = None
                 self._fields = False
+            self._size = 0
             return
         name, colon, value = line.partition(b":")
         if not name:  # ":" comment (heartbeats)
@@ -121,6 +185,9 @@ class SSEDecoder:
         else:
             return  # unknown field: ignored, and does not make an event
         self._fields = True
+        self._size += len(line)
+        if self._size > self._max:
+            raise EventTooLarge(self._max)
 
 
 def encode_event(data: str, event: str | None = None, id: str | None = None) -> bytes:

@@ -160,7 +160,9 @@ def build_app(
         stores.append(made)
         return made
 
-    app: Any = ProviderDispatch(providers, max_body=max_body)
+    app: Any = ProviderDispatch(
+        providers, max_body=max_body, max_event=config.stream.max_event_bytes
+    )
     stream = config.stream
     if stream.enabled and "stream_guard" not in skip:
         app = StreamGuard(

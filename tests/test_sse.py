@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import time
+
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from asgi_rotator.sse import (
+    DEFAULT_MAX_EVENT,
+    EventTooLarge,
     ServerSentEvent,
     SSEDecoder,
     encode_comment,
@@ -155,3 +160,43 @@ def test_json_event_is_the_same_bytes_as_a_text_event(event: str | None, value: 
     assert decode(encode_json_event(data, event)) == [
         ServerSentEvent(event=event, data=data.decode())
     ]
+
+
+def test_a_long_unfinished_line_costs_work_linear_in_what_is_fed() -> None:
+    # Before: the unfinished line was re-concatenated with every chunk, so a 15 MiB line in
+    # 2 KiB chunks copied about 57 GB (tens of seconds); kept as a list of chunks it is
+    # joined once.  A generous bound, which only quadratic work can exceed.
+    decoder = SSEDecoder()
+    chunk = b"x" * 2048
+    started = time.monotonic()
+    assert decoder.feed(b"data: ") == []
+    for _ in range(15 * 512):
+        assert decoder.feed(chunk) == []
+    [event] = decoder.feed(b"\n\n")
+    assert time.monotonic() - started < 3.0
+    assert len(event.data) == 15 * 1024 * 1024
+
+
+def test_an_event_over_the_limit_raises_as_soon_as_it_is_passed() -> None:
+    decoder = SSEDecoder(max_event=1000)
+    assert decoder.feed(b"data: " + b"x" * 900) == []
+    with pytest.raises(EventTooLarge) as info:
+        decoder.feed(b"x" * 200)  # no line end: the limit counts the unfinished line
+    assert info.value.limit == 1000
+    # Many small data lines count together: the event, not the line, is bounded.
+    decoder = SSEDecoder(max_event=1000)
+    with pytest.raises(EventTooLarge):
+        decoder.feed(b"data: 0123456789\n" * 100)
+    # Events under the limit, however many, are fine: the count starts again per event.
+    decoder = SSEDecoder(max_event=1000)
+    events = decoder.feed(b"data: " + b"y" * 900 + b"\n\n" + b"data: " + b"z" * 900 + b"\n\n")
+    assert [len(e.data) for e in events] == [900, 900]
+
+
+def test_the_default_event_limit_is_16_mib() -> None:
+    assert DEFAULT_MAX_EVENT == 16 * 1024 * 1024
+    decoder = SSEDecoder()
+    decoder.feed(b"data: ")
+    with pytest.raises(EventTooLarge):
+        for _ in range(17):
+            decoder.feed(b"x" * (1024 * 1024))
