@@ -165,6 +165,7 @@ class ResponsesConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     enabled: bool = True
     ttl: float | None = 30 * 24 * 3600.0
     max_responses: int | None = 10_000
+    max_bytes: int | None = 512 * 1024 * 1024  # stored records' total size; oldest go first
     max_depth: int = 100
     native_continuation: bool = True
 

@@ -269,6 +269,8 @@ def value_problems(config: Any, presets: Mapping[str, Any], protocols: set[str])
     _seconds(add, "responses.ttl", responses.ttl)
     if responses.max_responses is not None:
         _positive(add, "responses.max_responses", responses.max_responses)
+    if responses.max_bytes is not None:
+        _positive(add, "responses.max_bytes", responses.max_bytes)
     _positive(add, "responses.max_depth", responses.max_depth)
 
     _kinds(add, "routing.fallback_on", config.routing.fallback_on)

@@ -212,6 +212,7 @@ def build_app(
             providers=providers,
             ttl=responses.ttl,
             max_responses=responses.max_responses,
+            max_bytes=responses.max_bytes,
             max_depth=responses.max_depth,
             native_continuation=responses.native_continuation,
             max_body=max_body,

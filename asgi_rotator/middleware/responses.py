@@ -63,7 +63,18 @@ Deliberate choices:
   is matched against a strict pattern before it touches the store.  ``ttl`` bounds a
   record's life; ``max_responses`` caps the count through a ring of slots (an atomic
   counter picks the slot, whose previous occupant is deleted), so the oldest go first and a
-  shared store is never flooded.
+  shared store is never flooded.  ``max_bytes`` caps the stored bytes the same way: each
+  slot also holds its record's size, an atomic counter the ring's total, and a second
+  counter (the tail) the oldest slot still counted; a write evicts from the tail until the
+  total fits.  Under concurrent writers both caps are approximate by a few records, never
+  unbounded.  A record larger than ``max_bytes`` by itself is not stored: a warning is
+  logged and a plain answer says so in ``x-rotator-response-stored: false`` (a stream's
+  headers are out long before its size is known; the log line is all it gets).
+* **What a record weighs.**  The answer's text is in a record twice: as the client saw it
+  (``turn.output``, which GET and ``input_items`` serve) and as the unified ``Response``
+  (which keeps what the client never saw and a continuation needs: signatures, the origin
+  protocol).  The response object as the client saw it is stored without its ``output``,
+  which is put back from ``turn.output`` when it is read; it used to hold a third copy.
 """
 
 from __future__ import annotations
@@ -129,6 +140,8 @@ logger = redacting_logger("asgi_rotator.responses")
 NAME = "openai_responses"
 DEFAULT_TTL = 30 * 24 * 3600.0  # OpenAI keeps stored responses for 30 days
 DEFAULT_MAX_RESPONSES = 10_000
+DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+STORED_HEADER = b"x-rotator-response-stored"
 DEFAULT_MAX_DEPTH = 100
 # The only ids this layer issues, and the only ones it lets near the store.
 RESPONSE_ID = re.compile(r"resp_[0-9a-f]{48}")
@@ -136,6 +149,9 @@ RESPONSE_ID = re.compile(r"resp_[0-9a-f]{48}")
 _NAMESPACE = "responses"
 _ANONYMOUS = "-"
 _SEQ_KEY = "ring:seq"
+_TAIL_KEY = "ring:tail"  # the last sequence number evicted by the byte cap
+_BYTES_KEY = "ring:bytes"  # bytes of the records from the tail to the head
+_BYTE_RING = 1 << 40  # slot numbers when only bytes are capped (never wraps in practice)
 _STORE_DEADLINE = 10.0  # seconds a final write may take once the request is being torn down
 _LIST_LIMIT = 100
 _TERMINAL_STATUS = frozenset({"completed", "incomplete", "failed"})
@@ -185,11 +201,16 @@ class _Record(Struct, kw_only=True, omit_defaults=True):
     owner: _Owner | None = None
 
 
+class _HeadTurn(Struct, kw_only=True):
+    output: msgspec.Raw = msgspec.Raw(b"")  # empty: the record has no output items
+
+
 class _Head(Struct, kw_only=True):
     """What ``GET`` needs; decoding skips the history."""
 
     status: str
     body: msgspec.Raw
+    turn: _HeadTurn | None = None
 
 
 _record_decoder = msgspec.json.Decoder(_Record)
@@ -205,7 +226,9 @@ class ResponsesState:
     ``store``: where records go (namespaced under ``responses:``; a ``MemoryStore`` when
     omitted).  ``providers``: needed only for native continuation, to know which providers
     may serve a model.  ``ttl``: seconds a record lives (``None``: until evicted).
-    ``max_responses``: cap on stored records (``None``: no cap).  ``max_depth``: most earlier
+    ``max_responses``: cap on stored records (``None``: no cap).  ``max_bytes``: cap on
+    their encoded size in bytes (``None``: no cap); one record over it is not stored.
+    ``max_depth``: most earlier
     responses a request may continue from.  ``native_continuation``: pass the provider's own
     id to the provider that owns the response instead of expanding the history.
     """
@@ -218,6 +241,7 @@ class ResponsesState:
         providers: Providers | None = None,
         ttl: float | None = DEFAULT_TTL,
         max_responses: int | None = DEFAULT_MAX_RESPONSES,
+        max_bytes: int | None = DEFAULT_MAX_BYTES,
         max_depth: int = DEFAULT_MAX_DEPTH,
         native_continuation: bool = True,
         max_body: int = DEFAULT_MAX_BODY,
@@ -226,6 +250,8 @@ class ResponsesState:
             raise ValueError(f"ttl must be a positive number of seconds or None, not {ttl!r}")
         if max_responses is not None and max_responses < 1:
             raise ValueError(f"max_responses must be at least 1 or None, not {max_responses!r}")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"max_bytes must be at least 1 or None, not {max_bytes!r}")
         if max_depth < 1:
             raise ValueError(f"max_depth must be at least 1, not {max_depth!r}")
         self.app = app
@@ -233,6 +259,7 @@ class ResponsesState:
         self.providers = providers
         self.ttl = ttl
         self.max_responses = max_responses
+        self.max_bytes = max_bytes
         self.max_depth = max_depth
         self.native_continuation = native_continuation and providers is not None
         self.max_body = max_body
@@ -408,10 +435,23 @@ class ResponsesState:
 
     # --- storage ----------------------------------------------------------------------------
 
-    async def _save(self, exchange: Exchange, principal: str, record: _Record) -> str | None:
-        """Write ``record``; its key, or ``None`` when it could not be stored."""
+    async def _save(
+        self, exchange: Exchange, principal: str, record: _Record
+    ) -> tuple[str, int] | None:
+        """Write ``record``; its key and size, or ``None`` when it was not stored."""
         key = _key(principal, record.id)
         raw = _encode(record)
+        if self.max_bytes is not None and len(raw) > self.max_bytes:
+            logger.warning(
+                "response %s not stored: its record is %d bytes, over responses.max_bytes "
+                "(%d) (request %s)",
+                record.id,
+                len(raw),
+                self.max_bytes,
+                exchange.request_id,
+            )
+            exchange.record("responses.too_large", id=record.id, bytes=len(raw))
+            return None
         if not await _shielded(exchange, "store", self.store.set(key, raw, ttl=self.ttl)):
             exchange.record("responses.store_failed", id=record.id)
             return None
@@ -422,11 +462,13 @@ class ResponsesState:
             depth=len(record.history) + 1,
             bytes=len(raw),
         )
-        return key
+        return key, len(raw)
 
-    async def _account(self, exchange: Exchange, key: str) -> None:
-        """The cap's bookkeeping, once the client has its answer (it is not on the way)."""
-        if self.max_responses is not None:
+    async def _account(self, exchange: Exchange, key: str, size: int) -> None:
+        """The caps' bookkeeping, once the client has its answer (it is not on the way)."""
+        if self.max_bytes is not None:
+            await _shielded(exchange, "account for", self._evict_for_bytes(key, size))
+        elif self.max_responses is not None:
             await _shielded(exchange, "account for", self._evict_oldest(key, self.max_responses))
 
     async def _read(self, key: str) -> bytes | None:
@@ -443,6 +485,32 @@ class ResponsesState:
         if previous is not None and previous != key.encode():
             await self.store.delete(previous.decode("utf-8", "replace"))
         await self.store.set(slot, key.encode(), ttl=self.ttl)
+
+    async def _evict_for_bytes(self, key: str, size: int) -> None:
+        """The byte cap (and the count cap, when set) over one ring: slots from the tail to
+        the head hold ``"<size> <key>"``; the oldest leave until both caps hold."""
+        assert self.max_bytes is not None
+        ring = self.max_responses or _BYTE_RING
+        store = self.store
+        number = await store.incr(_SEQ_KEY)
+        total = await store.incr(_BYTES_KEY, size)
+        tail = int(await store.get(_TAIL_KEY) or b"0") if self.max_responses else 0
+        count_full = self.max_responses is not None and number - tail > self.max_responses
+        while total > self.max_bytes or count_full:
+            tail = await store.incr(_TAIL_KEY)
+            if tail >= number:
+                await store.incr(_TAIL_KEY, -1)  # our own slot: it stays counted
+                break
+            slot = f"ring:{tail % ring}"
+            entry = await store.get(slot)
+            await store.delete(slot)
+            if entry is not None:
+                held, _, old = entry.decode("utf-8", "replace").partition(" ")
+                if old != key:
+                    await store.delete(old)
+                total = await store.incr(_BYTES_KEY, -int(held))
+            count_full = self.max_responses is not None and number - tail > self.max_responses
+        await store.set(f"ring:{number % ring}", f"{size} {key}".encode(), ttl=self.ttl)
 
     # --- GET / DELETE /v1/responses/{id}[/input_items] ------------------------------------
 
@@ -504,7 +572,13 @@ class ResponsesState:
         except msgspec.DecodeError:
             raise _not_found(response_id) from None
         exchange.record("responses.retrieve", id=response_id, status=head.status)
-        return head.body
+        if head.turn is None or not head.turn.output:
+            return head.body
+        body = _decode(head.body)
+        if isinstance(body, dict) and "output" not in body:
+            # Stored without it (the same items are the turn's output): put back.
+            body["output"] = head.turn.output
+        return body
 
 
 class _TurnState:
@@ -604,7 +678,8 @@ class _TurnState:
                 output=output if isinstance(output, list) else [],
                 response=response,
             ),
-            body=msgspec.Raw(_encode(body)),
+            # Without "output": turn.output holds the same items (put back on GET).
+            body=msgspec.Raw(_encode({k: v for k, v in body.items() if k != "output"})),
             owner=owner,
         )
 
@@ -623,7 +698,7 @@ class _Recorder:
         self.final: dict[str, Any] | None = None  # the last terminal response object streamed
         self.stored = False
         self.twinned = False
-        self.key: str | None = None  # the record's key once stored
+        self.key: tuple[str, int] | None = None  # the record's key and size once stored
 
     async def send(self, message: ASGIMessage) -> None:
         kind = message["type"]
@@ -669,6 +744,8 @@ class _Recorder:
             await self._store(body, response, status if status in _TERMINAL_STATUS else "completed")
         headers = [(k, v) for k, v in start.get("headers", ()) if k.lower() != b"content-length"]
         headers.append((b"content-length", str(len(raw)).encode()))
+        if turn.keep and self.key is None:
+            headers.append((STORED_HEADER, b"false"))  # too large, or the write failed
         await self.send_({**start, "headers": headers})
         await self.send_({**message, "body": raw, RESPONSE: twin})
 
@@ -707,7 +784,7 @@ class _Recorder:
         elif self.streaming and not self.twinned:
             self.turn.exchange.record("responses.untracked", reason="no_twin")
         if self.key is not None:
-            await self.turn.layer._account(self.turn.exchange, self.key)
+            await self.turn.layer._account(self.turn.exchange, *self.key)
 
     async def _store_stream(self) -> None:
         self.stored = True

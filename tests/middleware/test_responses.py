@@ -489,6 +489,62 @@ async def test_cap_evicts_the_oldest() -> None:
     assert found == [404, 404, 200, 200]
 
 
+def stored_size(answer: Answer) -> int:
+    """The size of the record the answer was stored as (the layer's own store pass)."""
+    [size] = [p.data["bytes"] for p in answer.exchange.passes if p.name == "responses.store"]
+    return int(size)
+
+
+async def test_byte_cap_evicts_the_oldest() -> None:
+    big = "word " * 2000  # 10 KB of text per answer
+    size = stored_size(await create(ResponsesState(Provider(text_reply(big))), "0"))
+    # Room for two records of that size, not three.
+    app = ResponsesState(
+        Provider(*(text_reply(big) for _ in range(4))), max_bytes=int(size * 2.5)
+    )
+    ids = [(await create(app, "0")).json["id"] for _ in range(4)]
+    found = [(await call(app, "GET", f"/v1/responses/{rid}")).status for rid in ids]
+    assert found == [404, 404, 200, 200]
+
+
+async def test_byte_cap_and_count_cap_hold_together() -> None:
+    app = ResponsesState(
+        Provider(*(text_reply(str(i)) for i in range(5))), max_responses=2, max_bytes=10**9
+    )
+    ids = [(await create(app, str(i))).json["id"] for i in range(5)]
+    found = [(await call(app, "GET", f"/v1/responses/{rid}")).status for rid in ids]
+    assert found == [404, 404, 404, 200, 200]
+
+
+async def test_a_response_larger_than_the_byte_cap_is_not_stored_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    app = ResponsesState(Provider(text_reply("x" * 5000), text_reply("small")), max_bytes=4000)
+    with caplog.at_level("WARNING", logger="asgi_rotator.responses"):
+        answer = await create(app)
+    assert answer.status == 200  # the client has its answer all the same
+    assert answer.headers.get(b"x-rotator-response-stored") == b"false"
+    rid = answer.json["id"]
+    assert (await call(app, "GET", f"/v1/responses/{rid}")).status == 404
+    [warning] = [r for r in caplog.records if "responses.max_bytes" in r.getMessage()]
+    assert rid in warning.getMessage()
+    # One that fits is stored, and its answer has no such header.
+    small = await create(app)
+    assert b"x-rotator-response-stored" not in small.headers
+    assert (await call(app, "GET", f"/v1/responses/{small.json['id']}")).status == 200
+
+
+async def test_a_stored_answer_is_kept_twice_not_three_times() -> None:
+    # The answer's text was in a record three times (turn.output, the unified twin and the
+    # response object as the client saw it); the last now leaves its output to turn.output.
+    text = "word " * 200_000  # 1 MB
+    app = ResponsesState(Provider(text_reply(text)))
+    answer = await create(app)
+    assert stored_size(answer) < 2.2 * len(text)
+    got = await call(app, "GET", f"/v1/responses/{answer.json['id']}")
+    assert got.status == 200 and got.json == answer.json  # the output is put back
+
+
 # --- streams -------------------------------------------------------------------------------------
 
 
