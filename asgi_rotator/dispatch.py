@@ -299,8 +299,9 @@ class ProviderDispatch:
         try:
             data = _json_decode(raw)
         except msgspec.DecodeError:
+            # 502: the upstream answered wrongly; a 500 would say the gateway itself failed.
             raise GatewayError(
-                "server_error", "upstream sent a response that is not valid JSON"
+                "server_error", "upstream sent a response that is not valid JSON", status=502
             ) from None
         unified = upstream_codec.parse_response(data)
         if upstream_codec is not codec:

@@ -27,9 +27,17 @@ PROTOCOLS = tuple(UPSTREAMS)
 
 
 @contextmanager
-def gateway(mock_url: str, *, small_buffers: bool = False, **sections: Any) -> Iterator[str]:
-    """The default stack (every layer) over the mock, with config ``sections`` merged in."""
-    config = parse_config({"providers": provider_config(mock_url), **sections}, {})
+def gateway(
+    mock_url: str,
+    *,
+    small_buffers: bool = False,
+    providers_override: dict[str, Any] | None = None,
+    **sections: Any,
+) -> Iterator[str]:
+    """The default stack (every layer) over the mock, with config ``sections`` merged in
+    (``providers_override``: the providers, instead of one per upstream protocol)."""
+    providers = providers_override or provider_config(mock_url)
+    config = parse_config({"providers": providers, **sections}, {})
     app = build_app(config, environ={})
     if not small_buffers:
         with serve(app) as url:
