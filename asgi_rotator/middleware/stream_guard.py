@@ -29,11 +29,12 @@ Deliberate choices:
   count as signs of life.  A total timeout closes as ``total_timeout``.  Each message only
   moves a float; one loop timer (``call_at``) checks it when it fires and re-arms itself
   when the deadline has moved on, so a stream of thousands of events costs no timer work
-  per event (an anyio deadline re-schedules its timer on every change).  The send deadline
-  is the one deadline that can come sooner than the timer is armed for; so the timer is
-  never armed further than ``send_timeout`` past the last write, and a send that started
-  after it ends after the timer fires: a busy stream still re-arms at most once per
-  ``send_timeout``.
+  per event (an anyio deadline re-schedules its timer on every change).  A send only notes
+  when it began (one clock read) and marks the deadline as "sending"; the timer works out
+  the send's deadline when it fires.  That deadline is the one that can come sooner than
+  the timer is armed for, so the timer is never armed further than ``send_timeout`` past
+  the last write, and a send that started after that ends after the timer fires: a busy
+  stream still re-arms at most once per ``send_timeout``.
 * ``http.response.start`` is held until the first body message, so "before commit" means
   nothing has left this layer: a timeout then ends the inner app and answers with the
   client protocol's error response (``dispatch.send_error``, status 504, ERROR twin), which
@@ -130,6 +131,10 @@ _LIMIT_KEYS = (
     "send_timeout",
     "heartbeat_interval",
 )
+# ``deadline`` while a message is being sent: the send's own deadline (``send_began`` plus
+# send_timeout, or the total deadline if sooner) is worked out by the timer when it fires,
+# so a send costs one clock read.
+_SENDING = -math.inf
 # How long the closing writes after a timeout (in-band error, end of body) may wait for the
 # client when ``send_timeout`` is off: a limit that fired must not then wait forever.
 _CLOSING_WRITE = 10.0
@@ -347,6 +352,7 @@ class _GuardedCall:
         "response_id",
         "scope",
         "send",
+        "send_began",
         "send_limit",
         "sending",
         "sse",
@@ -373,7 +379,11 @@ class _GuardedCall:
         self.keepalive_early = early
         self.attempts_before = len(exchange.attempts)
         self.loop = asyncio.get_running_loop()
-        self.clock = self.loop.time  # anyio.current_time() without the backend lookup
+        # anyio.current_time() without the backend lookup; asyncio's own loop.time() is
+        # time.monotonic() behind a Python call, read several times per event (uvloop and
+        # other loops keep their own clock).
+        loop_time = self.loop.time
+        self.clock = time.monotonic if _is_stock_time(loop_time) else loop_time
         self.scope = _watch.cancel_scope()
         # Only heartbeats make a second sender: the lock is made with the first one, and
         # until then ``sending`` tells a heartbeat that a send is under way.
@@ -394,8 +404,9 @@ class _GuardedCall:
         # The one timer, for the deadline and the heartbeat check: the deadline itself is a
         # float moved on every message; the timer is only re-armed when it fires early or
         # something comes due sooner.
-        self.deadline = math.inf
+        self.deadline = math.inf  # or _SENDING: see send_began
         self.deadline_kind = "ttfb"
+        self.send_began = now  # when the send under way began
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = math.inf
         self.timed_out: str | None = None  # the deadline kind that cancelled the call
@@ -539,13 +550,11 @@ class _GuardedCall:
             return
         # The stall clock stops while the client takes it; the send clock runs instead,
         # and the total deadline stays.
-        at = self.clock() + self.send_limit
-        if self.total_deadline <= at:
-            self.deadline, self.deadline_kind = self.total_deadline, "total"
-        else:
-            self.deadline, self.deadline_kind = at, "send"
+        # (The timer works out which of send_timeout and the total deadline comes first.)
+        self.deadline = _SENDING
+        self.send_began = self.clock()
         if self.first_event_at is None:
-            self.first_event_at = self.clock()
+            self.first_event_at = self.send_began
             if self.exchange.recording:
                 self.exchange.record(
                     "stream_guard.first_event",
@@ -779,7 +788,8 @@ class _GuardedCall:
         self.deadline_kind = kind
         # Never further than one send_timeout ahead: the next send's deadline is later than
         # that, so the timer sees it without being re-armed for it (see the docstring).
-        self._arm(min(deadline, now + self.send_limit))
+        soon = now + self.send_limit
+        self._arm(soon if soon < deadline else deadline)
 
     def _arm(self, at: float) -> None:
         """Re-arm the timer if ``at`` is sooner than it is armed for (or none is armed).  A
@@ -796,6 +806,12 @@ class _GuardedCall:
         if self.finished:
             return
         now = self.clock()
+        if self.deadline == _SENDING:
+            deadline = self.send_began + self.send_limit
+            if deadline < self.total_deadline:
+                self.deadline, self.deadline_kind = deadline, "send"
+            else:
+                self.deadline, self.deadline_kind = self.total_deadline, "total"
         if now >= self.deadline:
             if self.deadline_kind == "send":
                 # The client has not taken a message for send_timeout: it is dropped, as if
@@ -969,6 +985,10 @@ class _GuardedCall:
             duration=end - self.started,
             heartbeats=self.heartbeats,
         )
+
+
+def _is_stock_time(loop_time: Any) -> bool:
+    return getattr(loop_time, "__func__", None) is asyncio.BaseEventLoop.time
 
 
 def _streams_sse(exchange: Exchange) -> bool:
