@@ -10,7 +10,9 @@ What must hold for every cell, whatever the fault:
 * after it, the stream ends with the protocol's in-band error and never with its success
   terminal event (a client must not take a cut answer for a whole one);
 * a fault the mock applies only to streams leaves a plain request answered in full;
-* one close record per attempt, with the reason the fault means.
+* one close record per attempt, with the reason the fault means;
+* and where the failure came before anything reached the client, a group whose first
+  target has the fault answers in full from its second.
 
 The gateway keeps its routing layers, tuned so cells cannot affect each other: no retries
 (``max_attempts = 1``), no failure cooldowns (a huge ``failure_threshold``), and 429s cool
@@ -26,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from asgi_rotator.mock import Fault, MockUpstream
@@ -168,9 +171,15 @@ def matrix_gateway(
         "base_url": f"http://127.0.0.1:{free_port()}/v1",
         "keys": ["k"],
     }
+    groups = {
+        f"g-{client}-{up}": {"targets": [f"{UPSTREAMS[up]}/bad", f"{UPSTREAMS[up]}/good"]}
+        for client, up in PAIRS
+    }
+    groups["g-dead"] = {"targets": ["up-dead/bad", f"{UPSTREAMS['openai_chat']}/good"]}
     log = tmp_path_factory.mktemp("matrix") / "close.jsonl"
     with gateway(
         upstream[1],
+        groups=groups,
         stream={
             "ttfb_timeout": LIMIT,
             "stall_timeout": LIMIT,
@@ -296,4 +305,50 @@ def test_fault(
         # One close record per attempt (no retries here): the reason the fault means.
         new = wait_for(lambda: len(records(log)) > before and records(log)[before:], timeout=5)
         assert [r["reason"] for r in new] == [reason]
+    assert wait_for(lambda: mock.open_streams == 0, timeout=5)
+
+
+# The faults that fail an attempt before anything reached the client, in either mode.
+BEFORE_COMMIT = [
+    name
+    for name, (_, _, plain, stream, _) in FAULTS.items()
+    if not isinstance(plain, str) and not isinstance(stream, str)
+]
+
+
+@pytest.mark.parametrize("fault_name", BEFORE_COMMIT)
+@pytest.mark.parametrize("mode", ["plain", "stream"])
+@pytest.mark.parametrize(
+    ("client", "upstream_protocol"), [(c, OTHER[c]) for c in PROTOCOLS], ids=list(PROTOCOLS)
+)
+def test_a_group_moves_on_from_a_fault_before_commit(
+    upstream: tuple[MockUpstream, str],
+    matrix_gateway: tuple[str, Path],
+    client: str,
+    upstream_protocol: str,
+    mode: str,
+    fault_name: str,
+) -> None:
+    mock = upstream[0]
+    url, _ = matrix_gateway
+    wait_for(lambda: mock.open_streams == 0, timeout=5)
+    mock.clear()
+    stream = mode == "stream"
+    fault = FAULTS[fault_name][1 if stream else 0]
+    if fault is None:
+        group = "g-dead"
+    else:
+        group = f"g-{client}-{upstream_protocol}"
+        mock.add_fault(msgspec.structs.replace(fault, model="bad"))
+    path, body, headers = request_of(client, group, stream=stream)
+    with httpx.Client(base_url=url, timeout=20) as http:
+        response = http.post(path, json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    if stream:
+        events = sse_data(response.text)
+        assert [e for e in events if is_success_end(client, *e)]
+        assert not [e for e in events if is_error_event(client, *e)]
+    else:
+        assert "You said: Hello there" in json.dumps(response.json(), ensure_ascii=False)
+    assert [r.model for r in mock.requests][-1] == "good"
     assert wait_for(lambda: mock.open_streams == 0, timeout=5)
