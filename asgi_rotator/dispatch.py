@@ -265,9 +265,7 @@ class ProviderDispatch:
             if request.stream:
                 progress.started = True
                 await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
-                relay = _StreamRelay(
-                    exchange, codec, upstream_codec, request, send, self.max_event
-                )
+                relay = _StreamRelay(exchange, codec, upstream_codec, request, send, self.max_event)
                 chunks = response.aiter_bytes()
                 try:
                     await relay.run(chunks)

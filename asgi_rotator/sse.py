@@ -32,8 +32,8 @@ from msgspec import Struct
 __all__ = [
     "DEFAULT_MAX_EVENT",
     "EventTooLarge",
-    "SSEDecoder",
     "ServerSentEvent",
+    "SSEDecoder",
     "encode_comment",
     "encode_event",
     "encode_json_event",

@@ -499,9 +499,7 @@ async def test_byte_cap_evicts_the_oldest() -> None:
     big = "word " * 2000  # 10 KB of text per answer
     size = stored_size(await create(ResponsesState(Provider(text_reply(big))), "0"))
     # Room for two records of that size, not three.
-    app = ResponsesState(
-        Provider(*(text_reply(big) for _ in range(4))), max_bytes=int(size * 2.5)
-    )
+    app = ResponsesState(Provider(*(text_reply(big) for _ in range(4))), max_bytes=int(size * 2.5))
     ids = [(await create(app, "0")).json["id"] for _ in range(4)]
     found = [(await call(app, "GET", f"/v1/responses/{rid}")).status for rid in ids]
     assert found == [404, 404, 200, 200]

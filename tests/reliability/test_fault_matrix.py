@@ -66,7 +66,13 @@ FAULTS: dict[str, tuple[Fault | None, Fault | None, Any, Any, str]] = {
         429,
         "upstream_error",
     ),
-    "500": (Fault(status=500, times=None), Fault(status=500, times=None), 500, 500, "upstream_error"),
+    "500": (
+        Fault(status=500, times=None),
+        Fault(status=500, times=None),
+        500,
+        500,
+        "upstream_error",
+    ),
     "529": (
         Fault(status=529, times=None),
         Fault(status=529, times=None),
@@ -251,7 +257,9 @@ def records(log: Path) -> list[dict[str, Any]]:
 
 @pytest.mark.parametrize("fault_name", list(FAULTS))
 @pytest.mark.parametrize("mode", ["plain", "stream"])
-@pytest.mark.parametrize(("client", "upstream_protocol"), PAIRS, ids=[f"{c}->{u}" for c, u in PAIRS])
+@pytest.mark.parametrize(
+    ("client", "upstream_protocol"), PAIRS, ids=[f"{c}->{u}" for c, u in PAIRS]
+)
 def test_fault(
     upstream: tuple[MockUpstream, str],
     matrix_gateway: tuple[str, Path],
