@@ -131,8 +131,8 @@ class RawClient:
         return head
 
     def read_slowly(self, rate: float, until: float) -> bool:
-        """Read at about ``rate`` bytes a second until the server closes (True) or the
-        monotonic time ``until`` (False)."""
+        """Read at about ``rate`` bytes a second until the server closes or the chunked
+        body ends (True), or the monotonic time ``until`` (False)."""
         step = 0.05
         self.sock.settimeout(step)
         while time.monotonic() < until:
@@ -146,6 +146,8 @@ class RawClient:
             if not chunk:
                 return True
             self.received += chunk
+            if self.received.endswith(b"\r\n0\r\n\r\n"):
+                return True
             time.sleep(max(0.0, step - (time.monotonic() - started)))
         return False
 
@@ -163,6 +165,25 @@ class RawClient:
             if not chunk:
                 return True
             self.received += chunk
+        return False
+
+    def read_to_end_of_body(self, timeout: float = 10.0) -> bool:
+        """Read as fast as possible until the chunked body ends or the server closes (True),
+        or ``timeout`` (False)."""
+        until = time.monotonic() + timeout
+        self.sock.settimeout(0.2)
+        while time.monotonic() < until:
+            try:
+                chunk = self.sock.recv(1 << 16)
+            except TimeoutError:
+                continue
+            except ConnectionResetError:
+                return True
+            if not chunk:
+                return True
+            self.received += chunk
+            if self.received.endswith(b"\r\n0\r\n\r\n"):
+                return True
         return False
 
     def close(self) -> None:

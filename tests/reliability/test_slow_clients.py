@@ -119,14 +119,16 @@ def test_a_slow_reader_is_bounded_by_total_timeout(big: tuple[MockUpstream, str]
         try:
             started = time.monotonic()
             # About 40 KB/s: the client always takes something within send_timeout (30 s by
-            # default), so only the total deadline can end this stream.
-            ended = raw.read_slowly(40_000, until=started + 15)
+            # default), so only the total deadline can end this stream.  It reads slowly
+            # until the upstream is closed (or long past the deadline).
+            while not mock.closed_streams and time.monotonic() < started + 12:
+                assert not raw.read_slowly(40_000, until=time.monotonic() + 0.25)
             closed_at = upstream_closed(mock, timeout=1)
             assert closed_at is not None, "the upstream stream stayed open"
             assert closed_at - started < 8
-            # The stream ended with the total_timeout in-band error (the slow client took
-            # it within send_timeout), or at worst was cut: never a complete answer.
-            assert ended or raw.received.endswith(b"0\r\n\r\n")
+            # What was already on its way (how much the kernel buffers varies) and then
+            # the total_timeout in-band error end the answer: never a complete one.
+            assert raw.read_to_end_of_body(timeout=20), "the answer did not end"
             assert b"total_timeout" in raw.received
         finally:
             raw.close()
