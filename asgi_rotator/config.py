@@ -33,6 +33,7 @@ __all__ = [
     "Config",
     "ConfigError",
     "CooldownConfig",
+    "FieldCacheConfig",
     "GroupConfig",
     "ProviderConfig",
     "ResponsesConfig",
@@ -214,6 +215,18 @@ class TracingConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     prometheus_path: str = "/metrics"
 
 
+class FieldCacheConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool = True
+    # The built-in rules by name (anthropic_thinking, gemini_thought_signatures,
+    # openai_encrypted_reasoning): each on unless switched off here.
+    builtin: dict[str, bool] = field(default_factory=dict)
+    ttl: float | None = 24 * 3600.0  # seconds a cached value lives (built-in rules)
+    max_bytes: int = 256 * 1024  # the most one answer may store per rule
+    # [[field_cache.rules]]: rules of the path language (docs/field-cache.md); checked by
+    # asgi_rotator.field_paths when the stack is built, errors naming the path.
+    rules: list[dict[str, Any]] = field(default_factory=list)
+
+
 class Config(Struct, kw_only=True, forbid_unknown_fields=True):
     server: ServerConfig = field(default_factory=ServerConfig)
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
@@ -225,6 +238,7 @@ class Config(Struct, kw_only=True, forbid_unknown_fields=True):
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     cooldown: CooldownConfig = field(default_factory=CooldownConfig)
     tracing: TracingConfig = field(default_factory=TracingConfig)
+    field_cache: FieldCacheConfig = field(default_factory=FieldCacheConfig)
 
 
 class Preset(Struct, frozen=True, kw_only=True):

@@ -289,6 +289,10 @@ def value_problems(config: Any, presets: Mapping[str, Any], protocols: set[str])
     _positive(add, "cooldown.quota_cooldown", cooldown.quota_cooldown)
     if cooldown.backoff_max < cooldown.backoff_base:
         add(Problem("cooldown.backoff_max", "must be at least cooldown.backoff_base"))
+    if hasattr(config, "field_cache"):
+        from .field_rules import config_problems  # local: the rules import the unified model
+
+        found.extend(Problem(path, message) for path, message in config_problems(config))
     return found
 
 

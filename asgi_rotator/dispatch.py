@@ -214,7 +214,10 @@ class ProviderDispatch:
             if request.model == target.model
             else msgspec.structs.replace(request, model=target.model)
         )
-        body = _json_encode(upstream_codec.build_request(outgoing))
+        native = upstream_codec.build_request(outgoing)
+        if exchange.shape is not None:
+            native = exchange.shape(native, upstream_protocol)
+        body = _json_encode(native)
         headers = provider.request_headers(upstream_protocol, credential)
         for name in (
             _FORWARD.get(upstream_protocol, ()) if upstream_protocol == exchange.protocol else ()
@@ -253,7 +256,7 @@ class ProviderDispatch:
             raise
         # Sent: the upstream request's bytes (a whole conversation, perhaps) are not kept
         # for as long as the answer streams.
-        del body, headers, outgoing
+        del body, headers, outgoing, native
         attempt.status = response.status
         attempt.ttfb = time.monotonic() - attempt.started
         try:

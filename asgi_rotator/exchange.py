@@ -125,6 +125,7 @@ class Exchange:
         "request_id",
         "response_id",
         "scope",
+        "shape",
         "started",
         "target",
         "upstream_protocol",
@@ -150,6 +151,10 @@ class Exchange:
         self.client_dropped = False
         self.error: GatewayError | None = None
         self.response_id: str | None = None
+        # Per attempt, set by a layer above dispatch (FieldCache): ``shape(body, protocol)``
+        # changes the provider-native body dispatch built, for fields the unified request
+        # has no place for (OpenAI Responses ``include``).  None: nothing to change.
+        self.shape: Any = None
         # A correlation id, not a secret: the PRNG (reseeded in forked workers) is enough,
         # and a tenth of the cost of a system call per request.
         self.request_id = f"req_{getrandbits(64):016x}"

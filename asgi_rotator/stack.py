@@ -8,6 +8,8 @@
     ResponsesState      previous_response_id, stored responses (responses.enabled)
     FallbackRouter      groups, fallbacks (routing.enabled)
     CooldownRetry       key rotation, cooldowns, retries (cooldown.enabled)
+    FieldCache          per attempt: reasoning payloads carried between turns, adapters
+                        (field_cache.enabled)
     StreamGuard         timeouts, heartbeats, disconnects, close records (stream.enabled)
     ProviderDispatch    the terminal app
 
@@ -31,6 +33,8 @@ from .exchange import SCOPE_KEY
 from .middleware.auth import InboundKeys
 from .middleware.cooldown import DEFAULT_RETRY_ON, CooldownRetry
 from .middleware.fallback import FallbackRouter
+from .field_rules import rules_from_config
+from .middleware.field_cache import FieldCache
 from .middleware.protocol import ProtocolNegotiation
 from .middleware.responses import ResponsesState
 from .middleware.stream_guard import StreamGuard
@@ -41,7 +45,7 @@ from .telemetry import MetricsEndpoint, Telemetry, telemetry_from_config
 __all__ = ["LAYERS", "MOCK_PROVIDERS", "Gateway", "build_app", "with_mock_providers"]
 
 # Innermost first; each name can be switched off with ``without=``.
-LAYERS = ("stream_guard", "cooldown", "fallback", "responses", "protocol", "auth")
+LAYERS = ("stream_guard", "field_cache", "cooldown", "fallback", "responses", "protocol", "auth")
 
 # The built-in demo: one in-process mock upstream per protocol family, so any client can be
 # pointed at any of them and see translation at work with no keys and no network.
@@ -178,6 +182,10 @@ def build_app(
             close_log=stream.close_log,
             max_body=max_body,
         )
+    if config.field_cache.enabled and "field_cache" not in skip:
+        rules = rules_from_config(config.field_cache)
+        if rules:
+            app = FieldCache(app, rules=rules, store=store("field_cache"), providers=providers)
     cooldown = config.cooldown
     if cooldown.enabled and "cooldown" not in skip:
         app = CooldownRetry(

@@ -226,7 +226,15 @@ def test_openai_responses_text_reasoning_and_usage(oai: openai.OpenAI) -> None:
         9,
     )
 
-    with oai.responses.stream(model="m", input=USER, reasoning={"effort": "low"}) as stream:
+    # OpenAI hands out encrypted reasoning only when asked ("Reasoning": include).
+    bare = oai.responses.create(model="m", input=USER, reasoning={"effort": "low"})
+    assert bare.output[0].type == "reasoning" and bare.output[0].encrypted_content is None
+    with oai.responses.stream(
+        model="m",
+        input=USER,
+        reasoning={"effort": "low"},
+        include=["reasoning.encrypted_content"],
+    ) as stream:
         kinds = [e.type for e in stream]
         final = stream.get_final_response()
     assert kinds[:2] == ["response.created", "response.in_progress"]

@@ -41,7 +41,8 @@ import anyio
 import httpx
 import msgspec
 
-from ._types import Receive, Scope, Send
+from .._types import Receive, Scope, Send
+from .reasoning import Issued, check_anthropic, check_gemini, check_responses, gemini_step
 
 __all__ = [
     "MODELS",
@@ -202,6 +203,7 @@ class _Reply(msgspec.Struct):
     text_pieces: list[str]
     reasoning_pieces: list[str]
     include_usage: bool
+    encrypted: bool = False  # Responses: encrypted_content asked for
 
 
 class _Request(msgspec.Struct):
@@ -213,6 +215,10 @@ class _Request(msgspec.Struct):
     reasoning: bool = False
     words: int = 0
     include_usage: bool = False
+    tool_rounds: int = 0  # tool results already in the conversation (one per step)
+    sign: bool = False  # a thought signature even without reasoning asked for (Gemini 3)
+    encrypted: bool = False  # Responses include: reasoning.encrypted_content
+    stateless: bool = False  # Responses store: false
 
 
 class _Armed(msgspec.Struct):
@@ -235,7 +241,13 @@ class MockUpstream:
     """The mock provider, an ASGI app.  ``latency`` sleeps before every answer,
     ``chunk_delay`` between stream events; ``stream_events`` splits the reply text into
     exactly that many content events (otherwise one per word); ``text`` replaces the plain
-    reply text."""
+    reply text; ``tool_steps`` is how many rounds of tool calls a conversation gets before
+    the mock answers in text (a sequential tool loop).
+
+    Reasoning payloads are checked like the real services check them (``reasoning.py``):
+    Anthropic thinking blocks when thinking is on, Gemini thought signatures for Gemini 3
+    models (a model name containing ``gemini-3``), Responses encrypted reasoning items with
+    ``store: false``.  A violation is the provider's 400."""
 
     def __init__(
         self,
@@ -244,6 +256,7 @@ class MockUpstream:
         chunk_delay: float = 0.0,
         stream_events: int | None = None,
         text: str | None = None,
+        tool_steps: int = 1,
     ) -> None:
         if stream_events is not None and stream_events < 1:
             raise ValueError("stream_events must be at least 1")
@@ -251,6 +264,8 @@ class MockUpstream:
         self.chunk_delay = chunk_delay
         self.stream_events = stream_events
         self.text = text
+        self.tool_steps = tool_steps
+        self.issued = Issued()
         self.requests: list[RecordedRequest] = []
         self.connections: set[tuple[str, int]] = set()
         self.closed_streams: list[ClosedStream] = []
@@ -265,6 +280,7 @@ class MockUpstream:
 
     def clear(self) -> None:
         self._faults.clear()
+        self.issued.clear()
         self.requests.clear()
         self.connections.clear()
         self.closed_streams.clear()
@@ -331,8 +347,15 @@ class MockUpstream:
             await _send_bytes(send, 400, _JSON_HEADERS, codec.error_body(failure))
             return
 
+        complaint = self._check(protocol, body, model, key, request)
+        if complaint is not None:
+            code, _, message = complaint.rpartition("|")
+            failure = _Failure(400, message, code or None, None)
+            await _send_bytes(send, 400, _JSON_HEADERS, codec.error_body(failure))
+            return
         fault = self._match(protocol, model, key)
         reply = self._reply(codec, request, model or "mock-model")
+        self._remember(protocol, reply, request, key)
         if not stream or (fault and fault.status is not None and fault.error_event_after is None):
             if self.latency or (fault and fault.header_delay):
                 if await _guarded(receive, self._answer(codec, reply, fault, send)):
@@ -356,6 +379,42 @@ class MockUpstream:
             return
         await self._stream(codec, reply, fault, receive, send, protocol, model, key)
 
+    def _check(
+        self,
+        protocol: str,
+        body: dict[str, Any],
+        model: str | None,
+        key: str | None,
+        request: _Request,
+    ) -> str | None:
+        """The provider's complaint about reasoning payloads sent back, if any."""
+        if protocol == "anthropic_messages":
+            return check_anthropic(body, self.issued)
+        if protocol == "gemini" and _gemini_3(model):
+            request.sign = True
+            return check_gemini(body, self.issued)
+        if protocol == "openai_responses" and request.stateless:
+            return check_responses(body, key, self.issued)
+        return None
+
+    def _remember(self, protocol: str, reply: _Reply, request: _Request, key: str | None) -> None:
+        signature = reply.signature
+        if signature is None:
+            return
+        issued = self.issued
+        if protocol == "anthropic_messages" and reply.reasoning is not None:
+            issued.thinking[signature] = reply.reasoning
+        elif protocol == "gemini":
+            issued.gemini_signatures.add(_gemini_signature(signature))
+            if reply.calls:
+                calls = [(c.name, c.args) for c in reply.calls]
+                issued.gemini_steps.add(gemini_step(request.user_text, calls))
+        elif protocol == "openai_responses" and request.encrypted:
+            issued.encrypted[signature] = key
+            if request.stateless:
+                for call in reply.calls:
+                    issued.responses_calls[call.id] = (f"rs_mock{reply.n}", signature, key)
+
     def _match(self, protocol: str, model: str | None, key: str | None) -> Fault | None:
         for armed in self._faults:
             fault = armed.fault
@@ -378,7 +437,12 @@ class MockUpstream:
         if request.reasoning:
             reasoning = f"The user said: {request.user_text}. I will answer briefly."
             signature = "mock-sig-" + hashlib.sha256(reasoning.encode()).hexdigest()[:16]
-        if request.tool_result is not None:
+        elif request.sign:
+            signed = f"signed: {request.user_text}"
+            signature = "mock-sig-" + hashlib.sha256(signed.encode()).hexdigest()[:16]
+        if request.tool_result is not None and (
+            request.tool_rounds >= self.tool_steps or not request.tools
+        ):
             text = f"Tool said: {request.tool_result}"
         elif request.tools:
             for i, (name, schema) in enumerate(request.tools[:2]):
@@ -411,6 +475,7 @@ class MockUpstream:
             text_pieces=_pieces(text, self.stream_events) if text is not None else [],
             reasoning_pieces=_pieces(reasoning, None) if reasoning else [],
             include_usage=request.include_usage,
+            encrypted=request.encrypted,
         )
 
     async def _answer(self, codec: _Codec, reply: _Reply, fault: Fault | None, send: Send) -> None:
@@ -520,6 +585,20 @@ class MockUpstream:
             )
         if reason == "reset":
             raise _ConnectionReset("mock fault: connection reset mid-stream")
+
+
+def _gemini_3(model: str | None) -> bool:
+    return model is not None and "gemini-3" in model
+
+
+def _gemini_signature(signature: str) -> str:
+    # thoughtSignature is bytes in Gemini's proto: base64 on the JSON wire.
+    return base64.b64encode(signature.encode()).decode()
+
+
+def _rounds(flags: list[bool]) -> int:
+    """How many runs of consecutive true values: tool-result turns in a conversation."""
+    return sum(1 for i, flag in enumerate(flags) if flag and (i == 0 or not flags[i - 1]))
 
 
 def _stream_fault_at(fault: Fault, i: int, end_at: int) -> bytes | str | None:
@@ -824,6 +903,7 @@ class _OpenAIChat(_OpenAIError):
             tools=_tools_of(body, "function", nested="function", schema="parameters"),
             reasoning=body.get("reasoning_effort") not in (None, "none"),
             words=_words(("messages", messages)),
+            tool_rounds=_rounds([m.get("role") == "tool" for m in messages]),
             include_usage=isinstance(options, dict) and options.get("include_usage") is True,
         )
 
@@ -932,6 +1012,9 @@ class _OpenAIResponses(_OpenAIError):
             tools=_tools_of(body, "function", nested=None, schema="parameters"),
             reasoning=isinstance(reasoning, dict) and reasoning.get("effort") not in (None, "none"),
             words=_words(("input", items), ("instructions", body.get("instructions"))),
+            tool_rounds=_rounds([i.get("type") == "function_call_output" for i in items]),
+            encrypted="reasoning.encrypted_content" in (body.get("include") or ()),
+            stateless=body.get("store") is False,
         )
 
     def response_id(self, n: int) -> str:
@@ -945,7 +1028,8 @@ class _OpenAIResponses(_OpenAIError):
                     "id": f"rs_mock{reply.n}",
                     "type": "reasoning",
                     "summary": [{"type": "summary_text", "text": reply.reasoning}],
-                    "encrypted_content": reply.signature,
+                    # Only when asked for (include: reasoning.encrypted_content).
+                    "encrypted_content": reply.signature if reply.encrypted else None,
                 }
             )
         if reply.text is not None:
@@ -1096,6 +1180,17 @@ class _Anthropic(_Codec):
             reasoning=isinstance(thinking, dict)
             and thinking.get("type") in ("enabled", "adaptive"),
             words=_words(("messages", messages), ("system", body.get("system"))),
+            tool_rounds=_rounds(
+                [
+                    m.get("role") == "user"
+                    and isinstance(m.get("content"), list)
+                    and any(
+                        isinstance(b, dict) and b.get("type") == "tool_result"
+                        for b in m["content"]
+                    )
+                    for m in messages
+                ]
+            ),
         )
 
     def response_id(self, n: int) -> str:
@@ -1222,11 +1317,21 @@ class _Gemini(_Codec):
         config = _field(_field(body, "generationConfig") or {}, "thinkingConfig") or {}
         include = _field(config, "includeThoughts")
         budget = _field(config, "thinkingBudget") or 0
+        level = _field(config, "thinkingLevel")
         return _Request(
             user_text=user_text,
             tool_result="; ".join(results) if results else None,
             tools=tools,
-            reasoning=include is True or budget > 0,
+            reasoning=include is True or budget > 0 or level not in (None, "minimal"),
+            tool_rounds=_rounds(
+                [
+                    any(
+                        isinstance(p, dict) and _field(p, "functionResponse") is not None
+                        for p in c.get("parts") or []
+                    )
+                    for c in contents
+                ]
+            ),
             words=_words(("contents", contents), ("system", _field(body, "systemInstruction"))),
         )
 
@@ -1265,8 +1370,7 @@ class _Gemini(_Codec):
         else:
             chunks = [[{"text": p}] for p in text_pieces]
         if reply.signature:
-            signature = base64.b64encode(reply.signature.encode()).decode()
-            chunks[0][0]["thoughtSignature"] = signature
+            chunks[0][0]["thoughtSignature"] = _gemini_signature(reply.signature)
         return chunks
 
     def body(self, reply: _Reply) -> bytes:
