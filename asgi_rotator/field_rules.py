@@ -276,7 +276,9 @@ class ReasoningRule(Rule):
             foreign = [
                 p
                 for p in content
-                if isinstance(p, Reasoning) and p.source != self.source and (p.signature or p.redacted)
+                if isinstance(p, Reasoning)
+                and p.source != self.source
+                and (p.signature or p.redacted)
             ]
             if foreign:
                 # Another provider's payload: never sent here (it would be rejected).
@@ -401,218 +403,6 @@ class ReasoningRule(Rule):
     def shapes(self, attempt: Attempt, request: Request) -> bool:
         if self.include is None or not _reasoning_on(request):
             return False
-        # OpenAI, "Reasoning" > "Encrypted reasoning items": without stored state (store
-        # false, or a client that cannot carry reasoning items back) the payload is only
-        # handed out when the request includes it.
-        return request.store is False or attempt.client != self.source
-
-    def shape(self, attempt: Attempt, body: dict[str, Any]) -> dict[str, Any]:
-        return body
-
-    async def extract(self, attempt: Attempt, content: list[Part]) -> None:
-        return None
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} {self.name}>"
-
-
-class ReasoningRule(Rule):
-    """One provider's reasoning payloads, cached per tool call and per assistant turn.
-
-    ``source``: the protocol whose ``Reasoning`` parts are kept (the codecs mark every part
-    with the protocol that issued it).  ``at_start``: injected parts open the assistant turn
-    (Anthropic) rather than preceding its first tool call (Gemini, Responses).
-    ``placeholder``: a value the provider accepts in place of a payload for history that came
-    from elsewhere.  ``thinking_off``: a request whose last tool-use turn has no payload goes
-    with reasoning off (Anthropic).  ``include``: the body ``include`` entry that makes the
-    provider hand the payload out (Responses).  ``scope``: what the key holds besides the
-    inbound key.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        *,
-        source: str,
-        scope: Sequence[str] = ("provider",),
-        at_start: bool = False,
-        placeholder: str | None = None,
-        thinking_off: bool = False,
-        include: str | None = None,
-        **options: Any,
-    ) -> None:
-        super().__init__(name, **options)
-        unknown = set(scope) - set(SCOPES)
-        if unknown:
-            raise ValueError(f"{name}: unknown scope {sorted(unknown)}; known: {SCOPES}")
-        self.source = source
-        self.protocols = (source,)
-        self.scope = tuple(s for s in scope if s != "inbound")  # always there, first
-        self.at_start = at_start
-        self.placeholder = placeholder
-        self.thinking_off = thinking_off
-        self.include = include
-
-    # --- inject -----------------------------------------------------------------------------
-
-    def _own(self, part: Part) -> bool:
-        # An empty signature is a display-only block (another provider's thinking shown to
-        # an Anthropic client): no payload.
-        return (
-            isinstance(part, Reasoning)
-            and part.source == self.source
-            and bool(part.signature or part.redacted)
-        )
-
-    async def inject(self, attempt: Attempt, request: Request) -> Request:
-        messages = request.messages
-        # The current turn: what follows the last user message.  Older turns' payloads are
-        # not checked by any provider (Anthropic strips them, Gemini validates the current
-        # turn only), so they are not looked up.
-        start = 0
-        for i in range(len(messages) - 1, -1, -1):
-            if messages[i].role == "user":
-                start = i + 1
-                break
-        changed: dict[int, list[Part]] = {}
-        dropped = 0
-        wanted: list[tuple[int, list[ToolCall]]] = []
-        for i, message in enumerate(messages):
-            if message.role != "assistant":
-                continue
-            content = message.content
-            foreign = [
-                p
-                for p in content
-                if isinstance(p, Reasoning) and p.source != self.source and (p.signature or p.redacted)
-            ]
-            if foreign:
-                # Another provider's payload: never sent here (it would be rejected).
-                dropped += len(foreign)
-                content = changed[i] = [p for p in content if not any(p is f for f in foreign)]
-            if i >= start:
-                calls = [p for p in content if isinstance(p, ToolCall)]
-                if calls and not any(self._own(p) for p in content):
-                    wanted.append((i, calls))
-        if dropped:
-            attempt.record("field_cache.drop", rule=self.name, values=dropped)
-        if wanted:
-            await self._lookup(attempt, messages, wanted, changed)
-        if self.placeholder is not None:
-            self._placeholders(attempt, messages, start, changed)
-        if not changed and not (self.thinking_off and request.reasoning is not None):
-            return request
-        new_messages = list(messages)
-        for i, content in changed.items():
-            new_messages[i] = msgspec.structs.replace(messages[i], content=content)
-        out = msgspec.structs.replace(request, messages=new_messages) if changed else request
-        if self.thinking_off:
-            out = self._thinking_off(attempt, out, start)
-        return out
-
-    async def _lookup(
-        self,
-        attempt: Attempt,
-        messages: list[Message],
-        wanted: list[tuple[int, list[ToolCall]]],  # (message index, its calls)
-        changed: dict[int, list[Part]],
-    ) -> None:
-        keys: list[str] = []
-        for i, calls in wanted:
-            keys += [attempt.key(self.name, self.scope, "call", c.id) for c in calls]
-            keys.append(attempt.key(self.name, self.scope, "turn", turn_hash(i, calls)))
-        try:
-            values = await attempt.store.get_many(keys)
-        except Exception:
-            # The cache is an optimisation of correctness, not a dependency: a store that is
-            # down makes this a miss (the provider's own rule then decides), never a 5xx.
-            attempt.record("field_cache.store_failed", rule=self.name, op="get")
-            return
-        at = 0
-        for i, calls in wanted:
-            by_call = values[at : at + len(calls)]
-            turn = values[at + len(calls)]
-            at += len(calls) + 1
-            groups: list[tuple[int, list[Reasoning]]] = [
-                (n, _decode_parts(raw)) for n, raw in enumerate(by_call) if raw is not None
-            ]
-            if not groups and turn is not None:
-                groups = _decode_turn(turn)
-            size = sum(len(raw) for raw in by_call if raw is not None) if groups else 0
-            attempt.record(
-                "field_cache.inject",
-                rule=self.name,
-                hit=bool(groups),
-                values=sum(len(parts) for _, parts in groups),
-                bytes=size or (len(turn) if turn is not None and groups else 0),
-            )
-            if not groups:
-                continue
-            content = list(changed.get(i, messages[i].content))
-            if self.at_start:
-                blocks = [p for _, parts in groups for p in parts]
-                content[:0] = blocks
-            else:
-                targets = {id(calls[n]): parts for n, parts in groups if n < len(calls)}
-                rebuilt: list[Part] = []
-                for part in content:
-                    parts = targets.get(id(part))
-                    if parts is not None:
-                        rebuilt += parts
-                    rebuilt.append(part)
-                content = rebuilt
-            changed[i] = content
-
-    def _placeholders(
-        self, attempt: Attempt, messages: list[Message], start: int, changed: dict[int, list[Part]]
-    ) -> None:
-        assert self.placeholder is not None
-        applied = 0
-        for i in range(start, len(messages)):
-            if messages[i].role != "assistant":
-                continue
-            content = changed.get(i, messages[i].content)
-            first = next((n for n, p in enumerate(content) if isinstance(p, ToolCall)), None)
-            if first is None or (first > 0 and self._own(content[first - 1])):
-                continue
-            content = list(content)
-            content.insert(first, Reasoning(signature=self.placeholder, source=self.source))
-            changed[i] = content
-            applied += 1
-        if applied:
-            attempt.record("field_cache.placeholder", rule=self.name, values=applied)
-
-    def _thinking_off(self, attempt: Attempt, request: Request, start: int) -> Request:
-        if not _reasoning_on(request):
-            return request
-        last = next(
-            (
-                m
-                for m in reversed(request.messages[start:])
-                if m.role == "assistant" and any(isinstance(p, ToolCall) for p in m.content)
-            ),
-            None,
-        )
-        if last is None or (last.content and self._own(last.content[0])):
-            return request
-        # Anthropic, "Extended thinking" > "Extended thinking with tool use": a tool-use turn
-        # must start with its thinking block when thinking is on, and thinking cannot be
-        # switched on in the middle of a tool loop.  History from elsewhere has no such
-        # block: the request goes with thinking off instead of earning a 400.
-        # No reasoning config at all: "off" is no thinking field (the Anthropic codec's rule),
-        # and a same-protocol rebuild would otherwise keep the client's own setting.
-        attempt.record("field_cache.thinking_off", rule=self.name)
-        return msgspec.structs.replace(request, reasoning=None)
-
-    # --- provider-native body ---------------------------------------------------------------
-
-    def shapes(self, attempt: Attempt, request: Request) -> bool:
-        if self.include is None:
-            return False
-        config = request.reasoning
-        if config is None or config.enabled is False or config.effort in ("none", None):
-            if config is None or not (config.enabled or config.budget_tokens):
-                return False
         # OpenAI, "Reasoning" > "Encrypted reasoning items": without stored state (store
         # false, or a client that cannot carry reasoning items back) the payload is only
         # handed out when the request includes it.
@@ -753,8 +543,9 @@ class StreamExtract:
 
 # --- the built-in rules ----------------------------------------------------------------------
 
-# Anthropic, "Extended thinking" > "Preserving thinking blocks" and "Extended thinking with
-# tool use": the thinking and redacted_thinking blocks of the last assistant turn go back
+# Anthropic, "Building with extended thinking" > "Extended thinking with tool use" and
+# "Preserving thinking blocks"
+# (https://docs.anthropic.com/en/docs/build-with-claude/extended-thinking): the thinking and redacted_thinking blocks of the last assistant turn go back
 # complete, unmodified and in order, before its tool_use blocks (else 400 "Expected
 # `thinking` or `redacted_thinking`, but found `tool_use`").  Whole blocks are kept: the
 # signature alone does not make a valid block.
@@ -766,7 +557,8 @@ ANTHROPIC_THINKING = ReasoningRule(
     thinking_off=True,
 )
 
-# Gemini API, "Thought signatures": the signature sits on the part (beside functionCall);
+# Gemini API, "Thought signatures" (https://ai.google.dev/gemini-api/docs/thought-signatures):
+# the signature sits on the part (beside functionCall);
 # every function call of the current turn must come back with its signature, and of
 # parallel calls only the first carries one.  A signature from another model is
 # "corrupted", so values are scoped by model; history from elsewhere gets the documented
@@ -778,8 +570,10 @@ GEMINI_THOUGHT_SIGNATURES = ReasoningRule(
     placeholder=GEMINI_PLACEHOLDER,
 )
 
-# OpenAI, "Reasoning" > "Encrypted reasoning items" (and "Function calling" with reasoning
-# models): without stored state, ask for include: ["reasoning.encrypted_content"] and send
+# OpenAI, "Reasoning models" > "Encrypted reasoning items"
+# (https://platform.openai.com/docs/guides/reasoning), and the API reference of the reasoning
+# item ("encrypted_content: populated when a response is generated with
+# reasoning.encrypted_content in the include parameter"): without stored state, ask for include: ["reasoning.encrypted_content"] and send
 # the reasoning items back with the function calls they came with.  An item from another
 # key or organisation is invalid_encrypted_content: scoped by credential.
 OPENAI_ENCRYPTED_REASONING = ReasoningRule(

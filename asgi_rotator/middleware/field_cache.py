@@ -266,11 +266,11 @@ async def _parsed(app: Any, scope: Scope, receive: Receive, send: Send) -> Excha
     try:
         exchange = await ensure_request(scope, receive)
     except GatewayError as error:
-        exchange = scope.get(SCOPE_KEY)
-        if exchange is None:  # the body itself could not be read (too large)
+        made: Exchange | None = scope.get(SCOPE_KEY)
+        if made is None:  # the body itself could not be read (too large)
             await send_error(send, None, error)
-            return None
-        await app(scope, exchange.replay(), send)
+        else:
+            await app(scope, made.replay(), send)
         return None
     if exchange.request is None:
         await app(scope, exchange.replay(), send)

@@ -1185,8 +1185,7 @@ class _Anthropic(_Codec):
                     m.get("role") == "user"
                     and isinstance(m.get("content"), list)
                     and any(
-                        isinstance(b, dict) and b.get("type") == "tool_result"
-                        for b in m["content"]
+                        isinstance(b, dict) and b.get("type") == "tool_result" for b in m["content"]
                     )
                     for m in messages
                 ]

@@ -121,7 +121,9 @@ class ChatConversation(Conversation):
         return self._send()
 
     def answer(self, turn: Turn) -> Turn:
-        self.history += [{"role": "tool", "tool_call_id": c.id, "content": OUTPUT} for c in turn.calls]
+        self.history += [
+            {"role": "tool", "tool_call_id": c.id, "content": OUTPUT} for c in turn.calls
+        ]
         return self._send()
 
 
@@ -185,7 +187,11 @@ class AnthropicConversation(Conversation):
             "max_tokens": 4096,
             "messages": self.history,
             "tools": [
-                {"name": t["name"], "description": t["description"], "input_schema": t["parameters"]}
+                {
+                    "name": t["name"],
+                    "description": t["description"],
+                    "input_schema": t["parameters"],
+                }
                 for t in self.tools
             ],
             "thinking": {"type": "enabled", "budget_tokens": 1024},
@@ -238,7 +244,9 @@ class GeminiConversation(Conversation):
 
     def _send(self) -> Turn:
         config = gt.GenerateContentConfig(
-            tools=[gt.Tool(function_declarations=[gt.FunctionDeclaration(**t) for t in self.tools])],
+            tools=[
+                gt.Tool(function_declarations=[gt.FunctionDeclaration(**t) for t in self.tools])
+            ],
             automatic_function_calling=gt.AutomaticFunctionCallingConfig(disable=True),
             thinking_config=gt.ThinkingConfig(thinking_budget=1024, include_thoughts=True),
         )
@@ -251,7 +259,11 @@ class GeminiConversation(Conversation):
             text = "".join(
                 p.text or ""
                 for c in chunks
-                for p in (c.candidates[0].content.parts or [] if c.candidates and c.candidates[0].content else [])
+                for p in (
+                    c.candidates[0].content.parts or []
+                    if c.candidates and c.candidates[0].content
+                    else []
+                )
                 if not p.thought
             )
             function_calls = [fc for c in chunks for fc in (c.function_calls or [])]

@@ -50,7 +50,9 @@ def gateway_config(mock_url: str, **field_cache: Any) -> dict[str, Any]:
         "groups": {
             # OpenAI used statelessly: nothing is stored upstream, so reasoning items must
             # travel with the conversation.
-            "think-openai": {"targets": [{"target": "fc-responses/o4-mini", "params": {"store": False}}]},
+            "think-openai": {
+                "targets": [{"target": "fc-responses/o4-mini", "params": {"store": False}}]
+            },
             "claude-then-gemini": {
                 "targets": ["fc-anthropic/claude-sonnet-4-5", "fc-gemini/gemini-3-pro-preview"]
             },
@@ -106,7 +108,13 @@ def reasoning_on(protocol: str, body: dict[str, Any]) -> bool:
         config = body.get("generationConfig", {}).get("thinkingConfig", {})
         return any(
             config.get(k)
-            for k in ("includeThoughts", "include_thoughts", "thinkingLevel", "thinkingBudget", "thinking_budget")
+            for k in (
+                "includeThoughts",
+                "include_thoughts",
+                "thinkingLevel",
+                "thinkingBudget",
+                "thinking_budget",
+            )
         )
     return bool(body.get("reasoning", {}).get("effort"))
 

@@ -92,7 +92,9 @@ def test_without_the_responses_rule_reasoning_is_not_carried(
     assert not [i for i in second.body["input"] if i.get("type") == "reasoning"]
 
 
-def test_field_cache_off_entirely(mock_server: tuple[MockUpstream, str], mock: MockUpstream) -> None:
+def test_field_cache_off_entirely(
+    mock_server: tuple[MockUpstream, str], mock: MockUpstream
+) -> None:
     app = gateway(mock_server[1], field_cache={"enabled": False})
     with serve(app) as url, converse(url, "openai_chat", "think-gemini", stream=False) as chat:
         first = chat.ask(question())
@@ -133,7 +135,7 @@ def test_fallback_anthropic_to_gemini_and_back_mid_tool_loop(
     # for that request (Anthropic's documented rule) rather than a 400.
     assert not reasoning_on("anthropic_messages", anthropic[2].body)
     # The step Anthropic answered first still goes back with its own thinking block.
-    step_one = [m for m in anthropic[2].body["messages"] if m["role"] == "assistant"][0]
+    step_one = next(m for m in anthropic[2].body["messages"] if m["role"] == "assistant")
     assert step_one["content"][0]["signature"] in mock.issued.thinking
 
 
@@ -155,9 +157,13 @@ def test_two_inbound_keys_never_share_cached_fields(
             again.history = list(alice.history)
             assert again.answer(first).text == "Tool said: sunny"
     sent = upstream(mock, "gemini")
-    mallory_parts = [p for c in sent[1].body["contents"] if c.get("role") == "model" for p in c["parts"]]
+    mallory_parts = [
+        p for c in sent[1].body["contents"] if c.get("role") == "model" for p in c["parts"]
+    ]
     assert mallory_parts[0]["thoughtSignature"] == "skip_thought_signature_validator"
-    alice_parts = [p for c in sent[2].body["contents"] if c.get("role") == "model" for p in c["parts"]]
+    alice_parts = [
+        p for c in sent[2].body["contents"] if c.get("role") == "model" for p in c["parts"]
+    ]
     assert alice_parts[0]["thoughtSignature"] in mock.issued.gemini_signatures
 
 
