@@ -304,6 +304,8 @@ class ProviderDispatch:
             raise GatewayError(
                 "server_error", "upstream sent a response that is not valid JSON", status=502
             ) from None
+        if exchange.observe is not None:
+            exchange.observe(data)
         unified = upstream_codec.parse_response(data)
         if upstream_codec is not codec:
             raw = _json_encode(codec.build_response(unified, request))
@@ -489,8 +491,11 @@ class _StreamRelay:
         events: list[Event] = []
         parts: list[bytes] = []
         failure: GatewayError | None = None
+        observe = exchange.observe
         try:
             for sse_event in sse_events:
+                if observe is not None:
+                    observe(sse_event.data)
                 decoded = decoder.feed(sse_event)
                 events += decoded
                 if encoder is None:

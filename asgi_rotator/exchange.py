@@ -118,6 +118,7 @@ class Exchange:
         "credential",
         "error",
         "model",
+        "observe",
         "passes",
         "protocol",
         "recording",
@@ -155,6 +156,10 @@ class Exchange:
         # changes the provider-native body dispatch built, for fields the unified request
         # has no place for (OpenAI Responses ``include``).  None: nothing to change.
         self.shape: Any = None
+        # Per attempt, likewise: ``observe(data)`` sees the provider-native answer, the
+        # decoded body of a plain response or each stream event's ``data`` text, before it
+        # is translated.  None: nobody is looking.
+        self.observe: Any = None
         # A correlation id, not a secret: the PRNG (reseeded in forked workers) is enough,
         # and a tenth of the cost of a system call per request.
         self.request_id = f"req_{getrandbits(64):016x}"

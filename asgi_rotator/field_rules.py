@@ -84,6 +84,7 @@ class Attempt:
         "exchange",
         "inbound",
         "model",
+        "notes",
         "position",
         "protocol",
         "provider",
@@ -114,6 +115,8 @@ class Attempt:
         # among the unified messages (the client's own history, so stable between turns).
         request = exchange.request
         self.position = len(request.messages) if request is not None else 0
+        # What a rule keeps between its hooks within this attempt (its own keys).
+        self.notes: dict[Any, Any] = {}
 
     def key(self, rule: str, scope: Sequence[str], kind: str, ident: str) -> str:
         """A store key: always the inbound key first, then the rule's scope, then what the
@@ -202,6 +205,13 @@ class Rule:
         return body
 
     async def extract(self, attempt: Attempt, content: list[Part]) -> None:
+        return None
+
+    # Set true by a rule that reads the provider-native answer: ``observe(attempt, data)`` is
+    # then called with the decoded response body, or each stream event's decoded data.
+    observes = False
+
+    def observe(self, attempt: Attempt, data: Any) -> None:
         return None
 
     def __repr__(self) -> str:
@@ -622,4 +632,20 @@ def config_problems(config: Any) -> list[tuple[str, str]]:
         found.append(("field_cache.ttl", f"must be > 0, got {section.ttl}"))
     if section.max_bytes <= 0:
         found.append(("field_cache.max_bytes", f"must be > 0, got {section.max_bytes}"))
+    if section.rules:
+        from .config_check import shape_problems
+        from .field_paths import RuleConfig, path_rules
+
+        shaped = []
+        for i, entry in enumerate(section.rules):
+            problems = shape_problems(entry, RuleConfig, f"field_cache.rules[{i}]")
+            found += [(p.path, p.message) for p in problems]
+            if not problems:
+                shaped.append(msgspec.convert(entry, RuleConfig))
+        if len(shaped) == len(section.rules):
+            try:
+                path_rules(shaped)
+            except ValueError as exc:
+                path, _, message = str(exc).partition(": ")
+                found.append((path, message))
     return found

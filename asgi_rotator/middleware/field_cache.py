@@ -40,6 +40,8 @@ import logging
 from collections.abc import Iterable
 from typing import Any
 
+import msgspec
+
 from .._types import Message, Receive, Scope, Send
 from ..exchange import EVENT, RESPONSE, SCOPE_KEY, Exchange
 from ..field_rules import BUILTIN_RULES, Attempt, Rule, StreamExtract
@@ -49,6 +51,7 @@ from .auth import PRINCIPAL
 __all__ = ["FieldCache"]
 
 logger = logging.getLogger("asgi_rotator.field_cache")
+_json_decode = msgspec.json.decode
 
 _NAMESPACE = "field_cache:"
 # Headers (and the query parameter) a client presents its key in; hashed, never kept.
@@ -137,6 +140,7 @@ class FieldCache:
         )
         original = request
         shape_before = exchange.shape
+        observe_before = exchange.observe
         for rule in rules:
             try:
                 request = await rule.inject(attempt, request)
@@ -146,6 +150,9 @@ class FieldCache:
         shapers = [r for r in rules if _shapes(attempt, r, request)]
         if shapers:
             exchange.shape = _Shape(attempt, shapers, shape_before)
+        observers = [r for r in rules if r.observes]
+        if observers:
+            exchange.observe = _Observe(attempt, observers, observe_before)
         exchange.request = request
         out = _ExtractingSend(send, attempt, rules)
         try:
@@ -154,6 +161,7 @@ class FieldCache:
             # The next attempt (another target) starts again from the routing layer's copy.
             exchange.request = original
             exchange.shape = shape_before
+            exchange.observe = observe_before
 
 
 class _Shape:
@@ -177,6 +185,32 @@ class _Shape:
             except Exception:
                 _rule_failed(self.attempt, rule, "shape")
         return body
+
+
+class _Observe:
+    """``exchange.observe`` for one attempt: the provider-native answer, to the rules that
+    read it (decoded once for all of them)."""
+
+    __slots__ = ("attempt", "before", "rules")
+
+    def __init__(self, attempt: Attempt, rules: list[Rule], before: Any) -> None:
+        self.attempt = attempt
+        self.rules = rules
+        self.before = before
+
+    def __call__(self, data: Any) -> None:
+        if self.before is not None:
+            self.before(data)
+        if isinstance(data, (str, bytes)):
+            try:
+                data = _json_decode(data)
+            except (ValueError, msgspec.DecodeError):
+                return  # not JSON ([DONE], a comment): nothing for a path to reach
+        for rule in self.rules:
+            try:
+                rule.observe(self.attempt, data)
+            except Exception:
+                _rule_failed(self.attempt, rule, "observe")
 
 
 class _ExtractingSend:
