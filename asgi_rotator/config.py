@@ -215,6 +215,18 @@ class TracingConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     prometheus_path: str = "/metrics"
 
 
+class AdapterMatch(Struct, kw_only=True, forbid_unknown_fields=True):
+    provider: str = "*"  # provider name glob
+    model: str = "*"  # upstream model glob
+    client: str = "*"  # client protocol glob
+
+
+class AdapterConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    adapter: str  # a registered adapter name (asgi_rotator.adapters)
+    match: AdapterMatch = field(default_factory=AdapterMatch)
+    options: dict[str, Any] = field(default_factory=dict)
+
+
 class FieldCacheConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     enabled: bool = True
     # The built-in rules by name (anthropic_thinking, gemini_thought_signatures,
@@ -225,6 +237,8 @@ class FieldCacheConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     # [[field_cache.rules]]: rules of the path language (docs/field-cache.md); checked by
     # asgi_rotator.field_paths when the stack is built, errors naming the path.
     rules: list[dict[str, Any]] = field(default_factory=list)
+    # [[field_cache.adapters]]: request shaping per provider/model (docs/field-cache.md).
+    adapters: list[AdapterConfig] = field(default_factory=list)
 
 
 class Config(Struct, kw_only=True, forbid_unknown_fields=True):

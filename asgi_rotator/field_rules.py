@@ -601,9 +601,24 @@ BUILTIN_RULES: tuple[Rule, ...] = (
 
 
 def rules_from_config(config: Any) -> list[Rule]:
-    """The rules a ``FieldCacheConfig`` asks for: the built-in ones not switched off (with
-    its ttl and size cap), then the configured ones."""
+    """The rules a ``FieldCacheConfig`` asks for: its adapters, the built-in rules not
+    switched off (with its ttl and size cap), then the configured rules."""
     rules: list[Rule] = []
+    if config.adapters:
+        from .adapters import make_adapter  # local: adapters import this module
+
+        # First: the rules then see the request as it will go (its model, its knob).
+        for i, entry in enumerate(config.adapters):
+            rules.append(
+                make_adapter(
+                    entry.adapter,
+                    entry.options,
+                    name=f"adapter[{i}].{entry.adapter}",
+                    provider=entry.match.provider,
+                    model=entry.match.model,
+                    client=entry.match.client,
+                )
+            )
     for builtin in BUILTIN_RULES:
         if config.builtin.get(builtin.name, True):
             rule = copy.copy(builtin)
@@ -648,4 +663,19 @@ def config_problems(config: Any) -> list[tuple[str, str]]:
             except ValueError as exc:
                 path, _, message = str(exc).partition(": ")
                 found.append((path, message))
+    for i, adapter in enumerate(section.adapters):
+        from .adapters import make_adapter  # local: adapters import this module
+
+        try:
+            make_adapter(
+                adapter.adapter,
+                adapter.options,
+                name=f"adapter[{i}]",
+                provider=adapter.match.provider,
+                model=adapter.match.model,
+                client=adapter.match.client,
+            )
+        except ValueError as exc:
+            field, _, message = str(exc).partition(": ")
+            found.append((f"field_cache.adapters[{i}].{field}", message))
     return found

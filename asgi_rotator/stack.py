@@ -30,10 +30,10 @@ import msgspec
 from .config import Config, ProviderConfig, config_from_env, parse_config, resolve_secret
 from .dispatch import ProviderDispatch
 from .exchange import SCOPE_KEY
+from .field_rules import rules_from_config
 from .middleware.auth import InboundKeys
 from .middleware.cooldown import DEFAULT_RETRY_ON, CooldownRetry
 from .middleware.fallback import FallbackRouter
-from .field_rules import rules_from_config
 from .middleware.field_cache import FieldCache
 from .middleware.protocol import ProtocolNegotiation
 from .middleware.responses import ResponsesState

@@ -141,6 +141,7 @@ class FieldCache:
         original = request
         shape_before = exchange.shape
         observe_before = exchange.observe
+        target_before = exchange.target
         for rule in rules:
             try:
                 request = await rule.inject(attempt, request)
@@ -162,6 +163,7 @@ class FieldCache:
             exchange.request = original
             exchange.shape = shape_before
             exchange.observe = observe_before
+            exchange.target = target_before  # an adapter may have renamed the model
 
 
 class _Shape:
