@@ -38,6 +38,7 @@ from .unified import (
     ReasoningDelta,
     Request,
     Signature,
+    TextDelta,
     ToolArgsDelta,
     ToolCall,
     ToolCallStart,
@@ -512,6 +513,8 @@ class StreamExtract:
         blocks = self.blocks
         for event in events:
             kind = type(event)
+            if kind is TextDelta:
+                continue  # the bulk of a stream, and nothing a rule keeps
             if kind is ReasoningDelta:
                 block = blocks.get(event.index)
                 if block is None:

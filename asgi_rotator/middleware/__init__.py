@@ -5,6 +5,7 @@ from __future__ import annotations
 from .auth import InboundKeys
 from .cooldown import CooldownRetry
 from .fallback import FallbackRouter
+from .field_cache import FieldCache
 from .protocol import ProtocolNegotiation
 from .responses import ResponsesState
 from .stream_guard import StreamGuard
@@ -13,6 +14,7 @@ from .tracing import Tracing
 __all__ = [
     "CooldownRetry",
     "FallbackRouter",
+    "FieldCache",
     "InboundKeys",
     "ProtocolNegotiation",
     "ResponsesState",
