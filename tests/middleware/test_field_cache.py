@@ -252,3 +252,33 @@ def test_duplicate_rule_names_are_refused() -> None:
 def test_unknown_builtin_rule_in_config_names_the_path() -> None:
     with pytest.raises(ConfigError, match=r"field_cache\.builtin\.gemini_signatures"):
         parse_config({"field_cache": {"builtin": {"gemini_signatures": False}}}, {})
+
+
+async def test_session_scope_keeps_two_sessions_of_one_key_apart() -> None:
+    inner = ForeignApp(ANSWER)
+    rule = ReasoningRule(
+        "per_session", source="gemini", scope=("provider", "session"), placeholder="none"
+    )
+    app = FieldCache(inner, rules=[rule])
+
+    def with_session(session: str) -> dict[str, Any]:
+        scope = scope_for(PATH)
+        scope["headers"].append((b"x-session-id", session.encode()))
+        return scope
+
+    await run(app, with_session("one"), TURN_ONE)
+    await run(app, with_session("two"), gemini_turn_two())
+    await run(app, with_session("one"), gemini_turn_two())
+    assert model_parts(inner.seen[1])[0].signature == "none"
+    assert model_parts(inner.seen[2])[0].signature == SECRET_SIGNATURE
+
+
+async def test_file_store_keeps_values_across_instances(tmp_path: Any) -> None:
+    from asgi_rotator.state import FileStore
+
+    inner = ForeignApp(ANSWER)
+    first = FieldCache(inner, store=FileStore(tmp_path))
+    await run(first, scope_for(PATH), TURN_ONE)
+    second = FieldCache(inner, store=FileStore(tmp_path))  # a restart
+    await run(second, scope_for(PATH), gemini_turn_two())
+    assert model_parts(inner.seen[1])[0].signature == SECRET_SIGNATURE
