@@ -38,6 +38,7 @@ from .unified import (
     ReasoningDelta,
     Request,
     Signature,
+    Text,
     TextDelta,
     ToolArgsDelta,
     ToolCall,
@@ -208,6 +209,9 @@ class Rule:
     async def extract(self, attempt: Attempt, content: list[Part]) -> None:
         return None
 
+    # Set true by a rule that needs the answer's text from a stream (kept only then).
+    wants_text = False
+
     # Set true by a rule that reads the provider-native answer: ``observe(attempt, data)`` is
     # then called with the decoded response body, or each stream event's decoded data.
     observes = False
@@ -242,6 +246,7 @@ class ReasoningRule(Rule):
         placeholder: str | None = None,
         thinking_off: bool = False,
         include: str | None = None,
+        text_signatures: bool = False,
         **options: Any,
     ) -> None:
         super().__init__(name, **options)
@@ -255,6 +260,8 @@ class ReasoningRule(Rule):
         self.placeholder = placeholder
         self.thinking_off = thinking_off
         self.include = include
+        # Also a turn without tool calls: its payload, filed under a hash of its text.
+        self.text_signatures = self.wants_text = text_signatures
 
     # --- inject -----------------------------------------------------------------------------
 
@@ -303,6 +310,8 @@ class ReasoningRule(Rule):
             attempt.record("field_cache.drop", rule=self.name, values=dropped)
         if wanted:
             await self._lookup(attempt, messages, wanted, changed)
+        if self.text_signatures:
+            await self._inject_text(attempt, messages, changed)
         if self.placeholder is not None:
             self._placeholders(attempt, messages, start, changed)
         if not changed and not (self.thinking_off and request.reasoning is not None):
@@ -429,6 +438,64 @@ class ReasoningRule(Rule):
             attempt.record("field_cache.include", rule=self.name, field="include")
         return body
 
+    async def _inject_text(
+        self, attempt: Attempt, messages: list[Message], changed: dict[int, list[Part]]
+    ) -> None:
+        """The last assistant turn, when it is text only: its payload found by its text."""
+        i = next(
+            (n for n in range(len(messages) - 1, -1, -1) if messages[n].role == "assistant"), None
+        )
+        if i is None:
+            return
+        content = changed.get(i, messages[i].content)
+        if any(isinstance(p, ToolCall) or self._own(p) for p in content):
+            return
+        text = _text_of(content)
+        if not text:
+            return
+        key = attempt.key(self.name, self.scope, "text", text_hash(i, text))
+        try:
+            raw = await attempt.store.get(key)
+        except Exception:
+            attempt.record("field_cache.store_failed", rule=self.name, op="get")
+            return
+        attempt.record(
+            "field_cache.inject",
+            rule=self.name,
+            hit=raw is not None,
+            turn="text",
+            bytes=len(raw) if raw is not None else 0,
+        )
+        if raw is None:
+            return
+        first = next(n for n, p in enumerate(content) if isinstance(p, Text))
+        content = list(content)
+        content[first:first] = _decode_parts(raw)
+        changed[i] = content
+
+    async def _extract_text(self, attempt: Attempt, content: list[Part]) -> None:
+        # The payloads before the answer's first text part (Gemini puts the signature on a
+        # text part of a turn without calls; sending it back is recommended, not enforced).
+        parts: list[Reasoning] = []
+        for part in content:
+            if isinstance(part, Text):
+                break
+            if self._own(part):
+                parts.append(part)  # type: ignore[arg-type]
+        text = _text_of(content)
+        if not parts or not text:
+            return
+        raw = _encode(parts[: self.max_values])
+        if len(raw) > self.max_bytes:
+            return
+        key = attempt.key(self.name, self.scope, "text", text_hash(attempt.position, text))
+        try:
+            await attempt.store.set(key, raw, ttl=self.ttl)
+        except Exception:
+            attempt.record("field_cache.store_failed", rule=self.name, op="set")
+            return
+        attempt.record("field_cache.extract", rule=self.name, hit=True, turn="text", bytes=len(raw))
+
     # --- extract ----------------------------------------------------------------------------
 
     async def extract(self, attempt: Attempt, content: list[Part]) -> None:
@@ -447,6 +514,8 @@ class ReasoningRule(Rule):
                     pending = []
                 calls.append(part)
         if not calls:
+            if self.text_signatures:
+                await self._extract_text(attempt, content)
             return
         if not groups:
             attempt.record("field_cache.extract", rule=self.name, hit=False)
@@ -476,11 +545,20 @@ class ReasoningRule(Rule):
         )
 
 
+def _text_of(content: Sequence[Part]) -> str:
+    return "".join(p.text for p in content if isinstance(p, Text))
+
+
 def _reasoning_on(request: Request) -> bool:
     config = request.reasoning
     if config is None or config.enabled is False or config.effort == "none":
         return False
     return bool(config.enabled or config.budget_tokens or config.effort)
+
+
+def text_hash(position: int, text: str) -> str:
+    """A text-only assistant turn's address: its place in the conversation and its text."""
+    return hashlib.sha256(f"{position}\0{text}".encode()).hexdigest()[:32]
 
 
 def turn_hash(position: int, calls: Sequence[ToolCall]) -> str:
@@ -500,13 +578,15 @@ def turn_hash(position: int, calls: Sequence[ToolCall]) -> str:
 
 class StreamExtract:
     """The answer's blocks put back together from a stream's unified events: reasoning text,
-    payloads and tool calls by block index (text is not kept).  Bounded by what the rules
-    keep anyway; the stream's bytes go on untouched."""
+    payloads and tool calls by block index, and the answer's text only when a rule needs it
+    (``keep_text``).  Bounded by what the rules keep anyway; the stream's bytes go on
+    untouched."""
 
-    __slots__ = ("blocks",)
+    __slots__ = ("blocks", "keep_text")
 
-    def __init__(self) -> None:
+    def __init__(self, keep_text: bool = False) -> None:
         self.blocks: dict[int, list[Any]] = {}
+        self.keep_text = keep_text
 
     def feed(self, events: Sequence[Any]) -> bool:
         """True when the terminal event was among them."""
@@ -514,7 +594,13 @@ class StreamExtract:
         for event in events:
             kind = type(event)
             if kind is TextDelta:
-                continue  # the bulk of a stream, and nothing a rule keeps
+                # The bulk of a stream: kept only for a rule that addresses text turns.
+                if self.keep_text:
+                    block = blocks.get(event.index)
+                    if block is None:
+                        block = blocks[event.index] = ["t", [], None]
+                    block[1].append(event.text)
+                continue
             if kind is ReasoningDelta:
                 block = blocks.get(event.index)
                 if block is None:
@@ -541,6 +627,8 @@ class StreamExtract:
             kind, pieces, head = self.blocks[index]
             if kind == "c":
                 out.append(ToolCall(id=head.id, name=head.name, arguments="".join(pieces) or "{}"))
+            elif kind == "t":
+                out.append(Text(text="".join(pieces)))
             else:
                 out.append(
                     Reasoning(
@@ -581,6 +669,7 @@ GEMINI_THOUGHT_SIGNATURES = ReasoningRule(
     source=GEMINI,
     scope=("provider", "model"),
     placeholder=GEMINI_PLACEHOLDER,
+    text_signatures=True,
 )
 
 # OpenAI, "Reasoning models" > "Encrypted reasoning items"

@@ -232,12 +232,12 @@ class _ExtractingSend:
             if events:
                 blocks = self.blocks
                 if blocks is None:
-                    blocks = self.blocks = StreamExtract()
+                    blocks = self.blocks = StreamExtract(any(r.wants_text for r in self.rules))
                 if blocks.feed(events):
                     # Stored before the terminal event goes on: the client's next turn may
                     # start the moment it has it.
                     content = blocks.content()
-                    self.blocks = StreamExtract()
+                    self.blocks = None
                     await _extract(self.attempt, self.rules, content)
             else:
                 response = message.get(RESPONSE)

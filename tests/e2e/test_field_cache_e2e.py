@@ -189,3 +189,23 @@ def test_three_step_sequential_tool_loop(
     for request in upstream(mock, protocol)[1:]:
         assert reasoning_on(protocol, request.body)
         assert carried(protocol, request.body, mock)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_gemini_signature_on_a_text_turn_comes_back(
+    stream: bool, gateway: str, mock: MockUpstream
+) -> None:
+    # Gemini, "Thought signatures": a turn without calls carries its signature on a text
+    # part; sending it back is recommended (not enforced), so the rule keeps it too.
+    with converse(gateway, "openai_chat", "think-gemini", stream=stream, tools=0) as chat:
+        chat.history = [{"role": "user", "content": question()}]
+        first = chat._send()
+        chat.history += [
+            {"role": "assistant", "content": first.text},
+            {"role": "user", "content": "And tomorrow?"},
+        ]
+        chat._send()
+    second = upstream(mock, "gemini")[1].body
+    model = next(c for c in second["contents"] if c.get("role") == "model")
+    text_parts = [p for p in model["parts"] if "text" in p]
+    assert text_parts[0]["thoughtSignature"] in mock.issued.gemini_signatures
