@@ -15,7 +15,7 @@ import openai
 from google import genai
 from google.genai import types as gt
 
-WEATHER = {
+WEATHER: dict[str, Any] = {
     "name": "get_weather",
     "description": "Current weather for a city",
     "parameters": {
@@ -24,7 +24,7 @@ WEATHER = {
         "required": ["location"],
     },
 }
-CLOCK = {
+CLOCK: dict[str, Any] = {
     "name": "get_clock",
     "description": "The time in a city",
     "parameters": {"type": "object", "properties": {"utc": {"type": "boolean"}}},
@@ -51,6 +51,7 @@ class Conversation:
     model answers in text."""
 
     protocol: str
+    client: Any
 
     def __init__(self, base_url: str, model: str, *, stream: bool, key: str, tools: int) -> None:
         self.model = model
@@ -59,6 +60,12 @@ class Conversation:
         self.history: list[Any] = []
         self.key = key
         self.base_url = base_url
+
+    def ask(self, question: str) -> Turn:
+        raise NotImplementedError
+
+    def answer(self, turn: Turn) -> Turn:
+        raise NotImplementedError
 
     def run(self, question: str, max_steps: int = 5) -> list[Turn]:
         turns = [self.ask(question)]
