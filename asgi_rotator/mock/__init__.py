@@ -260,6 +260,8 @@ class MockUpstream:
     ) -> None:
         if stream_events is not None and stream_events < 1:
             raise ValueError("stream_events must be at least 1")
+        if tool_steps < 1:
+            raise ValueError("tool_steps must be at least 1")
         self.latency = latency
         self.chunk_delay = chunk_delay
         self.stream_events = stream_events
@@ -1444,6 +1446,9 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--stream-events", type=int, default=None, help="content events per stream")
     parser.add_argument("--text", default=None, help="the plain reply text")
+    parser.add_argument(
+        "--tool-steps", type=int, default=1, help="rounds of tool calls before a text answer"
+    )
     args = parser.parse_args(argv)
 
     import uvicorn
@@ -1453,6 +1458,7 @@ def main(argv: list[str] | None = None) -> None:
         chunk_delay=args.chunk_delay,
         stream_events=args.stream_events,
         text=args.text,
+        tool_steps=args.tool_steps,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 

@@ -282,3 +282,39 @@ async def test_file_store_keeps_values_across_instances(tmp_path: Any) -> None:
     second = FieldCache(inner, store=FileStore(tmp_path))  # a restart
     await run(second, scope_for(PATH), gemini_turn_two())
     assert model_parts(inner.seen[1])[0].signature == SECRET_SIGNATURE
+
+
+async def test_anthropic_tool_loop_without_its_thinking_goes_with_thinking_off() -> None:
+    inner = ForeignApp([Text(text="ok")])
+    body = {
+        "model": "claude-x",
+        "max_tokens": 2048,
+        "thinking": {"type": "enabled", "budget_tokens": 1024},
+        "messages": [
+            {"role": "user", "content": "weather?"},
+            {
+                "role": "assistant",
+                "content": [
+                    {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {}}
+                ],
+            },
+            {
+                "role": "user",
+                "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "sunny"}],
+            },
+        ],
+    }
+    scope = scope_for("/v1/messages")
+    await run(FieldCache(inner), scope, body)
+    assert inner.seen[0].reasoning is None
+    passes = [p.name for p in scope[SCOPE_KEY].passes]
+    assert "field_cache.thinking_off" in passes
+    # With its thinking block cached, the same loop keeps thinking on.
+    thinking = Reasoning(text="t", signature="sig-1", source="anthropic_messages")
+    cached = ForeignApp([thinking, ToolCall(id="toolu_1", name="get_weather")])
+    app = FieldCache(cached)
+    await run(app, scope_for("/v1/messages"), {**body, "messages": body["messages"][:1]})
+    await run(app, scope_for("/v1/messages"), body)
+    sent = cached.seen[1]
+    assert sent.reasoning is not None
+    assert next(m for m in sent.messages if m.role == "assistant").content[0] == thinking
