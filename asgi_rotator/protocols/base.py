@@ -61,7 +61,8 @@ class StreamEncoder:
         upstream's own bytes in a passthrough, another layer's encoder): what ``encode(start)``
         writes counts as sent, so an ``Error`` encoded next does not open a second stream.
         ``last_sequence`` is the last event number the client saw, for protocols that number
-        their events."""
+        their events.  An encoder that has already encoded (the producer's own) keeps its
+        state and takes only what the protocol repeats, the response id, from ``start``."""
         self.encode(start)
 
 
@@ -69,6 +70,9 @@ class Codec:
     name: ClassVar[str]
     # Default inbound/outbound auth header style for this protocol.
     auth: ClassVar[str] = "bearer"
+    # Whether this protocol numbers its stream events or repeats the response id in them,
+    # so that continuing a stream needs ``stream_resume_point`` on what was sent.
+    numbers_stream_events: ClassVar[bool] = False
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -112,6 +116,13 @@ class Codec:
 
     def stream_encoder(self, request: Request | None = None) -> StreamEncoder:
         raise NotImplementedError
+
+    def stream_resume_point(self, body: bytes) -> tuple[str | None, int | None]:
+        """The response id announced in ``body`` (whole SSE events sent to a client) and the
+        last event number in it, each None when ``body`` has none; what
+        ``StreamEncoder.resume`` needs to continue the stream.  Only protocols that set
+        ``numbers_stream_events`` are asked."""
+        return None, None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"

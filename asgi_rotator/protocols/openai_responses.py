@@ -44,6 +44,7 @@ Deliberate choices, so the other codecs and the docs can rely on them:
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -51,7 +52,7 @@ from typing import Any
 import msgspec
 
 from ..errors import DEFAULT_STATUS, GatewayError, classify
-from ..sse import ServerSentEvent, encode_json_event
+from ..sse import ServerSentEvent, SSEDecoder, encode_json_event
 from ..unified import (
     BlockStop,
     Error,
@@ -95,7 +96,7 @@ from ._common import (
 )
 from .base import Codec, StreamDecoder, StreamEncoder, bad_request
 
-__all__ = ["MARK", "OpenAIResponsesCodec"]
+__all__ = ["MARK", "OpenAIResponsesCodec", "as_instructions"]
 
 NAME = "openai_responses"
 # Key in ``extra`` for what only a same-protocol rebuild needs; never sent on the wire.
@@ -103,6 +104,7 @@ MARK = "_openai_responses"
 
 _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
+_SEQUENCE_NUMBER = re.compile(rb'"sequence_number"\s*:\s*(\d+)')
 
 _ROLES = frozenset({"user", "assistant", "system", "developer"})
 _TOOL_CHOICE_MODES = frozenset({"auto", "none", "required"})
@@ -202,9 +204,20 @@ _KEYS_TYPE_ID_SUMMARY_ENCRYPTED_CONTENT = frozenset({"type", "id", "summary", "e
 _KEYS_TYPE_IMAGE_URL_DETAIL = frozenset({"type", "image_url", "detail"})
 
 
+def as_instructions(text: Text) -> Text:
+    """A system text without its place in ``input`` (where a ``developer``/``system``
+    message item stood), so a rebuilt request sends it with ``instructions``.  For a layer
+    that carries system texts from one request into another (ResponsesState)."""
+    if MARK not in text.extra:
+        return text
+    return Text(text=text.text, extra={k: v for k, v in text.extra.items() if k != MARK})
+
+
 class OpenAIResponsesCodec(Codec):
     name = NAME
     auth = "bearer"
+    # Every stream event has a ``sequence_number``, and an error event repeats the response.
+    numbers_stream_events = True
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -494,6 +507,29 @@ class OpenAIResponsesCodec(Codec):
 
     def stream_encoder(self, request: Request | None = None) -> StreamEncoder:
         return _Encoder(self, request)
+
+    def stream_resume_point(self, body: bytes) -> tuple[str | None, int | None]:
+        # Per sent event on every Responses stream: the number is found from the end
+        # without decoding; the id only in the one event that announces it.
+        last = None
+        at = body.rfind(b'"sequence_number"')
+        if at >= 0:
+            found = _SEQUENCE_NUMBER.match(body, at)
+            if found is not None:
+                last = int(found.group(1))
+        response_id = None
+        if b'"response.created"' in body:
+            decoder = SSEDecoder()
+            for event in [*decoder.feed(body), *decoder.close()]:
+                try:
+                    data = _json_decode(event.data)
+                except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                    continue
+                if isinstance(data, dict) and data.get("type") == "response.created":
+                    response = data.get("response")
+                    if isinstance(response, dict) and isinstance(response.get("id"), str):
+                        response_id = response["id"]
+        return response_id, last
 
 
 # --- request parsing ---------------------------------------------------------------------------
@@ -1563,8 +1599,13 @@ class _Encoder(StreamEncoder):
 
     def resume(self, start: MessageStart, last_sequence: int | None = None) -> None:
         # The opening is dropped (the OpenAI SDK rejects a second response.created with
-        # another id) and the numbering goes on from the client's last event.
-        super().resume(start)
+        # another id) and the numbering goes on from the client's last event.  A started
+        # encoder takes the client's id: a layer above may have given the response its own.
+        if self._started:
+            if start.id:
+                self._id = start.id
+        else:
+            super().resume(start)
         if last_sequence is not None:
             self._seq = last_sequence + 1
 
