@@ -24,8 +24,6 @@ Deliberate choices:
 from __future__ import annotations
 
 import asyncio
-import math
-import re
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -35,13 +33,20 @@ import msgspec
 
 from . import _watch
 from ._types import Receive, Scope, Send
+from .answer import (
+    JSON_HEADER,
+    SSE_HEADERS,
+    ClientStream,
+    parse_request_body,
+    send_error,
+    send_json,
+)
 from .config import Config
 from .errors import GatewayError, premature_close
 from .exchange import (
     ATTEMPT_HOOK,
     DEFAULT_MAX_BODY,
     DISCONNECT_WATCHED,
-    ERROR,
     EVENT,
     RESPONSE,
     SCOPE_KEY,
@@ -56,7 +61,7 @@ from .routes import Route, detect_protocol, match_route, route_path
 from .sse import DEFAULT_MAX_EVENT, EventTooLarge, ServerSentEvent, SSEDecoder, encode_event
 from .unified import Error, Event, Finish, MessageStart, Request
 
-__all__ = ["ProviderDispatch", "ensure_request", "parse_request_body", "send_error"]
+__all__ = ["ProviderDispatch"]
 
 
 logger = redacting_logger("asgi_rotator.dispatch")
@@ -64,12 +69,6 @@ logger = redacting_logger("asgi_rotator.dispatch")
 _json_decode = msgspec.json.decode
 _json_encode = msgspec.json.Encoder().encode
 
-_SSE_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache, no-transform"),
-    (b"x-accel-buffering", b"no"),
-]
-_JSON = (b"content-type", b"application/json")
 _DRAIN_SECONDS = 1.0
 # Client headers worth passing on when the provider speaks the client's own protocol.
 _FORWARD = {"anthropic_messages": ("anthropic-beta",)}
@@ -121,11 +120,9 @@ class ProviderDispatch:
         if route.endpoint == "generate":
             await self._generate(scope, receive, send, route)
         elif route.endpoint == "health":
-            await _send_json(
-                send, 200, {"status": "ok", "providers": sorted(self.providers.providers)}
-            )
+            await send_json(send, {"status": "ok", "providers": sorted(self.providers.providers)})
         elif route.endpoint in ("models", "gemini_models"):
-            await _send_json(send, 200, self.models_listing(scope, route))
+            await send_json(send, self.models_listing(scope, route))
         else:
             await send_error(
                 send, route.protocol, GatewayError("not_found", f"no route for {scope['path']}")
@@ -267,8 +264,8 @@ class ProviderDispatch:
                 )
             if request.stream:
                 progress.started = True
-                await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
                 relay = _StreamRelay(exchange, codec, upstream_codec, request, send, self.max_event)
+                await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
                 chunks = response.aiter_bytes()
                 try:
                     await relay.run(chunks)
@@ -319,7 +316,7 @@ class ProviderDispatch:
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [_JSON, (b"content-length", str(len(raw)).encode())],
+                "headers": [JSON_HEADER, (b"content-length", str(len(raw)).encode())],
             }
         )
         await send({"type": "http.response.body", "body": raw, RESPONSE: unified})
@@ -412,17 +409,7 @@ class _StreamRelay:
     message delays none of them, and costs the server one socket write instead of one per
     event.  A paced upstream (one event per read) still gets one message per event."""
 
-    __slots__ = (
-        "codec",
-        "decoder",
-        "encoder",
-        "exchange",
-        "max_event",
-        "opened",
-        "passthrough",
-        "request",
-        "send",
-    )
+    __slots__ = ("decoder", "encoder", "exchange", "max_event", "send", "stream")
 
     def __init__(
         self,
@@ -435,13 +422,13 @@ class _StreamRelay:
     ) -> None:
         self.exchange = exchange
         self.max_event = max_event
-        self.codec = codec
-        self.request = request
         self.send = send
         self.decoder = upstream_codec.stream_decoder()
-        self.passthrough = upstream_codec is codec
-        self.encoder = None if self.passthrough else codec.stream_encoder(request)
-        self.opened: str | None = None  # the id of the MessageStart this stream sent
+        # Same protocol: no encoder, the upstream's events go out as they came.
+        self.encoder = None if upstream_codec is codec else codec.stream_encoder(request)
+        # The client's stream, opened before its start goes out: this layer notes what it
+        # sends, and the layers above continue it from there if they must end it.
+        self.stream = ClientStream.open(exchange, self.encoder)
 
     async def run(self, chunks: AsyncIterator[bytes]) -> None:
         decoder = self.decoder
@@ -521,13 +508,14 @@ class _StreamRelay:
                 if event.usage is not None:
                     exchange.usage = event.usage
             elif isinstance(event, MessageStart):
-                exchange.response_id = self.opened = event.id
+                exchange.response_id = event.id
         if parts or events or sse_events:
             # Also when the events have no bytes in the client's protocol (an Anthropic
             # ping, a Responses *.done translated away): an empty body message still tells
             # the layers above that the upstream is alive, which is what a stall timeout
             # measures.
             raw = parts[0] if len(parts) == 1 else b"".join(parts)
+            self.stream.sent(raw, events)  # before it goes: a layer above may rename it
             await self.send(
                 {"type": "http.response.body", "body": raw, "more_body": True, EVENT: events}
             )
@@ -540,108 +528,7 @@ class _StreamRelay:
         exchange.error = failure
         if exchange.attempts:
             exchange.attempts[-1].kind = failure.kind
-        encoder = self.encoder
-        if encoder is None:
-            encoder = self.codec.stream_encoder(self.request)
-            if self.opened is not None:
-                # Passthrough: the client already has the stream's opening as the upstream
-                # sent it.  A fresh encoder would open it again (a second response.created,
-                # which the OpenAI SDK rejects), so it is primed and its opening dropped.
-                encoder.encode(MessageStart(id=self.opened, model=self.request.model))
-        event = Error(error=failure)
-        await self.send(
-            {
-                "type": "http.response.body",
-                "body": encoder.encode(event),
-                "more_body": True,
-                EVENT: [event],
-                ERROR: failure,
-            }
-        )
-
-
-async def ensure_request(
-    scope: Scope, receive: Receive, *, max_body: int = DEFAULT_MAX_BODY
-) -> Exchange:
-    """The exchange with its unified request, parsing the body if no layer did yet.
-
-    For any layer that needs the request (fallback needs the model name, for instance) and
-    may run without the protocol middleware.  Raises ``GatewayError`` for bad input; the
-    client's protocol is on ``exchange.protocol`` by then, when the route names one.
-    """
-    exchange = await Exchange.of(scope, receive, max_body=max_body)
-    if exchange.request is not None:
-        return exchange
-    route = match_route(route_path(scope))
-    if route is None or route.endpoint != "generate":
-        return exchange
-    if exchange.protocol is None:
-        exchange.protocol = route.protocol
-    codec = get_codec(exchange.protocol or "openai_chat")
-    exchange.request = parse_request_body(codec, exchange.body, route)
-    exchange.model = exchange.request.model
-    exchange.record("parse", protocol=exchange.protocol)
-    return exchange
-
-
-def parse_request_body(codec: Codec, body: bytes, route: Route) -> Request:
-    """Decode and validate a client body into the unified request."""
-    if not body:
-        raise GatewayError("bad_request", "request body is empty; expected a JSON object")
-    try:
-        data = _json_decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        # The words are ours: msgspec's change between releases (and, for invalid UTF-8,
-        # even its exception type), so only the byte offset is taken from it.
-        raise GatewayError("bad_request", _decode_problem(body, exc)) from None
-    except RecursionError:
-        raise GatewayError("bad_request", "request body is nested too deeply") from None
-    return codec.parse_request(data, model=route.model, stream=route.stream)
-
-
-async def send_error(
-    send: Send,
-    protocol: str | None,
-    error: GatewayError,
-    headers: list[tuple[bytes, bytes]] | None = None,
-) -> None:
-    """An error response in the client's protocol (before commit)."""
-    codec = get_codec(protocol or "openai_chat")
-    status, body = codec.build_error(error)
-    raw = _json_encode(body)
-    out = [_JSON, (b"content-length", str(len(raw)).encode())]
-    if error.retry_after is not None:
-        out.append((b"retry-after", str(math.ceil(error.retry_after)).encode()))
-    out.extend(headers or ())
-    await send({"type": "http.response.start", "status": status, "headers": out, ERROR: error})
-    await send({"type": "http.response.body", "body": raw, ERROR: error})
-
-
-async def _send_json(send: Send, status: int, body: Any) -> None:
-    raw = _json_encode(body)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [_JSON, (b"content-length", str(len(raw)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": raw})
-
-
-_AT_BYTE = re.compile(r"\(byte (\d+)\)")
-
-
-def _decode_problem(body: bytes, exc: Exception) -> str:
-    """Why a request body did not decode, in the gateway's own words."""
-    try:
-        body.decode("utf-8")
-    except UnicodeDecodeError as bad:
-        # JSON is UTF-8 (RFC 8259 section 8.1)
-        return f"request body is not valid JSON: not valid UTF-8 at byte {bad.start}"
-    # The offset, where the decoder gives one; its wording is not passed on.
-    found = _AT_BYTE.search(str(exc))
-    return "request body is not valid JSON" + (f" (byte {found.group(1)})" if found else "")
+        await self.send(self.stream.error_message(failure))
 
 
 def _maybe_json(raw: bytes) -> Any:

@@ -11,13 +11,16 @@ Response messages carry their unified twin beside the bytes:
 * ``message[EVENT]`` on a streamed body message: the unified events it encodes (a list);
 * ``message[RESPONSE]`` on a plain body message: the unified ``Response``;
 * ``message[ERROR]`` on the start or body message of an error: the ``GatewayError``.
+
+Once a streamed response is committed, ``exchange.stream`` is the client's stream
+(``answer.ClientStream``): what was sent, and the one way to continue it with an error.
 """
 
 from __future__ import annotations
 
 import time
 from random import getrandbits
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from msgspec import Struct, field
@@ -26,11 +29,15 @@ from ._types import Message, Receive, Scope
 from .errors import GatewayError
 from .unified import Request, Usage
 
+if TYPE_CHECKING:
+    from .answer import ClientStream
+
 __all__ = [
     "ATTEMPT_HOOK",
     "DISCONNECT_WATCHED",
     "ERROR",
     "EVENT",
+    "PRINCIPAL",
     "RECORD",
     "RESPONSE",
     "SCOPE_KEY",
@@ -56,6 +63,9 @@ RESPONSE = "asgi_rotator.response"
 # raise.
 ATTEMPT_HOOK = "asgi_rotator.on_attempt"
 ERROR = "asgi_rotator.error"
+# Set in the scope by whatever authenticated the client (InboundKeys): a fingerprint of its
+# key, never the key.  Layers that keep state per client (ResponsesState) scope it by this.
+PRINCIPAL = "asgi_rotator.principal"
 
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
 
@@ -128,6 +138,7 @@ class Exchange:
         "scope",
         "shape",
         "started",
+        "stream",
         "target",
         "upstream_protocol",
         "usage",
@@ -160,6 +171,7 @@ class Exchange:
         # decoded body of a plain response or each stream event's ``data`` text, before it
         # is translated.  None: nobody is looking.
         self.observe: Any = None
+        self.stream: ClientStream | None = None  # the client's stream, once one is committed
         # A correlation id, not a secret: the PRNG (reseeded in forked workers) is enough,
         # and a tenth of the cost of a system call per request.
         self.request_id = f"req_{getrandbits(64):016x}"

@@ -15,13 +15,13 @@ from hmac import compare_digest
 from urllib.parse import parse_qsl
 
 from .._types import App, Receive, Scope, Send
+from ..answer import send_error
 from ..errors import GatewayError
+from ..exchange import PRINCIPAL
 from ..redaction import register_secret
 from ..routes import detect_protocol, match_route, route_path
 
 __all__ = ["PRINCIPAL", "InboundKeys", "fingerprint", "presented_key"]
-
-PRINCIPAL = "asgi_rotator.principal"
 
 _sha256 = hashlib.sha256
 
@@ -86,8 +86,6 @@ class InboundKeys:
                 scope[PRINCIPAL] = digest.hex()[:32]  # fingerprint(key), from the same hash
                 await self.app(scope, receive, send)
                 return
-        from ..dispatch import send_error  # local: dispatch imports the codecs
-
         # The shared detection: the route where it names a protocol, else the headers
         # (an Anthropic client on /v1/models gets Anthropic's error shape).
         protocol = detect_protocol(scope, match_route(route_path(scope)))

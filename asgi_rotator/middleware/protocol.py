@@ -23,7 +23,7 @@ Deliberate choices:
   and ``application/x-www-form-urlencoded``, because that is what ``curl -d`` sends unless
   told otherwise: the body is still read as JSON.  Anything else (``text/plain``,
   ``multipart/*``) is refused with 415.
-* One parse: ``dispatch.parse_request_body`` with the client's codec (msgspec decode, then
+* One parse: ``answer.parse_request_body`` with the client's codec (msgspec decode, then
   the codec's validation, which names the field: ``messages[2].role: unknown role``).  The
   unified request goes on the exchange and inner layers never read the body again.  A
   request refused here reaches no inner layer and no provider.
@@ -42,9 +42,10 @@ Deliberate choices:
   JSON, and replaced by the status phrase when it is not (that is where stack traces live).
   An exception before commit becomes the protocol's error response (500, with the request
   id; the traceback goes to the log only).  After commit, on an SSE response, it becomes
-  the protocol's in-band error event and a clean end; the encoder is resumed, not started,
-  so a Responses client gets ``response.failed`` with the id it already has and numbering
-  that continues its own.  A plain body cut mid-way has no clean end: the exception goes on
+  the protocol's in-band error event and a clean end, rendered by the client's stream
+  (``exchange.stream``, noted by the innermost layer that saw the stream begin, or here
+  around a foreign app), so a Responses client gets ``response.failed`` with the id it
+  already has and numbering that continues its own.  A plain body cut mid-way has no clean end: the exception goes on
   to the server, which aborts the connection so the client cannot mistake it for whole.
 """
 
@@ -56,14 +57,12 @@ from typing import Any
 import msgspec
 
 from .._types import App, Message, Receive, Scope, Send
-from ..dispatch import parse_request_body, send_error
+from ..answer import ClientStream, is_event_stream, parse_request_body, send_error
 from ..errors import GatewayError, classify
 from ..exchange import DEFAULT_MAX_BODY, ERROR, EVENT, SCOPE_KEY, Exchange
 from ..protocols import get_codec
 from ..redaction import redacting_logger
 from ..routes import Route, detect_protocol, match_route, route_path
-from ..sse import SSEDecoder
-from ..unified import Error, MessageStart
 
 __all__ = ["ProtocolNegotiation"]
 
@@ -186,13 +185,12 @@ class _Responder:
         "held",
         "held_body",
         "held_size",
-        "last_numbered",
-        "numbered",
-        "opening",
+        "own_stream",
         "protocol",
         "send_client",
         "sse",
         "started",
+        "stream_before",
     )
 
     def __init__(self, exchange: Exchange, protocol: str, send: Send) -> None:
@@ -206,22 +204,17 @@ class _Responder:
         self.held: Message | None = None  # a foreign error response's start, to be replaced
         self.held_body: list[bytes] | None = None  # a held error response's body
         self.held_size = 0
-        # Responses only: what an in-band error needs to continue the client's stream (the
-        # response id and the last sequence number).  References to sent bodies, no copies.
-        self.numbered = protocol == "openai_responses"
-        self.opening: bytes | None = None
-        self.last_numbered: bytes | None = None
+        # The client's stream is opened by the innermost layer that sees it begin; when no
+        # layer below does (a foreign app), this one opens it and notes what goes out.
+        self.stream_before = exchange.stream
+        self.own_stream: ClientStream | None = None
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
         if kind == "http.response.body" and self.held is None:
             # The common case (every event of a stream), first and without a further call.
-            if self.numbered and self.sse:
-                body = message.get("body", b"")
-                if self.opening is None and b'"response.created"' in body:
-                    self.opening = body
-                if b'"sequence_number"' in body:
-                    self.last_numbered = body
+            if self.own_stream is not None:
+                self.own_stream.sent(message.get("body", b""), message.get(EVENT))
             if not message.get("more_body", False):
                 self.ended = True
             try:  # _out, inlined: one coroutine less per event
@@ -233,7 +226,9 @@ class _Responder:
             if message["status"] >= 400 and ERROR not in message and not self.started:
                 self.held = message
                 return
-            self.sse = _is_sse(message)
+            self.sse = is_event_stream(message)
+            if self.sse and self.exchange.stream is self.stream_before:
+                self.own_stream = ClientStream.open(self.exchange)
             await self._out(message)
             self.started = True
         elif kind == "http.response.body":  # of a held error response
@@ -314,41 +309,14 @@ class _Responder:
         exchange.record(
             "protocol.error", source="exception", committed=True, kind=error.kind, status=None
         )
-        encoder = get_codec(self.protocol).stream_encoder(exchange.request)
-        opening_id, last_sequence = self._resume_point()
-        model = exchange.model or (exchange.request.model if exchange.request else "")
-        encoder.resume(MessageStart(id=opening_id or "", model=model), last_sequence)
-        event = Error(error=error)
-        body = encoder.encode(event)
-        await self._out(
-            {
-                "type": "http.response.body",
-                "body": body,
-                "more_body": True,
-                EVENT: [event],
-                ERROR: error,
-            }
-        )
+        stream = exchange.stream
+        if stream is None or stream is self.stream_before:
+            stream = self.own_stream = ClientStream.open(exchange)
+        message = stream.error_message(error)
+        if message["body"]:  # else the client has the terminal event: nothing may follow it
+            await self._out(message)
         await self._out({"type": "http.response.body", "body": b"", "more_body": False})
         self.ended = True
-
-    def _resume_point(self) -> tuple[str | None, int | None]:
-        """The response id the client was given and the last sequence number it saw, read
-        from the sent bytes (only Responses numbers its events and repeats its id)."""
-        response_id = self.exchange.response_id
-        last = None
-        if self.opening is not None:
-            for data in _event_data(self.opening):
-                if data.get("type") == "response.created":
-                    response = data.get("response")
-                    if isinstance(response, dict) and isinstance(response.get("id"), str):
-                        response_id = response["id"]
-        if self.last_numbered is not None:
-            for data in _event_data(self.last_numbered):
-                number = data.get("sequence_number")
-                if isinstance(number, int) and not isinstance(number, bool):
-                    last = number
-        return response_id, last
 
     async def _out(self, message: Message) -> None:
         try:
@@ -451,25 +419,3 @@ def _message_in(data: Any) -> str | None:
         if isinstance(value, str) and value.strip():
             return value.strip()
     return None
-
-
-def _is_sse(start: Message) -> bool:
-    for name, value in start.get("headers", ()):
-        if name.lower() == b"content-type":
-            return bool(value.lower().startswith(b"text/event-stream"))
-    return False
-
-
-def _event_data(chunk: bytes) -> list[dict[str, Any]]:
-    """The JSON objects in the ``data`` of the SSE events in ``chunk`` (best effort: a
-    chunk that is not whole events yields what can be read)."""
-    decoder = SSEDecoder()
-    found = []
-    for event in [*decoder.feed(chunk), *decoder.close()]:
-        try:
-            data = _json_decode(event.data)
-        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
-            continue
-        if isinstance(data, dict):
-            found.append(data)
-    return found

@@ -92,11 +92,11 @@ from msgspec import Struct
 
 from .._types import App, Receive, Scope, Send
 from .._types import Message as ASGIMessage
-from ..dispatch import ensure_request, send_error
+from ..answer import ensure_request, is_event_stream, send_error, send_json
 from ..errors import GatewayError
-from ..exchange import DEFAULT_MAX_BODY, EVENT, RESPONSE, Exchange
+from ..exchange import DEFAULT_MAX_BODY, EVENT, PRINCIPAL, RESPONSE, Exchange
 from ..protocols import get_codec
-from ..protocols.openai_responses import MARK
+from ..protocols.openai_responses import as_instructions
 from ..providers import Providers
 from ..redaction import redacting_logger
 from ..routes import match_route, route_path
@@ -123,7 +123,6 @@ from ..unified import (
     Usage,
     UsageEvent,
 )
-from .auth import PRINCIPAL
 from .routing import open_attempt, run_held
 
 __all__ = [
@@ -162,7 +161,6 @@ _ITEM_PREFIX = {
     "reasoning": "rs_",
 }
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
-_JSON = (b"content-type", b"application/json")
 
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder().decode
@@ -537,7 +535,7 @@ class ResponsesState:
             exchange.error = error
             await send_error(send, NAME, error)
             return
-        await _send_json(send, body)
+        await send_json(send, body)
 
     async def _answer_item(self, exchange: Exchange, response_id: str, sub: str) -> Any:
         scope = exchange.scope
@@ -643,7 +641,7 @@ class _TurnState:
             if content:
                 messages.append(Message(role="assistant", content=content))
         request.messages = [*messages, *request.messages]
-        request.system = [_unplaced(t) for t in (*system, *request.system)]
+        request.system = [as_instructions(t) for t in (*system, *request.system)]
         request.previous_response_id = None
         _name_tool_results(request.messages)
         self.exchange.record(
@@ -707,7 +705,7 @@ class _Recorder:
             if status >= 300:
                 self.streaming = None
                 await self.send_(message)  # an error answer: nothing to keep
-            elif _is_event_stream(message):
+            elif is_event_stream(message):
                 self.streaming = True
                 await self.send_(message)
             else:
@@ -772,6 +770,8 @@ class _Recorder:
             ]
             message = {**message, EVENT: events}
             turn.exchange.response_id = turn.response_id
+            if turn.exchange.stream is not None:
+                turn.exchange.stream.rename(turn.response_id)
         if not self.stored and any(isinstance(e, (Finish, Error)) for e in events):
             await self._store_stream()
         await self.send_(message)
@@ -975,13 +975,6 @@ def _portable(part: Part) -> Part | None:
     return msgspec.structs.replace(part, extra={}) if part.extra else part
 
 
-def _unplaced(text: Text) -> Text:
-    """A system text without its place in the item list (see the module docstring)."""
-    if MARK not in text.extra:
-        return text
-    return Text(text=text.text, extra={k: v for k, v in text.extra.items() if k != MARK})
-
-
 def _name_tool_results(messages: list[Message]) -> None:
     names: dict[str, str] = {}
     for message in messages:
@@ -1113,22 +1106,3 @@ def _listed(item: dict[str, Any], item_id: str) -> dict[str, Any]:
     elif kind in ("function_call", "function_call_output"):
         out.setdefault("status", "completed")
     return out
-
-
-def _is_event_stream(message: ASGIMessage) -> bool:
-    for name, value in message.get("headers", ()):
-        if name.lower() == b"content-type":
-            return b"text/event-stream" in value.lower()
-    return False
-
-
-async def _send_json(send: Send, body: Any) -> None:
-    raw = bytes(body) if isinstance(body, msgspec.Raw) else _encode(body)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": 200,
-            "headers": [_JSON, (b"content-length", str(len(raw)).encode())],
-        }
-    )
-    await send({"type": "http.response.body", "body": raw})

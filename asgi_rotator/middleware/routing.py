@@ -25,6 +25,7 @@ from typing import Any
 import msgspec
 
 from .._types import App, Message, Receive, Scope, Send
+from ..answer import ensure_request, send_error
 from ..errors import GatewayError
 from ..exchange import ERROR, SCOPE_KEY, Attempt, Exchange
 from ..providers import Target
@@ -85,8 +86,6 @@ async def routed_exchange(app: App, scope: Scope, receive: Receive, send: Send) 
     if route is None or route.endpoint != "generate" or scope["method"] not in route.allowed:
         await app(scope, receive, send)  # not consumed: pass it on as it came
         return None
-    from ..dispatch import ensure_request  # local: dispatch imports the codecs
-
     try:
         return await ensure_request(scope, receive)
     except GatewayError as error:
@@ -182,8 +181,6 @@ async def send_counted_error(
     send: Send, exchange: Exchange | None, error: GatewayError, *, protocol: str | None = None
 ) -> None:
     """An error response in the client's protocol, with the attempt count."""
-    from ..dispatch import send_error  # local: dispatch imports the codecs
-
     count = len(exchange.attempts) if exchange is not None else 0
     await send_error(
         send,

@@ -37,10 +37,12 @@ Deliberate choices:
   stream still re-arms at most once per ``send_timeout``.
 * ``http.response.start`` is held until the first body message, so "before commit" means
   nothing has left this layer: a timeout then ends the inner app and answers with the
-  client protocol's error response (``dispatch.send_error``, status 504, ERROR twin), which
+  client protocol's error response (``answer.send_error``, status 504, ERROR twin), which
   the routing layers above retry on another credential or target.  After commit a timeout
   is the protocol's in-band error event (OpenAI error chunk, Anthropic ``event: error``,
-  Responses ``response.failed``, Gemini error object) and a clean end.  The routing layers
+  Responses ``response.failed``, Gemini error object) and a clean end, rendered by the
+  client's stream (``exchange.stream.error_message``), so it continues what the client has:
+  same response id, numbering that goes on.  The routing layers
   hold a stream's prelude (``MessageStart``, usage) themselves, so a stall after the prelude
   is still retryable up there.
 * A stream with unified twins that ends without a ``Finish`` and without an ``Error`` was
@@ -94,7 +96,7 @@ import msgspec
 
 from .. import _watch
 from .._types import App, Message, Receive, Scope, Send
-from ..dispatch import ensure_request, send_error
+from ..answer import SSE_HEADERS, ClientStream, ensure_request, is_event_stream, send_error
 from ..errors import PREMATURE_CLOSE, GatewayError, classify, premature_close
 from ..exchange import (
     DEFAULT_MAX_BODY,
@@ -105,7 +107,6 @@ from ..exchange import (
     StreamClose,
     passthrough,
 )
-from ..protocols import get_codec
 from ..unified import Error, Finish, MessageStart, ReasoningDelta, Signature
 
 __all__ = ["CLOSE_REASONS", "PREMATURE_CLOSE", "TTFB_HEADER", "Limits", "StreamGuard"]
@@ -141,11 +142,6 @@ _CLOSING_WRITE = 10.0
 _COMMENT = b": keepalive\n\n"
 # google-genai reads every non-``data:`` line as raw JSON (see the module docstring).
 _HEARTBEAT = {"gemini": b"\n"}
-_SSE_HEADERS = [
-    (b"content-type", b"text/event-stream; charset=utf-8"),
-    (b"cache-control", b"no-cache, no-transform"),
-    (b"x-accel-buffering", b"no"),
-]
 _WRITE_ERRORS = (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError)
 _BOUNDARIES = (b"\n\n", b"\r\n\r\n", b"\r\r")
 _json_line = msgspec.json.Encoder().encode
@@ -347,6 +343,7 @@ class _GuardedCall:
         "limits",
         "lock",
         "loop",
+        "own_stream",
         "reason",
         "reasoning_seen",
         "response_id",
@@ -360,6 +357,7 @@ class _GuardedCall:
         "started",
         "status",
         "stopped",
+        "stream_before",
         "terminal_sent",
         "timed_out",
         "timeout",
@@ -378,6 +376,10 @@ class _GuardedCall:
         self.send = send
         self.keepalive_early = early
         self.attempts_before = len(exchange.attempts)
+        # The client's stream this call's inner app opens replaces this one; if none does,
+        # this layer opens its own (``own_stream``) and notes what it sends.
+        self.stream_before = exchange.stream
+        self.own_stream: ClientStream | None = None
         self.loop = asyncio.get_running_loop()
         # anyio.current_time() without the backend lookup; asyncio's own loop.time() is
         # time.monotonic() behind a Python call, read several times per event (uvloop and
@@ -575,6 +577,8 @@ class _GuardedCall:
                 self._note(events)
         elif self.sse and message.get("body"):
             self.events += 1  # a foreign app's stream: one message, one event as far as we know
+        if self.own_stream is not None:
+            self.own_stream.sent(message.get("body", b""), events)
         more = message.get("more_body", False)
         out: tuple[Message, ...] = (message,)
         if not more and self.twins and self.sse and not self.terminal_sent and self.error is None:
@@ -624,7 +628,11 @@ class _GuardedCall:
                 self.inner_start = message
             else:
                 self.held_start = message
-                self.sse = _is_sse(message)
+                self.sse = is_event_stream(message)
+                if self.sse and self.exchange.stream is self.stream_before:
+                    # No layer below opened the client's stream (a foreign app): this one
+                    # notes what goes out, so an error can continue it.
+                    self.own_stream = ClientStream.open(self.exchange)
             return
         await self._send_locked((message,))
         if self.cancelled_by_us:
@@ -741,30 +749,13 @@ class _GuardedCall:
         await self._send_messages(sent)  # the helpers are stopped: the one sender
 
     def _error_message(self, error: GatewayError) -> Message:
-        """The in-band error event in the client's protocol (an empty body when the protocol
-        is unknown: a foreign app's stream then only gets its end)."""
-        event = Error(error=error)
-        body = b""
-        protocol = self.exchange.protocol
-        if protocol is not None:
-            encoder = get_codec(protocol).stream_encoder(self.exchange.request)
-            if self.events:
-                # A fresh encoder opens the stream first (role chunk, response.created ...);
-                # mid-stream that opening already went out, so it is primed and dropped.
-                encoder.encode(
-                    MessageStart(
-                        id=self.response_id or self.exchange.response_id or "",
-                        model=self.exchange.model or "",
-                    )
-                )
-            body = encoder.encode(event)
-        return {
-            "type": "http.response.body",
-            "body": body,
-            "more_body": True,
-            EVENT: [event],
-            ERROR: error,
-        }
+        """The in-band error event that continues the client's stream (an empty body when
+        the protocol is unknown: a foreign app's stream then only gets its end)."""
+        stream = self.exchange.stream
+        if stream is None or stream is self.stream_before:
+            # Nothing below opened the stream (committed early, with only heartbeats sent).
+            stream = self.own_stream = ClientStream.open(self.exchange)
+        return stream.error_message(error)
 
     # --- the helpers: disconnect watch, deadline timer, heartbeats ------------------------------
 
@@ -892,7 +883,7 @@ class _GuardedCall:
             self.held_start = {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": list(_SSE_HEADERS),
+                "headers": list(SSE_HEADERS),
             }
         self.exchange.record("stream_guard.early_commit", own_start=start is None)
         await self._beat()
@@ -1003,14 +994,7 @@ def _streams_sse(exchange: Exchange) -> bool:
 
 
 def _is_stream_start(start: Message) -> bool:
-    return bool(start.get("status", 200) < 400 and _is_sse(start))
-
-
-def _is_sse(start: Message) -> bool:
-    for name, value in start.get("headers", ()):
-        if name.lower() == b"content-type":
-            return value.lower().startswith(b"text/event-stream")
-    return False
+    return bool(start.get("status", 200) < 400 and is_event_stream(start))
 
 
 def _seconds(name: str, value: float | None) -> float | None:

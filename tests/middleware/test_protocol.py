@@ -17,8 +17,9 @@ from google.genai import errors as genai_errors
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from asgi_rotator.answer import send_error
 from asgi_rotator.config import parse_config
-from asgi_rotator.dispatch import ProviderDispatch, send_error
+from asgi_rotator.dispatch import ProviderDispatch
 from asgi_rotator.errors import GatewayError
 from asgi_rotator.exchange import ERROR, EVENT, RECORD, SCOPE_KEY, Exchange
 from asgi_rotator.middleware.protocol import ProtocolNegotiation

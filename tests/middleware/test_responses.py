@@ -17,8 +17,8 @@ from typing import Any
 import msgspec
 import pytest
 
+from asgi_rotator.answer import send_error
 from asgi_rotator.config import parse_config
-from asgi_rotator.dispatch import send_error
 from asgi_rotator.errors import GatewayError
 from asgi_rotator.exchange import EVENT, RECORD, RESPONSE, SCOPE_KEY, Attempt, Exchange
 from asgi_rotator.middleware.auth import PRINCIPAL

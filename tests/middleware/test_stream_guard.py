@@ -31,6 +31,7 @@ from asgi_rotator.unified import (
     Usage,
     UsageEvent,
 )
+from tests.continuation import assert_stream_continued_by_one_error
 
 pytestmark = pytest.mark.anyio
 
@@ -371,6 +372,21 @@ async def test_stall_after_commit_ends_with_the_in_band_error_and_a_clean_end(
         assert opening not in body
     assert exchange.close is not None and exchange.close.reason == "stall_timeout"
     assert exchange.close.last_event == "error" and not exchange.close.terminal_sent
+
+
+async def test_a_stall_after_23_responses_events_continues_their_numbering() -> None:
+    """The issue's case: a foreign app under StreamGuard (no layer below opened the client's
+    stream, so StreamGuard notes it) stalls after 23 events numbered 0 to 22."""
+    encoder = get_codec("openai_responses").stream_encoder(Request(model="m", stream=True))
+    unified = [MessageStart(id="resp_upstream", model="m")]
+    unified += [TextDelta(index=0, text=f"t{i} ") for i in range(19)]
+    script = Script(start(), *(event(e, data=encoder.encode(e)) for e in unified), Script.FOREVER)
+    client, exchange = await run(guard(script, stall_timeout=0.2), make_scope("openai_responses"))
+    data = assert_stream_continued_by_one_error("openai_responses", client.raw)
+    assert [d["sequence_number"] for d in data] == list(range(25))
+    assert data[-2]["type"] == "response.failed" and data[-1]["code"] == "stall_timeout"
+    assert data[-2]["response"]["id"] == "resp_upstream"
+    assert exchange.stream is not None and exchange.stream.last_sequence == 24
 
 
 async def test_stall_after_the_prelude_is_still_retryable_above() -> None:
