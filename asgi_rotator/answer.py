@@ -21,7 +21,8 @@ Deliberate choices about ``ClientStream``:
   that renders an error finds the numbering as its inner layers left it, even while a
   routing layer still holds the prelude.  Numbers are read from the bytes through the
   codec (``Codec.stream_resume_point``): a same-protocol stream carries the provider's own
-  numbering, which no unified event holds.
+  numbering, which no unified event holds.  Only the last body is kept for that, and read
+  only when a continuation is rendered, so a stream that ends well never parses one.
 * A layer that changes the response id the client sees (ResponsesState) says so with
   ``rename``; the producer's live encoder, when there is one, takes the new id too.
 * The renderer continues the producer's own encoder when there is one (a translated
@@ -64,6 +65,9 @@ SSE_HEADERS = [
 
 _json_decode = msgspec.json.decode
 _json_encode = msgspec.json.Encoder().encode
+# The events that change what a continuation must say, matched by exact type: the unified
+# event classes are not subclassed, and this runs for every event of every stream.
+_NOTED = frozenset({Finish, MessageStart, Error})
 
 
 # --- answering before commit ---------------------------------------------------------------
@@ -181,12 +185,12 @@ class ClientStream:
 
     __slots__ = (
         "_numbered",
+        "_tail",
         "bytes",
         "codec",
         "encoder",
         "error_sent",
         "events",
-        "last_sequence",
         "model",
         "request",
         "response_id",
@@ -202,7 +206,7 @@ class ClientStream:
         self.encoder = encoder
         self._numbered = codec is not None and codec.numbers_stream_events
         self.response_id: str | None = None
-        self.last_sequence: int | None = None
+        self._tail: bytes | None = None  # the last body noted, when the protocol numbers them
         self.terminal_sent = False
         self.error_sent = False
         self.events = 0
@@ -228,22 +232,33 @@ class ClientStream:
         elif events:
             self.events += len(events)
             for event in events:
-                if isinstance(event, Finish):
-                    self.terminal_sent = True
-                elif isinstance(event, MessageStart):
-                    if self.response_id is None:
-                        self.response_id = event.id or None
-                elif isinstance(event, Error):
-                    self.terminal_sent = self.error_sent = True
+                if type(event) in _NOTED:  # the rest (content) changes nothing here
+                    self._note(event)
         if body:
             self.bytes += len(body)
             if self._numbered:
-                assert self.codec is not None
-                response_id, last = self.codec.stream_resume_point(body)
-                if response_id is not None:
-                    self.response_id = response_id
-                if last is not None:
-                    self.last_sequence = last
+                # The last number is read from the last body when a continuation needs it,
+                # not from every event as it goes; the id is announced once, at the start.
+                self._tail = body
+                if self.response_id is None:
+                    assert self.codec is not None
+                    self.response_id = self.codec.stream_resume_point(body)[0]
+
+    @property
+    def last_sequence(self) -> int | None:
+        """The number of the last event noted, for a protocol that numbers its events."""
+        if self._tail is None:
+            return None
+        assert self.codec is not None
+        return self.codec.stream_resume_point(self._tail, find_id=False)[1]
+
+    def _note(self, event: Event) -> None:
+        if isinstance(event, Finish):
+            self.terminal_sent = True
+        elif isinstance(event, Error):
+            self.terminal_sent = self.error_sent = True
+        elif isinstance(event, MessageStart) and self.response_id is None:
+            self.response_id = event.id or None
 
     def rename(self, response_id: str) -> None:
         """The client sees ``response_id`` (a layer above the producer gave its own)."""

@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, cast
 
 import anyio
 import msgspec
@@ -504,11 +504,15 @@ class _StreamRelay:
         if encoder is not None:
             parts = [encoder.encode(event) for event in events]
         for event in events:
-            if isinstance(event, Finish):
-                if event.usage is not None:
-                    exchange.usage = event.usage
-            elif isinstance(event, MessageStart):
-                exchange.response_id = event.id
+            # By exact type, as the client stream notes them: the unified event classes
+            # are not subclassed, and this runs for every event.
+            kind = type(event)
+            if kind is Finish:
+                usage = cast(Finish, event).usage
+                if usage is not None:
+                    exchange.usage = usage
+            elif kind is MessageStart:
+                exchange.response_id = cast(MessageStart, event).id
         if parts or events or sse_events:
             # Also when the events have no bytes in the client's protocol (an Anthropic
             # ping, a Responses *.done translated away): an empty body message still tells

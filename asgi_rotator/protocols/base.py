@@ -117,11 +117,13 @@ class Codec:
     def stream_encoder(self, request: Request | None = None) -> StreamEncoder:
         raise NotImplementedError
 
-    def stream_resume_point(self, body: bytes) -> tuple[str | None, int | None]:
-        """The response id announced in ``body`` (whole SSE events sent to a client) and the
-        last event number in it, each None when ``body`` has none; what
-        ``StreamEncoder.resume`` needs to continue the stream.  Only protocols that set
-        ``numbers_stream_events`` are asked."""
+    def stream_resume_point(
+        self, body: bytes, *, find_id: bool = True
+    ) -> tuple[str | None, int | None]:
+        """The response id announced in ``body`` (whole SSE events sent to a client; looked
+        for only with ``find_id``) and the last event number in it, each None when ``body``
+        has none: what ``StreamEncoder.resume`` needs to continue the stream.  Only
+        protocols that set ``numbers_stream_events`` are asked."""
         return None, None
 
     def __repr__(self) -> str:

@@ -508,7 +508,9 @@ class OpenAIResponsesCodec(Codec):
     def stream_encoder(self, request: Request | None = None) -> StreamEncoder:
         return _Encoder(self, request)
 
-    def stream_resume_point(self, body: bytes) -> tuple[str | None, int | None]:
+    def stream_resume_point(
+        self, body: bytes, *, find_id: bool = True
+    ) -> tuple[str | None, int | None]:
         # Per sent event on every Responses stream: the number is found from the end
         # without decoding; the id only in the one event that announces it.
         last = None
@@ -518,7 +520,7 @@ class OpenAIResponsesCodec(Codec):
             if found is not None:
                 last = int(found.group(1))
         response_id = None
-        if b'"response.created"' in body:
+        if find_id and b'"response.created"' in body:
             decoder = SSEDecoder()
             for event in [*decoder.feed(body), *decoder.close()]:
                 try:
