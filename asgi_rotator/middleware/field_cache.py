@@ -43,10 +43,11 @@ from typing import Any
 import msgspec
 
 from .._types import Message, Receive, Scope, Send
-from ..exchange import EVENT, RESPONSE, SCOPE_KEY, Exchange
+from ..answer import ensure_request, send_error
+from ..errors import GatewayError
+from ..exchange import EVENT, PRINCIPAL, RESPONSE, SCOPE_KEY, Exchange
 from ..field_rules import BUILTIN_RULES, Attempt, Rule, StreamExtract
 from ..state import MemoryStore, StateStore, namespaced
-from .auth import PRINCIPAL
 
 __all__ = ["FieldCache"]
 
@@ -296,9 +297,6 @@ async def _parsed(app: Any, scope: Scope, receive: Receive, send: Send) -> Excha
     """The exchange with its request, made here when this layer runs alone; ``None`` when the
     request is not a generation or is bad (then ``app`` answers it, in the client's
     protocol, from the replayed body)."""
-    from ..dispatch import ensure_request, send_error  # local: dispatch imports the codecs
-    from ..errors import GatewayError
-
     try:
         exchange = await ensure_request(scope, receive)
     except GatewayError as error:
