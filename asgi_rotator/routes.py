@@ -43,11 +43,17 @@ _GEMINI_METHODS = {"generateContent": False, "streamGenerateContent": True}
 
 
 def route_path(scope: dict[str, Any] | Any) -> str:
-    """The path inside the app: ``scope["path"]`` less the ``root_path`` it is mounted at."""
+    """The path inside the app: ``scope["path"]`` less the ``root_path`` it is mounted at.
+
+    A host may write the prefix with its trailing slash (``/llm/``, as Django's URL
+    patterns do) and a server may give a ``path`` that already lacks the prefix (older
+    Starlette mounts): the prefix is stripped only on a segment boundary, once."""
     path: str = scope["path"]
     root: str = scope.get("root_path", "")
-    if root and path.startswith(root):
-        path = path[len(root) :] or "/"
+    if root:
+        root = root.rstrip("/")
+        if root and path.startswith(root) and path[len(root) : len(root) + 1] in ("/", ""):
+            path = path[len(root) :] or "/"
     return path
 
 
