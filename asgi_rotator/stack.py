@@ -1,7 +1,12 @@
 """``build_app(config)``: the default stack, in the order ARCHITECTURE.md draws it.
 
-    Tracing             only when [tracing] or the OTEL_* variables ask for it; outermost,
-                        so refusals are traced too (a Prometheus /metrics sits outside it)
+    Health              /healthz and /readyz, outside inbound keys and tracing: probes carry
+                        no key, and are neither traffic to trace nor to log
+    Tracing             only when [tracing] or the OTEL_* variables ask for it; outermost
+                        of the request's layers, so refusals are traced too (a Prometheus
+                        /metrics sits outside it)
+    RequestLog          a warning line per failed or failed-over request (info per request
+                        when asked), and x-request-id on every response
     InboundKeys         only when server.inbound_keys is set; outside everything that spends
                         money or reads stored state
     ProtocolNegotiation detection, one validated parse, every error in the client's protocol
@@ -31,11 +36,13 @@ from .config import Config, ProviderConfig, config_from_env, parse_config, resol
 from .dispatch import ProviderDispatch
 from .exchange import SCOPE_KEY
 from .field_rules import rules_from_config
+from .health import Health
 from .middleware.auth import InboundKeys
 from .middleware.cooldown import DEFAULT_RETRY_ON, CooldownRetry
 from .middleware.fallback import FallbackRouter
 from .middleware.field_cache import FieldCache
 from .middleware.protocol import ProtocolNegotiation
+from .middleware.request_log import RequestLog
 from .middleware.responses import ResponsesState
 from .middleware.stream_guard import StreamGuard
 from .providers import Providers
@@ -45,7 +52,17 @@ from .telemetry import MetricsEndpoint, Telemetry, telemetry_from_config
 __all__ = ["LAYERS", "MOCK_PROVIDERS", "Gateway", "build_app", "with_mock_providers"]
 
 # Innermost first; each name can be switched off with ``without=``.
-LAYERS = ("stream_guard", "field_cache", "cooldown", "fallback", "responses", "protocol", "auth")
+LAYERS = (
+    "stream_guard",
+    "field_cache",
+    "cooldown",
+    "fallback",
+    "responses",
+    "protocol",
+    "auth",
+    "request_log",
+    "health",
+)
 
 # The built-in demo: one in-process mock upstream per protocol family, so any client can be
 # pointed at any of them and see translation at work with no keys and no network.
@@ -230,6 +247,8 @@ def build_app(
     keys = [resolve_secret(k, env, "server.inbound_keys") for k in config.server.inbound_keys]
     if keys and "auth" not in skip:
         app = InboundKeys(app, keys=keys)
+    if "request_log" not in skip:
+        app = RequestLog(app)
     telemetry = telemetry_from_config(config.tracing, env) if "tracing" not in skip else None
     if telemetry is not None:
         from .middleware.tracing import Tracing  # local: imports opentelemetry
@@ -244,4 +263,8 @@ def build_app(
         )
         if telemetry.registry is not None:
             app = MetricsEndpoint(app, registry=telemetry.registry, path=telemetry.prometheus_path)
+    if "health" not in skip:
+        # Only the stores that live outside the process can be unreachable.
+        remote = [s for s in stores if not isinstance(s, MemoryStore)]
+        app = Health(app, providers=providers, stores=remote)
     return Gateway(app, config, providers, stores, telemetry)

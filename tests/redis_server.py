@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -25,20 +26,7 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     # The free port may be taken between the probe and the server's bind: try a few.
     for _ in range(5):
         port = _free_port()
-        process = subprocess.Popen(
-            [
-                binary,
-                "--save", "",
-                "--appendonly", "no",
-                "--port", str(port),
-                "--bind", "127.0.0.1",
-                "--dir", str(directory),
-                "--logfile", str(directory / f"redis-{port}.log"),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
+        process = _launch(binary, port, directory)
         if _wait_until_ready(process, port):
             break
         _stop(process)
@@ -48,6 +36,39 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield f"redis://127.0.0.1:{port}/0"
     finally:
         _stop(process)
+
+
+def start_redis(port: int, directory: Path) -> subprocess.Popen[bytes]:
+    """A redis-server on ``port`` (e.g. one a test stopped and now starts again), ready."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("redis-server is not installed: sh scripts/system-deps.sh", pytrace=False)
+    process = _launch(binary, port, directory)
+    if not _wait_until_ready(process, port):
+        _stop(process)
+        pytest.fail(f"redis-server did not start on port {port}", pytrace=False)
+    return process
+
+
+def stop_redis(process: subprocess.Popen[bytes]) -> None:
+    _stop(process)
+
+
+def _launch(binary: str, port: int, directory: Path) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            binary,
+            "--save", "",
+            "--appendonly", "no",
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--dir", str(directory),
+            "--logfile", str(directory / f"redis-{port}.log"),
+        ],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
 
 
 def _free_port() -> int:

@@ -152,6 +152,16 @@ class FileStore(LocalStore):
         # Nothing is held open between operations, and no task runs in the background.
         pass
 
+    async def ping(self) -> None:
+        """``OSError`` unless the directory exists (made if need be) and can be written."""
+
+        def check() -> None:
+            os.makedirs(self.directory, exist_ok=True)
+            if not os.access(self.directory, os.W_OK | os.X_OK):
+                raise PermissionError(f"state directory {self.directory} is not writable")
+
+        await anyio.to_thread.run_sync(check)
+
     async def purge_expired(self) -> int:
         """Remove expired and corrupt entries and stale temporary files; entries removed."""
         async with self._cleanup_lock:

@@ -268,6 +268,11 @@ class RedisStore(StateStore):
             raise ValueError(f"value at {key!r} is not a number") from None
         return float(stored)
 
+    async def ping(self) -> None:
+        """One PING round trip; ``StateUnavailableError`` when Redis does not answer."""
+        with self._guard:
+            await self._connect().ping()
+
     async def aclose(self) -> None:
         self._closed = True
         client, self._client = self._client, None

@@ -104,6 +104,10 @@ class StateStore(ABC):
     async def aclose(self) -> None:
         """Release what the store holds (connections, handles)."""
 
+    async def ping(self) -> None:
+        """Raise (``OSError``, ``ConnectionError``) when the store cannot serve operations
+        now: what a readiness probe asks.  In-process stores always can."""
+
     async def purge_expired(self) -> int:
         """Drop expired entries now; how many were dropped.  Stores that expire on their own
         (Redis) have nothing to do."""
@@ -217,6 +221,9 @@ class Namespace(StateStore):
     async def aclose(self) -> None:
         # The view does not own the store: whoever made the store closes it.
         pass
+
+    async def ping(self) -> None:
+        await self.store.ping()
 
     async def purge_expired(self) -> int:
         # Purges the whole store; expired entries are dead in every namespace.
