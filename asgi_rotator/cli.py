@@ -5,24 +5,22 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import ipaddress
 import os
 import sys
 
-from .config import Config, ConfigError, config_from_env, load_config
-from .stack import Gateway, build_app, with_mock_providers
-from .telemetry import export_problem
+from . import serve as serving
+from .config import ConfigError, load_config
 
 __all__ = ["main"]
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="asgi-rotator", description=__doc__)
+    parser.add_argument("--version", action="version", version=_version())
     commands = parser.add_subparsers(dest="command", required=True)
     serve = commands.add_parser("serve", help="run the gateway under uvicorn")
-    serve.add_argument("--config", help="TOML or JSON configuration file")
-    serve.add_argument("--host", help="address to listen on (default: server.host, 127.0.0.1)")
-    serve.add_argument("--port", type=_port, help="port (default: server.port, 8080)")
+    serve.add_argument("--version", action="version", version=_version())
+    serving.add_arguments(serve)  # the options live with the serving logic
     check = commands.add_parser(
         "check-config",
         help="validate a configuration file as serve would (environment included), "
@@ -42,58 +40,25 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check_config(path: str) -> int:
     config = load_config(path, os.environ, check_secrets=True)
-    gateway = _build(config)  # what serve would build: providers, stores, every layer
+    gateway = serving.build(config)  # what serve would build: providers, stores, every layer
     asyncio.run(gateway.aclose())
     print(f"{path}: ok ({len(config.providers)} providers, {len(config.groups)} groups)")
     return 0
 
 
-def _build(config: Config) -> Gateway:
-    """The stack ``serve`` runs.  The configuration was checked already; a layer refusing
-    its arguments all the same is still a configuration mistake, said in one line."""
-    try:
-        return build_app(config, environ=os.environ)
-    except ValueError as exc:  # ConfigError included
-        raise ConfigError(str(exc)) from None
-
-
 def _serve(args: argparse.Namespace) -> int:
-    config: Config = (
-        load_config(args.config, os.environ, check_secrets=True)
-        if args.config
-        else config_from_env()
-    )
-    host = args.host or config.server.host
-    port = args.port if args.port is not None else config.server.port
-    if not _is_loopback(host) and not config.server.inbound_keys:
-        print(
-            f"asgi-rotator: refusing to listen on {host} without server.inbound_keys; "
-            "set keys or listen on 127.0.0.1",
-            file=sys.stderr,
-        )
-        return 2
-    note = ""
-    if not config.providers:
-        config = with_mock_providers(config)
-        note = " — no providers configured, serving the built-in mock provider (no API keys needed)"
-    problem = export_problem(config.tracing, os.environ)
-    if problem is not None:
-        print(f"asgi-rotator: {problem}; serving without tracing export", file=sys.stderr)
-    app = _build(config)
+    return serving.run(args)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
     try:
-        import uvicorn
-    except ImportError:  # a core dependency, but an environment may have lost it
-        print("asgi-rotator: serve needs uvicorn: pip install uvicorn", file=sys.stderr)
-        return 2
+        return f"asgi-rotator {version('asgi-rotator')}"
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from . import __version__
 
-    tune_gc()
-
-    print(
-        f"asgi-rotator listening on http://{host}:{port} with providers: {', '.join(config.providers)}{note}",
-        flush=True,
-    )
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, lifespan="on")
-    return 0
+        return f"asgi-rotator {__version__}"
 
 
 # Tracked objects allocated, net, before the youngest generation is collected (default 700).
@@ -122,25 +87,6 @@ def tune_gc() -> None:
     gc.freeze()
     _gen0, gen1, gen2 = gc.get_threshold()
     gc.set_threshold(GC_THRESHOLD, gen1, gen2)
-
-
-def _port(text: str) -> int:
-    try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 1 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"expected a port from 1 to 65535, got {text!r}")
-    return port
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 if __name__ == "__main__":

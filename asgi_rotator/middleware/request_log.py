@@ -70,7 +70,10 @@ class RequestLog:
                         request_id = exchange.request_id
                     else:
                         request_id = own_id = f"req_{getrandbits(64):016x}"
-                    message["headers"] = [*message.get("headers", ()), (header, request_id.encode())]
+                    message["headers"] = [
+                        *message.get("headers", ()),
+                        (header, request_id.encode()),
+                    ]
             await send(message)
 
         try:

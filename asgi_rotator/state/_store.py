@@ -107,6 +107,7 @@ class StateStore(ABC):
     async def ping(self) -> None:
         """Raise (``OSError``, ``ConnectionError``) when the store cannot serve operations
         now: what a readiness probe asks.  In-process stores always can."""
+        return None
 
     async def purge_expired(self) -> int:
         """Drop expired entries now; how many were dropped.  Stores that expire on their own

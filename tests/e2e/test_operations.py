@@ -149,9 +149,9 @@ def test_readyz_follows_a_redis_store_that_stops_and_starts_again(
             # Liveness does not depend on the store: the process is fine.
             assert httpx.get(f"{url}/healthz").status_code == 200
             redis = start_redis(port, tmp_path)
-            assert wait_for(
-                lambda: httpx.get(f"{url}/readyz").status_code == 200, timeout=10
-            ), "readyz did not recover once Redis was back"
+            assert wait_for(lambda: httpx.get(f"{url}/readyz").status_code == 200, timeout=10), (
+                "readyz did not recover once Redis was back"
+            )
     finally:
         stop_redis(redis)
 
