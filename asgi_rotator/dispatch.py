@@ -250,7 +250,14 @@ class ProviderDispatch:
         except GatewayError as error:
             attempt.kind = error.kind
             attempt.duration = time.monotonic() - attempt.started
-            raise
+            # The client knows the host; which provider that is, only this layer knows.
+            raise GatewayError(
+                error.kind,
+                f"provider {provider.name}: {error.message}",
+                status=error.status,
+                code=error.code,
+                provider=provider.name,
+            ) from None
         # Sent: the upstream request's bytes (a whole conversation, perhaps) are not kept
         # for as long as the answer streams.
         del body, headers, outgoing, native

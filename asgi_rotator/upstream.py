@@ -41,10 +41,14 @@ Deliberate choices, the same for all three:
 from __future__ import annotations
 
 import importlib.util
+import os
+import socket
+import ssl
 import urllib.request
 from collections.abc import AsyncGenerator, Mapping
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -129,15 +133,47 @@ def _installed(module: str) -> bool:
     return importlib.util.find_spec(module) is not None
 
 
-def _failure(kind: str, exc: BaseException, *, reading: bool = False) -> GatewayError:
-    """A client library's timeout or transport error as the gateway's error.  Only the
-    exception's class name goes into the message: a library's own text may carry the URL,
-    query string included."""
+def _failure(kind: str, exc: BaseException, url: str, *, reading: bool = False) -> GatewayError:
+    """A client library's timeout or transport error as the gateway's error, naming the
+    host and the failure's own reason (``Name or service not known``, ``Connection
+    refused``).  A library's message is never passed on: it may carry the URL, query
+    string included; the host comes from the URL and the reason from the operating
+    system's or the TLS library's own words."""
     name = type(exc).__name__
+    host = _host(url)
     if kind == "timeout":
-        return GatewayError("timeout", f"upstream {'read ' if reading else ''}timed out ({name})")
+        what = "reading from" if reading else "connecting to"
+        return GatewayError("timeout", f"upstream timed out {what} {host} ({name})")
     where = " while reading" if reading else ""
-    return GatewayError("connection", f"upstream connection failed{where}: {name}")
+    reason = _reason(exc)
+    detail = f"{reason} ({name})" if reason else name
+    return GatewayError("connection", f"upstream connection to {host} failed{where}: {detail}")
+
+
+def _host(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    return f"{host}:{parts.port}" if parts.port else host
+
+
+def _reason(exc: BaseException) -> str | None:
+    """The operating system's or TLS library's words for what went wrong, found along the
+    exception's chain (a library wraps the ``OSError`` in one or two of its own)."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        inner = getattr(current, "os_error", None)  # aiohttp's connector errors
+        for candidate in (inner, current):
+            if isinstance(candidate, ssl.SSLError):
+                verify = getattr(candidate, "verify_message", None)
+                return f"TLS: {verify or candidate.reason or 'handshake failed'}"
+            if isinstance(candidate, socket.gaierror) and candidate.strerror:
+                return candidate.strerror  # DNS: "Name or service not known"
+            if isinstance(candidate, OSError) and candidate.errno and candidate.errno > 0:
+                return os.strerror(candidate.errno)  # "Connection refused"
+        current = current.__cause__ or current.__context__
+    return None
 
 
 # --- httpx and httpx2 ---------------------------------------------------------------------
@@ -159,9 +195,9 @@ class _HttpxResponse:
                 yield chunk
                 del chunk  # not kept through the wait for the next read
         except lib.TimeoutException as exc:
-            raise _failure("timeout", exc, reading=True) from None
+            raise _failure("timeout", exc, str(self._response.url), reading=True) from None
         except lib.TransportError as exc:
-            raise _failure("connection", exc, reading=True) from None
+            raise _failure("connection", exc, str(self._response.url), reading=True) from None
 
     async def aread(self) -> bytes:
         chunks = [chunk async for chunk in self.aiter_bytes()]
@@ -211,9 +247,9 @@ class _HttpxFamily:
         try:
             response = await client.send(request, stream=True)
         except lib.TimeoutException as exc:
-            raise _failure("timeout", exc) from None
+            raise _failure("timeout", exc, url) from None
         except lib.TransportError as exc:
-            raise _failure("connection", exc) from None
+            raise _failure("connection", exc, url) from None
         return _HttpxResponse(response, lib)
 
     async def aclose(self) -> None:
@@ -266,17 +302,17 @@ class _AiohttpResponse:
                 yield chunk
                 del chunk  # not kept through the wait for the next read
         except TimeoutError as exc:
-            raise _failure("timeout", exc, reading=True) from None
+            raise _failure("timeout", exc, str(self._response.url), reading=True) from None
         except self._errors as exc:
-            raise _failure("connection", exc, reading=True) from None
+            raise _failure("connection", exc, str(self._response.url), reading=True) from None
 
     async def aread(self) -> bytes:
         try:
             return await self._response.read()
         except TimeoutError as exc:
-            raise _failure("timeout", exc, reading=True) from None
+            raise _failure("timeout", exc, str(self._response.url), reading=True) from None
         except self._errors as exc:
-            raise _failure("connection", exc, reading=True) from None
+            raise _failure("connection", exc, str(self._response.url), reading=True) from None
 
     async def aclose(self) -> None:
         response = self._response
@@ -348,9 +384,9 @@ class AiohttpUpstream:
                 method, self._url(url), headers=headers, data=body, allow_redirects=False
             )
         except TimeoutError as exc:
-            raise _failure("timeout", exc) from None
+            raise _failure("timeout", exc, url) from None
         except self._errors as exc:
-            raise _failure("connection", exc) from None
+            raise _failure("connection", exc, url) from None
         return _AiohttpResponse(response, self._errors)
 
     async def aclose(self) -> None:

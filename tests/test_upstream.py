@@ -8,8 +8,11 @@ timeouts, refused and reset connections, pooling, and what must never leave the 
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shutil
+import socket
 import subprocess
 import threading
 import time
@@ -293,6 +296,42 @@ async def test_refused_connection(kind: str) -> None:
             await client.send("POST", url, HEADERS, chat())
     assert caught.value.kind == "connection"
     assert caught.value.retryable
+
+
+async def test_a_refused_connection_names_the_host_and_the_reason_never_the_query(
+    kind: str,
+) -> None:
+    port = free_port()
+    url = f"http://127.0.0.1:{port}/v1beta/models/m:generateContent?key=SECRET-IN-QUERY"
+    async with client_of(kind) as client:
+        with pytest.raises(GatewayError) as caught:
+            await client.send("POST", url, HEADERS, chat())
+    message = caught.value.message
+    assert f"127.0.0.1:{port}" in message
+    assert os.strerror(errno.ECONNREFUSED) in message
+    assert "SECRET-IN-QUERY" not in message and "?" not in message
+
+
+async def test_a_name_that_does_not_resolve_says_so(kind: str) -> None:
+    # .invalid never resolves (RFC 2606); the resolver's own words name the failure.
+    try:
+        socket.getaddrinfo("asgi-rotator-test.invalid", 443)
+    except socket.gaierror as expected:
+        reason = expected.strerror
+    else:  # pragma: no cover - a resolver that answers for .invalid
+        pytest.skip("this resolver answers for .invalid")
+    async with client_of(kind, connect_timeout=5) as client:
+        with pytest.raises(GatewayError) as caught:
+            await client.send(
+                "POST",
+                "https://asgi-rotator-test.invalid/v1/chat/completions?key=K",
+                HEADERS,
+                b"{}",
+            )
+    assert caught.value.kind == "connection"
+    message = caught.value.message
+    assert "asgi-rotator-test.invalid" in message and reason in message
+    assert "key=K" not in message
 
 
 async def test_reset_mid_body_is_a_connection_error(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -172,3 +174,30 @@ def test_readyz_reports_a_state_directory_that_cannot_be_written(
         down = httpx.get(f"{url}/readyz")
         assert down.status_code == 503
         assert "FileStore" in down.json()["reason"]
+
+
+def test_a_connection_failure_names_the_provider_host_and_reason(
+    mock_server: tuple[MockUpstream, str],
+) -> None:
+    port = free_port()
+    providers = {
+        "up-dead": {
+            "protocol": "openai_chat",
+            "base_url": f"http://127.0.0.1:{port}/v1",
+            "keys": [CANARY],
+        }
+    }
+    config = parse_config({"providers": providers, "cooldown": {"max_attempts": 1}}, {})
+    with (
+        serve(build_app(config, environ={})) as url,
+        openai.OpenAI(base_url=f"{url}/v1", api_key="k", max_retries=0) as client,
+        pytest.raises(openai.APIStatusError) as caught,
+    ):
+        client.chat.completions.create(
+            model="up-dead/m", messages=[{"role": "user", "content": "Hi"}]
+        )
+    assert caught.value.status_code == 502
+    message = str(caught.value)
+    assert "up-dead" in message and f"127.0.0.1:{port}" in message
+    assert os.strerror(errno.ECONNREFUSED) in message
+    assert CANARY not in message
