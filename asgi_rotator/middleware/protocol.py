@@ -122,6 +122,13 @@ class ProtocolNegotiation:
                 if invalid is not None:
                     await _reject(send, exchange, protocol, invalid)
                     return
+            request = exchange.request
+            if request is not None and request.stream:
+                # A framing other than SSE, when the client asked for one (Gemini without
+                # alt=sse): its codec says so, and everything below still speaks SSE.
+                framing = get_codec(protocol).stream_framing(scope)
+                if framing is not None:
+                    send = framing(send)
             responder = _Responder(exchange, protocol, send)
             try:
                 await self.app(scope, exchange.replay(), responder.send)

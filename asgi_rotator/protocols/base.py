@@ -10,9 +10,10 @@ whose message and ``param`` name the offending field by its path (``messages[2].
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
+from .._types import Send
 from ..errors import GatewayError
 from ..sse import ServerSentEvent
 from ..unified import Event, MessageStart, Request, Response
@@ -125,6 +126,12 @@ class Codec:
         has none: what ``StreamEncoder.resume`` needs to continue the stream.  Only
         protocols that set ``numbers_stream_events`` are asked."""
         return None, None
+
+    def stream_framing(self, scope: Mapping[str, Any]) -> Callable[[Send], Send] | None:
+        """How the client of a streamed request asked for the stream to be framed, when
+        not as SSE: a send wrapper that reframes the stack's SSE (``protocols.framing``).
+        ``None``, the default, is SSE."""
+        return None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"

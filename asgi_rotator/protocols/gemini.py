@@ -62,12 +62,14 @@ from __future__ import annotations
 
 import mimetypes
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from functools import cache
 from typing import Any
+from urllib.parse import parse_qs
 
 import msgspec
 
+from .._types import Send
 from ..errors import GatewayError, classify
 from ..model_names import path_segment
 from ..sse import ServerSentEvent, encode_json_event
@@ -113,6 +115,7 @@ from ._common import (
     pick_extra,
 )
 from .base import Codec, StreamDecoder, StreamEncoder, bad_request
+from .framing import JsonArrayStream
 
 __all__ = ["GeminiCodec"]
 
@@ -1276,6 +1279,13 @@ class GeminiCodec(Codec):
 
     def stream_encoder(self, request: Request | None = None) -> StreamEncoder:
         return _Encoder(self, request)
+
+    def stream_framing(self, scope: Mapping[str, Any]) -> Callable[[Send], Send] | None:
+        # streamGenerateContent is SSE only with ?alt=sse; without it, one JSON array.
+        query = scope.get("query_string", b"")
+        if b"alt=" in query and "sse" in parse_qs(query.decode("latin-1")).get("alt", ()):
+            return None
+        return JsonArrayStream
 
 
 # --- usage ---------------------------------------------------------------------------------

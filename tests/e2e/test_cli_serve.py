@@ -15,7 +15,6 @@ from pathlib import Path
 import httpx
 
 from tests.server import free_port
-import pytest
 
 KEY_VARIABLES = ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "GEMINI_API_KEY", "GOOGLE_API_KEY")
 CHAT = {"model": "claude-mock", "messages": [{"role": "user", "content": "Hi"}]}
