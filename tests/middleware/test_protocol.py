@@ -58,9 +58,12 @@ def http_scope(
     method: str = "POST",
     headers: list[tuple[bytes, bytes]] | None = None,
     *,
-    query: bytes = b"",
+    query: bytes | None = None,
     root_path: str = "",
 ) -> dict[str, Any]:
+    if query is None:
+        # What the Gemini SDK sends; without it Gemini streams a JSON array, not SSE.
+        query = b"alt=sse" if path.endswith(":streamGenerateContent") else b""
     return {
         "type": "http",
         "method": method,
