@@ -135,16 +135,23 @@ def request_summary(
     return summary
 
 
+def _shown(value: object) -> str:
+    """A value as the text line shows it: what a client chose (a path, a model name) is
+    quoted when it holds a newline or another control character, so it cannot forge a line."""
+    text = str(value)
+    return text if text.isprintable() else repr(text)
+
+
 def _line(summary: dict[str, Any]) -> str:
     parts = [
         f"request {summary['request_id']}",
-        f"{summary['method']} {summary['path']}",
+        f"{summary['method']} {_shown(summary['path'])}",
         f"status={summary['status']}",
         f"duration={summary['duration']:.3f}s",
     ]
     for key in ("protocol", "model", "error", "close"):
         if summary.get(key) is not None:
-            parts.append(f"{key}={summary[key]}")
+            parts.append(f"{key}={_shown(summary[key])}")
     if summary.get("error_message"):
         parts.append(f"error_message={summary['error_message']!r}")
     attempts = summary.get("attempts")
@@ -152,7 +159,8 @@ def _line(summary: dict[str, Any]) -> str:
         parts.append(
             "attempts=["
             + "; ".join(
-                f"#{n} {a['target']} credential={a['credential']} kind={a['kind'] or 'ok'} "
+                f"#{n} {_shown(a['target'])} credential={a['credential']} "
+                f"kind={a['kind'] or 'ok'} "
                 f"status={a['status']} duration="
                 + ("-" if a["duration"] is None else f"{a['duration']:.3f}s")
                 for n, a in enumerate(attempts, 1)

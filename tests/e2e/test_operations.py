@@ -98,15 +98,20 @@ def test_a_healthy_request_logs_info_only_when_asked(
     canary_gateway: str, mock: MockUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:
     body = {"model": "up-anthropic/model-y", "messages": [{"role": "user", "content": "Hi"}]}
-    caplog.set_level(logging.WARNING)
-    quiet = httpx.post(f"{canary_gateway}/v1/chat/completions", json=body)
-    assert quiet.status_code == 200 and quiet.headers["x-request-id"].startswith("req_")
     caplog.set_level(logging.INFO)
     loud = httpx.post(f"{canary_gateway}/v1/chat/completions", json=body)
     (record,) = wait_for(lambda: _request_records(caplog))
     assert record.levelno == logging.INFO
     assert record.request["request_id"] == loud.headers["x-request-id"]  # type: ignore[attr-defined]
-    assert quiet.headers["x-request-id"] != loud.headers["x-request-id"]
+    # Not asked: nothing for a healthy request.  (The level stays put from here on, so a
+    # line written after the answer went out is held to it too.)
+    caplog.set_level(logging.WARNING)
+    quiet = httpx.post(f"{canary_gateway}/v1/chat/completions", json=body)
+    assert quiet.status_code == 200 and quiet.headers["x-request-id"].startswith("req_")
+    failed = httpx.post(f"{canary_gateway}/v1/chat/completions", json={**body, "model": "none"})
+    wait_for(lambda: len(_request_records(caplog)) == 2)
+    ids = [r.request["request_id"] for r in _request_records(caplog)]  # type: ignore[attr-defined]
+    assert ids == [loud.headers["x-request-id"], failed.headers["x-request-id"]]
 
 
 def test_health_and_readiness_spend_no_provider_call(
@@ -201,3 +206,17 @@ def test_a_connection_failure_names_the_provider_host_and_reason(
     assert "up-dead" in message and f"127.0.0.1:{port}" in message
     assert os.strerror(errno.ECONNREFUSED) in message
     assert CANARY not in message
+
+
+def test_a_model_name_cannot_forge_a_log_line(
+    canary_gateway: str, mock: MockUpstream, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING)
+    forged = "nope\nWARNING asgi_rotator.requests: request req_forged"
+    response = httpx.post(
+        f"{canary_gateway}/v1/chat/completions",
+        json={"model": forged, "messages": [{"role": "user", "content": "Hi"}]},
+    )
+    assert response.status_code == 404
+    (record,) = wait_for(lambda: _request_records(caplog))
+    assert "\n" not in record.getMessage()
