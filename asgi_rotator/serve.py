@@ -17,6 +17,7 @@ Deliberate choices:
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import inspect
 import json
@@ -101,6 +102,12 @@ def run(args: argparse.Namespace) -> int:
         print("asgi-rotator: serve needs uvicorn: pip install uvicorn", file=sys.stderr)
         return 2
 
+    # Built before the port is bound: a layer refusing its configuration is a configuration
+    # error said first, not after "listening".  With workers each builds its own; this one
+    # only checks, and holds nothing open (clients and stores connect on first use).
+    app = build(config)
+    if args.workers > 1:
+        asyncio.run(app.aclose())
     log_config = logging_config(args.log_level, args.log_format, access_log=args.access_log)
     try:
         sock = _bind(host, port)
@@ -129,7 +136,6 @@ def run(args: argparse.Namespace) -> int:
     if args.workers == 1:
         from .cli import tune_gc
 
-        app = build(config)
         tune_gc()
         server = uvicorn.Server(uvicorn.Config(app, **common))
         server.run(sockets=[sock])
