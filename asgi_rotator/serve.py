@@ -235,12 +235,16 @@ def logging_config(level: str, fmt: str = "text", *, access_log: bool = False) -
         "class": "logging.StreamHandler",
         "formatter": "default",
         "stream": "ext://sys.stderr",
-        "filters": ["redact_query"],
+        "filters": ["redact_query", "redact_secrets"],
     }
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"redact_query": {"()": "asgi_rotator.serve.RedactQuery"}},
+        "filters": {
+            "redact_query": {"()": "asgi_rotator.serve.RedactQuery"},
+            # Every secret the gateway holds, from every logger's lines (uvicorn's included).
+            "redact_secrets": {"()": "asgi_rotator.redaction.RedactingFilter"},
+        },
         # uvicorn's Config writes use_colors into these two when it is set; never here.
         "formatters": {"default": formatter, "access": formatter},
         "handlers": {"default": handler},

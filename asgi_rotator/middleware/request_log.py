@@ -29,6 +29,7 @@ from typing import Any
 
 from .._types import App, Message, Receive, Scope, Send
 from ..exchange import SCOPE_KEY, Exchange
+from ..redaction import redacting_logger
 
 __all__ = ["RequestLog", "request_summary"]
 
@@ -48,7 +49,9 @@ class RequestLog:
         header: str | None = "x-request-id",
     ) -> None:
         self.app = app
-        self.logger = logging.getLogger(logger) if isinstance(logger, str) else logger
+        # The gateway's own messages only, but a secret registered anywhere is still
+        # removed from the line (``redaction.RedactingFilter``).
+        self.logger = redacting_logger(logger) if isinstance(logger, str) else logger
         self.header = header.lower().encode("latin-1") if header else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -125,7 +125,7 @@ def test_health_and_readiness_spend_no_provider_call(
 
 def test_probes_need_no_inbound_key(mock_server: tuple[MockUpstream, str]) -> None:
     config = parse_config(
-        {"providers": provider_config(mock_server[1]), "server": {"inbound_keys": ["gate"]}}, {}
+        {"providers": provider_config(mock_server[1]), "server": {"inbound_keys": ["inbound-key-7c1e5a9b3d"]}}, {}
     )
     with serve(build_app(config, environ={})) as url:
         assert httpx.get(f"{url}/healthz").status_code == 200
@@ -208,15 +208,18 @@ def test_a_connection_failure_names_the_provider_host_and_reason(
     assert CANARY not in message
 
 
-def test_a_model_name_cannot_forge_a_log_line(
+def test_a_client_cannot_forge_a_log_line(
     canary_gateway: str, mock: MockUpstream, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """A path or a model name with a newline in it stays on its one line."""
     caplog.set_level(logging.WARNING)
-    forged = "nope\nWARNING asgi_rotator.requests: request req_forged"
-    response = httpx.post(
+    forged = "\nWARNING asgi_rotator.requests: request req_forged"
+    by_model = httpx.post(
         f"{canary_gateway}/v1/chat/completions",
-        json={"model": forged, "messages": [{"role": "user", "content": "Hi"}]},
+        json={"model": f"nope{forged}", "messages": [{"role": "user", "content": "Hi"}]},
     )
-    assert response.status_code == 404
-    (record,) = wait_for(lambda: _request_records(caplog))
-    assert "\n" not in record.getMessage()
+    by_path = httpx.get(f"{canary_gateway}/v1/nothing%0AWARNING%20forged")
+    assert by_model.status_code >= 400 and by_path.status_code == 404
+    records = wait_for(lambda: len(_request_records(caplog)) == 2 and _request_records(caplog))
+    assert len(records) == 2
+    assert all("\n" not in record.getMessage() for record in records)
