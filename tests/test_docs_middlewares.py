@@ -51,3 +51,18 @@ async def test_the_snippet_runs_and_answers(layer: str) -> None:
     providers = namespace.get("providers")
     if providers is not None:
         await providers.aclose()
+
+
+def test_every_keyword_option_is_in_its_layers_table() -> None:
+    import inspect
+
+    from asgi_rotator import ProviderDispatch, middleware
+    from asgi_rotator.health import Health
+
+    classes = {name: getattr(middleware, name) for name in middleware.__all__}
+    classes |= {"Health": Health, "ProviderDispatch": ProviderDispatch}
+    sections = {section.split("\n", 1)[0]: section for section in LAYERS}
+    for name, cls in classes.items():
+        options = [p for p in inspect.signature(cls).parameters if p not in ("app", "self")]
+        missing = [p for p in options if f"`{p}`" not in sections[name]]
+        assert not missing, f"{name}: {missing} not documented"
