@@ -5,7 +5,7 @@
     Tracing             only when [tracing] or the OTEL_* variables ask for it; outermost
                         of the request's layers, so refusals are traced too (a Prometheus
                         /metrics sits outside it)
-    RequestLog          a warning line per failed or failed-over request (info per request
+    LogLines            a warning line per failed or failed-over request (info per request
                         when asked), and x-request-id on every response
     InboundKeys         only when server.inbound_keys is set; outside everything that spends
                         money or reads stored state
@@ -42,7 +42,7 @@ from .middleware.cooldown import DEFAULT_RETRY_ON, CooldownRetry
 from .middleware.fallback import FallbackRouter
 from .middleware.field_cache import FieldCache
 from .middleware.protocol import ProtocolNegotiation
-from .middleware.request_log import RequestLog
+from .middleware.log_lines import LogLines
 from .middleware.responses import ResponsesState
 from .middleware.stream_guard import StreamGuard
 from .providers import Providers
@@ -60,7 +60,7 @@ LAYERS = (
     "responses",
     "protocol",
     "auth",
-    "request_log",
+    "log_lines",
     "health",
 )
 
@@ -247,8 +247,8 @@ def build_app(
     keys = [resolve_secret(k, env, "server.inbound_keys") for k in config.server.inbound_keys]
     if keys and "auth" not in skip:
         app = InboundKeys(app, keys=keys)
-    if "request_log" not in skip:
-        app = RequestLog(app)
+    if "log_lines" not in skip:
+        app = LogLines(app)
     telemetry = telemetry_from_config(config.tracing, env) if "tracing" not in skip else None
     if telemetry is not None:
         from .middleware.tracing import Tracing  # local: imports opentelemetry

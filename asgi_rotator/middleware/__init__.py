@@ -7,7 +7,7 @@ from .cooldown import CooldownRetry
 from .fallback import FallbackRouter
 from .field_cache import FieldCache
 from .protocol import ProtocolNegotiation
-from .request_log import RequestLog
+from .log_lines import LogLines
 from .responses import ResponsesState
 from .stream_guard import StreamGuard
 from .tracing import Tracing
@@ -18,7 +18,7 @@ __all__ = [
     "FieldCache",
     "InboundKeys",
     "ProtocolNegotiation",
-    "RequestLog",
+    "LogLines",
     "ResponsesState",
     "StreamGuard",
     "Tracing",

@@ -1,4 +1,4 @@
-"""``RequestLog``: one log line per request, and the request id in ``x-request-id``.
+"""``LogLines``: one log line per request, and the request id in ``x-request-id``.
 
 A request that ended in an error (an error status, or an in-band error after the stream
 began) or that failed over (more than one upstream attempt) gets a WARNING line; any other
@@ -31,13 +31,13 @@ from .._types import App, Message, Receive, Scope, Send
 from ..exchange import SCOPE_KEY, Exchange
 from ..redaction import redacting_logger
 
-__all__ = ["RequestLog", "request_summary"]
+__all__ = ["LogLines", "request_summary"]
 
 # How a stream may end without anything having gone wrong on our side or upstream.
 _CLEAN_CLOSES = frozenset({"completed", "client_disconnected"})
 
 
-class RequestLog:
+class LogLines:
     """``logger``: a ``logging.Logger`` or its name; ``header``: the response header that
     carries the request id (``None``: none)."""
 
