@@ -28,8 +28,10 @@ Deliberate choices, so the next reader does not have to rediscover them:
   tool model (ids synthesised, name-matched) with markers, so they translate to other
   protocols and still round-trip; ``finish_reason: "function_call"`` becomes ``tool_calls``.
 * **Usage.**  ``prompt_tokens`` already includes ``prompt_tokens_details.cached_tokens`` and
-  ``cache_write_tokens``; ``completion_tokens`` already includes ``reasoning_tokens``, which is
-  exactly the unified rule, so counts map one to one.
+  ``cache_write_tokens`` (OpenRouter's name for cache writes); ``completion_tokens`` already
+  includes ``reasoning_tokens``, which is exactly the unified rule, so counts map one to one.
+  A provider-reported cost (OpenRouter ``cost``, xAI ``cost_in_usd_ticks``) is read into
+  ``Usage.cost`` (``_common.reported_cost``).
 * **Streams.**  Only choice 0 is decoded (``n > 1`` is not translated).  The encoder writes
   the ``choices: []`` usage chunk only when the request asked for it
   (``stream_options.include_usage``), as OpenAI does; a request built here for another
@@ -87,6 +89,7 @@ from ._common import (
     expect_str,
     new_id,
     pick_extra,
+    reported_cost,
 )
 from .base import Codec, StreamDecoder, StreamEncoder, bad_request
 
@@ -1171,6 +1174,7 @@ def _parse_usage(raw: Any) -> Usage:
         cache_read_tokens=_int(prompt.get("cached_tokens")),
         cache_write_tokens=_int(prompt.get("cache_write_tokens")),
         reasoning_tokens=_int(completion.get("reasoning_tokens")),
+        cost=reported_cost(raw),
     )
 
 
