@@ -86,6 +86,18 @@ class Attempt(Struct, kw_only=True):
     kind: str | None = None  # the GatewayError kind when it failed
     duration: float | None = None
     ttfb: float | None = None
+    usage: Usage | None = None  # as this attempt's provider reported it
+    cost: float | None = None  # USD: the provider's figure, else the price table's; None unknown
+
+    def charged(self) -> float | None:
+        """What this attempt cost: its ``cost``, or nothing for a failed attempt the provider
+        reported no usage for (a refused or broken request is not billed); ``None`` when it
+        is not known."""
+        if self.cost is not None:
+            return self.cost
+        if self.usage is None and self.kind is not None:
+            return 0.0
+        return None
 
 
 class StreamClose(Struct, kw_only=True):
@@ -110,6 +122,10 @@ class StreamClose(Struct, kw_only=True):
     ttfb: float | None = None
     duration: float | None = None
     heartbeats: int = 0
+    # The response's usage (unified counts) and the request's cost in USD over all its
+    # attempts, when known (docs/usage.md).
+    usage: Usage | None = None
+    cost: float | None = None
 
 
 class Pass(Struct, array_like=True):
@@ -195,6 +211,20 @@ class Exchange:
         body = await read_body(receive, max_body)
         exchange = scope[SCOPE_KEY] = cls(scope, body, receive)
         return exchange
+
+    @property
+    def cost(self) -> float | None:
+        """The request's cost in USD: the sum over its attempts, ``None`` if any attempt's
+        cost is unknown (or there was none)."""
+        if not self.attempts:
+            return None
+        total = 0.0
+        for attempt in self.attempts:
+            charged = attempt.charged()
+            if charged is None:
+                return None
+            total += charged
+        return total
 
     def replay(self) -> Receive:
         """A ``receive`` that gives the body once, then passes through (disconnects)."""
