@@ -99,7 +99,15 @@ class ProviderDispatch:
         if isinstance(max_event, bool) or not isinstance(max_event, int) or max_event < 1:
             raise ValueError(f"max_event: expected a positive number of bytes, got {max_event!r}")
         self.max_event = max_event  # the largest upstream SSE event, in bytes
-        self.prices = PriceTable(self.providers.config.prices) if prices is None else prices
+        if prices is None:
+            prices = PriceTable(self.providers.config.prices)
+            prices.warm(
+                (p.name, p.base_urls.get(protocol), model)
+                for p in self.providers
+                for protocol in p.protocols[:1]
+                for model in p.models
+            )
+        self.prices = prices
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

@@ -23,7 +23,7 @@ a tier's price applies to every token once the request's input passes the tier's
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -119,12 +119,20 @@ class PriceTable:
     as sent upstream) to a ``Price``; those win over the library.  ``library=False`` leaves
     the library out (only configured prices are known)."""
 
-    __slots__ = ("_cache", "_configured", "_library")
+    __slots__ = ("_cache", "_configured", "_snapshot")
 
     def __init__(self, prices: Mapping[str, Price] | None = None, *, library: bool = True) -> None:
         self._configured = {key: Rates.from_price(p) for key, p in (prices or {}).items()}
-        self._library = library
+        # Loading the library's data takes half a second: here, at startup, not on the
+        # first request's event loop turn.
+        self._snapshot = _load_snapshot() if library else None
         self._cache: dict[tuple[str, str], Rates | None] = {}
+
+    def warm(self, targets: Iterable[tuple[str, str | None, str]]) -> None:
+        """Look ``(provider, api_url, model)`` up now (a few ms each), for the models known
+        at startup; others are looked up on their first response."""
+        for provider, api_url, model in targets:
+            self.rates(provider, api_url, model)
 
     def cost(self, provider: str, api_url: str | None, model: str, usage: Usage) -> float | None:
         if usage.cost is not None:
@@ -139,23 +147,25 @@ class PriceTable:
         except KeyError:
             pass
         rates = self._configured.get(f"{provider}/{model}")
-        if rates is None and self._library and api_url is not None:
-            rates = _library_rates(api_url, model)
+        if rates is None and self._snapshot is not None and api_url is not None:
+            rates = _library_rates(self._snapshot, api_url, model)
         if len(self._cache) >= _MAX_CACHED:
             self._cache.clear()
         self._cache[key] = rates
         return rates
 
 
-def _library_rates(api_url: str, model: str) -> Rates | None:
+def _load_snapshot() -> Any:
     try:
         from genai_prices import data_snapshot
     except ImportError:  # pragma: no cover - a declared dependency; guarded for embedders
         return None
+    return data_snapshot.get_snapshot()
+
+
+def _library_rates(snapshot: Any, api_url: str, model: str) -> Rates | None:
     try:
-        _provider, info = data_snapshot.get_snapshot().find_provider_model(
-            model, None, None, api_url
-        )
+        _provider, info = snapshot.find_provider_model(model, None, None, api_url)
     except LookupError:
         return None
     prices = info.get_prices(datetime.now(UTC))
