@@ -37,6 +37,7 @@ __all__ = [
     "DISCONNECT_WATCHED",
     "ERROR",
     "EVENT",
+    "KEY_NAME",
     "PRINCIPAL",
     "RECORD",
     "RESPONSE",
@@ -62,6 +63,9 @@ RESPONSE = "asgi_rotator.response"
 # ``traceparent`` for the attempt's span) go out with that upstream request.  It must not
 # raise.
 ATTEMPT_HOOK = "asgi_rotator.on_attempt"
+# Set in the scope by InboundKeys: the name of the inbound key the client presented (never
+# the key), for the request log and the usage totals.
+KEY_NAME = "asgi_rotator.key_name"
 ERROR = "asgi_rotator.error"
 # Set in the scope by whatever authenticated the client (InboundKeys): a fingerprint of its
 # key, never the key.  Layers that keep state per client (ResponsesState) scope it by this.

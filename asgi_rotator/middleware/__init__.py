@@ -7,6 +7,7 @@ from .cooldown import CooldownRetry
 from .fallback import FallbackRouter
 from .field_cache import FieldCache
 from .protocol import ProtocolNegotiation
+from .request_log import RequestLog
 from .responses import ResponsesState
 from .stream_guard import StreamGuard
 from .tracing import Tracing
@@ -17,6 +18,7 @@ __all__ = [
     "FieldCache",
     "InboundKeys",
     "ProtocolNegotiation",
+    "RequestLog",
     "ResponsesState",
     "StreamGuard",
     "Tracing",
