@@ -19,7 +19,12 @@ from asgi_rotator.sse import SSEDecoder
 from asgi_rotator.unified import Finish, Request, Response, Text, Usage
 from tests.conftest import load_fixture
 
-CHAT, RESPONSES, ANTHROPIC, GEMINI = "openai_chat", "openai_responses", "anthropic_messages", "gemini"
+CHAT, RESPONSES, ANTHROPIC, GEMINI = (
+    "openai_chat",
+    "openai_responses",
+    "anthropic_messages",
+    "gemini",
+)
 PROTOCOLS = (CHAT, RESPONSES, ANTHROPIC, GEMINI)
 
 # case -> (protocol, expected unified usage).  The sources, per provider:
