@@ -113,7 +113,8 @@ def test_configured_cache_prices_and_anthropic_ttl() -> None:
     ],
 )
 def test_unknown_model_or_provider_costs_null_not_zero(url: str | None, model: str) -> None:
-    assert TABLE.cost("p", url, model, USAGE) is None
+    # A fresh provider name: lookups are remembered per (provider, model).
+    assert TABLE.cost(f"unknown-{url}", url, model, USAGE) is None
 
 
 def test_request_cost_sums_attempts_and_stays_unknown_when_one_is() -> None:
