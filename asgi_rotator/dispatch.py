@@ -60,7 +60,7 @@ from .providers import Providers
 from .redaction import redact, redacting_logger
 from .routes import Route, detect_protocol, match_route, route_path
 from .sse import DEFAULT_MAX_EVENT, EventTooLarge, ServerSentEvent, SSEDecoder, encode_event
-from .unified import Error, Event, Finish, MessageStart, Request, Usage
+from .unified import Error, Event, Finish, MessageStart, Request, Response, Usage
 
 __all__ = ["COST_HEADER", "USAGE_HEADER", "ProviderDispatch", "format_cost", "format_usage"]
 
@@ -335,10 +335,14 @@ class ProviderDispatch:
             )
         usage = exchange.usage = unified.usage
         pricer(usage)
+        cost = exchange.cost
+        if request.include_cost and cost is not None:
+            # Asked for in-band (OpenRouter's usage.include): the request's cost, over all
+            # its attempts, in the usage object the client reads.
+            raw = _json_encode(codec.build_response(_with_cost(unified, cost), request))
         exchange.response_id = unified.id
         headers = [JSON_HEADER, (b"content-length", str(len(raw)).encode())]
         headers.append((USAGE_HEADER, format_usage(usage).encode()))
-        cost = exchange.cost
         if cost is not None:
             headers.append((COST_HEADER, format_cost(cost).encode()))
         progress.started = True
@@ -395,6 +399,11 @@ class ProviderDispatch:
 
     async def aclose(self) -> None:
         await self.providers.aclose()
+
+
+def _with_cost(response: Response, cost: float) -> Response:
+    usage = msgspec.structs.replace(response.usage, cost=cost)
+    return msgspec.structs.replace(response, usage=usage)
 
 
 class _Pricer:
@@ -496,8 +505,10 @@ class _StreamRelay:
         self.max_event = max_event
         self.send = send
         self.decoder = upstream_codec.stream_decoder()
-        # Same protocol: no encoder, the upstream's events go out as they came.
-        self.encoder = None if upstream_codec is codec else codec.stream_encoder(request)
+        # The upstream's events go out as they came (same protocol) unless the client asked
+        # for the cost in-band: then they are re-encoded, the last usage with the cost in it.
+        same = upstream_codec is codec and not request.include_cost
+        self.encoder = None if same else codec.stream_encoder(request)
         # The client's stream, opened before its start goes out: this layer notes what it
         # sends, and the layers above continue it from there if they must end it.
         self.stream = ClientStream.open(exchange, self.encoder)
@@ -573,9 +584,7 @@ class _StreamRelay:
             if not events:
                 raise
             failure = error  # the events before the bad one still go out, then the error
-        if encoder is not None:
-            parts = [encoder.encode(event) for event in events]
-        for event in events:
+        for i, event in enumerate(events):
             # By exact type, as the client stream notes them: the unified event classes
             # are not subclassed, and this runs for every event.
             kind = type(event)
@@ -584,8 +593,15 @@ class _StreamRelay:
                 if usage is not None:
                     exchange.usage = usage
                     self.pricer(usage)
+                    cost = exchange.cost
+                    if self.request.include_cost and cost is not None:
+                        # Asked for in-band: the request's cost in the client's usage.
+                        usage = msgspec.structs.replace(usage, cost=cost)
+                        events[i] = msgspec.structs.replace(event, usage=usage)
             elif kind is MessageStart:
                 exchange.response_id = cast(MessageStart, event).id
+        if encoder is not None:
+            parts = [encoder.encode(event) for event in events]
         if parts or events or sse_events:
             # Also when the events have no bytes in the client's protocol (an Anthropic
             # ping, a Responses *.done translated away): an empty body message still tells

@@ -227,6 +227,9 @@ class Request(Struct, kw_only=True, omit_defaults=True, gc=False):
     output: OutputFormat | None = None
     stream: bool = False
     include_usage: bool | None = None  # OpenAI chat stream_options.include_usage
+    # The client asked for the request's cost in its usage object (OpenRouter's
+    # ``usage: {"include": true}``): the gateway writes it there (docs/usage.md).
+    include_cost: bool | None = None
     metadata: dict[str, Any] | None = None
     user: str | None = None
     # OpenAI Responses state; the ResponsesState middleware consumes these.

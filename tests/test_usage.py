@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from asgi_rotator.errors import GatewayError
 from asgi_rotator.protocols import get_codec
 from asgi_rotator.sse import SSEDecoder
 from asgi_rotator.unified import Finish, Request, Response, Text, Usage
@@ -256,3 +257,31 @@ def _stream_through(usage: Usage, protocol: str) -> Usage:
     finish = [e for e in out if isinstance(e, Finish)]
     assert finish and finish[0].usage is not None
     return finish[0].usage
+
+
+def test_chat_usage_include_is_the_in_band_cost_option() -> None:
+    codec = get_codec(CHAT)
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+    request = codec.parse_request({**body, "usage": {"include": True}})
+    assert request.include_cost is True
+    assert "usage" not in codec.build_request(request)  # answered here, never sent upstream
+    with pytest.raises(GatewayError) as caught:
+        codec.parse_request({**body, "usage": {"include": "yes"}})
+    assert caught.value.kind == "bad_request"
+    assert "usage.include" in caught.value.message
+
+
+def test_request_log_schema_in_the_docs_is_the_written_one() -> None:
+    """docs/request-log.schema.json is what RequestLog writes (regenerate it with
+    ``msgspec.json.schema(RequestRecord)`` when the record changes)."""
+    import json
+    from pathlib import Path
+
+    import msgspec
+
+    from asgi_rotator.middleware.request_log import RequestRecord
+
+    documented = json.loads(
+        (Path(__file__).parents[1] / "docs" / "request-log.schema.json").read_text()
+    )
+    assert documented == msgspec.json.schema(RequestRecord)

@@ -264,8 +264,9 @@ class OpenAIChatCodec(Codec):
         elif marks.get("stream") is False:
             out["stream"] = False
         include_usage = request.include_usage
-        if include_usage is None and request.stream and not same:
-            include_usage = True  # the gateway needs usage for a client of another protocol
+        if include_usage is None and request.stream and (not same or request.include_cost):
+            # The gateway needs usage for a client of another protocol, or to price it
+            include_usage = True
         if include_usage is not None or "stream_options" in marks:
             stream_options = dict(marks.get("stream_options", {}))
             if include_usage is not None:
@@ -455,7 +456,9 @@ class OpenAIChatCodec(Codec):
         return _ChatStreamDecoder()
 
     def stream_encoder(self, request: Request | None = None) -> StreamEncoder:
-        include_usage = bool(request is not None and request.include_usage)
+        include_usage = bool(
+            request is not None and (request.include_usage or request.include_cost)
+        )
         return _ChatStreamEncoder(include_usage, request.model if request is not None else "")
 
 
@@ -512,6 +515,12 @@ class _RequestParser:
         if "user" in body and (user := _get(body, "user")) is not None:
             request.user = expect_str(user, "user")
         extra = _leftovers(body, _REQUEST_FIELDS)
+        # OpenRouter's opt-in for the cost in the usage object.  Answered by the gateway and
+        # not sent on: OpenAI refuses parameters it does not know.
+        usage_option = extra.get("usage")
+        if isinstance(usage_option, dict) and set(usage_option) == {"include"}:
+            request.include_cost = expect_bool(usage_option["include"], "usage.include")
+            del extra["usage"]
         if "function_call" in body and _get(body, "tool_choice") is not None:
             extra["function_call"] = body["function_call"]  # both given: tool_choice rules
         if "max_tokens" in body and "max_completion_tokens" in body:
@@ -1188,6 +1197,10 @@ def _build_usage(usage: Usage, raw: Any = None) -> dict[str, Any]:
     }
     if usage.cache_write_tokens:
         built["prompt_tokens_details"]["cache_write_tokens"] = usage.cache_write_tokens
+    if usage.cost is not None and usage.cost != reported_cost(raw):
+        # USD, where OpenRouter puts it; the provider's own figure (BYOK fee and upstream
+        # cost apart) stays as it sent it.
+        built["cost"] = usage.cost
     if not isinstance(raw, dict) or not raw:
         return built
     # Same protocol: the provider's own object, with the counts a layer may have changed.

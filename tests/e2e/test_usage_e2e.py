@@ -255,3 +255,47 @@ def test_every_log_line_follows_the_documented_schema_and_holds_no_secret(
         assert line["key"] == "TEAM_A"
     for secret in (CLIENT_KEY, "key-up-chat", "key-billed-secret", "a secret prompt", "Hello from"):
         assert secret not in text
+
+
+@pytest.mark.parametrize("model", ["up-chat/mock-gpt", "up-anthropic/mock-claude"])
+def test_chat_client_asks_for_the_cost_in_band(setup: Any, mock: MockUpstream, model: str) -> None:
+    """OpenRouter's ``usage: {"include": true}``: the request's cost in the usage object, plain
+    and in the final usage chunk of a stream; the option itself is not sent upstream."""
+    url, *_ = setup
+    with openai_client(url) as client:
+        raw = client.chat.completions.with_raw_response.create(
+            model=model,
+            messages=[{"role": "user", "content": "what does this cost"}],
+            extra_body={"usage": {"include": True}},
+        )
+        usage = raw.parse().usage
+        assert usage is not None
+        cost = expected_cost(usage.prompt_tokens, usage.completion_tokens)
+        assert (usage.model_extra or {})["cost"] == pytest.approx(cost)
+        assert float(raw.headers["x-asgi-rotator-cost-usd"]) == pytest.approx(cost)
+        chunks = list(
+            client.chat.completions.create(
+                model=model,
+                messages=[{"role": "user", "content": "what does this cost"}],
+                stream=True,
+                extra_body={"usage": {"include": True}},
+            )
+        )
+    final = chunks[-1]
+    assert final.choices == [] and final.usage is not None
+    assert (final.usage.model_extra or {})["cost"] == pytest.approx(
+        expected_cost(final.usage.prompt_tokens, final.usage.completion_tokens)
+    )
+    assert all(c.usage is None for c in chunks[:-1])
+    for sent in mock.requests:
+        assert "usage" not in sent.body
+
+
+def test_without_asking_no_cost_in_the_body(setup: Any, mock: MockUpstream) -> None:
+    url, *_ = setup
+    with openai_client(url) as client:
+        body = client.chat.completions.create(
+            model="up-chat/mock-gpt", messages=[{"role": "user", "content": "hello"}]
+        )
+    assert body.usage is not None
+    assert "cost" not in (body.usage.model_extra or {})
