@@ -52,12 +52,18 @@ class Price(Struct, kw_only=True, forbid_unknown_fields=True):
 
 # A per-token price: flat, or tiered as ((start, price), ...) above ``base``, highest first.
 _Unit = tuple[float, tuple[tuple[int, float], ...]]
+# Per-token prices of the five kinds, in the order of ``Rates.cost``'s arithmetic.
+_Prices = tuple[float, float, float, float, float]
 
 
 class Rates:
-    """Per-token prices for one model, ready for ``cost``."""
+    """Per-token prices for one model, ready for ``cost``.
 
-    __slots__ = ("cache_read", "cache_write", "cache_write_1h", "input", "output", "source")
+    Tiers are resolved here, once: ``levels`` holds, highest first, the input size above
+    which another set of prices applies (the library's tiers all count input tokens), so
+    pricing a response is one comparison per tier and one sum."""
+
+    __slots__ = ("base", "levels", "source")
 
     def __init__(
         self,
@@ -69,12 +75,16 @@ class Rates:
         cache_write_1h: _Unit | None = None,
         source: str,
     ) -> None:
-        self.input = input
-        self.output = output
-        self.cache_read = cache_read or input
-        self.cache_write = cache_write or input
-        self.cache_write_1h = cache_write_1h or self.cache_write
-        self.source = source  # "config" or "genai-prices", for the docs and the tests
+        cache_read = cache_read or input
+        cache_write = cache_write or input
+        units = (input, cache_read, cache_write, cache_write_1h or cache_write, output)
+        starts = sorted({start for _, tiers in units for start, _ in tiers}, reverse=True)
+        self.base: _Prices = tuple(base for base, _ in units)  # type: ignore[assignment]
+        self.levels: tuple[tuple[int, _Prices], ...] = tuple(
+            (start, tuple(_price(unit, start + 1) for unit in units))  # type: ignore[misc]
+            for start in starts
+        )
+        self.source = source  # "config" or "genai-prices"
 
     @classmethod
     def from_price(cls, price: Price) -> Rates:
@@ -92,15 +102,22 @@ class Rates:
 
     def cost(self, usage: Usage) -> float:
         inp = usage.input_tokens
-        one_hour = usage.cache_write_1h_tokens
+        prices = self.base
+        for start, level in self.levels:
+            if inp > start:
+                prices = level
+                break
+        uncached, read, write, write_1h, out = prices
+        cache_read = usage.cache_read_tokens
         cache_write = usage.cache_write_tokens
-        uncached = max(0, inp - usage.cache_read_tokens - cache_write)
+        one_hour = usage.cache_write_1h_tokens
+        fresh = inp - cache_read - cache_write
         return (
-            _price(self.input, inp) * uncached
-            + _price(self.cache_read, inp) * usage.cache_read_tokens
-            + _price(self.cache_write, inp) * (cache_write - one_hour)
-            + _price(self.cache_write_1h, inp) * one_hour
-            + _price(self.output, inp) * usage.output_tokens
+            uncached * (fresh if fresh > 0 else 0)
+            + read * cache_read
+            + write * (cache_write - one_hour)
+            + write_1h * one_hour
+            + out * usage.output_tokens
         )
 
 
