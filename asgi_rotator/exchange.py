@@ -94,13 +94,14 @@ class Attempt(Struct, kw_only=True):
     cost: float | None = None  # USD: the provider's figure, else the price table's; None unknown
 
     def charged(self) -> float | None:
-        """What this attempt cost: its ``cost``, or nothing for a failed attempt the provider
-        reported no usage for (a refused or broken request is not billed); ``None`` when it
-        is not known."""
+        """What this attempt cost: its ``cost``; nothing for an attempt the provider refused
+        (an error status, or no answer at all) without reporting usage; ``None`` when it is
+        not known (an answer that started and broke off before its usage came)."""
         if self.cost is not None:
             return self.cost
         if self.usage is None and self.kind is not None:
-            return 0.0
+            if self.status is None or self.status >= 400:
+                return 0.0
         return None
 
 

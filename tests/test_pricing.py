@@ -133,6 +133,15 @@ def test_request_cost_sums_attempts_and_stays_unknown_when_one_is() -> None:
     assert exchange.cost is None
 
 
+def test_a_stream_cut_before_its_usage_costs_unknown_not_zero() -> None:
+    """The provider answered (200) and billed what it generated before the cut; with no
+    usage reported, nobody here knows how much."""
+    cut = Attempt(number=1, provider="a", model="m", status=200, kind="connection")
+    refused = Attempt(number=1, provider="a", model="m", kind="connection")  # no answer
+    assert cut.charged() is None
+    assert refused.charged() == 0.0
+
+
 def test_header_formats() -> None:
     assert format_usage(USAGE) == (
         "input=10000, output=2000, cache_read=4000, cache_write=3000, cache_write_1h=1000,"

@@ -28,6 +28,7 @@ import msgspec
 
 from .._types import App, Message, Receive, Scope, Send
 from ..exchange import KEY_NAME, SCOPE_KEY, Attempt, Exchange
+from ..routes import match_route, route_path
 from ..unified import Usage
 from ..usage_totals import UsageTotals
 
@@ -176,7 +177,7 @@ class RequestLog:
             await self.app(scope, receive, seen)
         finally:
             exchange = scope.get(SCOPE_KEY)
-            if exchange is not None and exchange.request is not None:
+            if exchange is not None and _generates(scope):
                 with anyio.CancelScope(shield=True):
                     await self._note(scope, exchange, arrived, started, seen)
 
@@ -206,6 +207,13 @@ class RequestLog:
                 )
         except Exception:
             logger.exception("request log: could not note request %s", exchange.request_id)
+
+
+def _generates(scope: Scope) -> bool:
+    """A generation route (not a model listing, a health check or a stored response), also
+    when the request was refused before it was parsed."""
+    route = match_route(route_path(scope))
+    return route is not None and route.endpoint == "generate"
 
 
 def _model_of(exchange: Exchange) -> str:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import httpx
 import jsonschema
 import openai
 import pytest
@@ -247,7 +248,22 @@ def test_every_log_line_follows_the_documented_schema_and_holds_no_secret(
         )
         with pytest.raises(openai.BadRequestError):
             client.chat.completions.create(model="up-chat/mock-gpt", messages=[])
-    wait_for(lambda: any(line["status"] == 400 for line in log_lines(log)))
+    # Refused before it was parsed: still a line, with no model and no attempt.
+    refused = httpx.post(
+        f"{url}/v1/chat/completions",
+        content=b'{"model": "up-chat/mock-gpt", "messages": [',
+        headers={"authorization": f"Bearer {CLIENT_KEY}"},
+    )
+    assert refused.status_code == 400
+    found = wait_for(
+        lambda: [
+            line
+            for line in log_lines(log)
+            if line["status"] == 400 and line["model"] is None and not line["attempts"]
+        ]
+    )
+    assert found and found[-1]["error"] == "bad_request"
+    assert found[-1]["close_reason"] == "error" and found[-1]["cost"] is None
     text = log.read_text()
     lines = log_lines(log)
     for line in lines:
