@@ -89,7 +89,9 @@ def log_lines(path: Path) -> list[dict[str, Any]]:
 def last_line(path: Path, model: str) -> dict[str, Any]:
     """The newest line for ``model``: lines are written once the response is out, so a
     client may read the file before its request's line is there."""
-    found = wait_for(lambda: [line for line in log_lines(path) if line["model"] == model])
+    found = wait_for(
+        lambda: [line for line in log_lines(path) if line["model"] == model], timeout=10
+    )
     assert found, f"no line for {model} in {path}"
     return found[-1]
 
@@ -223,9 +225,18 @@ def test_stream_close_record_and_request_log_carry_usage_and_cost(
     usage = chunks[-1].usage
     assert usage is not None
     cost = expected_cost(usage.prompt_tokens, usage.completion_tokens)
-    close = wait_for(
-        lambda: [json.loads(x) for x in close_log.read_text().splitlines() if '"up-gemini"' in x]
-    )[-1]
+    # This stream's record: the log has the plain requests' records too, and a record is
+    # written once the response has ended, maybe after the client read its last chunk.
+    records = wait_for(
+        lambda: [
+            record
+            for record in map(json.loads, close_log.read_text().splitlines())
+            if record["response_id"] == chunks[0].id
+        ],
+        timeout=10,
+    )
+    assert records, "no close record for the stream"
+    close = records[-1]
     assert close["reason"] == "completed"
     assert close["usage"]["input_tokens"] == usage.prompt_tokens
     assert close["usage"]["output_tokens"] == usage.completion_tokens
@@ -260,7 +271,8 @@ def test_every_log_line_follows_the_documented_schema_and_holds_no_secret(
             line
             for line in log_lines(log)
             if line["status"] == 400 and line["model"] is None and not line["attempts"]
-        ]
+        ],
+        timeout=10,
     )
     assert found and found[-1]["error"] == "bad_request"
     assert found[-1]["close_reason"] == "error" and found[-1]["cost"] is None
