@@ -86,11 +86,15 @@ def log_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def last_line(path: Path, model: str) -> dict[str, Any]:
-    """The newest line for ``model``: lines are written once the response is out, so a
-    client may read the file before its request's line is there."""
+def last_line(path: Path, model: str, *, stream: bool = False) -> dict[str, Any]:
+    """The newest line for ``model`` (a streamed request's, with ``stream``): lines are
+    written once the response is out, so a client may read the file before its line is
+    there."""
     found = wait_for(
-        lambda: [line for line in log_lines(path) if line["model"] == model], timeout=10
+        lambda: [
+            line for line in log_lines(path) if line["model"] == model and line["stream"] == stream
+        ],
+        timeout=10,
     )
     assert found, f"no line for {model} in {path}"
     return found[-1]
@@ -241,7 +245,7 @@ def test_stream_close_record_and_request_log_carry_usage_and_cost(
     assert close["usage"]["input_tokens"] == usage.prompt_tokens
     assert close["usage"]["output_tokens"] == usage.completion_tokens
     assert close["cost"] == pytest.approx(cost)
-    line = last_line(log, "up-gemini/mock-gemini")
+    line = last_line(log, "up-gemini/mock-gemini", stream=True)
     assert line["stream"] is True
     assert line["close_reason"] == "completed"
     assert line["usage"]["input"] == usage.prompt_tokens
