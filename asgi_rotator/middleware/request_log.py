@@ -9,7 +9,8 @@ docs/request-log.schema.json, which a test checks against this struct): ids, the
 protocol, the model, each attempt's target, credential id, kind, status, duration, usage and
 cost, the request's usage and cost, how it closed, and timings.  Never content (no prompt, no
 reply, no error message, which may quote either) and never a secret: credential ids, key
-names, error kinds only.
+names, error kinds only, and the line passes through ``redaction.redact_bytes`` for what a
+client typed into the model name.
 
 The file is opened, appended to with one ``write`` (``O_APPEND``: concurrent workers never
 interleave within a line) and closed for every line, in a worker thread, so rotation needs
@@ -19,7 +20,6 @@ creates a new one), and ``copytruncate`` works as well.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 
@@ -28,6 +28,7 @@ import msgspec
 
 from .._types import App, Message, Receive, Scope, Send
 from ..exchange import KEY_NAME, SCOPE_KEY, Attempt, Exchange
+from ..redaction import redact_bytes, redacting_logger
 from ..routes import match_route, route_path
 from ..unified import Usage
 from ..usage_totals import UsageTotals
@@ -35,7 +36,7 @@ from ..usage_totals import UsageTotals
 __all__ = ["AttemptRecord", "RequestLog", "RequestRecord", "UsageCounts", "record"]
 
 
-logger = logging.getLogger("asgi_rotator.request_log")
+logger = redacting_logger("asgi_rotator.request_log")
 
 
 class UsageCounts(msgspec.Struct, kw_only=True):
@@ -196,7 +197,9 @@ class RequestLog:
                     ttfb=seen.first_byte,
                     key=key,
                 )
-                await anyio.to_thread.run_sync(append_line, self.path, _encode(line) + b"\n")
+                # The model name is the client's text: a key pasted there is not written.
+                text = redact_bytes(_encode(line))
+                await anyio.to_thread.run_sync(append_line, self.path, text + b"\n")
             if self.totals is not None and exchange.attempts:
                 await self.totals.add(
                     key or "-",

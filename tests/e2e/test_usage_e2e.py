@@ -263,6 +263,14 @@ def test_every_log_line_follows_the_documented_schema_and_holds_no_secret(
         )
         with pytest.raises(openai.BadRequestError):
             client.chat.completions.create(model="up-chat/mock-gpt", messages=[])
+        # A client pasting its key into the model name: the line names the model redacted.
+        try:
+            client.chat.completions.create(
+                model=f"up-chat/{CLIENT_KEY}", messages=[{"role": "user", "content": "x"}]
+            )
+        except openai.APIStatusError:
+            pass
+    assert last_line(log, "up-chat/[redacted]")["key"] == "TEAM_A"
     # Refused before it was parsed: still a line, with no model and no attempt.
     refused = httpx.post(
         f"{url}/v1/chat/completions",
