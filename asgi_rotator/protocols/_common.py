@@ -133,22 +133,20 @@ def reported_cost(usage: Any) -> float | None:
     ticks = usage.get("cost_in_usd_ticks")
     if isinstance(ticks, int) and not isinstance(ticks, bool) and ticks >= 0:
         return ticks / USD_TICKS
-    cost = usage.get("cost")
-    if not _is_amount(cost):
+    total = _amount(usage.get("cost"))
+    if total is None:
         return None
-    total = float(cost)
     details = usage.get("cost_details")
     if usage.get("is_byok") is True and isinstance(details, dict):
-        upstream = details.get("upstream_inference_cost")
-        if _is_amount(upstream):
-            total += float(upstream)
+        upstream = _amount(details.get("upstream_inference_cost"))
+        if upstream is not None:
+            total += upstream
     return total
 
 
-def _is_amount(value: Any) -> bool:
-    return (
-        isinstance(value, (int, float))
-        and not isinstance(value, bool)
-        and value >= 0
-        and value != float("inf")
-    )
+def _amount(value: Any) -> float | None:
+    """A finite amount of 0 or more, or ``None`` (absent, null, negative, NaN, a string)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if 0 <= value < float("inf"):
+            return float(value)
+    return None
