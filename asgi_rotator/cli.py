@@ -1,4 +1,4 @@
-"""``asgi-rotator serve`` and ``asgi-rotator check-config``."""
+"""``asgi-rotator serve``, ``asgi-rotator check-config`` and ``asgi-rotator usage``."""
 
 from __future__ import annotations
 
@@ -27,10 +27,19 @@ def main(argv: list[str] | None = None) -> int:
         "naming every mistake",
     )
     check.add_argument("file")
+    usage = commands.add_parser("usage", help="usage and cost totals by key, model and day")
+    usage.add_argument("--config", help="TOML or JSON configuration file (its [state] store)")
+    usage.add_argument("--day", action="append", help="a UTC day, YYYY-MM-DD (repeatable)")
+    usage.add_argument("--json", action="store_true", help="one JSON object per line")
     args = parser.parse_args(argv)
     try:
         if args.command == "check-config":
             return _check_config(args.file)
+        if args.command == "usage":
+            from .usage_totals import print_usage
+
+            config = load_config(args.config) if args.config else config_from_env()
+            return print_usage(config, days=args.day, as_json=args.json)
         return _serve(args)
     except ConfigError as exc:
         for problem in exc.problems:

@@ -27,6 +27,7 @@ import msgspec
 from msgspec import Struct, field
 
 from .config_check import secret_problems, shape_problems, value_problems
+from .pricing import Price
 
 __all__ = [
     "PRESETS",
@@ -35,6 +36,7 @@ __all__ = [
     "CooldownConfig",
     "FieldCacheConfig",
     "GroupConfig",
+    "LoggingConfig",
     "ProviderConfig",
     "ResponsesConfig",
     "RoutingConfig",
@@ -241,6 +243,12 @@ class FieldCacheConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     adapters: list[AdapterConfig] = field(default_factory=list)
 
 
+class LoggingConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    requests: str | None = None  # JSON-lines request log (docs/usage.md), one line a request
+    totals: bool = False  # usage and cost totals by inbound key, model and day, in the store
+    totals_days: int = 90  # how long a day's totals are kept
+
+
 class Config(Struct, kw_only=True, forbid_unknown_fields=True):
     server: ServerConfig = field(default_factory=ServerConfig)
     providers: dict[str, ProviderConfig] = field(default_factory=dict)
@@ -253,6 +261,9 @@ class Config(Struct, kw_only=True, forbid_unknown_fields=True):
     cooldown: CooldownConfig = field(default_factory=CooldownConfig)
     tracing: TracingConfig = field(default_factory=TracingConfig)
     field_cache: FieldCacheConfig = field(default_factory=FieldCacheConfig)
+    # "provider/model" -> USD per million tokens, over the genai-prices table (docs/usage.md)
+    prices: dict[str, Price] = field(default_factory=dict)
+    logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
 class Preset(Struct, frozen=True, kw_only=True):

@@ -293,7 +293,25 @@ def value_problems(config: Any, presets: Mapping[str, Any], protocols: set[str])
         from .field_rules import config_problems  # local: the rules import the unified model
 
         found.extend(Problem(path, message) for path, message in config_problems(config))
+    found += _price_problems(config)
+    _positive(add, "logging.totals_days", config.logging.totals_days)
     return found
+
+
+def _price_problems(config: Any) -> Iterator[Problem]:
+    """``prices."provider/model"``: a configured provider, prices of 0 or more."""
+    for key, price in config.prices.items():
+        where = _join("prices", key)
+        provider, slash, model = key.partition("/")
+        if not slash or not model:
+            yield Problem(where, 'expected a key "provider/model"')
+        elif provider not in config.providers:
+            known = ", ".join(config.providers) or "(none)"
+            yield Problem(where, f"no provider {provider!r}; providers: {known}")
+        for name in ("input", "output", "cache_read", "cache_write", "cache_write_1h"):
+            value = getattr(price, name)
+            if value is not None and not (value >= 0 and math.isfinite(value)):
+                yield Problem(f"{where}.{name}", f"must be a price of 0 or more, got {value}")
 
 
 def _reference_problems(config: Any) -> Iterator[Problem]:

@@ -54,14 +54,20 @@ from .exchange import (
     Exchange,
     passthrough,
 )
+from .pricing import PriceTable
 from .protocols import Codec, get_codec
 from .providers import Providers
 from .redaction import redact, redacting_logger
 from .routes import Route, detect_protocol, match_route, route_path
 from .sse import DEFAULT_MAX_EVENT, EventTooLarge, ServerSentEvent, SSEDecoder, encode_event
-from .unified import Error, Event, Finish, MessageStart, Request
+from .unified import Error, Event, Finish, MessageStart, Request, Response, Usage
 
-__all__ = ["ProviderDispatch"]
+__all__ = ["COST_HEADER", "USAGE_HEADER", "ProviderDispatch", "format_cost", "format_usage"]
+
+# On plain responses (docs/usage.md); a stream's figures come after its headers, so they are
+# in its close record instead.
+COST_HEADER = b"x-asgi-rotator-cost-usd"
+USAGE_HEADER = b"x-asgi-rotator-usage"
 
 
 logger = redacting_logger("asgi_rotator.dispatch")
@@ -75,7 +81,10 @@ _FORWARD = {"anthropic_messages": ("anthropic-beta",)}
 
 
 class ProviderDispatch:
-    """The terminal app.  ``providers`` is a ``Providers`` (or a ``Config`` to build one)."""
+    """The terminal app.  ``providers`` is a ``Providers`` (or a ``Config`` to build one).
+
+    ``prices`` prices each attempt's usage (``pricing.PriceTable``; by default the
+    configuration's ``[prices]`` over the genai-prices table)."""
 
     def __init__(
         self,
@@ -83,12 +92,22 @@ class ProviderDispatch:
         *,
         max_body: int = DEFAULT_MAX_BODY,
         max_event: int = DEFAULT_MAX_EVENT,
+        prices: PriceTable | None = None,
     ) -> None:
         self.providers = providers if isinstance(providers, Providers) else Providers(providers)
         self.max_body = max_body
         if isinstance(max_event, bool) or not isinstance(max_event, int) or max_event < 1:
             raise ValueError(f"max_event: expected a positive number of bytes, got {max_event!r}")
         self.max_event = max_event  # the largest upstream SSE event, in bytes
+        if prices is None:
+            prices = PriceTable(self.providers.config.prices)
+            prices.warm(
+                (p.name, p.base_urls.get(protocol), model)
+                for p in self.providers
+                for protocol in p.protocols[:1]
+                for model in p.models
+            )
+        self.prices = prices
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -245,6 +264,8 @@ class ProviderDispatch:
         if on_attempt is not None:
             # The tracing layer's attempt span starts here; its traceparent goes upstream.
             headers.extend(on_attempt(exchange, attempt))
+        # The base URL is how the price table tells the provider (api.openai.com, ...).
+        pricer = _Pricer(self.prices, attempt, provider.base_urls.get(upstream_protocol))
         try:
             response = await provider.client.send("POST", url, headers, body)
         except GatewayError as error:
@@ -271,7 +292,9 @@ class ProviderDispatch:
                 )
             if request.stream:
                 progress.started = True
-                relay = _StreamRelay(exchange, codec, upstream_codec, request, send, self.max_event)
+                relay = _StreamRelay(
+                    exchange, codec, upstream_codec, request, send, pricer, self.max_event
+                )
                 await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
                 chunks = response.aiter_bytes()
                 try:
@@ -280,7 +303,7 @@ class ProviderDispatch:
                     await chunks.aclose()
             else:
                 await self._plain(
-                    exchange, codec, upstream_codec, request, response, send, progress
+                    exchange, codec, upstream_codec, request, response, send, progress, pricer
                 )
         except GatewayError as error:
             error.provider = error.provider or provider.name
@@ -299,6 +322,7 @@ class ProviderDispatch:
         response: Any,
         send: Send,
         progress: _Progress,
+        pricer: _Pricer,
     ) -> None:
         raw = await response.aread()
         try:
@@ -316,16 +340,20 @@ class ProviderDispatch:
             exchange.record(
                 "dispatch.translate_response", source=upstream_codec.name, target=codec.name
             )
-        exchange.usage = unified.usage
+        usage = exchange.usage = unified.usage
+        pricer(usage)
+        cost = exchange.cost
+        if request.include_cost and cost is not None:
+            # Asked for in-band (OpenRouter's usage.include): the request's cost, over all
+            # its attempts, in the usage object the client reads.
+            raw = _json_encode(codec.build_response(_with_cost(unified, cost), request))
         exchange.response_id = unified.id
+        headers = [JSON_HEADER, (b"content-length", str(len(raw)).encode())]
+        headers.append((USAGE_HEADER, format_usage(usage).encode()))
+        if cost is not None:
+            headers.append((COST_HEADER, format_cost(cost).encode()))
         progress.started = True
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [JSON_HEADER, (b"content-length", str(len(raw)).encode())],
-            }
-        )
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": raw, RESPONSE: unified})
 
     # --- listings and lifespan --------------------------------------------------------------
@@ -380,6 +408,47 @@ class ProviderDispatch:
         await self.providers.aclose()
 
 
+def _with_cost(response: Response, cost: float) -> Response:
+    usage = msgspec.structs.replace(response.usage, cost=cost)
+    return msgspec.structs.replace(response, usage=usage)
+
+
+class _Pricer:
+    """Notes an attempt's usage and what it cost, when the usage arrives."""
+
+    __slots__ = ("attempt", "prices", "url")
+
+    def __init__(self, prices: PriceTable, attempt: Attempt, url: str | None) -> None:
+        self.prices = prices
+        self.attempt = attempt
+        self.url = url
+
+    def __call__(self, usage: Usage) -> None:
+        attempt = self.attempt
+        attempt.usage = usage
+        attempt.cost = self.prices.cost(attempt.provider, self.url, attempt.model, usage)
+
+
+def format_usage(usage: Usage) -> str:
+    """The normalised counts, compact (an RFC 8941 dictionary): input and output always, the
+    subsets inside them when not zero."""
+    out = f"input={usage.input_tokens}, output={usage.output_tokens}"
+    if usage.cache_read_tokens:
+        out += f", cache_read={usage.cache_read_tokens}"
+    if usage.cache_write_tokens:
+        out += f", cache_write={usage.cache_write_tokens}"
+    if usage.cache_write_1h_tokens:
+        out += f", cache_write_1h={usage.cache_write_1h_tokens}"
+    if usage.reasoning_tokens:
+        out += f", reasoning={usage.reasoning_tokens}"
+    return out
+
+
+def format_cost(cost: float) -> str:
+    """USD as a plain decimal (no exponent), to 1e-10 (xAI's tick)."""
+    return f"{cost:.10f}".rstrip("0").rstrip(".") or "0"
+
+
 class _Progress:
     """Whether the response has started going out: after that, failures go in-band."""
 
@@ -416,7 +485,16 @@ class _StreamRelay:
     message delays none of them, and costs the server one socket write instead of one per
     event.  A paced upstream (one event per read) still gets one message per event."""
 
-    __slots__ = ("decoder", "encoder", "exchange", "max_event", "send", "stream")
+    __slots__ = (
+        "decoder",
+        "encoder",
+        "exchange",
+        "max_event",
+        "pricer",
+        "request",
+        "send",
+        "stream",
+    )
 
     def __init__(
         self,
@@ -425,14 +503,19 @@ class _StreamRelay:
         upstream_codec: Codec,
         request: Request,
         send: Send,
+        pricer: _Pricer,
         max_event: int = DEFAULT_MAX_EVENT,
     ) -> None:
         self.exchange = exchange
+        self.pricer = pricer
+        self.request = request
         self.max_event = max_event
         self.send = send
         self.decoder = upstream_codec.stream_decoder()
-        # Same protocol: no encoder, the upstream's events go out as they came.
-        self.encoder = None if upstream_codec is codec else codec.stream_encoder(request)
+        # The upstream's events go out as they came (same protocol) unless the client asked
+        # for the cost in-band: then they are re-encoded, the last usage with the cost in it.
+        same = upstream_codec is codec and not request.include_cost
+        self.encoder = None if same else codec.stream_encoder(request)
         # The client's stream, opened before its start goes out: this layer notes what it
         # sends, and the layers above continue it from there if they must end it.
         self.stream = ClientStream.open(exchange, self.encoder)
@@ -508,9 +591,7 @@ class _StreamRelay:
             if not events:
                 raise
             failure = error  # the events before the bad one still go out, then the error
-        if encoder is not None:
-            parts = [encoder.encode(event) for event in events]
-        for event in events:
+        for i, event in enumerate(events):
             # By exact type, as the client stream notes them: the unified event classes
             # are not subclassed, and this runs for every event.
             kind = type(event)
@@ -518,8 +599,16 @@ class _StreamRelay:
                 usage = cast(Finish, event).usage
                 if usage is not None:
                     exchange.usage = usage
+                    self.pricer(usage)
+                    cost = exchange.cost
+                    if self.request.include_cost and cost is not None:
+                        # Asked for in-band: the request's cost in the client's usage.
+                        usage = msgspec.structs.replace(usage, cost=cost)
+                        events[i] = msgspec.structs.replace(event, usage=usage)
             elif kind is MessageStart:
                 exchange.response_id = cast(MessageStart, event).id
+        if encoder is not None:
+            parts = [encoder.encode(event) for event in events]
         if parts or events or sse_events:
             # Also when the events have no bytes in the client's protocol (an Anthropic
             # ping, a Responses *.done translated away): an empty body message still tells

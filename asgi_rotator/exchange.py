@@ -37,6 +37,7 @@ __all__ = [
     "DISCONNECT_WATCHED",
     "ERROR",
     "EVENT",
+    "KEY_NAME",
     "PRINCIPAL",
     "RECORD",
     "RESPONSE",
@@ -62,6 +63,9 @@ RESPONSE = "asgi_rotator.response"
 # ``traceparent`` for the attempt's span) go out with that upstream request.  It must not
 # raise.
 ATTEMPT_HOOK = "asgi_rotator.on_attempt"
+# Set in the scope by InboundKeys: the name of the inbound key the client presented (never
+# the key), for the request log and the usage totals.
+KEY_NAME = "asgi_rotator.key_name"
 ERROR = "asgi_rotator.error"
 # Set in the scope by whatever authenticated the client (InboundKeys): a fingerprint of its
 # key, never the key.  Layers that keep state per client (ResponsesState) scope it by this.
@@ -86,6 +90,19 @@ class Attempt(Struct, kw_only=True):
     kind: str | None = None  # the GatewayError kind when it failed
     duration: float | None = None
     ttfb: float | None = None
+    usage: Usage | None = None  # as this attempt's provider reported it
+    cost: float | None = None  # USD: the provider's figure, else the price table's; None unknown
+
+    def charged(self) -> float | None:
+        """What this attempt cost: its ``cost``; nothing for an attempt the provider refused
+        (an error status, or no answer at all) without reporting usage; ``None`` when it is
+        not known (an answer that started and broke off before its usage came)."""
+        if self.cost is not None:
+            return self.cost
+        if self.usage is None and self.kind is not None:
+            if self.status is None or self.status >= 400:
+                return 0.0
+        return None
 
 
 class StreamClose(Struct, kw_only=True):
@@ -110,6 +127,10 @@ class StreamClose(Struct, kw_only=True):
     ttfb: float | None = None
     duration: float | None = None
     heartbeats: int = 0
+    # The response's usage (unified counts) and the request's cost in USD over all its
+    # attempts, when known (docs/usage.md).
+    usage: Usage | None = None
+    cost: float | None = None
 
 
 class Pass(Struct, array_like=True):
@@ -195,6 +216,20 @@ class Exchange:
         body = await read_body(receive, max_body)
         exchange = scope[SCOPE_KEY] = cls(scope, body, receive)
         return exchange
+
+    @property
+    def cost(self) -> float | None:
+        """The request's cost in USD: the sum over its attempts, ``None`` if any attempt's
+        cost is unknown (or there was none)."""
+        if not self.attempts:
+            return None
+        total = 0.0
+        for attempt in self.attempts:
+            charged = attempt.charged()
+            if charged is None:
+                return None
+            total += charged
+        return total
 
     def replay(self) -> Receive:
         """A ``receive`` that gives the body once, then passes through (disconnects)."""

@@ -9,6 +9,8 @@
                         when asked), and x-request-id on every response
     InboundKeys         only when server.inbound_keys is set; outside everything that spends
                         money or reads stored state
+    RequestLog          only when logging.requests or logging.totals is set: a JSON line
+                        per request, usage totals per inbound key
     ProtocolNegotiation detection, one validated parse, every error in the client's protocol
     ResponsesState      previous_response_id, stored responses (responses.enabled)
     FallbackRouter      groups, fallbacks (routing.enabled)
@@ -41,15 +43,25 @@ from .middleware.auth import InboundKeys
 from .middleware.cooldown import DEFAULT_RETRY_ON, CooldownRetry
 from .middleware.fallback import FallbackRouter
 from .middleware.field_cache import FieldCache
-from .middleware.protocol import ProtocolNegotiation
 from .middleware.log_lines import LogLines
+from .middleware.protocol import ProtocolNegotiation
+from .middleware.request_log import RequestLog
 from .middleware.responses import ResponsesState
 from .middleware.stream_guard import StreamGuard
 from .providers import Providers
 from .state import FileStore, MemoryStore, RedisStore, StateStore
 from .telemetry import MetricsEndpoint, Telemetry, telemetry_from_config
+from .usage_totals import UsageTotals
 
-__all__ = ["LAYERS", "MOCK_PROVIDERS", "Gateway", "build_app", "with_mock_providers"]
+__all__ = [
+    "LAYERS",
+    "MOCK_PROVIDERS",
+    "Gateway",
+    "build_app",
+    "key_name",
+    "make_store",
+    "with_mock_providers",
+]
 
 # Innermost first; each name can be switched off with ``without=``.
 LAYERS = (
@@ -59,6 +71,7 @@ LAYERS = (
     "fallback",
     "responses",
     "protocol",
+    "request_log",
     "auth",
     "log_lines",
     "health",
@@ -141,6 +154,27 @@ class Gateway:
             await anyio.to_thread.run_sync(telemetry.shutdown)
 
 
+def make_store(config: Config, name: str, environ: Mapping[str, str]) -> StateStore:
+    """The configured store for one layer's state (``name``: ``cooldown``, ``responses``,
+    ``usage``).  One store per layer: a layer's entries never evict another's (LRU, file
+    cap)."""
+    if config.state.backend == "file":
+        assert config.state.path is not None
+        return FileStore(Path(config.state.path) / name, max_entries=config.state.max_entries)
+    if config.state.backend == "redis":
+        assert config.state.url is not None
+        return RedisStore(
+            resolve_secret(config.state.url, environ, "state.url"), prefix=f"asgi_rotator:{name}:"
+        )
+    return MemoryStore(max_entries=config.state.max_entries)
+
+
+def key_name(ref: str, index: int) -> str:
+    """An inbound key's name in the request log and the usage totals: the environment
+    variable it comes from (``env:TEAM_A`` is ``TEAM_A``), else ``key1``, ``key2`` ..."""
+    return ref[4:] if ref.startswith("env:") else f"key{index + 1}"
+
+
 def build_app(
     config: Config | Mapping[str, Any] | None = None,
     *,
@@ -166,18 +200,7 @@ def build_app(
     stores: list[StateStore] = []
 
     def store(name: str) -> StateStore:
-        # One store per layer: a layer's entries never evict another's (LRU, file cap).
-        made: StateStore
-        if config.state.backend == "file":
-            assert config.state.path is not None
-            made = FileStore(Path(config.state.path) / name, max_entries=config.state.max_entries)
-        elif config.state.backend == "redis":
-            assert config.state.url is not None
-            made = RedisStore(
-                resolve_secret(config.state.url, env, "state.url"), prefix=f"asgi_rotator:{name}:"
-            )
-        else:
-            made = MemoryStore(max_entries=config.state.max_entries)
+        made = make_store(config, name, env)
         stores.append(made)
         return made
 
@@ -244,7 +267,19 @@ def build_app(
         )
     if "protocol" not in skip:
         app = ProtocolNegotiation(app, max_body=max_body)
-    keys = [resolve_secret(k, env, "server.inbound_keys") for k in config.server.inbound_keys]
+    logging = config.logging
+    if (logging.requests or logging.totals) and "request_log" not in skip:
+        app = RequestLog(
+            app,
+            path=logging.requests,
+            totals=UsageTotals(store("usage"), ttl_days=logging.totals_days)
+            if logging.totals
+            else None,
+        )
+    keys = {
+        key_name(ref, i): resolve_secret(ref, env, "server.inbound_keys")
+        for i, ref in enumerate(config.server.inbound_keys)
+    }
     if keys and "auth" not in skip:
         app = InboundKeys(app, keys=keys)
     if "log_lines" not in skip:

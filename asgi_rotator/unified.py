@@ -16,9 +16,13 @@ Conventions that hold across the package:
 Usage counting rule (one rule, so nothing is counted twice):
 ``input_tokens`` is *every* input token, including cache reads and cache writes;
 ``output_tokens`` is *every* output token, including reasoning.  ``cache_read_tokens``,
-``cache_write_tokens`` and ``reasoning_tokens`` are breakdowns already inside those totals.
-Anthropic reports ``input_tokens`` without cache tokens and Gemini reports candidates without
-thoughts; their codecs add them in when parsing and take them out again when building.
+``cache_write_tokens`` and ``reasoning_tokens`` are breakdowns already inside those totals, and
+``cache_write_1h_tokens`` is the part of ``cache_write_tokens`` written with Anthropic's one-hour
+TTL (priced higher).  Anthropic reports ``input_tokens`` without cache tokens and Gemini reports
+candidates without thoughts (and tool-use prompt tokens beside the prompt); their codecs add
+them in when parsing and take them out again when building.  ``cost`` is what the provider
+itself reported charging (OpenRouter ``usage.cost``, xAI ``cost_in_usd_ticks``), in USD, or
+``None``; it is not a token count and is never derived from the counts here.
 """
 
 from __future__ import annotations
@@ -73,6 +77,8 @@ class Usage(Struct, kw_only=True, omit_defaults=True, gc=False):
     reasoning_tokens: int = 0
     cache_read_tokens: int = 0
     cache_write_tokens: int = 0
+    cache_write_1h_tokens: int = 0  # inside cache_write_tokens
+    cost: float | None = None  # USD, as the provider reported it
 
     @property
     def total_tokens(self) -> int:
@@ -80,12 +86,15 @@ class Usage(Struct, kw_only=True, omit_defaults=True, gc=False):
 
     def merge(self, other: Usage) -> Usage:
         """Field-wise maximum: providers repeat cumulative counts across stream events."""
+        cost = self.cost if other.cost is None else max(self.cost or 0.0, other.cost)
         return Usage(
             input_tokens=max(self.input_tokens, other.input_tokens),
             output_tokens=max(self.output_tokens, other.output_tokens),
             reasoning_tokens=max(self.reasoning_tokens, other.reasoning_tokens),
             cache_read_tokens=max(self.cache_read_tokens, other.cache_read_tokens),
             cache_write_tokens=max(self.cache_write_tokens, other.cache_write_tokens),
+            cache_write_1h_tokens=max(self.cache_write_1h_tokens, other.cache_write_1h_tokens),
+            cost=cost,
         )
 
 
@@ -218,6 +227,9 @@ class Request(Struct, kw_only=True, omit_defaults=True, gc=False):
     output: OutputFormat | None = None
     stream: bool = False
     include_usage: bool | None = None  # OpenAI chat stream_options.include_usage
+    # The client asked for the request's cost in its usage object (OpenRouter's
+    # ``usage: {"include": true}``): the gateway writes it there (docs/usage.md).
+    include_cost: bool | None = None
     metadata: dict[str, Any] | None = None
     user: str | None = None
     # OpenAI Responses state; the ResponsesState middleware consumes these.

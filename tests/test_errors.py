@@ -5,7 +5,13 @@ import time
 
 import pytest
 
-from asgi_rotator.errors import RETRYABLE_KINDS, GatewayError, classify, parse_retry_after, parse_retry_delay
+from asgi_rotator.errors import (
+    RETRYABLE_KINDS,
+    GatewayError,
+    classify,
+    parse_retry_after,
+    parse_retry_delay,
+)
 
 
 @pytest.mark.parametrize(

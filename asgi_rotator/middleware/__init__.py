@@ -6,8 +6,9 @@ from .auth import InboundKeys
 from .cooldown import CooldownRetry
 from .fallback import FallbackRouter
 from .field_cache import FieldCache
-from .protocol import ProtocolNegotiation
 from .log_lines import LogLines
+from .protocol import ProtocolNegotiation
+from .request_log import RequestLog
 from .responses import ResponsesState
 from .stream_guard import StreamGuard
 from .tracing import Tracing
@@ -17,8 +18,9 @@ __all__ = [
     "FallbackRouter",
     "FieldCache",
     "InboundKeys",
-    "ProtocolNegotiation",
     "LogLines",
+    "ProtocolNegotiation",
+    "RequestLog",
     "ResponsesState",
     "StreamGuard",
     "Tracing",

@@ -4,24 +4,26 @@ It must sit outside every layer that spends money or reads stored state.  The ke
 where each official SDK puts it (``Authorization: Bearer``, ``x-api-key``,
 ``x-goog-api-key``, ``?key=``); a refusal is a 401 in the shape the client's route implies.
 Downstream layers see only a fingerprint of the key (``scope["asgi_rotator.principal"]``),
-which scopes stored state per client without keeping the key itself.
+which scopes stored state per client without keeping the key itself, and the key's name
+(``scope["asgi_rotator.key_name"]``) when keys are given as a name -> key mapping, for the
+request log and the usage totals.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from hmac import compare_digest
 from urllib.parse import parse_qsl
 
 from .._types import App, Receive, Scope, Send
 from ..answer import send_error
 from ..errors import GatewayError
-from ..exchange import PRINCIPAL
+from ..exchange import KEY_NAME, PRINCIPAL
 from ..redaction import register_secret
 from ..routes import detect_protocol, match_route, route_path
 
-__all__ = ["PRINCIPAL", "InboundKeys", "fingerprint", "presented_key"]
+__all__ = ["KEY_NAME", "PRINCIPAL", "InboundKeys", "fingerprint", "presented_key"]
 
 _sha256 = hashlib.sha256
 
@@ -51,19 +53,26 @@ def presented_key(scope: Scope) -> str | None:
 
 class InboundKeys:
     def __init__(
-        self, app: App, *, keys: Iterable[str], open_paths: Iterable[str] = ("/healthz",)
+        self,
+        app: App,
+        *,
+        keys: Iterable[str] | Mapping[str, str],
+        open_paths: Iterable[str] = ("/healthz",),
     ) -> None:
         self.app = app
-        keys = list(keys)
+        named = (
+            keys if isinstance(keys, Mapping) else {f"key{i + 1}": k for i, k in enumerate(keys)}
+        )
+        self._names = list(named)
+        keys = list(named.values())
         for key in keys:
             register_secret(key)  # a client may quote it back in a prompt, a log may show it
-        # Compared as digests so every comparison takes the same time whatever the key.
-        keys = list(keys)
         if not keys:
             raise ValueError("InboundKeys needs at least one key")
         if any(not isinstance(k, str) or not k.strip() for k in keys):
             # A template with an unset variable gives "": it would match an empty header.
             raise ValueError("InboundKeys: a key must not be empty or blank")
+        # Compared as digests so every comparison takes the same time whatever the key.
         self._digests = [hashlib.sha256(k.encode()).digest() for k in keys]
         self._open = frozenset(open_paths)
 
@@ -79,11 +88,15 @@ class InboundKeys:
         key = presented_key(scope)
         if key is not None:
             digest = _sha256(key.encode()).digest()
-            matched = False
-            for known in self._digests:  # every key compared: the time does not tell which
-                matched |= compare_digest(digest, known)
-            if matched:
+            matched = -1
+            # Every key is compared, each in constant time: the time does not tell which
+            # key matched, nor how much of it.
+            for i, known in enumerate(self._digests):
+                if compare_digest(digest, known):
+                    matched = i
+            if matched >= 0:
                 scope[PRINCIPAL] = digest.hex()[:32]  # fingerprint(key), from the same hash
+                scope[KEY_NAME] = self._names[matched]
                 await self.app(scope, receive, send)
                 return
         # The shared detection: the route where it names a protocol, else the headers

@@ -975,6 +975,8 @@ class _GuardedCall:
             ttfb=self.first_event_at - self.started if self.first_event_at is not None else None,
             duration=end - self.started,
             heartbeats=self.heartbeats,
+            usage=exchange.usage,
+            cost=exchange.cost,
         )
 
 

@@ -186,6 +186,7 @@ class _Usage(msgspec.Struct):
     cached: int
     output: int  # including reasoning
     reasoning: int
+    cost: float | None = None  # OpenRouter-style usage.cost (USD), when the mock reports one
 
 
 class _Reply(msgspec.Struct):
@@ -242,7 +243,9 @@ class MockUpstream:
     ``chunk_delay`` between stream events; ``stream_events`` splits the reply text into
     exactly that many content events (otherwise one per word); ``text`` replaces the plain
     reply text; ``tool_steps`` is how many rounds of tool calls a conversation gets before
-    the mock answers in text (a sequential tool loop).
+    the mock answers in text (a sequential tool loop); ``reported_cost`` (USD) makes the
+    OpenAI-shaped usage objects carry ``cost``, as OpenRouter's do (Chat Completions and
+    Responses).
 
     Reasoning payloads are checked like the real services check them (``reasoning.py``):
     Anthropic thinking blocks when thinking is on, Gemini thought signatures for Gemini 3
@@ -257,6 +260,7 @@ class MockUpstream:
         stream_events: int | None = None,
         text: str | None = None,
         tool_steps: int = 1,
+        reported_cost: float | None = None,
     ) -> None:
         if stream_events is not None and stream_events < 1:
             raise ValueError("stream_events must be at least 1")
@@ -268,6 +272,7 @@ class MockUpstream:
         self.text = text
         self.tool_steps = tool_steps
         self.issued = Issued()
+        self.reported_cost = reported_cost
         self.requests: list[RecordedRequest] = []
         self.connections: set[tuple[str, int]] = set()
         self.closed_streams: list[ClosedStream] = []
@@ -463,6 +468,7 @@ class MockUpstream:
             cached=cached,
             output=(len(text.split()) if text else 0) + reasoning_words + 10 * len(calls),
             reasoning=reasoning_words,
+            cost=self.reported_cost,
         )
         return _Reply(
             id=codec.response_id(n),
@@ -913,13 +919,16 @@ class _OpenAIChat(_OpenAIError):
         return f"chatcmpl-mock{n}"
 
     def _usage(self, usage: _Usage) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "prompt_tokens": usage.input,
             "completion_tokens": usage.output,
             "total_tokens": usage.input + usage.output,
             "prompt_tokens_details": {"cached_tokens": usage.cached, "audio_tokens": 0},
             "completion_tokens_details": {"reasoning_tokens": usage.reasoning, "audio_tokens": 0},
         }
+        if usage.cost is not None:
+            out["cost"] = usage.cost
+        return out
 
     def body(self, reply: _Reply) -> bytes:
         message: dict[str, Any] = {"role": "assistant", "content": reply.text, "refusal": None}
@@ -1089,6 +1098,7 @@ class _OpenAIResponses(_OpenAIError):
                 "output_tokens": usage.output,
                 "output_tokens_details": {"reasoning_tokens": usage.reasoning},
                 "total_tokens": usage.input + usage.output,
+                **({} if usage.cost is None else {"cost": usage.cost}),
             }
             if done
             else None,

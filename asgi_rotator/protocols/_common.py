@@ -20,6 +20,7 @@ __all__ = [
     "expect_str",
     "new_id",
     "pick_extra",
+    "reported_cost",
 ]
 
 # One table for every codec, so effort -> budget -> effort is stable across hops.
@@ -112,3 +113,40 @@ def _kind(value: Any) -> str:
         list: "an array",
         dict: "an object",
     }.get(type(value), type(value).__name__)
+
+
+# xAI: "1 USD = 10,000,000,000 ticks" (xAI docs, "Cost Tracking").
+USD_TICKS = 10**10
+
+
+def reported_cost(usage: Any) -> float | None:
+    """What the provider says a response cost, in USD, from its usage object, or ``None``.
+
+    * xAI: ``usage.cost_in_usd_ticks`` (chat completions and Responses).
+    * OpenRouter: ``usage.cost`` is what was charged to the account; on a BYOK request
+      (``usage.is_byok``) that is only OpenRouter's fee, and the upstream provider charged
+      ``usage.cost_details.upstream_inference_cost`` to the user's own key on top
+      (OpenRouter docs, "Usage Accounting").
+    """
+    if not isinstance(usage, dict):
+        return None
+    ticks = usage.get("cost_in_usd_ticks")
+    if isinstance(ticks, int) and not isinstance(ticks, bool) and ticks >= 0:
+        return ticks / USD_TICKS
+    total = _amount(usage.get("cost"))
+    if total is None:
+        return None
+    details = usage.get("cost_details")
+    if usage.get("is_byok") is True and isinstance(details, dict):
+        upstream = _amount(details.get("upstream_inference_cost"))
+        if upstream is not None:
+            total += upstream
+    return total
+
+
+def _amount(value: Any) -> float | None:
+    """A finite amount of 0 or more, or ``None`` (absent, null, negative, NaN, a string)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        if 0 <= value < float("inf"):
+            return float(value)
+    return None

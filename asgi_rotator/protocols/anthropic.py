@@ -49,8 +49,11 @@ Deliberate choices, in the order a request meets them:
 * **Sampling.**  ``temperature``, ``top_p`` and ``top_k`` are read and written although SDK
   2.11 no longer types them on ``MessageCreateParams``; the API reference documents them.
 * **Usage**: unified ``input_tokens`` = Anthropic ``input_tokens`` + cache writes + cache
-  reads; ``output_tokens_details.thinking_tokens`` is ``reasoning_tokens``.  Building
-  subtracts the cache counts again.
+  reads (Anthropic's ``input_tokens`` counts only the tokens after the last cache
+  breakpoint); ``cache_creation.ephemeral_1h_input_tokens`` is ``cache_write_1h_tokens``, a
+  part of the cache writes (the rest is the 5-minute TTL), never added;
+  ``output_tokens_details.thinking_tokens`` is ``reasoning_tokens``.  Building subtracts the
+  cache counts again.
 * **Streams.**  ``ping`` is ignored; ``citations_delta`` has no unified event and is dropped;
   blocks of server tools are skipped (their wire indices get no unified index).  The encoder
   follows Anthropic's sequence (``message_start``, ``ping``, blocks, ``message_delta``,
@@ -117,6 +120,7 @@ from ._common import (
     expect_str,
     new_id,
     pick_extra,
+    reported_cost,
 )
 from .base import Codec, StreamDecoder, StreamEncoder, bad_request
 
@@ -1278,6 +1282,10 @@ def _parse_usage(raw: Any) -> Usage:
     cache_write = _as_int(raw.get("cache_creation_input_tokens"))
     cache_read = _as_int(raw.get("cache_read_input_tokens"))
     details = raw.get("output_tokens_details")
+    # ``cache_creation`` breaks cache_creation_input_tokens down by TTL (5 min, 1 hour): a
+    # breakdown, never added; the one-hour part is kept because it is priced higher.
+    by_ttl = raw.get("cache_creation")
+    one_hour = _as_int(by_ttl.get("ephemeral_1h_input_tokens")) if isinstance(by_ttl, dict) else 0
     return Usage(
         input_tokens=_as_int(raw.get("input_tokens")) + cache_write + cache_read,
         output_tokens=_as_int(raw.get("output_tokens")),
@@ -1286,6 +1294,8 @@ def _parse_usage(raw: Any) -> Usage:
         else 0,
         cache_read_tokens=cache_read,
         cache_write_tokens=cache_write,
+        cache_write_1h_tokens=min(one_hour, cache_write),
+        cost=reported_cost(raw),  # OpenRouter's Anthropic endpoint
     )
 
 
@@ -1298,6 +1308,11 @@ def _build_usage(usage: Usage) -> dict[str, Any]:
         "cache_creation_input_tokens": usage.cache_write_tokens,
         "cache_read_input_tokens": usage.cache_read_tokens,
     }
+    if usage.cache_write_1h_tokens:
+        out["cache_creation"] = {
+            "ephemeral_5m_input_tokens": usage.cache_write_tokens - usage.cache_write_1h_tokens,
+            "ephemeral_1h_input_tokens": usage.cache_write_1h_tokens,
+        }
     if usage.reasoning_tokens:
         out["output_tokens_details"] = {"thinking_tokens": usage.reasoning_tokens}
     return out

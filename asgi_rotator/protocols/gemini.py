@@ -1298,10 +1298,21 @@ def _parse_usage(usage: Mapping[str, Any], snake: set[str]) -> tuple[Usage, int]
 
     thoughts = count("thoughtsTokenCount")
     tool_tokens = count("toolUsePromptTokenCount")
+    prompt = count("promptTokenCount")
+    candidates = count("candidatesTokenCount")
+    # usageMetadata: totalTokenCount = prompt + toolUsePrompt + candidates + thoughts, the
+    # thoughts being outside candidatesTokenCount.  A total that already balances without
+    # them says this backend counted thoughts inside the candidates: not added twice.
+    total = count("totalTokenCount")
+    output = (
+        candidates
+        if thoughts and total == prompt + tool_tokens + candidates
+        else (candidates + thoughts)
+    )
     return (
         Usage(
-            input_tokens=count("promptTokenCount") + tool_tokens,
-            output_tokens=count("candidatesTokenCount") + thoughts,
+            input_tokens=prompt + tool_tokens,
+            output_tokens=output,
             reasoning_tokens=thoughts,
             cache_read_tokens=count("cachedContentTokenCount"),
         ),

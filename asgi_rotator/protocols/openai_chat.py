@@ -28,8 +28,10 @@ Deliberate choices, so the next reader does not have to rediscover them:
   tool model (ids synthesised, name-matched) with markers, so they translate to other
   protocols and still round-trip; ``finish_reason: "function_call"`` becomes ``tool_calls``.
 * **Usage.**  ``prompt_tokens`` already includes ``prompt_tokens_details.cached_tokens`` and
-  ``cache_write_tokens``; ``completion_tokens`` already includes ``reasoning_tokens``, which is
-  exactly the unified rule, so counts map one to one.
+  ``cache_write_tokens`` (OpenRouter's name for cache writes); ``completion_tokens`` already
+  includes ``reasoning_tokens``, which is exactly the unified rule, so counts map one to one.
+  A provider-reported cost (OpenRouter ``cost``, xAI ``cost_in_usd_ticks``) is read into
+  ``Usage.cost`` (``_common.reported_cost``).
 * **Streams.**  Only choice 0 is decoded (``n > 1`` is not translated).  The encoder writes
   the ``choices: []`` usage chunk only when the request asked for it
   (``stream_options.include_usage``), as OpenAI does; a request built here for another
@@ -87,6 +89,7 @@ from ._common import (
     expect_str,
     new_id,
     pick_extra,
+    reported_cost,
 )
 from .base import Codec, StreamDecoder, StreamEncoder, bad_request
 
@@ -261,8 +264,9 @@ class OpenAIChatCodec(Codec):
         elif marks.get("stream") is False:
             out["stream"] = False
         include_usage = request.include_usage
-        if include_usage is None and request.stream and not same:
-            include_usage = True  # the gateway needs usage for a client of another protocol
+        if include_usage is None and request.stream and (not same or request.include_cost):
+            # The gateway needs usage for a client of another protocol, or to price it
+            include_usage = True
         if include_usage is not None or "stream_options" in marks:
             stream_options = dict(marks.get("stream_options", {}))
             if include_usage is not None:
@@ -452,7 +456,9 @@ class OpenAIChatCodec(Codec):
         return _ChatStreamDecoder()
 
     def stream_encoder(self, request: Request | None = None) -> StreamEncoder:
-        include_usage = bool(request is not None and request.include_usage)
+        include_usage = bool(
+            request is not None and (request.include_usage or request.include_cost)
+        )
         return _ChatStreamEncoder(include_usage, request.model if request is not None else "")
 
 
@@ -509,6 +515,12 @@ class _RequestParser:
         if "user" in body and (user := _get(body, "user")) is not None:
             request.user = expect_str(user, "user")
         extra = _leftovers(body, _REQUEST_FIELDS)
+        # OpenRouter's opt-in for the cost in the usage object.  Answered by the gateway and
+        # not sent on: OpenAI refuses parameters it does not know.
+        usage_option = extra.get("usage")
+        if isinstance(usage_option, dict) and set(usage_option) == {"include"}:
+            request.include_cost = expect_bool(usage_option["include"], "usage.include")
+            del extra["usage"]
         if "function_call" in body and _get(body, "tool_choice") is not None:
             extra["function_call"] = body["function_call"]  # both given: tool_choice rules
         if "max_tokens" in body and "max_completion_tokens" in body:
@@ -1171,6 +1183,7 @@ def _parse_usage(raw: Any) -> Usage:
         cache_read_tokens=_int(prompt.get("cached_tokens")),
         cache_write_tokens=_int(prompt.get("cache_write_tokens")),
         reasoning_tokens=_int(completion.get("reasoning_tokens")),
+        cost=reported_cost(raw),
     )
 
 
@@ -1184,6 +1197,10 @@ def _build_usage(usage: Usage, raw: Any = None) -> dict[str, Any]:
     }
     if usage.cache_write_tokens:
         built["prompt_tokens_details"]["cache_write_tokens"] = usage.cache_write_tokens
+    if usage.cost is not None and usage.cost != reported_cost(raw):
+        # USD, where OpenRouter puts it; the provider's own figure (BYOK fee and upstream
+        # cost apart) stays as it sent it.
+        built["cost"] = usage.cost
     if not isinstance(raw, dict) or not raw:
         return built
     # Same protocol: the provider's own object, with the counts a layer may have changed.

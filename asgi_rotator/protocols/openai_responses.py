@@ -93,6 +93,7 @@ from ._common import (
     expect_str,
     new_id,
     pick_extra,
+    reported_cost,
 )
 from .base import Codec, StreamDecoder, StreamEncoder, bad_request
 
@@ -1149,6 +1150,7 @@ def _parse_usage(raw: Any) -> Usage:
         reasoning_tokens=_int(out.get("reasoning_tokens")),
         cache_read_tokens=_int(inp.get("cached_tokens")),
         cache_write_tokens=_int(inp.get("cache_write_tokens")),
+        cost=reported_cost(raw),  # xAI and OpenRouter report it here too
     )
 
 
