@@ -9,7 +9,7 @@ import os
 import sys
 
 from . import serve as serving
-from .config import ConfigError, load_config
+from .config import ConfigError, config_from_env, load_config
 
 __all__ = ["main"]
 
