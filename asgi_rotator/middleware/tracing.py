@@ -453,6 +453,9 @@ class _Traced:
             span.set_status(Status(StatusCode.ERROR, attempt.kind))
         if close is not None and self.sse and close.attempt == attempt.number:
             _close_attributes(attributes, close)
+        charged = attempt.charged()  # a failed attempt costs what its provider says
+        if charged is not None:
+            attributes["asgi_rotator.cost_usd"] = charged
         if not final or attempt.kind is not None:
             span.set_attributes(attributes)
             return
@@ -475,9 +478,6 @@ class _Traced:
                 attributes[layer.cache_write_attr] = usage.cache_write_tokens
             if usage.reasoning_tokens:
                 attributes["gen_ai.usage.reasoning.output_tokens"] = usage.reasoning_tokens
-        cost = getattr(exchange, "cost", None)
-        if isinstance(cost, (int, float)):
-            attributes["asgi_rotator.cost_usd"] = float(cost)
         if self.first_chunk is not None and attempt.started:
             attributes["gen_ai.response.time_to_first_chunk"] = self.first_chunk - attempt.started
         span.set_attributes(attributes)
@@ -501,6 +501,9 @@ class _Traced:
             attributes["gen_ai.request.model"] = exchange.model[:_ATTR_MAX]
         attributes["asgi_rotator.request_id"] = exchange.request_id
         attributes["asgi_rotator.attempts"] = len(exchange.attempts)
+        cost = exchange.cost  # the sum over the attempts; unknown if any is
+        if cost is not None:
+            attributes["asgi_rotator.cost_usd"] = cost
         request = exchange.request
         if request is not None:
             attributes["gen_ai.request.stream"] = request.stream

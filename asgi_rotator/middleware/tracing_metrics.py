@@ -90,6 +90,11 @@ class GenAIMetrics:
             unit="{stream}",
             description="Response streams that ended, by close reason",
         )
+        self.cost = meter.create_counter(
+            "asgi_rotator.cost",
+            unit="USD",
+            description="What upstream attempts cost, where known, by provider and model",
+        )
         self.known_models: set[tuple[str, str]] = set()
 
     def model_label(self, provider: str, model: str | None, answered: bool) -> str:
@@ -132,6 +137,9 @@ class GenAIMetrics:
             self.attempts.add(
                 1, {**labels, "asgi_rotator.outcome": "success" if answered else "failure"}
             )
+            charged = attempt.charged()
+            if charged:  # unknown is not zero, and zero adds nothing
+                self.cost.add(charged, labels)
             if attempt is not last or not answered:
                 continue
             usage = exchange.usage

@@ -40,6 +40,9 @@ def tracing_config(mock_url: str, receiver_url: str, **tracing: Any) -> dict[str
         "cooldown": {"max_attempts": 1},
         "server": {"inbound_keys": [INBOUND_CANARY]},
         "tracing": {"endpoint": receiver_url, **tracing},
+        # A price for the model that answers: its attempt, the request and the cost metric
+        # carry what it cost; the refused attempt cost nothing.
+        "prices": {"up-anthropic/good": {"input": 3.0, "output": 15.0}},
     }
 
 
@@ -160,6 +163,12 @@ def test_fallback_after_429_gives_one_request_span_and_two_client_spans(
     assert second.attributes["gen_ai.usage.output_tokens"] == completion.usage.completion_tokens
     assert "error.type" not in second.attributes
     assert first.end <= second.start
+    expected = (
+        completion.usage.prompt_tokens * 3.0 + completion.usage.completion_tokens * 15.0
+    ) / 1e6
+    assert first.attributes["asgi_rotator.cost_usd"] == 0.0
+    assert second.attributes["asgi_rotator.cost_usd"] == pytest.approx(expected)
+    assert server.attributes["asgi_rotator.cost_usd"] == pytest.approx(expected)
 
     metrics = receiver.metrics()
     usage = {
@@ -173,6 +182,12 @@ def test_fallback_after_429_gives_one_request_span_and_two_client_spans(
         for a, _ in metrics["asgi_rotator.attempts"]
     }
     assert ("failure", "rate_limited", "_OTHER") in outcomes  # never answered: no label
+    costs = {
+        (a["asgi_rotator.provider"], a["gen_ai.request.model"]): p.as_double
+        for a, p in metrics["asgi_rotator.cost"]
+    }
+    assert costs[("up-anthropic", "good")] >= expected
+    assert ("up-chat", "_OTHER") not in costs  # a refused attempt adds no cost
     assert ("success", None, "good") in outcomes
     durations = metrics["gen_ai.client.operation.duration"]
     assert list(durations[0][1].explicit_bounds)[:3] == [0.01, 0.02, 0.04]
