@@ -1,4 +1,4 @@
-"""``build_app(config)``: the default stack, in the order ARCHITECTURE.md draws it.
+"""``build_app(config)``: the default stack, in the order docs/architecture.md draws it.
 
     Health              /healthz and /readyz, outside inbound keys and tracing: probes carry
                         no key, and are neither traffic to trace nor to log

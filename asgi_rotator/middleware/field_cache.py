@@ -7,7 +7,7 @@ place for a thinking signature.  This layer extracts them from each answer and i
 into the request of the next turn, per upstream attempt, so tool use with reasoning survives
 every translation and every change of provider.
 
-Where it sits (ARCHITECTURE.md): under the routing layers, above StreamGuard.  It runs once
+Where it sits (docs/architecture.md): under the routing layers, above StreamGuard.  It runs once
 per attempt, when the target (and usually the credential) is chosen, so what it injects is
 for that provider only.  Alone around a foreign app it does what the exchange lets it: the
 unified request is changed in place for the attempt and restored after; provider-native
