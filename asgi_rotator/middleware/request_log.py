@@ -28,6 +28,7 @@ import msgspec
 
 from .._types import App, Message, Receive, Scope, Send
 from ..exchange import KEY_NAME, SCOPE_KEY, Attempt, Exchange
+from ..jsonl import append_line
 from ..redaction import redact_bytes, redacting_logger
 from ..routes import match_route, route_path
 from ..unified import Usage
@@ -199,7 +200,7 @@ class RequestLog:
                 )
                 # The model name is the client's text: a key pasted there is not written.
                 text = redact_bytes(_encode(line))
-                await anyio.to_thread.run_sync(append_line, self.path, text + b"\n")
+                await append_line(self.path, text + b"\n")
             if self.totals is not None and exchange.attempts:
                 await self.totals.add(
                     key or "-",
@@ -243,12 +244,3 @@ class _Seen:
         elif self.first_byte is None and kind == "http.response.body" and message.get("body"):
             self.first_byte = time.monotonic() - self.started
         await self.send(message)
-
-
-def append_line(path: str, line: bytes) -> None:
-    """One ``write`` with ``O_APPEND``: lines from concurrent requests never interleave."""
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)

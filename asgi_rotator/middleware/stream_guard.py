@@ -107,6 +107,7 @@ from ..exchange import (
     StreamClose,
     passthrough,
 )
+from ..jsonl import append_line
 from ..unified import Error, Finish, MessageStart, ReasoningDelta, Signature
 
 __all__ = ["CLOSE_REASONS", "PREMATURE_CLOSE", "TTFB_HEADER", "Limits", "StreamGuard"]
@@ -272,7 +273,7 @@ class StreamGuard:
                     {"time": time.time(), **msgspec.structs.asdict(close)}  # type: ignore[arg-type]
                 )
                 with anyio.CancelScope(shield=True):
-                    await anyio.to_thread.run_sync(_append, self.close_log, line + b"\n")
+                    await append_line(self.close_log, line + b"\n")
 
     def resolve(self, exchange: Exchange) -> tuple[Limits, str]:
         """The limits for this call: global, then the target's provider, then its
@@ -1007,12 +1008,3 @@ def _seconds(name: str, value: float | None) -> float | None:
     if not (value > 0 and math.isfinite(value)):
         raise ValueError(f"{name}: expected a positive number of seconds, got {value!r}")
     return float(value)
-
-
-def _append(path: str, line: bytes) -> None:
-    # One write per line with O_APPEND: concurrent requests never interleave within a line.
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, line)
-    finally:
-        os.close(fd)
