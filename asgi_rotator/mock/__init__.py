@@ -112,9 +112,10 @@ class Fault(msgspec.Struct, kw_only=True):
     ``error_event_after`` is set: then the stream starts with 200 and ``status``,
     ``message`` and ``error_type`` describe the in-band error event.  The stream-shaped
     faults (delays after headers, stall, eof, error event, malformed SSE) are ignored on
-    non-streamed requests.  ``reset``, ``malformed_json``, ``malformed_sse`` and
-    ``oversized_event`` on a stream happen after ``eof_after`` events (default 1) and end
-    the stream there.  ``oversized_event`` is the size in bytes of a ``data:`` line that
+    non-streamed requests.  ``event_delay`` is a pause before every event after the first
+    (an injected error or ending included), so each arrives in a read of its own.
+    ``reset``, ``malformed_json``, ``malformed_sse`` and ``oversized_event`` on a stream
+    happen after ``eof_after`` events (default 1) and end the stream there.  ``oversized_event`` is the size in bytes of a ``data:`` line that
     never ends, sent in 64 KiB pieces.  ``invalid_utf8`` puts bytes that are not UTF-8 in
     the reply text (every event of a stream, or the plain body).
     """
@@ -127,6 +128,7 @@ class Fault(msgspec.Struct, kw_only=True):
     body_retry_delay: str | None = None
     header_delay: float = 0
     first_event_delay: float = 0
+    event_delay: float = 0
     stall_after: int | None = None
     eof_after: int | None = None
     error_event_after: int | None = None
@@ -541,6 +543,8 @@ class MockUpstream:
                 if i == 0:
                     if fault and fault.first_event_delay:
                         await anyio.sleep(fault.first_event_delay)
+                elif fault and fault.event_delay:
+                    await anyio.sleep(fault.event_delay)
                 elif self.chunk_delay:
                     await anyio.sleep(self.chunk_delay)
                 if fault:

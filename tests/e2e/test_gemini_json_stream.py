@@ -46,7 +46,9 @@ def test_without_alt_sse_the_stream_is_one_json_array(
 
 
 def test_an_in_band_error_is_the_arrays_last_element(gateway_url: str, mock: MockUpstream) -> None:
-    mock.add_fault(Fault(status=503, error_event_after=1, times=None))
+    # The error comes well after the first event has gone out: read together with it, it
+    # would be a failure before commit, retried (tests/middleware/test_held.py).
+    mock.add_fault(Fault(status=503, error_event_after=1, event_delay=0.3, times=None))
     path = f"/v1beta/models/{UPSTREAMS['gemini']}/model-x:streamGenerateContent"
     response = httpx.post(f"{gateway_url}{path}", json=BODY, timeout=30)
     assert response.status_code == 200

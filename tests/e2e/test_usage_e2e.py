@@ -22,6 +22,7 @@ from asgi_rotator.config import parse_config
 from asgi_rotator.mock import Fault, MockUpstream
 from asgi_rotator.stack import Gateway, build_app
 from tests.e2e.conftest import provider_config, wait_for
+from tests.jsonl_log import records as read_records
 from tests.server import serve
 
 pytestmark = pytest.mark.slow
@@ -83,7 +84,7 @@ def usage_header(value: str) -> dict[str, int]:
 
 
 def log_lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+    return read_records(path)
 
 
 def last_line(path: Path, model: str, *, stream: bool = False) -> dict[str, Any]:
@@ -233,9 +234,7 @@ def test_stream_close_record_and_request_log_carry_usage_and_cost(
     # written once the response has ended, maybe after the client read its last chunk.
     records = wait_for(
         lambda: [
-            record
-            for record in map(json.loads, close_log.read_text().splitlines())
-            if record["response_id"] == chunks[0].id
+            record for record in read_records(close_log) if record["response_id"] == chunks[0].id
         ],
         timeout=10,
     )

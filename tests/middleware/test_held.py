@@ -66,6 +66,16 @@ async def test_error_event_before_content_fails_without_sending_anything() -> No
     assert after == []  # the inner app was stopped, not run to its end
 
 
+async def test_an_error_read_with_the_first_content_fails_the_attempt() -> None:
+    # Content and an error in one upstream read reach the hold as one body message: nothing
+    # has gone out yet, so it is a failure before commit and the routing layers may retry.
+    error = GatewayError("overloaded", "busy", status=503)
+    message = body(b"delta+err", [TextDelta(index=0, text="Hello "), Error(error=error)])
+    held, sent = await run(app_sending(start(), message, body(b"", more=False)))
+    assert not held.committed and held.error is error
+    assert sent == []
+
+
 async def test_error_response_is_held_for_release() -> None:
     error = GatewayError("rate_limited", "slow down", retry_after=3)
     held, sent = await run(

@@ -33,6 +33,7 @@ import pytest
 
 from asgi_rotator.mock import Fault, MockUpstream
 from tests.e2e.conftest import UPSTREAMS, provider_config, wait_for
+from tests.jsonl_log import records
 from tests.reliability._wire import PROTOCOLS, gateway, request_of
 from tests.server import free_port, serve
 
@@ -249,10 +250,6 @@ def is_success_end(client: str, name: str | None, data: str) -> bool:
         return name == "message_stop"
     payload = json.loads(data)
     return any(c.get("finishReason") for c in payload.get("candidates", ()))
-
-
-def records(log: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
 
 
 @pytest.mark.parametrize("fault_name", list(FAULTS))

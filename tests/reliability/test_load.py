@@ -21,6 +21,8 @@ import pytest
 
 from asgi_rotator.mock import MockUpstream
 from tests.e2e.conftest import UPSTREAMS, wait_for
+from tests.jsonl_log import complete_lines
+from tests.jsonl_log import records as read_records
 from tests.reliability._wire import PROTOCOLS, gateway, request_of
 from tests.server import serve
 
@@ -56,7 +58,7 @@ def descriptors() -> tuple[int, int]:
 
 
 def lines(log: Path) -> int:
-    return len(log.read_text().splitlines()) if log.exists() else 0
+    return len(complete_lines(log))
 
 
 async def one_stream(url: str, n: int, hang_up_after: float | None) -> bool:
@@ -131,7 +133,7 @@ def test_300_concurrent_streams_with_random_disconnects(
         assert reasons.count("client_disconnected") == hang_ups
         assert reasons.count("completed") == STREAMS - hang_ups
         assert wait_for(lambda: lines(log) >= STREAMS, timeout=20)
-        records = [json.loads(line)["reason"] for line in log.read_text().splitlines()]
+        records = [record["reason"] for record in read_records(log)]
         assert records.count("client_disconnected") == hang_ups
         assert records.count("completed") == STREAMS - hang_ups
         # Nothing left behind: descriptors and sockets are back where they were.

@@ -9,7 +9,6 @@ group moves on), an in-band error after; the upstream stream is closed at once.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import pytest
 from asgi_rotator.mock import Fault, MockUpstream
 from tests.e2e.clients import DRIVERS
 from tests.e2e.conftest import UPSTREAMS, wait_for
+from tests.jsonl_log import records
 from tests.reliability._wire import PROTOCOLS, gateway, model_of, request_of
 from tests.server import serve
 
@@ -52,7 +52,7 @@ def limited(
 
 
 def closes(log: Path) -> list[dict[str, object]]:
-    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return records(log)
 
 
 @pytest.mark.parametrize("client", PROTOCOLS)
