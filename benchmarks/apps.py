@@ -9,7 +9,7 @@ through ``asgi_rotator.upstream``), so the floor measures the library and the se
 nothing of ours.
 
 ``python -m benchmarks.apps <app> --port N ...`` serves one of them (or the benchmark
-upstream) under uvicorn with the fastest installed loop and HTTP parser; the harness starts
+upstream, or the OTLP receiver the tracing arm exports to) under uvicorn with the fastest installed loop and HTTP parser; the harness starts
 one such process per arm.
 """
 
@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import inspect
+import json
 import os
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
@@ -145,13 +147,92 @@ class AiohttpFloor:
             response.release()
 
 
+class OtlpReceiver:
+    """The collector's part for the tracing arm: takes every OTLP/HTTP export, decodes it
+    (protobuf, as a collector must before it can do anything with it) and discards it,
+    answering 200 with the empty response the spec asks for.  ``GET /stats`` says what
+    arrived (spans, metric data points, exports, bytes), so the report can tell whether the
+    gateway's batch processor dropped spans instead of exporting them."""
+
+    def __init__(self) -> None:
+        from opentelemetry.proto.collector.logs.v1 import logs_service_pb2
+        from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2
+        from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
+
+        self.kinds: dict[str, tuple[Any, bytes]] = {
+            "/v1/traces": (
+                trace_service_pb2.ExportTraceServiceRequest,
+                trace_service_pb2.ExportTraceServiceResponse().SerializeToString(),
+            ),
+            "/v1/metrics": (
+                metrics_service_pb2.ExportMetricsServiceRequest,
+                metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString(),
+            ),
+            "/v1/logs": (
+                logs_service_pb2.ExportLogsServiceRequest,
+                logs_service_pb2.ExportLogsServiceResponse().SerializeToString(),
+            ),
+        }
+        self.stats = {"exports": 0, "bytes": 0, "spans": 0, "metric_points": 0, "rejected": 0}
+
+    def _count(self, path: str, decoded: Any) -> None:
+        if path == "/v1/traces":
+            self.stats["spans"] += sum(
+                len(scope.spans) for rs in decoded.resource_spans for scope in rs.scope_spans
+            )
+        elif path == "/v1/metrics":
+            for rm in decoded.resource_metrics:
+                for scope in rm.scope_metrics:
+                    for metric in scope.metrics:
+                        kind = metric.WhichOneof("data")
+                        if kind is not None:
+                            points = getattr(metric, kind).data_points
+                            self.stats["metric_points"] += len(points)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        body = await _read_body(receive)
+        path = scope["path"]
+        if scope["method"] == "GET" and path == "/stats":
+            await _answer(send, 200, json.dumps(self.stats).encode(), b"application/json")
+            return
+        kind = self.kinds.get(path)
+        try:
+            if kind is None:
+                raise ValueError(path)
+            if (b"content-encoding", b"gzip") in scope["headers"]:
+                body = gzip.decompress(body)
+            decoded = kind[0].FromString(body)
+        except Exception:
+            self.stats["rejected"] += 1
+            await _answer(send, 400, b"", b"text/plain")
+            return
+        self.stats["exports"] += 1
+        self.stats["bytes"] += len(body)
+        self._count(path, decoded)
+        await _answer(send, 200, kind[1], b"application/x-protobuf")
+
+
+async def _answer(send: Send, status: int, body: bytes, content_type: bytes) -> None:
+    headers = [(b"content-type", content_type), (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
 def stack_config(
-    upstream: str, *, heartbeat: float | None = None, max_connections: int = MAX_CONNECTIONS
+    upstream: str,
+    *,
+    heartbeat: float | None = None,
+    max_connections: int = MAX_CONNECTIONS,
+    tracing: str | None = None,
 ) -> dict[str, Any]:
     """The gateway's configuration for every stack arm: one provider per upstream protocol
     the figures use (``chat/…`` same-protocol, ``messages/…`` translated for a Chat client),
     and an inbound key, as any gateway reachable beyond loopback has.  ``heartbeat``: the
-    stream guard's heartbeat interval (the open-streams figure sets 1 s)."""
+    stream guard's heartbeat interval (the open-streams figure sets 1 s).  ``tracing``: an
+    OTLP/HTTP endpoint, which turns the Tracing layer on as ``serve`` sets it up (batch span
+    processor, periodic metric reader, both exporting there)."""
     upstream = upstream.rstrip("/")
     common = {"keys": ["bench-key"], "max_connections": max_connections}
     config: dict[str, Any] = {
@@ -163,6 +244,8 @@ def stack_config(
     }
     if heartbeat is not None:
         config["stream"] = {"heartbeat_interval": heartbeat}
+    if tracing is not None:
+        config["tracing"] = {"endpoint": tracing}
     return config
 
 
@@ -183,6 +266,7 @@ def build_stack(
     *,
     heartbeat: float | None = None,
     max_connections: int = MAX_CONNECTIONS,
+    tracing: str | None = None,
 ) -> Any:
     """The whole gateway through ``build_app``, with ``client`` as every provider's upstream
     client (set on the built providers until the configuration carries the choice)."""
@@ -191,7 +275,10 @@ def build_stack(
     from asgi_rotator.upstream import make_client
 
     config = parse_config(
-        stack_config(upstream, heartbeat=heartbeat, max_connections=max_connections), {}
+        stack_config(
+            upstream, heartbeat=heartbeat, max_connections=max_connections, tracing=tracing
+        ),
+        {},
     )
     kwargs: dict[str, Any] = {"environ": {}}
     if without:
@@ -213,7 +300,10 @@ def server_stack() -> tuple[str, str]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.apps")
-    parser.add_argument("app", help="upstream | floor-httpx | floor-httpx2 | floor-aiohttp | stack")
+    parser.add_argument(
+        "app",
+        help="upstream | floor-httpx | floor-httpx2 | floor-aiohttp | stack | otlp-receiver",
+    )
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--upstream", default="")
     parser.add_argument("--client", default="auto")
@@ -222,6 +312,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--pace", type=float, default=0.0)
     parser.add_argument("--heartbeat", type=float, help="stack: stream heartbeat interval (s)")
     parser.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS)
+    parser.add_argument("--tracing", help="stack: the OTLP/HTTP endpoint to export traces to")
     args = parser.parse_args(argv)
 
     # Open streams need two descriptors each (client side and upstream side).
@@ -246,7 +337,10 @@ def main(argv: list[str] | None = None) -> None:
             without,
             heartbeat=args.heartbeat,
             max_connections=args.max_connections,
+            tracing=args.tracing,
         )
+    elif args.app == "otlp-receiver":
+        app = OtlpReceiver()
     else:
         parser.error(f"unknown app {args.app!r}")
 

@@ -49,7 +49,7 @@ def _dispatch(app: Any) -> Any:
     return app
 
 
-async def measure(requests: int, rounds: int, canned: Any) -> dict[str, Any]:
+async def measure(requests: int, rounds: int, canned: Any, calls: int = 100_000) -> dict[str, Any]:
     from asgi_rotator.config import parse_config
     from asgi_rotator.stack import build_app
 
@@ -90,11 +90,11 @@ async def measure(requests: int, rounds: int, canned: Any) -> dict[str, Any]:
         "stack_difference_us": round(priced - unpriced, 2),
         "aa_spread_us": round(spread, 2),
         "goal_us": GOAL_US,
-        **_work_alone(),
+        **_work_alone(calls),
     }
 
 
-def _work_alone() -> dict[str, float]:
+def _work_alone(calls: int) -> dict[str, float]:
     from asgi_rotator.dispatch import COST_HEADER, _Pricer, format_cost
     from asgi_rotator.exchange import Attempt, Exchange
     from asgi_rotator.pricing import Price, PriceTable
@@ -119,17 +119,17 @@ def _work_alone() -> dict[str, float]:
         cost = exchange.cost
         return (COST_HEADER, format_cost(cost).encode()) if cost is not None else None
 
-    out = {"noop_us": _per_call(lambda: None), "pricing_work_us": _per_call(work)}
+    out = {"noop_us": _per_call(lambda: None, calls), "pricing_work_us": _per_call(work, calls)}
     for name, args in (
         ("library_lookup_us", ("anthropic", "https://api.anthropic.com", "claude-sonnet-4-5")),
         ("configured_lookup_us", ("mine", None, "model")),
     ):
         assert table.cost(*args, usage) is not None
-        out[name] = _per_call(lambda a=args: table.cost(*a, usage))
+        out[name] = _per_call(lambda a=args: table.cost(*a, usage), calls)
     return out
 
 
-def _per_call(function: Any, number: int = 100_000) -> float:
+def _per_call(function: Any, number: int) -> float:
     return round(min(timeit.repeat(function, number=number, repeat=7)) / number * 1e6, 3)
 
 
@@ -137,9 +137,12 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.cost")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument(
+        "--calls", type=int, default=100_000, help="calls per timing of the work alone"
+    )
     args = parser.parse_args(argv)
     canned = harvest()  # runs its own event loop
-    print(json.dumps(asyncio.run(measure(args.requests, args.rounds, canned))))
+    print(json.dumps(asyncio.run(measure(args.requests, args.rounds, canned, args.calls))))
 
 
 if __name__ == "__main__":

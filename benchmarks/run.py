@@ -19,9 +19,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import concurrent.futures
 import contextlib
 import datetime
 import importlib.metadata
+import importlib.util
 import json
 import math
 import os
@@ -60,6 +62,7 @@ from benchmarks.upstream import EVENTS, HOLD_MODEL
 
 RESULTS = Path(__file__).parent / "results"
 STACK = "asgi-rotator"
+TRACED = f"{STACK} (tracing)"
 PATH = "/v1/chat/completions"
 
 
@@ -72,6 +75,7 @@ class Spec:
     client: str = ""
     without: tuple[str, ...] = ()
     extra: tuple[str, ...] = ()  # more arguments for benchmarks.apps
+    tracing: bool = False  # the stack exporting spans and metrics to the OTLP receiver
 
 
 @dataclass
@@ -88,6 +92,9 @@ class Arm:
     extra_headers: list[tuple[str, str]] = field(default_factory=list)
     translated_headers: list[tuple[str, str]] = field(default_factory=list)
     rss_idle: int = 0
+    # Requests it answered in the whole run (loads, warm-ups, probes, held streams): what
+    # the tracing arm's exported spans are checked against.
+    answered: int = 0
 
     @property
     def pid(self) -> int | None:
@@ -142,6 +149,13 @@ def arm_specs(settings: Settings) -> dict[str, Spec]:
     for lib in floors:
         specs[f"floor-{lib}"] = Spec("floor", app=f"floor-{lib}")
     specs[STACK] = Spec("stack", app="stack", client=main)
+    if _installed("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"):
+        specs[TRACED] = Spec("stack", app="stack", client=main, tracing=True)
+    else:
+        settings.notes.append(
+            "the OpenTelemetry SDK is not installed (pip install 'asgi-rotator[otel]'): "
+            "no tracing arm"
+        )
     if not settings.quick:
         for other in clients:
             if other != main:
@@ -161,6 +175,13 @@ def arm_specs(settings: Settings) -> dict[str, Spec]:
             name: spec for name, spec in specs.items() if name in settings.arms or name == "direct"
         }
     return specs
+
+
+def _installed(*modules: str) -> bool:
+    try:
+        return all(importlib.util.find_spec(name) is not None for name in modules)
+    except ImportError:  # a parent package missing
+        return False
 
 
 # --- processes ------------------------------------------------------------------------------
@@ -298,6 +319,8 @@ class Run:
         self.arms: list[Arm] = []
         self.upstream: subprocess.Popen[bytes] | None = None
         self.upstream_url = ""
+        self.receiver: subprocess.Popen[bytes] | None = None
+        self.receiver_url = ""
         self.results: dict[str, Any] = {
             "throughput": {},
             "throughput_translated": {},
@@ -323,7 +346,15 @@ class Run:
         argv = [sys.executable, "-m", "benchmarks.apps", "upstream", "--port", str(port)]
         argv += ["--latency", str(s.latency), "--pace", str(s.pace)]
         self.upstream = spawn(argv, self.log("upstream"), env=self._env())
-        for name, spec in arm_specs(s).items():
+        specs = arm_specs(s)
+        if any(spec.tracing for spec in specs.values()):
+            # Beside the upstream, off the gateway's core: its decoding is not the arm's CPU.
+            port = free_port()
+            self.receiver_url = f"http://127.0.0.1:{port}"
+            argv = [sys.executable, "-m", "benchmarks.apps", "otlp-receiver", "--port", str(port)]
+            self.receiver = spawn(argv, self.log("otlp-receiver"), env=self._env())
+            wait_ready(self.receiver_url, self.receiver, self.log("otlp-receiver"), 60)
+        for name, spec in specs.items():
             arm = Arm(name, spec)
             if spec.kind == "direct":
                 arm.url = self.upstream_url
@@ -367,6 +398,8 @@ class Run:
             argv += ["--upstream", self.upstream_url]
             if spec.kind == "stack":
                 argv += ["--client", spec.client, "--without", ",".join(spec.without)]
+            if spec.tracing:
+                argv += ["--tracing", self.receiver_url]
             argv += list(spec.extra)
             env = self._env()
         arm.process = spawn(
@@ -412,8 +445,24 @@ class Run:
 
     def stop(self) -> None:
         for arm in self.arms:
-            stop(arm.process)
+            stop(arm.process)  # a traced arm flushes its last spans as it shuts down
+        if self.receiver is not None:
+            with self.measuring("OTLP receiver's count"):
+                self.results["otlp_received"] = self._received()
+            stop(self.receiver)
         stop(self.upstream)
+
+    def _received(self) -> dict[str, Any]:
+        """What the OTLP receiver decoded over the run, beside the requests the traced arm
+        answered: a batch processor whose queue overflows drops spans rather than export
+        them, which would flatter its CPU figure."""
+        with urllib.request.urlopen(self.receiver_url + "/stats", timeout=10) as response:
+            received: dict[str, Any] = json.loads(response.read())
+        traced = next(arm for arm in self.arms if arm.name == TRACED)
+        received["requests_answered"] = traced.answered
+        dropped = re.findall(r"[Qq]ueue is full|[Dd]ropp", log_tail(self.log(TRACED), 200_000))
+        received["drop_warnings"] = len(dropped)
+        return received
 
     # measurements
 
@@ -485,6 +534,7 @@ class Run:
             if arm.pid:
                 settle(arm.pid)
             cpu = (procstat.cpu_seconds(arm.pid) - before) if arm.pid else 0.0
+            arm.answered += result.requests
             if result.errors:
                 result.error_sample = sample_response(
                     arm.url + PATH,
@@ -495,17 +545,22 @@ class Run:
 
     def _warm(self, arm: Arm) -> None:
         plain, stream = (0.2, 0.1) if self.settings.quick else (2.0, 0.5)
-        run_load("python", arm.url + PATH, arm.body(), arm.headers(), 4, plain)
-        run_load("python", arm.url + PATH, arm.body(stream=True), arm.headers(), 2, stream)
+        results = [
+            run_load("python", arm.url + PATH, arm.body(), arm.headers(), 4, plain),
+            run_load("python", arm.url + PATH, arm.body(stream=True), arm.headers(), 2, stream),
+        ]
         if arm.translated_model:
-            run_load(
-                "python",
-                arm.url + PATH,
-                arm.body(stream=True, translated=True),
-                arm.headers(translated=True),
-                2,
-                stream,
+            results.append(
+                run_load(
+                    "python",
+                    arm.url + PATH,
+                    arm.body(stream=True, translated=True),
+                    arm.headers(translated=True),
+                    2,
+                    stream,
+                )
             )
+        arm.answered += sum(result.requests for result in results)
 
     def warm_up(self) -> None:
         for arm in self.arms:
@@ -547,9 +602,7 @@ class Run:
         table = "throughput_translated" if translated else "throughput"
         self.results[table].setdefault(arm.name, {}).setdefault(str(c), []).append(entry)
         cpu_text = (
-            f", {entry['cpu_us_per_request']:.0f} µs CPU/req"
-            if entry["cpu_us_per_request"]
-            else ""
+            f", {entry['cpu_us_per_request']:.0f} µs CPU/req" if entry["cpu_us_per_request"] else ""
         )
         path = " translated" if translated else ""
         self.say(
@@ -581,6 +634,7 @@ class Run:
                     s.stream_samples,
                 )
             )
+        arm.answered += s.stream_samples - probe.errors
         slot = entry.setdefault(
             label,
             {
@@ -604,17 +658,13 @@ class Run:
             slot.setdefault("error_samples", []).append(sample)
             self.say(f"    {probe.errors} streams failed; an answer after: {sample}")
         if arm.pid:
-            result, cpu = self.load(
-                arm, 16, s.stream_seconds, stream=True, translated=translated
-            )
+            result, cpu = self.load(arm, 16, s.stream_seconds, stream=True, translated=translated)
             if result.requests:
                 slot["cpu_us_per_event"].append(cpu / (result.requests * EVENTS) * 1e6)
                 slot.setdefault("streams_per_s", []).append(result.rps)
         ttft = statistics.median(probe.ttft_ms) if probe.ttft_ms else float("nan")
         cpu_text = (
-            f", {slot['cpu_us_per_event'][-1]:.1f} µs CPU/event"
-            if slot["cpu_us_per_event"]
-            else ""
+            f", {slot['cpu_us_per_event'][-1]:.1f} µs CPU/event" if slot["cpu_us_per_event"] else ""
         )
         self.say(
             f"streams round {r + 1} {arm.name:<28} {label:<10} first text {ttft:.2f} ms, "
@@ -655,6 +705,7 @@ class Run:
                     f"{per_stream / 1024:.1f} KiB per stream"
                     f"{f' ({held.failed} failed to open)' if held.failed else ''}"
                 )
+            arm.answered += opened - held.failed
         finally:
             await held.close()
         return entry
@@ -837,6 +888,50 @@ class Run:
             " µs/event (same / translated)"
         )
 
+    def layers_inprocess(self) -> None:
+        """The new layers' own figures, in process and pinned like the served arms, each
+        from its module's command: tracing (``benchmarks.tracing``: off, on exporting
+        OTLP/HTTP to a local receiver, on at 10 % sampling), the field cache with its
+        built-in rules on a reasoning tool conversation (``benchmarks.field_cache``), and
+        what pricing adds (``benchmarks.cost``).  Each measures its arms side by side in
+        rounds of its own."""
+        quick = self.settings.quick
+        # A full run takes each module's own defaults (requests, rounds).
+        commands = {
+            "tracing": ["--requests", "100", "--rounds", "1"] if quick else [],
+            "field_cache": ["--requests", "200", "--rounds", "1", "--events", "50"]
+            if quick
+            else [],
+            "cost": ["--requests", "200", "--rounds", "1", "--calls", "5000"] if quick else [],
+        }
+
+        # --quick only checks that they run, so it runs them at once (the tracing module
+        # mostly waits); a full run one at a time, so none disturbs another's figure.
+        def run(module: str) -> tuple[str, str, int]:
+            argv = [sys.executable, "-m", f"benchmarks.{module}", *commands[module]]
+            completed = subprocess.run(
+                self.placement.gateway_prefix() + argv,
+                env=self._env(),
+                capture_output=True,
+                text=True,
+            )
+            return completed.stdout, completed.stderr, completed.returncode
+
+        if quick:
+            with concurrent.futures.ThreadPoolExecutor(len(commands)) as pool:
+                outcomes = dict(zip(commands, pool.map(run, commands), strict=True))
+        else:
+            outcomes = {module: run(module) for module in commands}
+        for module, (out, err, status) in outcomes.items():
+            with self.measuring(f"in-process {module}"):
+                if status != 0:
+                    raise MeasurementError(
+                        f"benchmarks.{module} exited with status {status}: {err.strip()[-800:]}"
+                    )
+                figures = json.loads(out)
+                self.results.setdefault("layers", {})[module] = figures
+                self.say(f"in-process {module}: {json.dumps(figures)[:300]}")
+
     def meta(self) -> dict[str, Any]:
         http, loop = server_stack()
         versions = {}
@@ -908,6 +1003,7 @@ class Run:
             self.stop()
             self.workdir.cleanup()
         self.inprocess()
+        self.layers_inprocess()
         self.results["meta"] = self.meta()
         return self.results
 
@@ -984,7 +1080,9 @@ def settings_from(argv: Sequence[str] | None) -> Settings:
         stream_samples=10 if quick else 100,
         stream_seconds=args.seconds or (1.0 if quick else 5.0),
         held=(10, 20) if quick else (100, 500),
-        open_streams=args.open_streams if args.open_streams is not None else (200 if quick else 10_000),
+        open_streams=args.open_streams
+        if args.open_streams is not None
+        else (200 if quick else 10_000),
         soak_requests=args.soak or (1000 if quick else 100_000),
         latency=args.latency,
         pace=args.pace,

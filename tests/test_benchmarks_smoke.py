@@ -56,9 +56,35 @@ def test_quick_run_produces_figures(tmp_path: Path) -> None:
     assert results["meta"]["load_tool"] in ("wrk", "python")
     assert results["inprocess"]["asgi-rotator"]["plain_us_per_request"]
 
+    # The tracing arm exported every request's spans to the receiver, which decoded them.
+    traced = throughput["asgi-rotator (tracing)"]["16"][0]
+    assert traced["cpu_us_per_request"] > 0
+    received = results["otlp_received"]
+    assert received["rejected"] == 0 and received["metric_points"] > 0
+    assert received["spans"] >= received["requests_answered"] > 0
+    # The new layers' in-process figures, beside the stack without them.
+    layers = results["layers"]
+    assert layers["tracing"]["plain_us_per_request"]["on"] > 0
+    assert "on: added" in layers["tracing"]["stream_us_per_event"]
+    cache = layers["field_cache"]
+    assert cache["anthropic_injected"] > 0.9 and cache["gemini_injected"] > 0.9  # rules applied
+    assert {"no_rule_us_per_request", "rule_us_per_event", "text_rule_us_per_event"} <= set(cache)
+    assert layers["cost"]["pricing_work_us"] > 0
+
     report = (tmp_path / "results.md").read_text()
     assert "## Goals" in report
     assert "| asgi-rotator |" in report
+    goals = report.split("## Goals", 1)[1].split("\n## ", 1)[0]
+    for goal in (
+        "tracing on: CPU per plain request",
+        "tracing on: CPU per streamed event",
+        "field cache: <= 10 µs",
+        "field cache: <= 2 µs",
+        "cost lookup",
+    ):
+        row = next(line for line in goals.splitlines() if goal in line)
+        assert "not measured" not in row, row
+    assert "## The new layers" in report
     if importlib.util.find_spec("matplotlib") is not None:
         assert {p.name for p in tmp_path.glob("*.png")} >= {"throughput.png", "streams.png"}
 
@@ -120,8 +146,10 @@ def test_a_failed_measurement_is_recorded_and_the_run_goes_on(tmp_path: Path) ->
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
     completed = subprocess.run(
-        [sys.executable, "-m", "benchmarks", "--quick", "--load", "wrk"]
-        + ["--arms", "asgi-rotator", "--out", str(out)],
+        [
+            *(sys.executable, "-m", "benchmarks", "--quick", "--load", "wrk"),
+            *("--arms", "asgi-rotator", "--out", str(out)),
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,
@@ -140,7 +168,6 @@ def test_a_failed_measurement_is_recorded_and_the_run_goes_on(tmp_path: Path) ->
     assert results["memory"]["asgi-rotator"]["held"]
     assert "## Failed measurements" in (out / "results.md").read_text()
     assert not (out / "results.partial.json").exists()
-
 
 
 def test_results_are_written_after_every_measurement(tmp_path: Path) -> None:
