@@ -198,3 +198,33 @@ def test_the_portkey_arm_is_skipped_with_a_note_without_node(
     settings = settings_from(["--quick", "--with-portkey", "--out", str(tmp_path)])
     assert "portkey" not in arm_specs(settings)
     assert settings.notes == ["--with-portkey: node and npm not found; the Portkey arm is skipped"]
+
+
+def test_the_otlp_receiver_decodes_what_the_sdk_exports_and_counts_it() -> None:
+    """The tracing arm's receiver: its span count is what the report checks the arm's
+    exports against, so it must count what arrives, and refuse what is not OTLP."""
+    import httpx
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+
+    from benchmarks.apps import OtlpReceiver
+
+    with serve(OtlpReceiver(), lifespan="off") as base:
+        provider = TracerProvider()
+        provider.add_span_processor(SimpleSpanProcessor(OTLPSpanExporter(f"{base}/v1/traces")))
+        tracer = provider.get_tracer("bench-test")
+        for _ in range(3):
+            with tracer.start_as_current_span("request"), tracer.start_as_current_span("attempt"):
+                pass
+        provider.shutdown()
+        garbage = httpx.post(
+            f"{base}/v1/traces",
+            content=b"\xff not protobuf",
+            headers={"content-type": "application/x-protobuf"},
+        )
+        stats = httpx.get(f"{base}/stats").json()
+    assert garbage.status_code == 400
+    assert stats["spans"] == 6
+    assert stats["exports"] == 6  # one per span: the simple processor exports each as it ends
+    assert stats["rejected"] == 1
