@@ -57,7 +57,11 @@ def figures(results: dict[str, Any]) -> dict[str, Any]:
             entry[kind] = {
                 "ttft_ms": ttft,
                 "ttft_added_ms": ttft - direct_ttft,
-                "cpu_us_per_event": _median(slot["cpu_us_per_event"]),
+                # A stream that delivered no text (every one failed: Portkey's) has no
+                # per-event cost to show, only its errors.
+                "cpu_us_per_event": _median(slot["cpu_us_per_event"])
+                if any(slot["content_events"])
+                else math.nan,
                 "events": sorted(set(slot["events"])),
                 "content_events": sorted(set(slot["content_events"])),
                 "coalesced": any(n != EVENTS for n in slot["content_events"]) or slot["errors"] > 0,
@@ -518,8 +522,10 @@ def markdown(results: dict[str, Any], fig: dict[str, Any], charts: list[str]) ->
         same = kinds.get("same", {})
         tr = kinds.get("translated", {})
         text = f"{same.get('content_events')} / {tr.get('content_events', DASH)}"
+        errors = sum(kind.get("errors", 0) for kind in kinds.values())
+        name = f"{arm} (**{errors} streams failed**)" if errors else arm
         lines.append(
-            f"| {arm} | {_fmt(same.get('ttft_ms', math.nan), '{:.2f}')} | "
+            f"| {name} | {_fmt(same.get('ttft_ms', math.nan), '{:.2f}')} | "
             f"{_fmt(same.get('ttft_added_ms', math.nan), '{:.2f}')} | "
             f"{_fmt(same.get('cpu_us_per_event', math.nan), '{:.1f}')} | "
             f"{_fmt(_ratio(same.get('cpu_us_per_event', math.nan), floor_cpu), '{:.2f}')} | "
@@ -729,12 +735,17 @@ def charts(results: dict[str, Any], fig: dict[str, Any], out: Path) -> list[str]
     concurrency = [str(c) for c in results["meta"]["concurrency"]]
 
     figure, axis = plt.subplots(figsize=(10, 5))
-    width = 0.8 / len(concurrency)
-    for i, c in enumerate(concurrency):
-        values = [arms[a].get(c, {}).get("rps", 0) or 0 for a in names]
-        axis.bar([x + i * width for x in range(len(names))], values, width, label=f"c={c}")
+    # One bar per concurrency, and the translated path at 16 connections where measured.
+    translated = fig.get("translated", {})
+    series = [(f"c={c}", arms, c) for c in concurrency]
+    if translated:
+        series.append(("translated, c=16", translated, "16"))
+    width = 0.8 / len(series)
+    for i, (label, table, c) in enumerate(series):
+        values = [_nz(table.get(a, {}).get(c, {}).get("rps")) for a in names]
+        axis.bar([x + i * width for x in range(len(names))], values, width, label=label)
     axis.set_xticks(
-        [x + width * (len(concurrency) - 1) / 2 for x in range(len(names))],
+        [x + width * (len(series) - 1) / 2 for x in range(len(names))],
         names,
         rotation=30,
         ha="right",
