@@ -895,13 +895,15 @@ class Run:
             " µs/event (same / translated)"
         )
 
-    def layers_inprocess(self) -> None:
+    def start_layers(self) -> dict[str, concurrent.futures.Future[tuple[str, str, int]]]:
         """The new layers' own figures, in process and pinned like the served arms, each
         from its module's command: tracing (``benchmarks.tracing``: off, on exporting
         OTLP/HTTP to a local receiver, on at 10 % sampling), the field cache with its
         built-in rules on a reasoning tool conversation (``benchmarks.field_cache``), and
         what pricing adds (``benchmarks.cost``).  Each measures its arms side by side in
-        rounds of its own."""
+        rounds of its own.  A full run runs them one at a time, so that none disturbs
+        another's figure; ``--quick`` only checks that they run, so it runs them all at
+        once, beside the rest of the run (the tracing module mostly waits)."""
         quick = self.settings.quick
         # A full run takes each module's own defaults (requests, rounds).
         commands = {
@@ -912,8 +914,6 @@ class Run:
             "cost": ["--requests", "200", "--rounds", "1", "--calls", "5000"] if quick else [],
         }
 
-        # --quick only checks that they run, so it runs them at once (the tracing module
-        # mostly waits); a full run one at a time, so none disturbs another's figure.
         def run(module: str) -> tuple[str, str, int]:
             argv = [sys.executable, "-m", f"benchmarks.{module}", *commands[module]]
             completed = subprocess.run(
@@ -924,13 +924,17 @@ class Run:
             )
             return completed.stdout, completed.stderr, completed.returncode
 
-        if quick:
-            with concurrent.futures.ThreadPoolExecutor(len(commands)) as pool:
-                outcomes = dict(zip(commands, pool.map(run, commands), strict=True))
-        else:
-            outcomes = {module: run(module) for module in commands}
-        for module, (out, err, status) in outcomes.items():
+        pool = concurrent.futures.ThreadPoolExecutor(len(commands) if quick else 1)
+        futures = {module: pool.submit(run, module) for module in commands}
+        pool.shutdown(wait=False)
+        return futures
+
+    def collect_layers(
+        self, futures: dict[str, concurrent.futures.Future[tuple[str, str, int]]]
+    ) -> None:
+        for module, future in futures.items():
             with self.measuring(f"in-process {module}"):
+                out, err, status = future.result()
                 if status != 0:
                     raise MeasurementError(
                         f"benchmarks.{module} exited with status {status}: {err.strip()[-800:]}"
@@ -989,6 +993,7 @@ class Run:
             s.notes.append(
                 "wrk not found: load from the Python generator, which may cap the fastest arms"
             )
+        layers = self.start_layers() if s.quick else None
         try:
             self.start()
             self.warm_up()
@@ -1010,7 +1015,7 @@ class Run:
             self.stop()
             self.workdir.cleanup()
         self.inprocess()
-        self.layers_inprocess()
+        self.collect_layers(layers or self.start_layers())
         self.results["meta"] = self.meta()
         return self.results
 
