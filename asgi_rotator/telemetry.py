@@ -259,9 +259,10 @@ def _exporters(
             spans = GrpcSpanExporter(endpoint=_grpc_endpoint(config, env, "traces"), **options)
         else:
             from opentelemetry.exporter.otlp.proto.http import Compression
-            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-            spans = OTLPSpanExporter(
+            from .telemetry_otlp import LeanSpanExporter
+
+            spans = LeanSpanExporter(
                 endpoint=traces_url,
                 compression=Compression.Gzip if compression == "gzip" else None,
                 **options,

@@ -62,16 +62,21 @@ logger = logging.getLogger("asgi_rotator.tracing")
 CAPTURE_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 STABILITY_ENV = "OTEL_SEMCONV_STABILITY_OPT_IN"
 # The GenAI conventions are still "development": by default the names of semconv 1.41 (what
-# backends read today), with ``gen_ai_latest_experimental`` the newest ones.
+# backends read today; the last core release that defines GenAI), with
+# ``gen_ai_latest_experimental`` the newest ones.  After 1.41 the GenAI conventions left the
+# core repository for open-telemetry/semantic-conventions-genai, which versions them under
+# its own schema URL (core 1.42+ defines no gen_ai name): its rename of the cache write
+# tokens (#440) is the one that reaches the attributes written here.
 SCHEMA_URL = "https://opentelemetry.io/schemas/1.41.0"
-SCHEMA_URL_LATEST = "https://opentelemetry.io/schemas/1.44.0"
+SCHEMA_URL_LATEST = "https://opentelemetry.io/schemas/gen-ai/1.42.0"
 _SCOPE_NAME = "asgi_rotator"
 
 # Passes recorded just before dispatch starts an attempt: they belong to that attempt.
 _BEFORE_ATTEMPT = ("dispatch.request", "dispatch.parse", "field_cache.inject", "adapter")
 # Passes that only restate what the spans' attributes already say (the client protocol, the
 # credential chosen, the time to first chunk, the configured limits): no event of their own,
-# since an event costs the request and the exporter more than an attribute.
+# since an event costs the request and the exporter more than an attribute (an SDK event is
+# ~7 µs on the request path and as much again to encode: most of a plain request's budget).
 _RESTATED = frozenset(
     ("protocol.detect", "cooldown.select", "stream_guard.limits", "stream_guard.first_event")
 )
@@ -501,6 +506,17 @@ class _Traced:
             attributes["gen_ai.request.model"] = exchange.model[:_ATTR_MAX]
         attributes["asgi_rotator.request_id"] = exchange.request_id
         attributes["asgi_rotator.attempts"] = len(exchange.attempts)
+        for recorded in exchange.passes:
+            if recorded.name == "fallback.plan":
+                targets = recorded.data.get("targets") or ()
+                if len(targets) > 1:
+                    group = recorded.data.get("group")
+                    if group:
+                        attributes["asgi_rotator.fallback.group"] = redact(str(group)[:_ATTR_MAX])
+                    attributes["asgi_rotator.fallback.targets"] = tuple(
+                        redact(str(t)[:_ATTR_MAX]) for t in targets[:32]
+                    )
+                break
         cost = exchange.cost  # the sum over the attempts; unknown if any is
         if cost is not None:
             attributes["asgi_rotator.cost_usd"] = cost
@@ -523,7 +539,8 @@ class _Traced:
                 length = attempt.duration if attempt.duration is not None else float("inf")
                 windows.append((begin, begin + length, self.attempt_spans[attempt.number]))
         for recorded in exchange.passes:
-            if recorded.name in _RESTATED:
+            name = recorded.name
+            if name in _RESTATED or self._restates(name, recorded.data):
                 continue
             at = recorded.at
             owner: Span = self.span
@@ -531,15 +548,29 @@ class _Traced:
                 if begin <= at <= stop:
                     owner = span
                     break
-                if at < begin and recorded.name.startswith(_BEFORE_ATTEMPT):
+                if at < begin and name.startswith(_BEFORE_ATTEMPT):
                     owner = span
                     break
             if owner.is_recording():
                 owner.add_event(
-                    recorded.name,
+                    name,
                     _event_attributes(recorded.data),
                     timestamp=self.wall0 + int((at - self.perf0) * 1e9),
                 )
+
+    def _restates(self, name: str, data: dict[str, Any]) -> bool:
+        """Whether a pass says nothing the spans do not: a step that answered is its
+        attempt's span; a plan of one target is that attempt; the close of a stream is the
+        ``asgi_rotator.stream.*`` attributes, and a plain answer that completed says so by
+        its status.  A plan of several targets is the request span's
+        ``asgi_rotator.fallback.group`` and ``.targets``."""
+        if name == "fallback.attempt":
+            return bool(data.get("outcome") == "answered")
+        if name == "fallback.plan":
+            return True
+        if name == "stream_guard.close":
+            return self.sse or data.get("reason") == "completed"
+        return False
 
     def _wall(self, monotonic: float) -> int:
         return self.wall0 + int((monotonic - self.mono0) * 1e9)

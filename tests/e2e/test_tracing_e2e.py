@@ -192,6 +192,39 @@ def test_fallback_after_429_gives_one_request_span_and_two_client_spans(
     durations = metrics["gen_ai.client.operation.duration"]
     assert list(durations[0][1].explicit_bounds)[:3] == [0.01, 0.02, 0.04]
 
+    # Transform passes are events on the span they belong to.
+    server_events = dict(server.events)
+    assert server_events["protocol.parse"]["asgi_rotator.protocol"] == "openai_chat"
+    assert server_events["protocol.parse"]["asgi_rotator.bytes"] > 0
+    # The step that failed over is an event; the one that answered is its attempt's span.
+    steps = [attrs for name, attrs in server.events if name == "fallback.attempt"]
+    assert [(a["asgi_rotator.target"], a["asgi_rotator.outcome"]) for a in steps] == [
+        ("up-chat/bad", "rate_limited")
+    ]
+    # The plan is the request span's attributes, not an event; of the two closes, the
+    # failed attempt's is an event and the completed answer's is said by its status.
+    assert server.attributes["asgi_rotator.fallback.group"] == "fb"
+    assert server.attributes["asgi_rotator.fallback.targets"] == [
+        "up-chat/bad",
+        "up-anthropic/good",
+    ]
+    assert "fallback.plan" not in server_events
+    closes = [a for name, a in server.events if name == "stream_guard.close"]
+    assert [(a["asgi_rotator.reason"], a["asgi_rotator.attempt"]) for a in closes] == [
+        ("upstream_error", 1)
+    ]
+    # Each attempt's own passes are on its span: the request as sent, and the translation
+    # of the answer on the translated one.
+    assert [name for name, _ in first.events] == ["dispatch.request"]
+    assert [name for name, _ in second.events] == [
+        "dispatch.request",
+        "dispatch.translate_response",
+    ]
+    request = dict(second.events)["dispatch.request"]
+    assert request["asgi_rotator.translated"] is True
+    assert request["asgi_rotator.protocol"] == "anthropic_messages"
+    assert request["asgi_rotator.bytes"] > 0
+
 
 def test_a_stream_gives_its_time_to_first_chunk_finish_and_close_reason(
     gateway: Gateway, url: str, receiver: Receiver
@@ -237,7 +270,8 @@ def test_a_paced_stream_gives_the_time_per_output_chunk(receiver: Receiver) -> N
     _labels, point = receiver.metrics()["gen_ai.client.operation.time_per_output_chunk"][-1]
     assert point.count == 1
     assert point.sum >= 0.01  # the mock paces its events 20 ms apart
-    assert list(point.explicit_bounds)[:2] == [0.01, 0.025]
+    # The client chunk histograms share the duration buckets (semconv 1.41 gen-ai-metrics.md).
+    assert list(point.explicit_bounds)[:3] == [0.01, 0.02, 0.04]
 
 
 def test_a_client_that_disconnects_gives_client_disconnected(
