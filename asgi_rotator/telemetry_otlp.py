@@ -103,7 +103,7 @@ class _Encoder:
             # The field number and the type are part of the key: an event's attribute is
             # another field than a span's, and True == 1 but they encode differently.
             cache_key = (tag, key, type(value), value) if type(value) is not tuple else None
-            encoded = table.get(cache_key) if cache_key is not None else None  # type: ignore[arg-type]
+            encoded = table.get(cache_key) if cache_key is not None else None
             if encoded is None:
                 try:
                     body = _field(0x0A, key.encode()) + _field(0x12, _any_value(value))
