@@ -112,7 +112,10 @@ class ProviderConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     models: list[str] = field(default_factory=list)
     # "any": clients may ask for provider/<any model>; "listed": only the models above.
     allow_models: Literal["any", "listed"] = "any"
-    auth: AuthStyle | None = None
+    auth: AuthStyle | None = None  # the auth header's style; the credential says what goes in it
+    # {strategy = "keys" | "oauth_file" | "token_exchange" | "google_oauth" | <registered>,
+    # ...options} (asgi_rotator.auth); without it, ``keys`` make a ``keys`` strategy.
+    credential: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
     timeout: float = 600.0
     connect_timeout: float = 10.0
@@ -123,7 +126,7 @@ class ProviderConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     rate_limit_scope: str | None = None  # "credential" (default) or "credential_model"
 
     def __repr__(self) -> str:
-        return _repr_hiding(self, frozenset({"keys", "headers"}))
+        return _repr_hiding(self, frozenset({"keys", "headers", "credential"}))
 
 
 class TargetConfig(Struct, kw_only=True, forbid_unknown_fields=True):

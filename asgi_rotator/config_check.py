@@ -32,7 +32,7 @@ from .errors import DEFAULT_STATUS
 __all__ = ["Problem", "secret_problems", "shape_problems", "value_problems"]
 
 # Fields whose values are secrets, wherever they stand.
-SECRET_FIELDS = frozenset({"keys", "inbound_keys", "url", "headers"})
+SECRET_FIELDS = frozenset({"keys", "inbound_keys", "url", "headers", "credential"})
 
 ROTATIONS = ("round_robin", "fair_cycle", "priority", "least_used")
 RATE_LIMIT_SCOPES = ("credential", "credential_model")
@@ -54,9 +54,12 @@ class Problem(msgspec.Struct, frozen=True):
 # --- shape ----------------------------------------------------------------------------------
 
 
-def shape_problems(data: Any, schema: type[msgspec.Struct], path: str = "") -> list[Problem]:
-    """What in ``data`` does not fit ``schema``: unknown and missing fields, wrong types."""
-    return list(_shape(data, schema, path, secret=False))
+def shape_problems(
+    data: Any, schema: type[msgspec.Struct], path: str = "", *, secret: bool = False
+) -> list[Problem]:
+    """What in ``data`` does not fit ``schema``: unknown and missing fields, wrong types
+    (``secret``: every value under ``path`` is one, so none is shown)."""
+    return list(_shape(data, schema, path, secret=secret))
 
 
 def _shape(value: Any, tp: Any, path: str, secret: bool) -> Iterator[Problem]:
@@ -224,6 +227,13 @@ def value_problems(config: Any, presets: Mapping[str, Any], protocols: set[str])
                 add(Problem(f"{where}.keys[{i}]", "empty variable name after 'env:'"))
             else:
                 _not_blank(add, f"{where}.keys[{i}]", key)
+        if provider.credential is not None:
+            from .auth import option_problems  # local: the strategies import the config
+
+            if provider.keys:
+                add(Problem(f"{where}.keys", "give keys or a credential table, not both"))
+            for at, message in option_problems(provider.credential, f"{where}.credential"):
+                add(Problem(at, message))
         if provider.allow_models == "listed" and not provider.models:
             add(Problem(f"{where}.allow_models", '"listed" needs a `models` list'))
         _positive(add, f"{where}.timeout", provider.timeout)

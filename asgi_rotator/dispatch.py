@@ -234,7 +234,10 @@ class ProviderDispatch:
         if exchange.shape is not None:
             native = exchange.shape(native, upstream_protocol)
         body = _json_encode(native)
-        headers = provider.request_headers(upstream_protocol, credential)
+        strategy = provider.strategy
+        grant = await strategy.grant(credential) if credential is not None else None
+        headers = provider.request_headers(upstream_protocol, grant)
+        own_headers = len(headers)
         for name in (
             _FORWARD.get(upstream_protocol, ()) if upstream_protocol == exchange.protocol else ()
         ):
@@ -268,6 +271,20 @@ class ProviderDispatch:
         pricer = _Pricer(self.prices, attempt, provider.base_urls.get(upstream_protocol))
         try:
             response = await provider.client.send("POST", url, headers, body)
+            if response.status == 401 and grant is not None and strategy.refreshable:
+                # A token the provider no longer takes (revoked, or expired early): one new
+                # grant and one resend, within this attempt.  A second 401 is an ``auth``
+                # failure like any other, never another refresh.
+                assert credential is not None
+                fresh = await strategy.rejected(credential, grant)
+                if fresh is not None:
+                    await response.aclose()
+                    # The provider's own headers again, for the new grant; what was added
+                    # after them (forwarded client headers, the trace context) stays.
+                    headers[:own_headers] = provider.request_headers(upstream_protocol, fresh)
+                    if exchange.recording:
+                        exchange.record("dispatch.reauthorize", credential=credential.id)
+                    response = await provider.client.send("POST", url, headers, body)
         except GatewayError as error:
             attempt.kind = error.kind
             attempt.duration = time.monotonic() - attempt.started

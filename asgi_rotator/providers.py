@@ -10,14 +10,19 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .config import PRESETS, Config, ConfigError, ProviderConfig, TargetConfig, resolve_secret
+from .auth import AuthStrategy, Credential, Grant, make_strategy
+from .auth.keys import KeysOptions, KeysStrategy
+from .config import PRESETS, Config, ConfigError, ProviderConfig, TargetConfig
 from .errors import GatewayError
 from .redaction import register_secret
 from .upstream import DEFAULT_CLIENT, HttpxUpstream, UpstreamClient, make_client
 
-__all__ = ["Credential", "Provider", "Providers", "Target"]
+if TYPE_CHECKING:
+    from .state import StateStore
+
+__all__ = ["Credential", "Provider", "Providers", "Target"]  # Credential: from .auth
 
 ANTHROPIC_VERSION = "2023-06-01"
 
@@ -33,25 +38,6 @@ _AUTH_BY_PROTOCOL = {
 }
 
 
-class Credential:
-    """An upstream key.  ``id`` (``provider#index``) is what logs, traces and errors show;
-    the secret itself never appears in a repr, a message or an exception."""
-
-    __slots__ = ("_secret", "id", "provider")
-
-    def __init__(self, provider: str, index: int, secret: str) -> None:
-        self.provider = provider
-        self.id = f"{provider}#{index}"
-        self._secret = secret
-
-    @property
-    def secret(self) -> str:
-        return self._secret
-
-    def __repr__(self) -> str:
-        return f"Credential({self.id!r})"
-
-
 class Provider:
     __slots__ = (
         "_turn",
@@ -64,6 +50,7 @@ class Provider:
         "models",
         "name",
         "protocols",
+        "strategy",
     )
 
     def __init__(
@@ -72,7 +59,7 @@ class Provider:
         *,
         protocols: tuple[str, ...],
         base_urls: Mapping[str, str],
-        credentials: list[Credential],
+        strategy: AuthStrategy,
         models: tuple[str, ...] = (),
         auth: str | None = None,
         headers: Mapping[str, str] | None = None,
@@ -82,7 +69,8 @@ class Provider:
         self.name = name
         self.protocols = protocols
         self.base_urls = {p: base_urls[p].rstrip("/") for p in protocols}
-        self.credentials = credentials
+        self.strategy = strategy  # how credentials become grants (asgi_rotator.auth)
+        self.credentials = strategy.credentials
         self.models = models
         self.allow_listed = allow_listed  # only ``models`` may be asked for
         self.auth = auth
@@ -106,18 +94,17 @@ class Provider:
     def url(self, protocol: str, path: str) -> str:
         return self.base_urls[protocol] + path
 
-    def request_headers(
-        self, protocol: str, credential: Credential | None
-    ) -> list[tuple[str, str]]:
+    def request_headers(self, protocol: str, grant: Grant | None) -> list[tuple[str, str]]:
+        """The upstream request's headers, ``grant``'s token in the provider's auth style."""
         headers = [("content-type", "application/json"), ("user-agent", "asgi-rotator")]
         if protocol == "anthropic_messages":
             headers.append(("anthropic-version", ANTHROPIC_VERSION))
-        if credential is not None:
+        if grant is not None:
             style = self.auth or _AUTH_BY_PROTOCOL[protocol]
             if style == "bearer":
-                headers.append(("authorization", f"Bearer {credential.secret}"))
+                headers.append(("authorization", f"Bearer {grant.token}"))
             elif style != "none":
-                headers.append((style, credential.secret))
+                headers.append((style, grant.token))
         headers.extend(self.headers)
         return headers
 
@@ -251,8 +238,16 @@ class Providers:
         ids.extend(self.config.aliases)
         return list(dict.fromkeys(ids))
 
+    def bind_store(self, store: StateStore | None) -> None:
+        """Give every auth strategy the shared store (refresh locks, refreshed tokens) and
+        its provider's upstream client.  The stack calls this once; unbound, strategies
+        keep their state in memory."""
+        for provider in self.providers.values():
+            provider.strategy.bind(store=store, client=provider.client)
+
     async def aclose(self) -> None:
         for provider in self.providers.values():
+            await provider.strategy.aclose()
             await provider.client.aclose()
 
 
@@ -271,14 +266,16 @@ def _build_provider(
         if url is None:
             raise ConfigError(f"providers.{name}: no base_url for protocol {protocol!r}")
         base_urls[protocol] = url
-    key_refs = list(pc.keys)
-    if not key_refs and preset is not None and preset.env and env.get(preset.env):
-        key_refs = [f"env:{preset.env}"]
-    credentials = []
-    for i, ref in enumerate(key_refs):
-        secret = resolve_secret(ref, env, f"providers.{name}.keys[{i}]")
-        register_secret(secret)
-        credentials.append(Credential(name, i, secret))
+    strategy: AuthStrategy
+    if pc.credential is not None:
+        strategy = make_strategy(name, pc.credential, env)
+    else:
+        key_refs = list(pc.keys)
+        if not key_refs and preset is not None and preset.env and env.get(preset.env):
+            key_refs = [f"env:{preset.env}"]
+        strategy = KeysStrategy(
+            name, KeysOptions(keys=key_refs), environ=env, where=f"providers.{name}"
+        )
     for header, value in pc.headers.items():
         if _SECRET_HEADER.search(header):
             register_secret(value)  # an auth header set by hand (a proxy's key, a cookie)
@@ -303,7 +300,7 @@ def _build_provider(
         name,
         protocols=protocols,
         base_urls=base_urls,
-        credentials=credentials,
+        strategy=strategy,
         models=tuple(pc.models),
         allow_listed=pc.allow_models == "listed",
         auth=pc.auth,

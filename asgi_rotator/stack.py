@@ -156,7 +156,7 @@ class Gateway:
 
 def make_store(config: Config, name: str, environ: Mapping[str, str]) -> StateStore:
     """The configured store for one layer's state (``name``: ``cooldown``, ``responses``,
-    ``usage``).  One store per layer: a layer's entries never evict another's (LRU, file
+    ``usage``, ``auth``).  One store per layer: a layer's entries never evict another's (LRU, file
     cap)."""
     if config.state.backend == "file":
         assert config.state.path is not None
@@ -204,6 +204,9 @@ def build_app(
         stores.append(made)
         return made
 
+    if any(provider.strategy.refreshable for provider in providers):
+        # Refresh locks and refreshed tokens, shared by every worker on the store.
+        providers.bind_store(store("auth"))
     app: Any = ProviderDispatch(
         providers, max_body=max_body, max_event=config.stream.max_event_bytes
     )
