@@ -43,6 +43,7 @@ import msgspec
 
 from .._types import Receive, Scope, Send
 from .reasoning import Issued, check_anthropic, check_gemini, check_responses, gemini_step
+from .tokens import TokenAuthority
 
 __all__ = [
     "MODELS",
@@ -51,6 +52,7 @@ __all__ = [
     "Fault",
     "MockUpstream",
     "RecordedRequest",
+    "TokenAuthority",
     "main",
     "mock_transport",
 ]
@@ -252,7 +254,10 @@ class MockUpstream:
     Reasoning payloads are checked like the real services check them (``reasoning.py``):
     Anthropic thinking blocks when thinking is on, Gemini thought signatures for Gemini 3
     models (a model name containing ``gemini-3``), Responses encrypted reasoning items with
-    ``store: false``.  A violation is the provider's 400."""
+    ``store: false``.  A violation is the provider's 400.
+
+    ``authority`` (a ``TokenAuthority``) serves the token endpoints and makes every model
+    request carry one of its valid access tokens: anything else is the protocol's 401."""
 
     def __init__(
         self,
@@ -263,6 +268,7 @@ class MockUpstream:
         text: str | None = None,
         tool_steps: int = 1,
         reported_cost: float | None = None,
+        authority: TokenAuthority | None = None,
     ) -> None:
         if stream_events is not None and stream_events < 1:
             raise ValueError("stream_events must be at least 1")
@@ -275,6 +281,7 @@ class MockUpstream:
         self.tool_steps = tool_steps
         self.issued = Issued()
         self.reported_cost = reported_cost
+        self.authority = authority
         self.requests: list[RecordedRequest] = []
         self.connections: set[tuple[str, int]] = set()
         self.closed_streams: list[ClosedStream] = []
@@ -340,6 +347,13 @@ class MockUpstream:
             )
         )
 
+        authority = self.authority
+        if authority is not None and authority.handles(method, path):
+            if authority.latency:
+                await anyio.sleep(authority.latency)
+            status, answer = authority.answer(method, path, headers, raw)
+            await _send_bytes(send, status, _JSON_HEADERS, answer)
+            return
         if protocol is None:
             if method == "GET" and path == "/v1/models":
                 await _send_bytes(send, 200, _JSON_HEADERS, _MODELS_BODY)
@@ -347,6 +361,10 @@ class MockUpstream:
                 await _send_bytes(send, 404, _JSON_HEADERS, _not_found(path))
             return
         codec = _CODECS[protocol]
+        if authority is not None and not authority.valid(key):
+            failure = _Failure(401, "Invalid or expired access token.", None, None)
+            await _send_bytes(send, 401, _JSON_HEADERS, codec.error_body(failure))
+            return
         try:
             if not isinstance(body, dict):
                 raise TypeError("the request body is not a JSON object")
