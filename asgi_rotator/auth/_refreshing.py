@@ -86,6 +86,14 @@ class RefreshingStrategy(AuthStrategy):
     async def renew(self, credential: Credential, current: TokenSet | None) -> TokenSet:
         """New tokens from the token endpoint; written back to the source where it has one."""
 
+    async def adopted(
+        self, credential: Credential, tokens: TokenSet, previous: TokenSet | None
+    ) -> None:
+        """``tokens`` replace ``previous`` without this process having renewed them (another
+        worker did): a source that can be written keeps up (a spent refresh token must not
+        stay in a file the user's CLI reads)."""
+        return None
+
     def context(self, credential: Credential, tokens: TokenSet) -> Mapping[str, str]:
         return tokens.context
 
@@ -174,7 +182,12 @@ class RefreshingStrategy(AuthStrategy):
 
         raw = await self._shared.obtain(f"tokens:{self.source_key(credential)}", usable, produce)
         tokens = _decode_tokens(raw)
-        self.hold(credential, tokens)
+        previous = self._tokens.get(credential.index)
+        if previous is None or previous.access_token != tokens.access_token:
+            # Renewed by another worker (or found in the source): this process sees them
+            # first now, and the source may need them too.
+            self.hold(credential, tokens)
+            await self.adopted(credential, tokens, previous)
         return tokens
 
     async def post_form_or_json(

@@ -168,6 +168,7 @@ class OAuthFileStrategy(RefreshingStrategy):
         if not paths:
             raise ConfigError(f"{self.where}.path: expected at least one file")
         self.files: list[TokenFile] = []
+        self.paths = paths
         for i, raw in enumerate(paths):
             at = f"{self.where}.path" + ("" if isinstance(options.path, str) else f"[{i}]")
             token_file = TokenFile(Path(raw).expanduser(), self.layout)
@@ -182,9 +183,10 @@ class OAuthFileStrategy(RefreshingStrategy):
             self.hold(credential, tokens)
 
     def source_key(self, credential: Credential) -> str:
-        # The file's name is not a secret, but a home directory may name its user: a hash.
-        path = str(self.files[credential.index].path.resolve())
-        return f"{self.provider}:{fingerprint(path)}"
+        # The path as configured (``~`` unexpanded): workers on other machines, given the
+        # same configuration, name the same credential; a changed path is another one.  A
+        # hash, as a home directory may name its user.
+        return f"{credential.id}:{fingerprint(self.paths[credential.index])}"
 
     async def reload(self, credential: Credential) -> TokenSet | None:
         token_file = self.files[credential.index]
@@ -192,6 +194,20 @@ class OAuthFileStrategy(RefreshingStrategy):
             return await anyio.to_thread.run_sync(token_file.read)
         except (OSError, ValueError):
             return None  # gone or half-written: the refresh below decides
+
+    async def adopted(
+        self, credential: Credential, tokens: TokenSet, previous: TokenSet | None
+    ) -> None:
+        token_file = self.files[credential.index]
+        on_file = await self.reload(credential)
+        # Only over what this process last saw there: a file the user has logged in again
+        # with since is theirs, and newer.
+        if (
+            on_file is not None
+            and previous is not None
+            and on_file.access_token == previous.access_token
+        ):
+            await anyio.to_thread.run_sync(token_file.write, tokens)
 
     async def renew(self, credential: Credential, current: TokenSet | None) -> TokenSet:
         layout = self.layout
