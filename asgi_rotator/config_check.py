@@ -397,6 +397,12 @@ def secret_problems(config: Any, env: Mapping[str, str]) -> list[Problem]:
         refs.extend(
             (f"{_join('providers', name)}.keys[{i}]", ref) for i, ref in enumerate(provider.keys)
         )
+        for option, value in (provider.credential or {}).items():
+            at = f"{_join('providers', name)}.credential.{option}"
+            if isinstance(value, str):
+                refs.append((at, value))
+            elif isinstance(value, list):
+                refs.extend((f"{at}[{i}]", v) for i, v in enumerate(value) if isinstance(v, str))
     if config.state.backend == "redis" and config.state.url:
         refs.append(("state.url", config.state.url))
     found = []

@@ -114,7 +114,5 @@ def make_strategy(
     if problems:
         raise ConfigError([f"{path}: {message}" for path, message in problems])
     cls = get_strategy(table["strategy"])
-    options = msgspec.convert(
-        {k: v for k, v in table.items() if k != "strategy"}, cls.Options
-    )
+    options = msgspec.convert({k: v for k, v in table.items() if k != "strategy"}, cls.Options)
     return cls(provider, options, environ=environ, where=where)

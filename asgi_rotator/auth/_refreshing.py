@@ -240,11 +240,12 @@ class RefreshingStrategy(AuthStrategy):
         if response.status >= 400 or not isinstance(data, dict):
             code = ""
             if isinstance(data, dict):
-                error = data.get("error")
-                if isinstance(error, dict):
-                    error = error.get("status") or error.get("code") or error.get("type")
-                if isinstance(error, str | int):
-                    code = f" ({error})"
+                # OAuth's {"error": "invalid_grant"}, Google's {"error": {"status": ...}}.
+                named = data.get("error")
+                if isinstance(named, dict):
+                    named = named.get("status") or named.get("code") or named.get("type")
+                if isinstance(named, str | int):
+                    code = f" ({named})"
             # A refusal (a revoked or reused refresh token) is the credential's failure; an
             # endpoint that is down is a server error another try may get past.
             refused = response.status < 500 and isinstance(data, dict)

@@ -33,7 +33,11 @@ __all__ = ["GoogleOAuthOptions", "GoogleOAuthStrategy"]
 
 CODE_ASSIST_URL = "https://cloudcode-pa.googleapis.com/v1internal"
 # As the Gemini CLI describes itself to Code Assist.
-_METADATA = {"ideType": "IDE_UNSPECIFIED", "platform": "PLATFORM_UNSPECIFIED", "pluginType": "GEMINI"}
+_METADATA = {
+    "ideType": "IDE_UNSPECIFIED",
+    "platform": "PLATFORM_UNSPECIFIED",
+    "pluginType": "GEMINI",
+}
 _FREE_TIER = "free-tier"
 _OPERATION_POLL = 2.0
 

@@ -103,8 +103,7 @@ class TokenAuthority:
 
     def handles(self, method: str, path: str) -> bool:
         return (method == "POST" and path in _REFRESH) or (
-            (method, path)
-            in {("GET", _COPILOT_EXCHANGE), ("POST", _LOAD), ("POST", _ONBOARD)}
+            (method, path) in {("GET", _COPILOT_EXCHANGE), ("POST", _LOAD), ("POST", _ONBOARD)}
         )
 
     def answer(
