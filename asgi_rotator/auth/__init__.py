@@ -27,6 +27,9 @@ Dispatch asks ``provider.strategy.grant(credential)`` per attempt and builds the
 ``provider.request_headers(protocol, grant)``; on a 401, when ``strategy.refreshable``, it asks
 ``rejected`` once and resends once.  Never a loop.
 
+``RefreshingStrategy`` is the base of the token strategies (margin, one refresh per
+credential across requests and workers, the 401 rule); docs/auth.md says how to write one.
+
 Built-in strategies: ``keys``, ``oauth_file``, ``token_exchange``, ``google_oauth``; any
 other registered under the entry point group ``asgi_rotator.auth``
 (``name = "package.module:Class"``; a registered built-in name replaces the built-in).
@@ -43,12 +46,15 @@ from typing import Any
 import msgspec
 
 from ._base import AuthStrategy, Credential, Grant, fingerprint
+from ._refreshing import RefreshingStrategy, TokenSet
 
 __all__ = [
     "BUILTIN",
     "AuthStrategy",
     "Credential",
     "Grant",
+    "RefreshingStrategy",
+    "TokenSet",
     "fingerprint",
     "get_strategy",
     "make_strategy",
