@@ -9,7 +9,7 @@ Deliberate choices:
   published value until it is usable or the lease ends.  The lease's TTL is what frees a
   lock whose holder died; a holder releases it by overwriting its own value with a
   millisecond-long one (the store has no delete-if-equal), so it never frees another's.
-* The leader's work is shielded from cancellation and bounded by ``timeout`` instead: a
+* The leader's work is shielded from cancellation and bounded by time instead: a
   refresh that rotates the refresh token must be written back once the token endpoint has
   answered, or the credential is lost.  The request that leads waits for it; nothing
   outlives that request.
@@ -38,8 +38,9 @@ _POLL_MAX = 0.25
 
 
 class SharedValue:
-    """Values by key, published in ``store`` for ``ttl`` seconds; ``timeout`` bounds both a
-    leader's work and a follower's wait."""
+    """Values by key, published in ``store``.  ``timeout`` is a lease's length (what a
+    leader's work may take); a caller gives up after two of them, which is long enough to
+    outlast a dead worker's lease and then do the work itself."""
 
     def __init__(self, store: StateStore | None = None, *, timeout: float = 30.0) -> None:
         self.store: StateStore = store if store is not None else MemoryStore(max_entries=1024)
@@ -62,11 +63,13 @@ class SharedValue:
             return await asyncio.shield(flight)
         flight = self._flights[key] = asyncio.get_running_loop().create_future()
         try:
-            with anyio.CancelScope(shield=True), anyio.fail_after(self.timeout):
+            with anyio.CancelScope(shield=True), anyio.fail_after(2 * self.timeout):
                 value = await self._lead(key, usable, produce)
         except BaseException as exc:
             if isinstance(exc, TimeoutError):
-                exc = GatewayError("auth", f"credential refresh did not finish in {self.timeout}s")
+                exc = GatewayError(
+                    "auth", f"credential refresh did not finish in {2 * self.timeout:g}s"
+                )
             flight.set_exception(exc)
             flight.exception()  # retrieved: the followers may be none
             raise exc from None
