@@ -46,6 +46,7 @@ import msgspec
 
 from ..config import ConfigError, resolve_secret
 from ..errors import GatewayError
+from ..field_paths import Segment, compile_path, read, write
 from ..redaction import register_secret
 from ._base import Credential, fingerprint
 from ._refreshing import RefreshingStrategy, TokenSet
@@ -153,6 +154,11 @@ class OAuthFileStrategy(RefreshingStrategy):
             if getattr(options, f.name, None) is not None
         }
         self.layout = msgspec.structs.replace(LAYOUTS[options.layout], **overrides)
+        for name, path in _paths(self.layout).items():
+            try:
+                compile_path(path)
+            except ValueError as exc:
+                raise ConfigError(f"{self.where}.{name}: {path!r}: {exc}") from None
         if self.layout.token_url is None:
             raise ConfigError(f"{self.where}.token_url: is required for layout {options.layout!r}")
         self.client_id = self.layout.client_id
@@ -262,31 +268,33 @@ def tokens_from_answer(answer: Mapping[str, Any], current: TokenSet | None) -> T
 class TokenFile:
     """One token file read and written through a ``Layout``.  Blocking: run in a thread."""
 
-    __slots__ = ("layout", "path")
+    __slots__ = ("_at", "layout", "path")
 
     def __init__(self, path: Path, layout: Layout) -> None:
         self.path = path
         self.layout = layout
+        # The layout's paths in the field cache's path language (dotted keys, [index]).
+        self._at = {name: compile_path(where) for name, where in _paths(layout).items()}
 
     def __repr__(self) -> str:
         return f"TokenFile({self.path.name!r})"
 
     def read(self) -> TokenSet:
         data = json.loads(self.path.read_text())
-        layout = self.layout
-        access = _get(data, layout.access_token)
+        layout, at = self.layout, self._at
+        access = _get(data, at["access_token"])
         if not isinstance(access, str) or not access:
             raise ValueError(f"no access token at {layout.access_token!r}")
-        refresh = _get(data, layout.refresh_token)
+        refresh = _get(data, at["refresh_token"])
         expires_at: float | None
         if layout.expires_unit == "jwt":
             expires_at = _jwt_expiry(access)
         else:
-            raw = _get(data, layout.expires_at) if layout.expires_at else None
+            raw = _get(data, at["expires_at"]) if "expires_at" in at else None
             expires_at = _expiry_from(raw, layout.expires_unit)
         context = {}
-        for name, path in layout.context.items():
-            value = _get(data, path)
+        for name in layout.context:
+            value = _get(data, at[f"context.{name}"])
             if isinstance(value, str) and value:
                 context[name] = value
         tokens = TokenSet(
@@ -301,19 +309,19 @@ class TokenFile:
 
     def write(self, tokens: TokenSet) -> None:
         """The file with ``tokens`` in it, every other field as it was, replaced atomically."""
-        layout = self.layout
+        layout, at = self.layout, self._at
         data = json.loads(self.path.read_text())
-        _set(data, layout.access_token, tokens.access_token)
+        write(data, at["access_token"], tokens.access_token, always=True)
         if tokens.refresh_token is not None:
-            _set(data, layout.refresh_token, tokens.refresh_token)
-        if layout.expires_at is not None and layout.expires_unit != "jwt":
-            if tokens.expires_at is not None:
-                _set(data, layout.expires_at, _expiry_to(tokens.expires_at, layout.expires_unit))
-        if layout.id_token is not None and "id_token" in tokens.extra:
-            _set(data, layout.id_token, tokens.extra["id_token"])
-        if layout.refreshed_at is not None:
+            write(data, at["refresh_token"], tokens.refresh_token, always=True)
+        if "expires_at" in at and layout.expires_unit != "jwt" and tokens.expires_at is not None:
+            expiry = _expiry_to(tokens.expires_at, layout.expires_unit)
+            write(data, at["expires_at"], expiry, always=True)
+        if "id_token" in at and "id_token" in tokens.extra:
+            write(data, at["id_token"], tokens.extra["id_token"], always=True)
+        if "refreshed_at" in at:
             stamp = datetime.fromtimestamp(tokens.obtained_at or now(), UTC)
-            _set(data, layout.refreshed_at, stamp.isoformat().replace("+00:00", "Z"))
+            write(data, at["refreshed_at"], stamp.isoformat().replace("+00:00", "Z"), always=True)
         text = json.dumps(data, indent=2)
         mode = self.path.stat().st_mode & 0o777
         fd, temporary = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
@@ -329,24 +337,20 @@ class TokenFile:
             raise
 
 
-def _get(data: Any, path: str) -> Any:
-    node = data
-    for part in path.split("."):
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-    return node
+def _get(data: Any, path: tuple[Segment, ...]) -> Any:
+    found = read(data, path)
+    return found[0] if found else None
 
 
-def _set(data: dict[str, Any], path: str, value: Any) -> None:
-    parts = path.split(".")
-    node = data
-    for part in parts[:-1]:
-        child = node.get(part)
-        if not isinstance(child, dict):
-            child = node[part] = {}
-        node = child
-    node[parts[-1]] = value
+def _paths(layout: Layout) -> dict[str, str]:
+    """The layout's JSON paths by option name (``context.<name>`` for a context's)."""
+    paths = {
+        name: getattr(layout, name)
+        for name in ("access_token", "refresh_token", "expires_at", "id_token", "refreshed_at")
+        if getattr(layout, name) is not None
+    }
+    paths.update({f"context.{name}": path for name, path in layout.context.items()})
+    return paths
 
 
 def _expiry_from(raw: Any, unit: ExpiresUnit) -> float | None:

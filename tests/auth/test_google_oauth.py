@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from asgi_rotator.auth import Grant
 from asgi_rotator.config import parse_config
 from asgi_rotator.mock import MockUpstream, TokenAuthority
 from asgi_rotator.providers import Providers
@@ -51,6 +52,16 @@ def config(url: str, path: Path, **options: Any) -> Any:
 ENV = {"GEMINI_CLIENT_SECRET": CLIENT_SECRET}
 
 
+async def first_grant(config: Any) -> Grant:
+    """The grant a freshly started gateway's ``gcli`` provider would send first."""
+    providers = Providers(config, ENV)
+    try:
+        provider = providers.providers["gcli"]
+        return await provider.strategy.grant(provider.credentials[0])
+    finally:
+        await providers.aclose()
+
+
 @pytest.mark.anyio
 async def test_the_project_is_discovered_once_by_onboarding_and_shared_by_workers(
     upstream: tuple[MockUpstream, str], authority: TokenAuthority, tmp_path: Path
@@ -85,12 +96,7 @@ async def test_an_onboarded_user_gets_the_project_load_code_assist_names(
     authority.onboarded["user"] = "projects-own-42"
     access, refresh, expiry = authority.issue()
     path = gemini_file(tmp_path / "oauth_creds.json", access, refresh, expiry)
-    providers = Providers(config(url, path), ENV)
-    try:
-        provider = providers.providers["gcli"]
-        grant = await provider.strategy.grant(provider.credentials[0])
-    finally:
-        await providers.aclose()
+    grant = await first_grant(config(url, path))
     assert grant.context == {"project": "projects-own-42"}
     assert (authority.loads, authority.onboards) == (1, 0)
 
@@ -102,12 +108,7 @@ async def test_a_configured_project_needs_no_discovery(
     url = upstream[1]
     access, refresh, expiry = authority.issue()
     path = gemini_file(tmp_path / "oauth_creds.json", access, refresh, expiry)
-    providers = Providers(config(url, path, project="my-project"), ENV)
-    try:
-        provider = providers.providers["gcli"]
-        grant = await provider.strategy.grant(provider.credentials[0])
-    finally:
-        await providers.aclose()
+    grant = await first_grant(config(url, path, project="my-project"))
     assert grant.context == {"project": "my-project"} and authority.loads == 0
 
 
@@ -118,12 +119,7 @@ async def test_google_refresh_is_a_form_post_and_keeps_the_refresh_token(
     mock, url = upstream
     access, refresh, _ = authority.issue(expires_in=-1)
     path = gemini_file(tmp_path / "oauth_creds.json", access, refresh, time.time() - 1)
-    providers = Providers(config(url, path, project="p"), ENV)
-    try:
-        provider = providers.providers["gcli"]
-        grant = await provider.strategy.grant(provider.credentials[0])
-    finally:
-        await providers.aclose()
+    grant = await first_grant(config(url, path, project="p"))
     assert authority.refreshes == 1 and authority.valid(grant.token)
     (sent,) = [r for r in mock.requests if r.path == "/token"]
     assert sent.headers["content-type"] == "application/x-www-form-urlencoded"

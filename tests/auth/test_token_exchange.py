@@ -4,7 +4,7 @@ exchanged again before expiry and after a 401."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -19,7 +19,6 @@ from asgi_rotator.stack import build_app
 from tests.server import serve
 
 GITHUB_TOKEN = "ghu_mockGithubToken0123456789"
-HI = [{"role": "user", "content": "hi"}]
 
 
 def copilot(url: str, **options: Any) -> dict[str, Any]:
@@ -38,10 +37,16 @@ def copilot(url: str, **options: Any) -> dict[str, Any]:
 
 
 @contextmanager
-def gateway(providers: dict[str, Any]) -> Iterator[str]:
+def asking(providers: dict[str, Any]) -> Iterator[Callable[[], object]]:
+    """A gateway over ``providers``; a function that sends it one chat request."""
     env = {"GH_TOKEN": GITHUB_TOKEN}
-    with serve(build_app(parse_config({"providers": providers}, env), environ=env)) as url:
-        yield url
+    with (
+        serve(build_app(parse_config({"providers": providers}, env), environ=env)) as url,
+        openai.OpenAI(base_url=f"{url}/v1", api_key="client", max_retries=0) as client,
+    ):
+        yield lambda: client.chat.completions.create(
+            model="copilot/mock-gpt", messages=[{"role": "user", "content": "hi"}]
+        )
 
 
 def test_the_exchanged_token_is_used_and_cached(
@@ -49,12 +54,9 @@ def test_the_exchanged_token_is_used_and_cached(
 ) -> None:
     mock, url = upstream
     authority.github.add(GITHUB_TOKEN)
-    with (
-        gateway(copilot(url)) as gw,
-        openai.OpenAI(base_url=f"{gw}/v1", api_key="client", max_retries=0) as client,
-    ):
+    with asking(copilot(url)) as ask:
         for _ in range(3):
-            client.chat.completions.create(model="copilot/mock-gpt", messages=HI)  # type: ignore[arg-type]
+            ask()
     assert authority.exchanges == 1
     keys = {r.key for r in mock.requests if r.protocol}
     assert len(keys) == 1 and authority.valid(keys.pop())
@@ -71,18 +73,15 @@ def test_a_token_within_its_margin_is_exchanged_again_before_it_expires(
     skew = [0.0]  # seconds the gateway's and the mock's clocks are moved on
     monkeypatch.setattr(_refreshing, "now", lambda: time.time() + skew[0])
     authority.clock = lambda: time.time() + skew[0]
-    with (
-        gateway(copilot(url)) as gw,
-        openai.OpenAI(base_url=f"{gw}/v1", api_key="client", max_retries=0) as client,
-    ):
-        client.chat.completions.create(model="copilot/mock-gpt", messages=HI)  # type: ignore[arg-type]
+    with asking(copilot(url)) as ask:
+        ask()
         skew[0] = 200.0  # 400 s left: outside the 300 s margin
-        client.chat.completions.create(model="copilot/mock-gpt", messages=HI)  # type: ignore[arg-type]
+        ask()
         assert authority.exchanges == 1
         skew[0] = 301.0  # 299 s left: inside it, though the token still works
         (first,) = {r.key for r in mock.requests if r.protocol}
         assert authority.valid(first)
-        client.chat.completions.create(model="copilot/mock-gpt", messages=HI)  # type: ignore[arg-type]
+        ask()
     assert authority.exchanges == 2
     last = [r.key for r in mock.requests if r.protocol][-1]
     assert last != first and authority.valid(last)
@@ -93,14 +92,11 @@ def test_a_401_exchanges_again_once(
 ) -> None:
     mock, url = upstream
     authority.github.add(GITHUB_TOKEN)
-    with (
-        gateway(copilot(url)) as gw,
-        openai.OpenAI(base_url=f"{gw}/v1", api_key="client", max_retries=0) as client,
-    ):
-        client.chat.completions.create(model="copilot/mock-gpt", messages=HI)  # type: ignore[arg-type]
+    with asking(copilot(url)) as ask:
+        ask()
         (first,) = {r.key for r in mock.requests if r.protocol}
         authority.revoke(first)
-        client.chat.completions.create(model="copilot/mock-gpt", messages=HI)  # type: ignore[arg-type]
+        ask()
     keys = [r.key for r in mock.requests if r.protocol]
     assert authority.exchanges == 2
     assert keys[:2] == [first, first] and len(keys) == 3 and authority.valid(keys[2])
@@ -126,12 +122,8 @@ def test_an_unknown_github_token_is_an_auth_error(
     upstream: tuple[MockUpstream, str], authority: TokenAuthority
 ) -> None:
     mock, url = upstream
-    with (
-        gateway(copilot(url)) as gw,
-        openai.OpenAI(base_url=f"{gw}/v1", api_key="client", max_retries=0) as client,
-        pytest.raises(openai.AuthenticationError) as caught,
-    ):
-        client.chat.completions.create(model="copilot/mock-gpt", messages=HI)  # type: ignore[arg-type]
+    with asking(copilot(url)) as ask, pytest.raises(openai.AuthenticationError) as caught:
+        ask()
     assert "token exchange failed: HTTP 401" in str(caught.value)
     assert GITHUB_TOKEN not in str(caught.value)
     assert not [r for r in mock.requests if r.protocol]
