@@ -43,6 +43,7 @@ pytestmark = pytest.mark.slow
 PROVIDER_KEYS = {name: f"sk-canary-{name}-3f9a1c7e5b2d" for name in UPSTREAMS.values()}
 INBOUND_KEY = "inbound-canary-8c6e4a2f0d1b"
 REDIS_PASSWORD = "redis-canary-7d5b3f1e9a0c"
+CANARY_DB = 9
 CANARIES = [*PROVIDER_KEYS.values(), INBOUND_KEY, REDIS_PASSWORD]
 # What the provider says: every secret at once, as text an upstream might echo.
 ECHO = "Incorrect API key provided: " + ", ".join(CANARIES)
@@ -94,17 +95,21 @@ def _leaks(text: str | bytes) -> list[str]:
 
 @pytest.fixture(scope="module")
 def redis_url(redis_server: str) -> str:
-    """The session's redis-server, entered as a user whose password is a canary."""
+    """The session's redis-server, entered as a user whose password is a canary, on a
+    database of this module's own: what other modules left there (a key they cooled down
+    for a minute) must not keep these requests from the provider."""
     import redis
 
-    admin = redis.Redis.from_url(redis_server)
+    url = redis_server.rsplit("/", 1)[0] + f"/{CANARY_DB}"
+    admin = redis.Redis.from_url(url)
     try:
+        admin.flushdb()
         admin.execute_command(
             "ACL", "SETUSER", "canary", "on", f">{REDIS_PASSWORD}", "~*", "&*", "+@all"
         )
     finally:
         admin.close()
-    return redis_server.replace("redis://", f"redis://canary:{REDIS_PASSWORD}@", 1)
+    return url.replace("redis://", f"redis://canary:{REDIS_PASSWORD}@", 1)
 
 
 @pytest.fixture(scope="module")
