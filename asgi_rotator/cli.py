@@ -77,17 +77,17 @@ GC_THRESHOLD = 20_000
 def tune_gc() -> None:
     """Set the garbage collector up for a long-running server, as ``serve`` does.
 
-    Measured under wrk at 16 connections (``gc.callbacks`` timing every collection):
+    Requests are freed by reference counting, so the collector has nothing to find in them,
+    yet it would keep looking:
 
     * Each request keeps a few hundred tracked objects alive across its awaits (coroutines,
-      messages, the exchange), so 16 requests in flight take the young generation's count
-      past the default 700 all the time.  The collector ran every seven requests and never
-      found any garbage, since requests are freed by reference counting.  That cost about
-      21 µs per request.  At 20,000 it ran once in 30,000 requests.
+      messages, the exchange), so a handful of requests in flight take the young
+      generation's count past the default 700 all the time: under load the collector ran
+      every few requests and never found any garbage.  At 20,000 it runs rarely.
     * Those in-flight objects survive into the oldest generation, and every few seconds
-      they trigger a full collection that walks the whole heap.  That took 26 ms each
-      time, about 30 µs per request.  ``gc.freeze()`` after startup leaves the modules,
-      the configuration and the built stack out of those walks.
+      they trigger a full collection that walks the whole heap, a pause felt by every
+      request in flight.  ``gc.freeze()`` after startup leaves the modules, the
+      configuration and the built stack out of those walks.
 
     Cyclic garbage is still collected, only later, and 20,000 young objects are a few
     megabytes at most.  A host that embeds the gateway owns its process's collector and

@@ -52,7 +52,6 @@ from .exchange import (
     SCOPE_KEY,
     Attempt,
     Exchange,
-    passthrough,
 )
 from .pricing import PriceTable
 from .protocols import Codec, get_codec
@@ -167,17 +166,15 @@ class ProviderDispatch:
         # What must propagate once the watcher is stopped.  Stays None when the watcher
         # cancels the call (the client left): nothing to raise.
         escaped: Exception | None = None
-        # Whether anything went out yet (set before the first send, not by wrapping send,
-        # which would cost a coroutine frame per streamed event).
+        # Whether anything went out yet (``_forward`` notes it before its first send): an
+        # error after that is the layer above's to answer in-band.
         progress = _Progress()
         try:
             with cancel_scope:
                 if not watched:
                     # The watcher turns a client disconnect into cancellation of everything
                     # below, including an upstream request still waiting for headers.
-                    watcher = _watch.start(
-                        _watch.watch_disconnect(passthrough(receive), cancel_scope.cancel)
-                    )
+                    watcher = _watch.start(_watch.watch_disconnect(receive, cancel_scope.cancel))
                 try:
                     await self._forward(exchange, codec, route, send, progress)
                 except GatewayError as error:

@@ -46,7 +46,6 @@ __all__ = [
     "Exchange",
     "Pass",
     "StreamClose",
-    "passthrough",
 ]
 
 SCOPE_KEY = "asgi_rotator"
@@ -285,15 +284,6 @@ class _Replay:
         # disconnect that would cancel the request.
         await anyio.sleep_forever()
         raise AssertionError("unreachable")
-
-
-def passthrough(receive: Receive) -> Receive:
-    """What ``receive`` passes through to once the body is given: the server's ``receive``
-    when ``receive`` is a replay, else ``receive`` itself.  For a disconnect watcher, which
-    has no use for the body: one coroutine less between it and the server."""
-    if type(receive) is _Replay and receive.receive is not None:
-        return receive.receive
-    return receive
 
 
 async def read_body(receive: Receive, max_body: int = DEFAULT_MAX_BODY) -> bytes:

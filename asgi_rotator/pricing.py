@@ -14,8 +14,8 @@ Order, per attempt:
 Unknown stays unknown: a model that neither the configuration nor the library prices, or a
 provider the library cannot place (a self-hosted URL), gives ``None``, never ``0``.
 
-The library's own ``calc_price`` takes some 300 µs a call (Decimal arithmetic, unit
-registry), far over the 5 µs a request may spend here, so its prices are read once per
+The library's own ``calc_price`` works through Decimal arithmetic and a unit registry on
+every call, far too much to do for every response, so its prices are read once per
 ``(provider, model)`` into floats per token, tiers included, and the arithmetic below is the
 library's rule: input includes cache reads and writes, which are priced at their own rates;
 a tier's price applies to every token once the request's input passes the tier's start.

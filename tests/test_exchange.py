@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 
 from asgi_rotator.errors import GatewayError
-from asgi_rotator.exchange import RECORD, SCOPE_KEY, Exchange, passthrough
+from asgi_rotator.exchange import RECORD, SCOPE_KEY, Exchange
 from asgi_rotator.middleware.protocol import ProtocolNegotiation
 from asgi_rotator.routes import match_route, route_path
 
@@ -155,21 +155,3 @@ async def test_a_finished_request_is_freed_by_reference_counting() -> None:
         assert gc.collect() < requests
     finally:
         gc.enable()
-
-
-async def test_passthrough_is_the_servers_receive_behind_a_replay() -> None:
-    """A disconnect watcher skips the replay (it has no use for the body), never a foreign
-    wrapper, and keeps the replay when there is no client behind it."""
-
-    async def server() -> dict[str, Any]:
-        return {"type": "http.disconnect"}
-
-    exchange = Exchange({"type": "http"}, b"{}", server)
-    assert passthrough(exchange.replay()) is server
-
-    async def foreign() -> dict[str, Any]:
-        return await server()
-
-    assert passthrough(foreign) is foreign
-    alone = Exchange({"type": "http"}, b"{}").replay()
-    assert passthrough(alone) is alone

@@ -12,9 +12,7 @@ first; then nothing was sent and the caller may try again.
 A caller that changes the response start (the routing layers write the attempt count) says
 so with ``on_start``, applied to the start when it goes out, at commit or release: the start
 is always held, so no send wrapper is needed.  Once committed, the hold has nothing left to
-decide, and a stream's every later event goes straight past the committed holds of the
-layers above to the first ``send`` that still does something with it: one hop per event,
-however many routing layers hold.
+decide and passes every later message straight on.
 """
 
 from __future__ import annotations
@@ -31,15 +29,11 @@ __all__ = ["Abandon", "Held", "run_held"]
 
 
 _PRELUDE = (MessageStart, UsageEvent)
-# What ``Held.messages`` is when nothing is held: shared and never appended to (``_keep``
-# makes a list), so a committed attempt keeps no list for the rest of its stream.  Read it;
-# never mutate it from outside.
-_NONE_HELD: list[Message] = []
 
 
 class Abandon(Exception):
     """Raised from ``Held.send`` to stop an inner app whose stream failed before commit: a
-    caller that runs the app itself (one coroutine frame less than ``run_held``) catches it."""
+    caller that runs the app itself rather than through ``run_held`` catches it."""
 
 
 class Held:
@@ -50,7 +44,6 @@ class Held:
     held messages go at commit, the start through ``on_start`` if given."""
 
     __slots__ = (
-        "_forward",
         "committed",
         "downstream",
         "error",
@@ -64,51 +57,41 @@ class Held:
     ) -> None:
         self.downstream = downstream
         self.on_start = on_start
-        self._forward = downstream  # where messages go after commit (see ``_settled``)
         self.committed = False
         self.error: GatewayError | None = None
-        self.messages: list[Message] = _NONE_HELD  # a list of its own once one is held
+        self.messages: list[Message] = []
         self.status: int | None = None
 
     async def send(self, message: Message) -> None:
         if self.committed:
-            await self._forward(message)
+            await self.downstream(message)
             return
         kind = message["type"]
         if kind == "http.response.start":
             status = self.status = message["status"]
-            self._keep(message)
+            self.messages.append(message)
             if status >= 400:
                 self.error = message.get(ERROR) or classify(
                     status, f"HTTP {status} from the inner app"
                 )
             return
         if kind != "http.response.body" or self.error is not None:
-            self._keep(message)  # the rest of an error response, kept for release
+            self.messages.append(message)  # the rest of an error response, kept for release
             return
         events = message.get(EVENT)
         if events is not None:
             for event in events:
                 if isinstance(event, Error):
                     self.error = event.error
-                    self.messages = _NONE_HELD  # a 200 prelude is no error response to release
+                    self.messages = []  # a 200 prelude is no error response to release
                     raise Abandon
             if message.get("more_body", False) and all(isinstance(e, _PRELUDE) for e in events):
-                self._keep(message)
+                self.messages.append(message)
                 return
         self.committed = True
-        downstream = self.downstream
-        await self.release(downstream)
-        self.messages = _NONE_HELD
-        await downstream(message)
-        if self.status is not None:  # the start is out: what follows is body only
-            self._forward = _settled(downstream)
-
-    def _keep(self, message: Message) -> None:
-        if self.messages is _NONE_HELD:
-            self.messages = [message]
-        else:
-            self.messages.append(message)
+        await self.release(self.downstream)
+        self.messages = []
+        await self.downstream(message)
 
     async def release(self, send: Send) -> None:
         """Send the held error response as it was (for a final, non-retried failure).
@@ -135,12 +118,3 @@ async def run_held(
     except Abandon:
         pass
     return held
-
-
-def _settled(send: Send) -> Send:
-    """The first send down from ``send`` that is not a committed hold."""
-    owner = getattr(send, "__self__", None)
-    while isinstance(owner, Held) and owner.committed:
-        send = owner._forward
-        owner = getattr(send, "__self__", None)
-    return send

@@ -218,17 +218,12 @@ class _Responder:
 
     async def send(self, message: Message) -> None:
         kind = message["type"]
-        if kind == "http.response.body" and self.held is None:
-            # The common case (every event of a stream), first and without a further call.
+        if kind == "http.response.body" and self.held is None:  # every event of a stream
             if self.own_stream is not None:
                 self.own_stream.sent(message.get("body", b""), message.get(EVENT))
             if not message.get("more_body", False):
                 self.ended = True
-            try:  # _out, inlined: one coroutine less per event
-                await self.send_client(message)
-            except Exception:
-                self.client_gone = True
-                raise
+            await self._out(message)
         elif kind == "http.response.start":
             if message["status"] >= 400 and ERROR not in message and not self.started:
                 self.held = message

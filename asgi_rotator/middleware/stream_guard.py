@@ -30,8 +30,8 @@ Deliberate choices:
   moves a float; one loop timer (``call_at``) checks it when it fires and re-arms itself
   when the deadline has moved on, so a stream of thousands of events costs no timer work
   per event (an anyio deadline re-schedules its timer on every change).  A send only notes
-  when it began (one clock read) and marks the deadline as "sending"; the timer works out
-  the send's deadline when it fires.  That deadline is the one that can come sooner than
+  when it began and marks the deadline as "sending"; the timer works out the send's
+  deadline when it fires.  That deadline is the one that can come sooner than
   the timer is armed for, so the timer is never armed further than ``send_timeout`` past
   the last write, and a send that started after that ends after the timer fires: a busy
   stream still re-arms at most once per ``send_timeout``.
@@ -84,10 +84,11 @@ Deliberate choices:
 from __future__ import annotations
 
 import asyncio
+import enum
 import math
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
@@ -105,7 +106,6 @@ from ..exchange import (
     EVENT,
     Exchange,
     StreamClose,
-    passthrough,
 )
 from ..jsonl import append_line
 from ..unified import Error, Finish, MessageStart, ReasoningDelta, Signature
@@ -133,9 +133,9 @@ _LIMIT_KEYS = (
     "send_timeout",
     "heartbeat_interval",
 )
-# ``deadline`` while a message is being sent: the send's own deadline (``send_began`` plus
+# The deadline while a message is being sent: the send's own deadline (``send_began`` plus
 # send_timeout, or the total deadline if sooner) is worked out by the timer when it fires,
-# so a send costs one clock read.
+# so a send moves nothing but the time it began.
 _SENDING = -math.inf
 # How long the closing writes after a timeout (in-band error, end of body) may wait for the
 # client when ``send_timeout`` is off: a limit that fired must not then wait forever.
@@ -146,9 +146,6 @@ _HEARTBEAT = {"gemini": b"\n"}
 _WRITE_ERRORS = (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError)
 _BOUNDARIES = (b"\n\n", b"\r\n\r\n", b"\r\r")
 _json_line = msgspec.json.Encoder().encode
-# Event types that are none of those _note looks into (text, tool call deltas, usage ...),
-# learnt as they come: their tag is all there is to note.
-_PLAIN_TAGS: dict[type, str] = {}
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):
@@ -308,480 +305,104 @@ class StreamGuard:
         return limits, source
 
 
-class _GuardedCall:
-    """The state of one call: what went out, when, and how it ended."""
+class _Phase(enum.Enum):
+    """Where one call's response stands.  It moves forward only, and to ``STOPPED`` from
+    any phase."""
+
+    HELD = "held"  # nothing went out yet: the inner app's start, if any, is held here
+    COMMITTED = "committed"  # the start went out; body messages follow
+    ENDED = "ended"  # the last body message went out: the client has the whole response
+    STOPPED = "stopped"  # this layer cancelled the inner app: nothing more goes out
+
+
+class _Deadline:
+    """The call's time limits on one loop timer (see the module docstring): ``ttfb_timeout``
+    until the first body message, ``stall_timeout`` from the end of each message to the
+    next, ``send_timeout`` while the client takes one, ``total_timeout`` over all.  The same
+    timer tells the heartbeat check when it is due.
+
+    Each message only moves ``at``; the timer works out what is due when it fires, and
+    re-arms itself when the deadline has moved on.  ``on_expired`` gets the kind of the
+    deadline that passed (``ttfb``, ``stall``, ``send`` or ``total``)."""
 
     __slots__ = (
-        "at_boundary",
-        "attempts_before",
-        "beat_at",
-        "beat_task",
-        "body_given",
-        "bytes",
-        "cancelled_by_us",
-        "client_gone",
+        "at",
+        "check_at",
         "clock",
-        "committed",
-        "deadline",
-        "deadline_kind",
-        "disconnected",
-        "early",
-        "early_tried",
-        "ended",
-        "ended_at",
-        "error",
-        "escaped",
-        "events",
-        "exchange",
-        "finished",
-        "first_event_at",
-        "heartbeats",
-        "held_start",
-        "inner_start",
-        "keepalive_early",
-        "last_event",
-        "last_write",
-        "limits",
-        "lock",
+        "kind",
         "loop",
-        "own_stream",
-        "reason",
-        "reasoning_seen",
-        "response_id",
-        "scope",
-        "send",
+        "on_check",
+        "on_expired",
         "send_began",
         "send_limit",
-        "sending",
-        "sse",
         "stall",
-        "started",
-        "status",
-        "stopped",
-        "stream_before",
-        "terminal_sent",
-        "timed_out",
-        "timeout",
         "timer",
         "timer_at",
-        "total_deadline",
-        "twins",
+        "total",
+        "ttfb",
     )
 
-    def __init__(self, exchange: Exchange, limits: Limits, send: Send, early: bool) -> None:
-        self.exchange = exchange
-        self.limits = limits
+    def __init__(
+        self,
+        limits: Limits,
+        now: float,
+        on_expired: Callable[[str], None],
+        on_check: Callable[[], None],
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.clock = self.loop.time
+        self.ttfb = limits.ttfb_timeout
         self.stall = limits.stall_timeout
         # inf when off: ``now + inf`` is a deadline that never comes, with no test for None.
         self.send_limit = limits.send_timeout if limits.send_timeout is not None else math.inf
-        self.send = send
-        self.keepalive_early = early
-        self.attempts_before = len(exchange.attempts)
-        # The client's stream this call's inner app opens replaces this one; if none does,
-        # this layer opens its own (``own_stream``) and notes what it sends.
-        self.stream_before = exchange.stream
-        self.own_stream: ClientStream | None = None
-        self.loop = asyncio.get_running_loop()
-        # anyio.current_time() without the backend lookup; asyncio's own loop.time() is
-        # time.monotonic() behind a Python call, read several times per event (uvloop and
-        # other loops keep their own clock).
-        loop_time = self.loop.time
-        self.clock = time.monotonic if _is_stock_time(loop_time) else loop_time
-        self.scope = _watch.cancel_scope()
-        # Only heartbeats make a second sender: the lock is made with the first one, and
-        # until then ``sending`` tells a heartbeat that a send is under way.
-        self.lock: asyncio.Lock | None = None
-        self.sending = False
-        self.beat_at = math.inf  # when the heartbeat check is due (inf: not armed)
-        self.beat_task: asyncio.Task[None] | None = None
-        self.early_tried = False
-        self.finished = False  # the inner app is done: no timer may be armed any more
-        self.client_gone = False
-        self.disconnected: anyio.Event | None = None  # made when the inner app waits for it
-        self.body_given = False
-        now = self.clock()
-        self.started = now
-        self.total_deadline = (
-            now + limits.total_timeout if limits.total_timeout is not None else math.inf
-        )
-        # The one timer, for the deadline and the heartbeat check: the deadline itself is a
-        # float moved on every message; the timer is only re-armed when it fires early or
-        # something comes due sooner.
-        self.deadline = math.inf  # or _SENDING: see send_began
-        self.deadline_kind = "ttfb"
-        self.send_began = now  # when the send under way began
+        total = limits.total_timeout
+        self.total = now + total if total is not None else math.inf
+        self.on_expired: Callable[[str], None] | None = on_expired
+        self.on_check: Callable[[], None] | None = on_check
+        self.at = math.inf  # or _SENDING, while the client takes a message (``send_began``)
+        self.kind = "ttfb"
+        self.send_began = now
+        self.check_at = math.inf  # when the heartbeat check is due (inf: not asked for)
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = math.inf
-        self.timed_out: str | None = None  # the deadline kind that cancelled the call
-        self.first_event_at: float | None = None
-        self.ended_at: float | None = None
-        self.last_write = now
-        self.held_start: Message | None = None
-        self.inner_start: Message | None = None  # the inner app's start after an early commit
-        self.committed = False
-        self.early = False  # committed with our own start, before the inner app answered
-        self.sse = False
-        self.twins = False
-        self.at_boundary = True
-        self.ended = False
-        self.stopped = False  # the inner app's further messages are dropped
-        self.cancelled_by_us = False
-        self.timeout: str | None = None
-        self.reason: str | None = None
-        self.error: GatewayError | None = None
-        self.escaped: Exception | None = None
-        self.events = 0
-        self.bytes = 0
-        self.heartbeats = 0
-        self.last_event: str | None = None
-        self.terminal_sent = False
-        self.reasoning_seen = False
-        self.response_id: str | None = None
-        self.status: int | None = None
 
-    # --- the run ----------------------------------------------------------------------------
+    def await_first(self, now: float) -> None:
+        """From ``now`` the first body message is awaited."""
+        self._wait(now, self.ttfb, "ttfb")
 
-    async def run(self, app: App, scope: Scope, receive: Receive) -> None:
-        failure: Exception | None = None
-        watcher = _watch.start(_watch.watch_disconnect(passthrough(receive), self._on_disconnect))
-        try:
-            self._set_deadline(self.started, first=True)
-            if self.keepalive_early:
-                # Heartbeats may have to commit before the first event: they are due now.
-                # Otherwise they start at commit, and only for a stream (_send_messages),
-                # so a plain request never pays for them.
-                interval = self.limits.heartbeat_interval
-                assert interval is not None
-                self._arm_beat(self.started + interval)
-            with self.scope:
-                try:
-                    await app(scope, self._receive, self._send)
-                except Exception as exc:
-                    # Handled after the helpers are stopped, so callers see the exception
-                    # itself, never a group around it.
-                    failure = exc
-        finally:
-            await self._stop_helpers(watcher)
-        self.ended_at = self.clock()
-        if self.scope.cancelled_caught and not self.cancelled_by_us:
-            self.timeout = f"{self.timed_out or self.deadline_kind}_timeout"
-            self.reason = self.reason or self.timeout
-            self.exchange.record("stream_guard.timeout", limit=self.timeout)
-        await self._finish(failure)
-        if self.escaped is not None:
-            raise self.escaped
-        if failure is not None and not isinstance(failure, GatewayError):
-            raise failure
+    def await_next(self, now: float) -> None:
+        """A message went out at ``now``: the next one is awaited."""
+        self._wait(now, self.stall, "stall")
 
-    async def _stop_helpers(self, watcher: asyncio.Task[None]) -> None:
-        """Timers off, then the heartbeat and the watcher ended (and waited for: nothing
-        this call started outlives it)."""
-        self.finished = True
-        watcher.cancel()  # at once: a disconnect from now on changes nothing
+    def sending(self, now: float) -> None:
+        """A message is handed to the client from ``now``: the stall clock stops and the send
+        clock runs; the total deadline stays.  The timer works out which comes first."""
+        self.at = _SENDING
+        self.send_began = now
+
+    def check(self, at: float) -> None:
+        """Have ``on_check`` called at ``at``, unless a check is already due."""
+        if self.check_at == math.inf and self.on_check is not None:  # not stopped
+            self.check_at = at
+            self._arm(at)
+
+    def stop(self) -> None:
+        """The call is over: the timer off, and the callbacks let go of (they are the call's
+        own methods, and would keep it in a reference cycle)."""
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        beat = self.beat_task
-        try:
-            if beat is not None:
-                await _watch.stop(beat)
-        finally:
-            await _watch.stop(watcher)
+        self.on_expired = self.on_check = None
 
-    async def _finish(self, failure: Exception | None) -> None:
-        """Whatever the client still needs once the inner app has stopped."""
-        if self.cancelled_by_us:
-            return  # the client is gone, or a layer above abandoned the attempt
-        error: GatewayError | None = None
-        if self.timeout is not None and self.reason == self.timeout:
-            error = self._timeout_error(self.timeout)
-        elif failure is not None:
-            error = (
-                failure
-                if isinstance(failure, GatewayError)
-                else GatewayError(
-                    "server_error",
-                    f"internal gateway error (request {self.exchange.request_id})",
-                )
-            )
-            self.reason = self.reason or "upstream_error"
-        elif self.ended:
-            return
-        elif self.twins and self.sse and not self.terminal_sent and self.error is None:
-            error = premature_close()  # the inner app stopped short of a terminal event
-        elif not self.committed and self.held_start is None:
-            error = GatewayError("server_error", "the inner app returned without a response")
-            self.reason = "upstream_error"
-        if error is not None:
-            self.error = self.error or error
-            self._mark_attempt(error)
-        # What goes out now waits on the client like any send, and may not wait forever:
-        # a client that stopped reading gets its connection closed instead.
-        bound = self.send_limit if self.send_limit != math.inf else _CLOSING_WRITE
-        with _watch.cancel_scope() as closing:
-            closing.deadline = self.clock() + bound
-            if self.committed:
-                await self._end_in_band(error)
-            elif error is not None:
-                await self._deliver_error_response(error)
-            else:
-                await self._end_in_band(None)  # the held start, and an empty end
-        if closing.cancelled_caught:
-            # The client did not take even the end: dropped, like a send_timeout.
-            self.exchange.record("stream_guard.timeout", limit="closing_write")
-            self.exchange.client_dropped = True
-
-    # --- the inner app's receive and send ---------------------------------------------------
-
-    async def _receive(self) -> Message:
-        if not self.body_given:
-            self.body_given = True
-            return {"type": "http.request", "body": self.exchange.body, "more_body": False}
-        if not self.client_gone:
-            if self.disconnected is None:
-                self.disconnected = anyio.Event()
-            await self.disconnected.wait()
-        return {"type": "http.disconnect"}
-
-    async def _send(self, message: Message) -> None:
-        # The hot path: every body message of a stream comes through here, so it keeps to
-        # plain attribute checks and leaves the rare cases to helpers.
-        if self.stopped:
-            return
-        if message["type"] != "http.response.body":
-            await self._send_other(message)
-            return
-        # The stall clock stops while the client takes it; the send clock runs instead,
-        # and the total deadline stays.
-        # (The timer works out which of send_timeout and the total deadline comes first.)
-        self.deadline = _SENDING
-        self.send_began = self.clock()
-        if self.first_event_at is None:
-            self.first_event_at = self.send_began
-            if self.exchange.recording:
-                self.exchange.record(
-                    "stream_guard.first_event",
-                    ttfb=self.first_event_at - self.started,
-                    early=self.early,
-                )
-        if self.inner_start is not None and not _is_stream_start(self.inner_start):
-            await self._inner_error_in_band(message)
-            return
-        start = self.held_start
-        if start is not None and start.get("status", 200) >= 400 and self.error is None:
-            self.error = start.get(ERROR) or classify(start["status"])
-            self.reason = self.reason or "upstream_error"
-        events = message.get(EVENT)
-        if events is not None:
-            self.twins = True
-            if events:
-                self._note(events)
-        elif self.sse and message.get("body"):
-            self.events += 1  # a foreign app's stream: one message, one event as far as we know
-        if self.own_stream is not None:
-            self.own_stream.sent(message.get("body", b""), events)
-        more = message.get("more_body", False)
-        out: tuple[Message, ...] = (message,)
-        if not more and self.twins and self.sse and not self.terminal_sent and self.error is None:
-            # The inner app (not dispatch, which says so itself) ended its stream without a
-            # terminal event.
-            error = premature_close()
-            out = (self._error_message(error), message)
-            self._note([Error(error=error)])
-            self._mark_attempt(error)
-        lock = self.lock
-        if lock is None and self.held_start is None and len(out) == 1:
-            # The usual event: the one sender, nothing held, one message.  This is
-            # _send_messages inlined, one coroutine less per event.
-            self.sending = True
-            try:
-                await self.send(message)
-            except _WRITE_ERRORS:
-                self._stop("client_write_failed")
-            except Exception as exc:
-                self.escaped = exc
-                self._stop(None)
-            else:
-                self._body_sent(message, more)
-                self.last_write = self.clock()
-            finally:
-                self.sending = False
-        elif lock is None:  # _send_locked, inlined
-            self.sending = True
-            try:
-                await self._send_messages(out)
-            finally:
-                self.sending = False
-        else:
-            async with lock:
-                await self._send_messages(out)
-        if self.cancelled_by_us:
-            # Our scope is cancelled (a failed send): this unwinds the inner app from here.
-            await anyio.lowlevel.checkpoint()
-        if more:
-            self._set_deadline(self.last_write)  # just set, when the send ended
-
-    async def _send_other(self, message: Message) -> None:
-        """The inner app's start (held), or a message that is neither start nor body."""
-        if message["type"] == "http.response.start":
-            self.status = message.get("status")
-            if self.early:
-                self.inner_start = message
-            else:
-                self.held_start = message
-                self.sse = is_event_stream(message)
-                if self.sse and self.exchange.stream is self.stream_before:
-                    # No layer below opened the client's stream (a foreign app): this one
-                    # notes what goes out, so an error can continue it.
-                    self.own_stream = ClientStream.open(self.exchange)
-            return
-        await self._send_locked((message,))
-        if self.cancelled_by_us:
-            await anyio.lowlevel.checkpoint()
-
-    async def _inner_error_in_band(self, message: Message) -> None:
-        """After an early commit the inner app answered with an error response (or with no
-        stream): the client already has a 200 stream, so the error goes in-band."""
-        start = self.inner_start
-        assert start is not None
-        status = start.get("status", 200)
-        error = start.get(ERROR) or message.get(ERROR)
-        if error is None:
-            error = (
-                classify(status)
-                if status >= 400
-                else GatewayError("server_error", "the inner app answered with no stream")
-            )
-        self.inner_start = None
-        self.error = error
-        self.reason = self.reason or "upstream_error"
-        self._mark_attempt(error)
-        await self._end_in_band(error)
-        self.stopped = True  # the rest of the inner app's error body is dropped
-
-    # --- sending ----------------------------------------------------------------------------
-
-    async def _send_locked(self, messages: Sequence[Message]) -> None:
-        """``_send_messages`` as the one sender: under the lock once heartbeats exist."""
-        lock = self.lock
-        if lock is not None:
-            async with lock:
-                await self._send_messages(messages)
-            return
-        self.sending = True
-        try:
-            await self._send_messages(messages)
-        finally:
-            self.sending = False
-
-    async def _send_messages(self, messages: Sequence[Message], *, heartbeat: bool = False) -> None:
-        """Send (the caller is the one sender): the held start first, then ``messages``.  A
-        failed write never raises here; it stops the call instead."""
-        if self.held_start is not None:
-            messages = (self.held_start, *messages)
-            self.held_start = None
-        send = self.send
-        for message in messages:
-            if self.cancelled_by_us:
-                return
-            kind = message["type"]
-            if kind == "http.response.start":
-                self.committed = True
-                interval = self.limits.heartbeat_interval
-                if (
-                    self.sse
-                    and interval is not None
-                    and self.beat_at == math.inf
-                    and self.beat_task is None
-                ):
-                    self._arm_beat(self.clock() + interval)
-            try:
-                await send(message)
-            except _WRITE_ERRORS:
-                self._stop("client_write_failed")
-                return
-            except Exception as exc:
-                self.escaped = exc
-                self._stop(None)
-                return
-            if kind == "http.response.body":
-                self._body_sent(message, message.get("more_body", False), heartbeat=heartbeat)
-        self.last_write = self.clock()
-
-    def _body_sent(self, message: Message, more: bool, *, heartbeat: bool = False) -> None:
-        body = message.get("body", b"")
-        if body:
-            self.bytes += len(body)
-            if not heartbeat:
-                self.at_boundary = body.endswith(_BOUNDARIES)
-        if not more:
-            self.ended = True
-
-    def _stop(self, reason: str | None) -> None:
-        if reason is not None and (self.reason is None or reason == "client_write_failed"):
-            self.reason = reason
-        self.stopped = True
-        self.cancelled_by_us = True
-        self.scope.cancel()
-
-    async def _end_in_band(self, error: GatewayError | None) -> None:
-        """After commit: the in-band error event (when the protocol has one and the response
-        is a stream), then the end of the body."""
-        messages: list[Message] = []
-        if self.ended:
-            return
-        if error is not None and self.sse:
-            message = self._error_message(error)
-            if message["body"]:
-                messages.append(message)
-                self._note(message[EVENT])
-        messages.append({"type": "http.response.body", "body": b"", "more_body": False})
-        await self._send_messages(messages)  # the helpers are stopped: the one sender
-
-    async def _deliver_error_response(self, error: GatewayError) -> None:
-        """Before commit: the whole error response, in the client's protocol."""
-        self.held_start = None
-        sent: list[Message] = []
-
-        async def collect(message: Message) -> None:
-            sent.append(message)
-
-        await send_error(collect, self.exchange.protocol, error)
-        await self._send_messages(sent)  # the helpers are stopped: the one sender
-
-    def _error_message(self, error: GatewayError) -> Message:
-        """The in-band error event that continues the client's stream (an empty body when
-        the protocol is unknown: a foreign app's stream then only gets its end)."""
-        stream = self.exchange.stream
-        if stream is None or stream is self.stream_before:
-            # Nothing below opened the stream (committed early, with only heartbeats sent).
-            stream = self.own_stream = ClientStream.open(self.exchange)
-        return stream.error_message(error)
-
-    # --- the helpers: disconnect watch, deadline timer, heartbeats ------------------------------
-
-    def _on_disconnect(self) -> None:
-        if self.ended:
-            return  # the whole response went out; the client leaving now changes nothing
-        self.client_gone = True
-        if self.disconnected is not None:
-            self.disconnected.set()
-        self._stop("client_disconnected")
-
-    def _set_deadline(self, now: float, *, first: bool = False) -> None:
-        if first:
-            limit, kind = self.limits.ttfb_timeout, "ttfb"
-        else:
-            limit, kind = self.stall, "stall"
-        deadline = now + limit if limit is not None else math.inf
-        if self.total_deadline <= deadline:
-            deadline, kind = self.total_deadline, "total"
-        self.deadline = deadline
-        self.deadline_kind = kind
+    def _wait(self, now: float, limit: float | None, kind: str) -> None:
+        at = now + limit if limit is not None else math.inf
+        if self.total <= at:
+            at, kind = self.total, "total"
+        self.at, self.kind = at, kind
         # Never further than one send_timeout ahead: the next send's deadline is later than
-        # that, so the timer sees it without being re-armed for it (see the docstring).
+        # that, so the timer sees it without being re-armed for it (see the module docstring).
         soon = now + self.send_limit
-        self._arm(soon if soon < deadline else deadline)
+        self._arm(soon if soon < at else at)
 
     def _arm(self, at: float) -> None:
         """Re-arm the timer if ``at`` is sooner than it is armed for (or none is armed).  A
@@ -789,126 +410,165 @@ class _GuardedCall:
         if at < self.timer_at:
             if self.timer is not None:
                 self.timer.cancel()
-            self.timer = self.loop.call_at(at, self._on_timer)
+            self.timer = self.loop.call_at(at, self._fire)
             self.timer_at = at
 
-    def _on_timer(self) -> None:
+    def _fire(self) -> None:
         self.timer = None
         self.timer_at = math.inf
-        if self.finished:
-            return
+        on_expired, on_check = self.on_expired, self.on_check
+        if on_expired is None or on_check is None:
+            return  # stopped
         now = self.clock()
-        if self.deadline == _SENDING:
-            deadline = self.send_began + self.send_limit
-            if deadline < self.total_deadline:
-                self.deadline, self.deadline_kind = deadline, "send"
+        if self.at == _SENDING:
+            at = self.send_began + self.send_limit
+            if at < self.total:
+                self.at, self.kind = at, "send"
             else:
-                self.deadline, self.deadline_kind = self.total_deadline, "total"
-        if now >= self.deadline:
-            if self.deadline_kind == "send":
-                # The client has not taken a message for send_timeout: it is dropped, as if
-                # it had left (nothing more is written to it), and the upstream closed.
-                self.exchange.record("stream_guard.timeout", limit="send_timeout")
-                self.exchange.client_dropped = True
-                self._stop("client_write_timeout")
-                return
-            self.timed_out = self.deadline_kind
-            self.scope.cancel()
+                self.at, self.kind = self.total, "total"
+        if now >= self.at:
+            on_expired(self.kind)
             return
-        if now >= self.beat_at:
-            self.beat_at = math.inf
-            self._on_beat()
-        self._arm(min(self.deadline, self.beat_at, now + self.send_limit))
+        if now >= self.check_at:
+            self.check_at = math.inf
+            on_check()
+        self._arm(min(self.at, self.check_at, now + self.send_limit))
 
-    def _arm_beat(self, at: float) -> None:
-        if self.beat_at == math.inf and not self.finished:
-            self.beat_at = at
-            self._arm(at)
 
-    def _on_beat(self) -> None:
-        """The heartbeat check, when due: is a heartbeat (or the early commit) due?  The
-        sending is left to a task, made only then; a busy stream never makes one."""
-        if self.ended or self.cancelled_by_us or self.finished or self.beat_task is not None:
+class _Heartbeats:
+    """Heartbeats while a committed SSE response is idle, and the early commit
+    (``keepalive_before_first_event``).  The call's timer says when a check is due; only a
+    heartbeat that is due makes a task to send it, and the call's send lock is made with
+    the first one: until then the inner app is the only sender."""
+
+    __slots__ = ("early", "early_tried", "interval", "task")
+
+    def __init__(self, interval: float | None, early: bool) -> None:
+        self.interval = interval
+        self.early = early  # may commit before the first event
+        self.early_tried = False
+        self.task: asyncio.Task[None] | None = None
+
+    def check(self, call: _GuardedCall) -> None:
+        """Is a heartbeat (or the early commit) due?"""
+        phase = call.phase
+        if phase is _Phase.ENDED or phase is _Phase.STOPPED or self.task is not None:
             return
-        interval = self.limits.heartbeat_interval
+        interval = self.interval
         assert interval is not None
-        if not self.committed:
-            if self.keepalive_early and not self.early_tried:
+        if phase is _Phase.HELD:
+            if self.early and not self.early_tried:
                 self.early_tried = True
-                self._start_beat()
+                self._start(call)
             return  # otherwise heartbeats start at commit
-        if not self.sse:
+        if not call.sse:
             return
-        now = self.clock()
-        due = self.last_write + interval
+        now = call.clock()
+        due = call.last_write + interval
         if now < due:
-            self._arm_beat(due)
-        elif self.sending or not self.at_boundary:
+            call.deadline.check(due)
+        elif call.sending or not call.at_boundary:
             # A send is under way (what it sends resets the clock), or a foreign app is
             # inside an event: not now.
-            self._arm_beat(now + interval)
+            call.deadline.check(now + interval)
         else:
-            self._start_beat()
+            self._start(call)
 
-    def _start_beat(self) -> None:
-        if self.lock is None:
-            self.lock = asyncio.Lock()  # from now on every send takes it
-        self.beat_task = _watch.start(self._heartbeat())
+    def committed(self, call: _GuardedCall) -> None:
+        """The response was committed: an SSE response gets heartbeats from now on."""
+        interval = self.interval
+        if call.sse and interval is not None and self.task is None:
+            call.deadline.check(call.clock() + interval)
 
-    async def _heartbeat(self) -> None:
-        interval = self.limits.heartbeat_interval
-        assert interval is not None
+    async def stop(self) -> None:
+        if self.task is not None:
+            await _watch.stop(self.task)
+
+    def _start(self, call: _GuardedCall) -> None:
+        if call.lock is None:
+            call.lock = asyncio.Lock()  # from now on every send takes it
+        self.task = _watch.start(self._run(call))
+
+    async def _run(self, call: _GuardedCall) -> None:
+        interval = self.interval
+        assert interval is not None and call.lock is not None
         try:
-            assert self.lock is not None
-            async with self.lock:
-                if self.ended or self.cancelled_by_us:
+            async with call.lock:
+                if call.phase is _Phase.ENDED or call.phase is _Phase.STOPPED:
                     return
-                if not self.committed:
-                    await self._commit_early()
-                elif self.clock() >= self.last_write + interval and self.at_boundary:
-                    await self._beat()  # else something went out while we waited
+                if call.phase is _Phase.HELD:
+                    await self._commit_early(call)
+                elif call.clock() >= call.last_write + interval and call.at_boundary:
+                    await self._beat(call)  # else something went out while we waited
         finally:
-            self.beat_task = None
-        if self.committed and not self.ended and not self.cancelled_by_us:
-            self._arm_beat(self.last_write + interval)
+            self.task = None
+        if call.phase is _Phase.COMMITTED:
+            call.deadline.check(call.last_write + interval)
 
-    async def _commit_early(self) -> None:
+    async def _commit_early(self, call: _GuardedCall) -> None:
         """No first event after one interval: commit with a 200 stream (ours, or the inner
         app's when its headers are in) and a heartbeat the layers above will pass on."""
-        start = self.held_start
+        start = call.held_start
         if start is not None and not _is_stream_start(start):
             return  # an error response is on its way; it needs no keepalive
-        self.sse = True
+        call.sse = True
         if start is None:
-            self.early = True
-            self.held_start = {
+            call.early = True
+            call.held_start = {
                 "type": "http.response.start",
                 "status": 200,
                 "headers": list(SSE_HEADERS),
             }
-        self.exchange.record("stream_guard.early_commit", own_start=start is None)
-        await self._beat()
+        call.exchange.record("stream_guard.early_commit", own_start=start is None)
+        await self._beat(call)
 
-    async def _beat(self) -> None:
-        protocol = self.exchange.protocol  # known by now: dispatch sets it before it answers
+    async def _beat(self, call: _GuardedCall) -> None:
+        protocol = call.exchange.protocol  # known by now: dispatch sets it before it answers
         body = _HEARTBEAT.get(protocol, _COMMENT) if protocol is not None else _COMMENT
         message: Message = {"type": "http.response.body", "body": body, "more_body": True}
-        if self.twins:
+        if call.twins:
             # No content: a routing layer still holding a prelude keeps holding it.  Before
             # the first event (early commit) there is no twin, which makes it commit.
             message[EVENT] = []
-        self.heartbeats += 1
-        await self._send_messages((message,), heartbeat=True)
+        call.stats.heartbeats += 1
+        await call.send_out((message,), heartbeat=True)
 
-    # --- bookkeeping ------------------------------------------------------------------------
 
-    def _note(self, events: list[Any]) -> None:
+class _CloseStats:
+    """What the close record counts, and what it notes of the events that went out."""
+
+    __slots__ = (
+        "bytes",
+        "ended_at",
+        "events",
+        "first_event_at",
+        "heartbeats",
+        "last_event",
+        "reasoning_seen",
+        "response_id",
+        "started",
+        "status",
+        "terminal_sent",
+    )
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self.first_event_at: float | None = None
+        self.ended_at: float | None = None
+        self.events = 0
+        self.bytes = 0
+        self.heartbeats = 0
+        self.last_event: str | None = None
+        self.terminal_sent = False
+        self.reasoning_seen = False
+        self.response_id: str | None = None
+        self.status: int | None = None  # the inner app's
+
+    def note(self, events: list[Any]) -> GatewayError | None:
+        """Count ``events`` and note what they tell; the first in-band error among them."""
         self.events += len(events)
+        error: GatewayError | None = None
         for event in events:
-            tag = _PLAIN_TAGS.get(type(event))
-            if tag is not None:
-                self.last_event = tag  # content: nothing else to note
-                continue
             self.last_event = type(event).__struct_config__.tag
             if isinstance(event, Finish):
                 self.terminal_sent = True
@@ -916,48 +576,25 @@ class _GuardedCall:
                 self.reasoning_seen = True
             elif isinstance(event, MessageStart):
                 self.response_id = self.response_id or event.id
-            elif isinstance(event, Error):
-                if isinstance(event.error, GatewayError):
-                    self.error = self.error or event.error
-                    if self.reason is None:
-                        self.reason = (
-                            "upstream_premature_close"
-                            if event.error.code == PREMATURE_CLOSE
-                            else "upstream_error"
-                        )
-            else:
-                _PLAIN_TAGS[type(event)] = self.last_event  # none of the above, ever
+            elif isinstance(event, Error) and isinstance(event.error, GatewayError):
+                error = error or event.error
+        return error
 
-    def _timeout_error(self, reason: str) -> GatewayError:
-        limits = self.limits
-        target = self.exchange.target
-        where = f" from {target.name}" if target is not None else ""
-        if reason == "ttfb_timeout":
-            message = f"no first event{where} within {limits.ttfb_timeout:g} s (ttfb_timeout)"
-        elif reason == "stall_timeout":
-            message = f"no event{where} for {limits.stall_timeout:g} s (stall_timeout)"
-        else:
-            message = f"no complete response{where} within {limits.total_timeout:g} s"
-            message += " (total_timeout)"
-        provider = target.provider.name if target is not None else None
-        return GatewayError("timeout", message, status=504, code=reason, provider=provider)
-
-    def _mark_attempt(self, error: GatewayError) -> None:
-        self.exchange.error = error
-        if len(self.exchange.attempts) > self.attempts_before:
-            self.exchange.attempts[-1].kind = error.kind
-
-    def close_record(self) -> StreamClose:
-        exchange = self.exchange
-        end = self.ended_at if self.ended_at is not None else self.clock()
-        reason = self.reason
+    def record(
+        self,
+        exchange: Exchange,
+        reason: str | None,
+        error: GatewayError | None,
+        attempts_before: int,
+        now: float,
+    ) -> StreamClose:
+        end = self.ended_at if self.ended_at is not None else now
         if reason is None:
-            reason = "upstream_error" if self.error is not None else "completed"
-        made = len(exchange.attempts) > self.attempts_before
+            reason = "upstream_error" if error is not None else "completed"
+        made = len(exchange.attempts) > attempts_before
         attempt = exchange.attempts[-1] if made else None
         target = exchange.target
         credential = exchange.credential
-        error = self.error
         return StreamClose(
             reason=reason,
             events=self.events,
@@ -981,8 +618,416 @@ class _GuardedCall:
         )
 
 
-def _is_stock_time(loop_time: Any) -> bool:
-    return getattr(loop_time, "__func__", None) is asyncio.BaseEventLoop.time
+class _GuardedCall:
+    """One call: its phase, what is held, the send path, and how it ended."""
+
+    __slots__ = (
+        "at_boundary",
+        "attempts_before",
+        "body_given",
+        "client_gone",
+        "clock",
+        "deadline",
+        "disconnected",
+        "early",
+        "error",
+        "escaped",
+        "exchange",
+        "heartbeats",
+        "held_start",
+        "inner_start",
+        "last_write",
+        "limits",
+        "lock",
+        "own_stream",
+        "phase",
+        "reason",
+        "rest_dropped",
+        "scope",
+        "send",
+        "sending",
+        "sse",
+        "stats",
+        "stream_before",
+        "timed_out",
+        "twins",
+    )
+
+    def __init__(self, exchange: Exchange, limits: Limits, send: Send, early: bool) -> None:
+        self.exchange = exchange
+        self.limits = limits
+        self.send = send
+        self.phase = _Phase.HELD
+        self.attempts_before = len(exchange.attempts)
+        # The client's stream this call's inner app opens replaces this one; if none does,
+        # this layer opens its own (``own_stream``) and notes what it sends.
+        self.stream_before = exchange.stream
+        self.own_stream: ClientStream | None = None
+        self.clock = asyncio.get_running_loop().time
+        now = self.clock()
+        self.stats = _CloseStats(now)
+        self.deadline = _Deadline(limits, now, self._on_expired, self._check_heartbeat)
+        self.heartbeats = _Heartbeats(limits.heartbeat_interval, early)
+        self.scope = _watch.cancel_scope()
+        self.timed_out: str | None = None  # the deadline kind that cancelled the call
+        # Only heartbeats make a second sender: the lock is made with the first one, and
+        # until then ``sending`` tells a heartbeat that a send is under way.
+        self.lock: asyncio.Lock | None = None
+        self.sending = False
+        self.last_write = now
+        self.held_start: Message | None = None
+        self.inner_start: Message | None = None  # the inner app's start after an early commit
+        # After an early commit the inner app's error response went out in-band: the rest of
+        # it is dropped.
+        self.rest_dropped = False
+        self.early = False  # committed with our own start, before the inner app answered
+        self.sse = False
+        self.twins = False
+        self.at_boundary = True
+        self.reason: str | None = None
+        self.error: GatewayError | None = None
+        self.escaped: Exception | None = None
+        # The inner app's receive: the body once, then the wait for the client to leave.
+        self.body_given = False
+        self.client_gone = False
+        self.disconnected: anyio.Event | None = None  # made when the inner app waits for it
+
+    # --- the run ----------------------------------------------------------------------------
+
+    async def run(self, app: App, scope: Scope, receive: Receive) -> None:
+        failure: Exception | None = None
+        watcher = _watch.start(_watch.watch_disconnect(receive, self._on_disconnect))
+        try:
+            started = self.stats.started
+            self.deadline.await_first(started)
+            heartbeats = self.heartbeats
+            if heartbeats.early:
+                # Heartbeats may have to commit before the first event: they are due now.
+                # Otherwise they start at commit, and only for a stream, so a plain request
+                # never has them checked.
+                assert heartbeats.interval is not None
+                self.deadline.check(started + heartbeats.interval)
+            with self.scope:
+                try:
+                    await app(scope, self._receive, self._send)
+                except Exception as exc:
+                    # Handled after the helpers are stopped, so callers see the exception
+                    # itself, never a group around it.
+                    failure = exc
+        finally:
+            await self._stop_helpers(watcher)
+        self.stats.ended_at = self.clock()
+        timeout: str | None = None
+        if self.scope.cancelled_caught and self.phase is not _Phase.STOPPED:
+            timeout = f"{self.timed_out or self.deadline.kind}_timeout"
+            self.reason = self.reason or timeout
+            self.exchange.record("stream_guard.timeout", limit=timeout)
+        await self._finish(failure, timeout)
+        if self.escaped is not None:
+            raise self.escaped
+        if failure is not None and not isinstance(failure, GatewayError):
+            raise failure
+
+    async def _stop_helpers(self, watcher: asyncio.Task[None]) -> None:
+        """The timer off, then the heartbeat and the watcher ended (and waited for: nothing
+        this call started outlives it)."""
+        watcher.cancel()  # at once: a disconnect from now on changes nothing
+        self.deadline.stop()
+        try:
+            await self.heartbeats.stop()
+        finally:
+            await _watch.stop(watcher)
+
+    async def _finish(self, failure: Exception | None, timeout: str | None) -> None:
+        """Whatever the client still needs once the inner app has stopped."""
+        phase = self.phase
+        if phase is _Phase.STOPPED:
+            return  # the client is gone, or a layer above abandoned the attempt
+        error: GatewayError | None = None
+        if timeout is not None and self.reason == timeout:
+            error = self._timeout_error(timeout)
+        elif failure is not None:
+            error = (
+                failure
+                if isinstance(failure, GatewayError)
+                else GatewayError(
+                    "server_error",
+                    f"internal gateway error (request {self.exchange.request_id})",
+                )
+            )
+            self.reason = self.reason or "upstream_error"
+        elif phase is _Phase.ENDED:
+            return
+        elif self.twins and self.sse and not self.stats.terminal_sent and self.error is None:
+            error = premature_close()  # the inner app stopped short of a terminal event
+        elif phase is _Phase.HELD and self.held_start is None:
+            error = GatewayError("server_error", "the inner app returned without a response")
+            self.reason = "upstream_error"
+        if error is not None:
+            self.error = self.error or error
+            self._mark_attempt(error)
+        # What goes out now waits on the client like any send, and may not wait forever:
+        # a client that stopped reading gets its connection closed instead.
+        send_timeout = self.limits.send_timeout
+        bound = send_timeout if send_timeout is not None else _CLOSING_WRITE
+        with _watch.cancel_scope() as closing:
+            closing.deadline = self.clock() + bound
+            if phase is not _Phase.HELD:
+                await self._end_in_band(error)
+            elif error is not None:
+                await self._deliver_error_response(error)
+            else:
+                await self._end_in_band(None)  # the held start, and an empty end
+        if closing.cancelled_caught:
+            # The client did not take even the end: dropped, like a send_timeout.
+            self.exchange.record("stream_guard.timeout", limit="closing_write")
+            self.exchange.client_dropped = True
+
+    # --- the inner app's receive and send ---------------------------------------------------
+
+    async def _receive(self) -> Message:
+        if not self.body_given:
+            self.body_given = True
+            return {"type": "http.request", "body": self.exchange.body, "more_body": False}
+        if not self.client_gone:
+            if self.disconnected is None:
+                self.disconnected = anyio.Event()
+            await self.disconnected.wait()
+        return {"type": "http.disconnect"}
+
+    async def _send(self, message: Message) -> None:
+        if self.phase is _Phase.STOPPED or self.rest_dropped:
+            return
+        if message["type"] != "http.response.body":
+            await self._send_other(message)
+            return
+        now = self.clock()
+        self.deadline.sending(now)
+        stats = self.stats
+        if stats.first_event_at is None:
+            stats.first_event_at = now
+            if self.exchange.recording:
+                self.exchange.record(
+                    "stream_guard.first_event", ttfb=now - stats.started, early=self.early
+                )
+        if self.inner_start is not None and not _is_stream_start(self.inner_start):
+            await self._inner_error_in_band(message)
+            return
+        start = self.held_start
+        if start is not None and start.get("status", 200) >= 400 and self.error is None:
+            self.error = start.get(ERROR) or classify(start["status"])
+            self.reason = self.reason or "upstream_error"
+        events = message.get(EVENT)
+        if events is not None:
+            self.twins = True
+            if events:
+                self._note(events)
+        elif self.sse and message.get("body"):
+            stats.events += 1  # a foreign app's stream: one message, one event as far as we know
+        if self.own_stream is not None:
+            self.own_stream.sent(message.get("body", b""), events)
+        more = message.get("more_body", False)
+        out: tuple[Message, ...] = (message,)
+        if not more and self.twins and self.sse and not stats.terminal_sent and self.error is None:
+            # The inner app (not dispatch, which says so itself) ended its stream without a
+            # terminal event.
+            error = premature_close()
+            out = (self._error_message(error), message)
+            self._note([Error(error=error)])
+            self._mark_attempt(error)
+        await self._send_locked(out)
+        if self.phase is _Phase.STOPPED:
+            # Our scope is cancelled (a failed send): this unwinds the inner app from here.
+            await anyio.lowlevel.checkpoint()
+        if more:
+            self.deadline.await_next(self.last_write)  # just set, when the send ended
+
+    async def _send_other(self, message: Message) -> None:
+        """The inner app's start (held), or a message that is neither start nor body."""
+        if message["type"] == "http.response.start":
+            self.stats.status = message.get("status")
+            if self.early:
+                self.inner_start = message
+            else:
+                self.held_start = message
+                self.sse = is_event_stream(message)
+                if self.sse and self.exchange.stream is self.stream_before:
+                    # No layer below opened the client's stream (a foreign app): this one
+                    # notes what goes out, so an error can continue it.
+                    self.own_stream = ClientStream.open(self.exchange)
+            return
+        await self._send_locked((message,))
+        if self.phase is _Phase.STOPPED:
+            await anyio.lowlevel.checkpoint()
+
+    async def _inner_error_in_band(self, message: Message) -> None:
+        """After an early commit the inner app answered with an error response (or with no
+        stream): the client already has a 200 stream, so the error goes in-band."""
+        start = self.inner_start
+        assert start is not None
+        status = start.get("status", 200)
+        error = start.get(ERROR) or message.get(ERROR)
+        if error is None:
+            error = (
+                classify(status)
+                if status >= 400
+                else GatewayError("server_error", "the inner app answered with no stream")
+            )
+        self.inner_start = None
+        self.error = error
+        self.reason = self.reason or "upstream_error"
+        self._mark_attempt(error)
+        await self._end_in_band(error)
+        self.rest_dropped = True
+
+    # --- the one send path ------------------------------------------------------------------
+
+    async def _send_locked(self, messages: Sequence[Message]) -> None:
+        """``send_out`` as the one sender: under the lock once heartbeats exist."""
+        lock = self.lock
+        if lock is not None:
+            async with lock:
+                await self.send_out(messages)
+            return
+        self.sending = True
+        try:
+            await self.send_out(messages)
+        finally:
+            self.sending = False
+
+    async def send_out(self, messages: Sequence[Message], *, heartbeat: bool = False) -> None:
+        """Send to the client (the caller is the one sender): the held start first, then
+        ``messages``, moving the phase on.  A failed write never raises here; it stops the
+        call instead."""
+        if self.held_start is not None:
+            messages = (self.held_start, *messages)
+            self.held_start = None
+        for message in messages:
+            if self.phase is _Phase.STOPPED:
+                return
+            kind = message["type"]
+            if kind == "http.response.start":
+                self.phase = _Phase.COMMITTED
+                self.heartbeats.committed(self)
+            try:
+                await self.send(message)
+            except _WRITE_ERRORS:
+                self._stop("client_write_failed")
+                return
+            except Exception as exc:
+                self.escaped = exc
+                self._stop(None)
+                return
+            if kind == "http.response.body":
+                body = message.get("body", b"")
+                if body:
+                    self.stats.bytes += len(body)
+                    if not heartbeat:
+                        self.at_boundary = body.endswith(_BOUNDARIES)
+                if not message.get("more_body", False) and self.phase is _Phase.COMMITTED:
+                    self.phase = _Phase.ENDED
+        self.last_write = self.clock()
+
+    def _stop(self, reason: str | None) -> None:
+        if reason is not None and (self.reason is None or reason == "client_write_failed"):
+            self.reason = reason
+        self.phase = _Phase.STOPPED
+        self.scope.cancel()
+
+    async def _end_in_band(self, error: GatewayError | None) -> None:
+        """After commit: the in-band error event (when the protocol has one and the response
+        is a stream), then the end of the body."""
+        if self.phase is _Phase.ENDED:
+            return
+        messages: list[Message] = []
+        if error is not None and self.sse:
+            message = self._error_message(error)
+            if message["body"]:
+                messages.append(message)
+                self._note(message[EVENT])
+        messages.append({"type": "http.response.body", "body": b"", "more_body": False})
+        await self._send_locked(messages)
+
+    async def _deliver_error_response(self, error: GatewayError) -> None:
+        """Before commit: the whole error response, in the client's protocol."""
+        self.held_start = None
+        sent: list[Message] = []
+
+        async def collect(message: Message) -> None:
+            sent.append(message)
+
+        await send_error(collect, self.exchange.protocol, error)
+        await self._send_locked(sent)
+
+    def _error_message(self, error: GatewayError) -> Message:
+        """The in-band error event that continues the client's stream (an empty body when
+        the protocol is unknown: a foreign app's stream then only gets its end)."""
+        stream = self.exchange.stream
+        if stream is None or stream is self.stream_before:
+            # Nothing below opened the stream (committed early, with only heartbeats sent).
+            stream = self.own_stream = ClientStream.open(self.exchange)
+        return stream.error_message(error)
+
+    # --- what the helpers call: disconnect watch and timer ----------------------------------
+
+    def _on_disconnect(self) -> None:
+        if self.phase is _Phase.ENDED:
+            return  # the whole response went out; the client leaving now changes nothing
+        self.client_gone = True
+        if self.disconnected is not None:
+            self.disconnected.set()
+        self._stop("client_disconnected")
+
+    def _on_expired(self, kind: str) -> None:
+        if kind == "send":
+            # The client has not taken a message for send_timeout: it is dropped, as if it
+            # had left (nothing more is written to it), and the upstream closed.
+            self.exchange.record("stream_guard.timeout", limit="send_timeout")
+            self.exchange.client_dropped = True
+            self._stop("client_write_timeout")
+            return
+        self.timed_out = kind
+        self.scope.cancel()
+
+    def _check_heartbeat(self) -> None:
+        self.heartbeats.check(self)
+
+    # --- bookkeeping ------------------------------------------------------------------------
+
+    def _note(self, events: list[Any]) -> None:
+        error = self.stats.note(events)
+        if error is not None:
+            self.error = self.error or error
+            if self.reason is None:
+                self.reason = (
+                    "upstream_premature_close"
+                    if error.code == PREMATURE_CLOSE
+                    else "upstream_error"
+                )
+
+    def _timeout_error(self, reason: str) -> GatewayError:
+        limits = self.limits
+        target = self.exchange.target
+        where = f" from {target.name}" if target is not None else ""
+        if reason == "ttfb_timeout":
+            message = f"no first event{where} within {limits.ttfb_timeout:g} s (ttfb_timeout)"
+        elif reason == "stall_timeout":
+            message = f"no event{where} for {limits.stall_timeout:g} s (stall_timeout)"
+        else:
+            message = f"no complete response{where} within {limits.total_timeout:g} s"
+            message += " (total_timeout)"
+        provider = target.provider.name if target is not None else None
+        return GatewayError("timeout", message, status=504, code=reason, provider=provider)
+
+    def _mark_attempt(self, error: GatewayError) -> None:
+        self.exchange.error = error
+        if len(self.exchange.attempts) > self.attempts_before:
+            self.exchange.attempts[-1].kind = error.kind
+
+    def close_record(self) -> StreamClose:
+        return self.stats.record(
+            self.exchange, self.reason, self.error, self.attempts_before, self.clock()
+        )
 
 
 def _streams_sse(exchange: Exchange) -> bool:
