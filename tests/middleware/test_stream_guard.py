@@ -7,6 +7,7 @@ order, never how fast.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from pathlib import Path
@@ -913,6 +914,32 @@ async def test_cancelled_from_outside_it_ends_everything_it_started() -> None:
     assert script.cancelled
     assert len(asyncio.all_tasks()) == before
     assert any(m.get("body") == b": keepalive\n\n" for m in client.bodies)
+
+
+async def test_a_finished_call_leaves_nothing_for_the_garbage_collector() -> None:
+    # The call's timer lets go of it when it ends, so it is freed by reference counting:
+    # under load, collecting every request's leftovers costs more than the layers
+    # themselves (see ``Exchange.detach``).  Only this layer's own objects are looked for,
+    # so garbage made meanwhile by anything else does not count.
+    steps = [start(), event(TEXT), 0.01, event(TEXT), event(FINISH), end()]
+    g = guard(Script(*steps))
+    await run(g, make_scope())  # the first call's one-time imports and caches
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(10):
+            client, exchange = await run(g, make_scope())
+            assert exchange.close is not None and exchange.close.reason == "completed"
+            exchange.detach()  # as the outermost layer does on its way out
+        del client, exchange
+        gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector finds stays in gc.garbage
+        gc.collect()
+        left = [o for o in gc.garbage if type(o).__module__ == StreamGuard.__module__]
+        assert left == []
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
 
 
 async def test_a_slow_client_delays_the_heartbeat_rather_than_racing_it() -> None:
