@@ -27,6 +27,7 @@ import msgspec
 from msgspec import Struct, field
 
 from .config_check import secret_problems, shape_problems, value_problems
+from .presets import BACKENDS, Preset
 from .pricing import Price
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "ResponsesConfig",
     "RoutingConfig",
     "ServerConfig",
+    "ShapingStepConfig",
     "StateConfig",
     "StreamConfig",
     "TargetConfig",
@@ -79,7 +81,7 @@ def _hidden(value: Any) -> Any:
 
 def _repr_hiding(struct: Struct, secret_fields: frozenset[str]) -> str:
     shown = ", ".join(
-        f"{name}={_hidden(value) if name in secret_fields else value!r}"
+        f"{name}={_hidden(msgspec.to_builtins(value)) if name in secret_fields else value!r}"
         for name, value in msgspec.structs.asdict(struct).items()
     )
     return f"{type(struct).__name__}({shown})"
@@ -100,6 +102,11 @@ class ServerConfig(Struct, kw_only=True, forbid_unknown_fields=True):
         return _repr_hiding(self, frozenset({"inbound_keys"}))
 
 
+class ShapingStepConfig(Struct, kw_only=True, forbid_unknown_fields=True):
+    step: str  # a registered step name (asgi_rotator.shaping): headers, body_rules, ...
+    options: dict[str, Any] = field(default_factory=dict)
+
+
 class ProviderConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     # A preset ("openai", "anthropic", "gemini", "openrouter", "groq", ...) fills in protocol,
     # base_url and the key variable; a provider named like a preset uses it by default.
@@ -117,6 +124,9 @@ class ProviderConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     # ...options} (asgi_rotator.auth); without it, ``keys`` make a ``keys`` strategy.
     credential: dict[str, Any] | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # [[providers.NAME.shaping]]: request-shaping steps (docs/providers.md), after the
+    # preset's own.
+    shaping: list[ShapingStepConfig] = field(default_factory=list)
     timeout: float = 600.0
     connect_timeout: float = 10.0
     max_connections: int = 100
@@ -126,7 +136,8 @@ class ProviderConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     rate_limit_scope: str | None = None  # "credential" (default) or "credential_model"
 
     def __repr__(self) -> str:
-        return _repr_hiding(self, frozenset({"keys", "headers", "credential"}))
+        # A shaping step may set an auth header by hand, like ``headers``.
+        return _repr_hiding(self, frozenset({"keys", "headers", "credential", "shaping"}))
 
 
 class TargetConfig(Struct, kw_only=True, forbid_unknown_fields=True):
@@ -269,13 +280,6 @@ class Config(Struct, kw_only=True, forbid_unknown_fields=True):
     logging: LoggingConfig = field(default_factory=LoggingConfig)
 
 
-class Preset(Struct, frozen=True, kw_only=True):
-    protocols: tuple[str, ...]
-    base_url: str
-    env: str | None
-    base_urls: dict[str, str] = field(default_factory=dict)
-
-
 # Base URLs follow each official SDK's convention for its protocol: OpenAI-style ones end in
 # the version segment, Anthropic's and Gemini's are the host (the codec adds /v1/messages,
 # /v1beta/models/...).
@@ -329,6 +333,8 @@ PRESETS: dict[str, Preset] = {
         base_urls={"anthropic_messages": "mock://upstream", "gemini": "mock://upstream"},
         env=None,
     ),
+    # The backends of coding tools, reached with the user's own credential (presets.py).
+    **BACKENDS,
 }
 
 

@@ -28,6 +28,7 @@ from typing import Any, Literal, Union, get_args, get_origin
 import msgspec
 
 from .errors import DEFAULT_STATUS
+from .presets import BACKENDS
 
 __all__ = ["Problem", "secret_problems", "shape_problems", "value_problems"]
 
@@ -207,7 +208,7 @@ def value_problems(config: Any, presets: Mapping[str, Any], protocols: set[str])
         where = _join("providers", name)
         if "/" in name:
             add(Problem(where, "a provider name cannot contain '/'"))
-        preset = provider.preset or (name if name in presets else None)
+        preset = provider.preset or (name if name in presets and name not in BACKENDS else None)
         if provider.preset is not None and provider.preset not in presets:
             allowed = ", ".join(presets)
             add(Problem(f"{where}.preset", f"unknown preset {provider.preset!r}; known: {allowed}"))
@@ -236,6 +237,15 @@ def value_problems(config: Any, presets: Mapping[str, Any], protocols: set[str])
                 add(Problem(at, message))
         if provider.allow_models == "listed" and not provider.models:
             add(Problem(f"{where}.allow_models", '"listed" needs a `models` list'))
+        for i, step in enumerate(provider.shaping):
+            from .shaping import make_step  # local: steps import the field paths
+
+            try:
+                make_step(step.step, step.options)
+            except ValueError as exc:
+                # "options.wrap: expected ..." -> providers.x.shaping[0].options.wrap
+                field, _, message = str(exc).partition(": ")
+                add(Problem(f"{where}.shaping[{i}].{field}", message))
         _positive(add, f"{where}.timeout", provider.timeout)
         _positive(add, f"{where}.connect_timeout", provider.connect_timeout)
         _positive(add, f"{where}.max_connections", provider.max_connections)

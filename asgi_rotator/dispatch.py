@@ -33,6 +33,7 @@ import msgspec
 
 from . import _watch
 from ._types import Receive, Scope, Send
+from .aggregate import StreamAggregate
 from .answer import (
     JSON_HEADER,
     SSE_HEADERS,
@@ -41,6 +42,7 @@ from .answer import (
     send_error,
     send_json,
 )
+from .auth import Grant
 from .config import Config
 from .errors import GatewayError, premature_close
 from .exchange import (
@@ -55,9 +57,10 @@ from .exchange import (
 )
 from .pricing import PriceTable
 from .protocols import Codec, get_codec
-from .providers import Providers
+from .providers import Provider, Providers
 from .redaction import redact, redacting_logger
 from .routes import Route, detect_protocol, match_route, route_path
+from .shaping import Shaping, ShapingContext
 from .sse import DEFAULT_MAX_EVENT, EventTooLarge, ServerSentEvent, SSEDecoder, encode_event
 from .unified import Error, Event, Finish, MessageStart, Request, Response, Usage
 
@@ -222,25 +225,44 @@ class ProviderDispatch:
         upstream_codec = (
             codec if upstream_protocol == exchange.protocol else get_codec(upstream_protocol)
         )
-        outgoing = (
-            request
-            if request.model == target.model
-            else msgspec.structs.replace(request, model=target.model)
-        )
+        shaping = provider.shaping
+        # A backend that only streams: a plain client's answer is its stream, aggregated.
+        aggregate = shaping is not None and shaping.forces_stream and not request.stream
+        outgoing = request
+        if request.model != target.model or aggregate:
+            outgoing = msgspec.structs.replace(
+                request, model=target.model, stream=request.stream or aggregate
+            )
         native = upstream_codec.build_request(outgoing)
         if exchange.shape is not None:
             native = exchange.shape(native, upstream_protocol)
-        body = _json_encode(native)
+        path = upstream_codec.request_path(outgoing)
         strategy = provider.strategy
         grant = await strategy.grant(credential) if credential is not None else None
-        headers = provider.request_headers(upstream_protocol, grant)
+        forwarded = [
+            (name, value.decode("latin-1"))
+            for name in (
+                _FORWARD.get(upstream_protocol, ())
+                if upstream_protocol == exchange.protocol
+                else ()
+            )
+            for key, value in exchange.scope["headers"]
+            if key.decode("latin-1") == name
+        ]
+        context = None
+        if shaping is not None:
+            # Before the attempt is opened: a body rule that refuses the request, or a
+            # credential without what a template names, is answered with nothing sent.
+            context = _shaping_context(exchange, provider, grant)
+            native, path = shaping.shape(context, native, path)
+            if exchange.recording:
+                exchange.record("dispatch.shape", provider=provider.name, steps=shaping.names)
+            url = shaping.base_url(context, provider.base_urls[upstream_protocol]) + path
+        else:
+            url = provider.url(upstream_protocol, path)
+        headers = _upstream_headers(provider, upstream_protocol, grant, forwarded, context)
         own_headers = len(headers)
-        for name in (
-            _FORWARD.get(upstream_protocol, ()) if upstream_protocol == exchange.protocol else ()
-        ):
-            for key, value in exchange.scope["headers"]:
-                if key.decode("latin-1") == name:
-                    headers.append((name, value.decode("latin-1")))
+        body = _json_encode(native)
         if exchange.recording:
             exchange.record(
                 "dispatch.request",
@@ -250,7 +272,6 @@ class ProviderDispatch:
                 translated=upstream_protocol != exchange.protocol,
                 bytes=len(body),
             )
-        url = provider.url(upstream_protocol, upstream_codec.request_path(outgoing))
         attempt = Attempt(
             number=len(exchange.attempts) + 1,
             provider=provider.name,
@@ -278,7 +299,12 @@ class ProviderDispatch:
                     await response.aclose()
                     # The provider's own headers again, for the new grant; what was added
                     # after them (forwarded client headers, the trace context) stays.
-                    headers[:own_headers] = provider.request_headers(upstream_protocol, fresh)
+                    context = (
+                        _shaping_context(exchange, provider, fresh) if shaping is not None else None
+                    )
+                    headers[:own_headers] = _upstream_headers(
+                        provider, upstream_protocol, fresh, forwarded, context
+                    )
                     if exchange.recording:
                         exchange.record("dispatch.reauthorize", credential=credential.id)
                     response = await provider.client.send("POST", url, headers, body)
@@ -307,7 +333,7 @@ class ProviderDispatch:
             if request.stream:
                 progress.started = True
                 relay = _StreamRelay(
-                    exchange, codec, upstream_codec, request, send, pricer, self.max_event
+                    exchange, codec, upstream_codec, request, send, pricer, self.max_event, shaping
                 )
                 await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
                 chunks = response.aiter_bytes()
@@ -315,9 +341,20 @@ class ProviderDispatch:
                     await relay.run(chunks)
                 finally:
                     await chunks.aclose()
+            elif aggregate:
+                unified = await self._aggregate(exchange, upstream_codec, response, shaping)
+                await self._answer(exchange, codec, request, unified, None, send, progress, pricer)
             else:
                 await self._plain(
-                    exchange, codec, upstream_codec, request, response, send, progress, pricer
+                    exchange,
+                    codec,
+                    upstream_codec,
+                    request,
+                    response,
+                    send,
+                    progress,
+                    pricer,
+                    shaping,
                 )
         except GatewayError as error:
             error.provider = error.provider or provider.name
@@ -337,23 +374,86 @@ class ProviderDispatch:
         send: Send,
         progress: _Progress,
         pricer: _Pricer,
+        shaping: Shaping | None,
     ) -> None:
-        raw = await response.aread()
+        body: bytes = await response.aread()
         try:
-            data = _json_decode(raw)
+            data = _json_decode(body)
         except msgspec.DecodeError:
             # 502: the upstream answered wrongly; a 500 would say the gateway itself failed.
             raise GatewayError(
                 "server_error", "upstream sent a response that is not valid JSON", status=502
             ) from None
+        # The bytes go to the client as they came when they are the client's protocol; not
+        # when they came in an envelope.
+        raw: bytes | None = body
+        if shaping is not None and shaping.unwrapping:
+            data = shaping.unwrap(data)
+            raw = None
         if exchange.observe is not None:
             exchange.observe(data)
         unified = upstream_codec.parse_response(data)
         if upstream_codec is not codec:
-            raw = _json_encode(codec.build_response(unified, request))
+            raw = None
             exchange.record(
                 "dispatch.translate_response", source=upstream_codec.name, target=codec.name
             )
+        await self._answer(exchange, codec, request, unified, raw, send, progress, pricer)
+
+    async def _aggregate(
+        self, exchange: Exchange, upstream_codec: Codec, response: Any, shaping: Shaping | None
+    ) -> Response:
+        """The upstream's stream read to its end and added up, for a plain client."""
+        decoder = upstream_codec.stream_decoder()
+        sse = SSEDecoder(self.max_event)
+        total = StreamAggregate()
+        observe = exchange.observe
+        chunks = response.aiter_bytes()
+        try:
+            try:
+                async for chunk in chunks:
+                    for sse_event in sse.feed(chunk):
+                        if shaping is not None and shaping.unwrapping:
+                            sse_event = _unwrapped(sse_event, shaping)
+                        if observe is not None:
+                            observe(sse_event.data)
+                        total.feed(decoder.feed(sse_event))
+                        if decoder.done:
+                            break
+                    if decoder.done:
+                        break
+                if not decoder.done:
+                    for sse_event in sse.close():
+                        if shaping is not None and shaping.unwrapping:
+                            sse_event = _unwrapped(sse_event, shaping)
+                        total.feed(decoder.feed(sse_event))
+                    total.feed(decoder.close())
+            except EventTooLarge as exc:
+                raise _too_large(exc) from None
+        finally:
+            await chunks.aclose()
+        if total.error is not None:
+            raise total.error
+        if not decoder.done:
+            raise premature_close()
+        exchange.record("dispatch.aggregate", source=upstream_codec.name)
+        return total.response()
+
+    async def _answer(
+        self,
+        exchange: Exchange,
+        codec: Codec,
+        request: Request,
+        unified: Response,
+        raw: bytes | None,
+        send: Send,
+        progress: _Progress,
+        pricer: _Pricer,
+    ) -> None:
+        """A plain answer to the client: ``raw`` as the upstream sent it when it is already
+        in the client's protocol, else built from ``unified``."""
+        if raw is None:
+            raw = _json_encode(codec.build_response(unified, request))
         usage = exchange.usage = unified.usage
         pricer(usage)
         cost = exchange.cost
@@ -507,6 +607,7 @@ class _StreamRelay:
         "pricer",
         "request",
         "send",
+        "shaping",
         "stream",
     )
 
@@ -519,8 +620,11 @@ class _StreamRelay:
         send: Send,
         pricer: _Pricer,
         max_event: int = DEFAULT_MAX_EVENT,
+        shaping: Shaping | None = None,
     ) -> None:
         self.exchange = exchange
+        # Only a provider whose answers come in an envelope costs a decode per event.
+        self.shaping = shaping if shaping is not None and shaping.unwrapping else None
         self.pricer = pricer
         self.request = request
         self.max_event = max_event
@@ -552,14 +656,7 @@ class _StreamRelay:
         except GatewayError as error:
             failure = error
         except EventTooLarge as exc:
-            # Nothing of the event went out (it is never whole): before the first event this
-            # is a retryable failure like any other, after it an in-band error.
-            failure = GatewayError(
-                "server_error",
-                f"upstream sent an event larger than {exc.limit} bytes (stream.max_event_bytes)",
-                status=502,
-                code="event_too_large",
-            )
+            failure = _too_large(exc)
         if failure is None and not decoder.done:
             failure = premature_close()
         if failure is not None:
@@ -583,8 +680,11 @@ class _StreamRelay:
         parts: list[bytes] = []
         failure: GatewayError | None = None
         observe = exchange.observe
+        shaping = self.shaping
         try:
             for sse_event in sse_events:
+                if shaping is not None:
+                    sse_event = _unwrapped(sse_event, shaping)
                 if observe is not None:
                     observe(sse_event.data)
                 decoded = decoder.feed(sse_event)
@@ -643,6 +743,60 @@ class _StreamRelay:
         if exchange.attempts:
             exchange.attempts[-1].kind = failure.kind
         await self.send(self.stream.error_message(failure))
+
+
+def _shaping_context(exchange: Exchange, provider: Provider, grant: Grant | None) -> ShapingContext:
+    """What the provider's shaping templates may name: the attempt's model and the gateway's
+    request id, and what the credential's auth strategy knows beside the token (``project``,
+    ``account_id``)."""
+    return ShapingContext(
+        provider.name,
+        exchange.target.model,
+        grant.context if grant is not None else None,
+        request_id=exchange.request_id,
+    )
+
+
+def _upstream_headers(
+    provider: Provider,
+    protocol: str,
+    grant: Grant | None,
+    forwarded: list[tuple[str, str]],
+    context: ShapingContext | None,
+) -> list[tuple[str, str]]:
+    """The provider's headers for ``grant``, the client's forwarded ones, and the
+    provider's shaping of them (a beta merged into the client's list)."""
+    headers = provider.request_headers(protocol, grant)
+    headers += forwarded
+    if context is not None and provider.shaping is not None:
+        provider.shaping.headers(context, headers)
+    return headers
+
+
+def _unwrapped(sse_event: ServerSentEvent, shaping: Shaping) -> ServerSentEvent:
+    """One stream event out of the provider's envelope (``[DONE]`` and other non-JSON data
+    as they are)."""
+    try:
+        data = _json_decode(sse_event.data)
+    except msgspec.DecodeError:
+        return sse_event
+    inner = shaping.unwrap(data)
+    if inner is data:
+        return sse_event
+    return ServerSentEvent(
+        data=_json_encode(inner).decode(), event=sse_event.event, id=sse_event.id
+    )
+
+
+def _too_large(exc: EventTooLarge) -> GatewayError:
+    # Nothing of the event went out (it is never whole): before the first event this is a
+    # retryable failure like any other, after it an in-band error.
+    return GatewayError(
+        "server_error",
+        f"upstream sent an event larger than {exc.limit} bytes (stream.max_event_bytes)",
+        status=502,
+        code="event_too_large",
+    )
 
 
 def _maybe_json(raw: bytes) -> Any:

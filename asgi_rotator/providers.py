@@ -16,7 +16,9 @@ from .auth import AuthStrategy, Credential, Grant, make_strategy
 from .auth.keys import KeysOptions, KeysStrategy
 from .config import PRESETS, Config, ConfigError, ProviderConfig, TargetConfig
 from .errors import GatewayError
+from .presets import preset_name
 from .redaction import register_secret
+from .shaping import Shaping, make_step
 from .upstream import DEFAULT_CLIENT, HttpxUpstream, UpstreamClient, make_client
 
 if TYPE_CHECKING:
@@ -50,6 +52,7 @@ class Provider:
         "models",
         "name",
         "protocols",
+        "shaping",
         "strategy",
     )
 
@@ -65,6 +68,7 @@ class Provider:
         headers: Mapping[str, str] | None = None,
         client: UpstreamClient | None = None,
         allow_listed: bool = False,
+        shaping: Shaping | None = None,
     ) -> None:
         self.name = name
         self.protocols = protocols
@@ -76,6 +80,8 @@ class Provider:
         self.auth = auth
         self.headers = list((headers or {}).items())
         self.client: UpstreamClient = client or HttpxUpstream()
+        # Request shaping (asgi_rotator.shaping): None when the provider declares no step.
+        self.shaping = shaping or None
         self._turn = 0
 
     def next_credential(self) -> Credential:
@@ -90,6 +96,12 @@ class Provider:
         if client_protocol in self.protocols:
             return client_protocol  # type: ignore[return-value]
         return self.protocols[0]
+
+    @property
+    def continues_natively(self) -> bool:
+        """Whether ``previous_response_id`` may go upstream: not when the provider's body
+        rules drop or refuse it (a backend that stores nothing)."""
+        return self.shaping is None or not self.shaping.removes("previous_response_id")
 
     def url(self, protocol: str, path: str) -> str:
         return self.base_urls[protocol] + path
@@ -254,7 +266,7 @@ class Providers:
 def _build_provider(
     name: str, pc: ProviderConfig, env: Mapping[str, str], client_name: str = DEFAULT_CLIENT
 ) -> Provider:
-    preset = PRESETS.get(pc.preset or name) if (pc.preset or name in PRESETS) else None
+    preset = PRESETS.get(preset_name(name, pc.preset) or "")
     protocols = tuple(
         pc.protocols or ([pc.protocol] if pc.protocol else preset.protocols if preset else ())
     )
@@ -267,8 +279,13 @@ def _build_provider(
             raise ConfigError(f"providers.{name}: no base_url for protocol {protocol!r}")
         base_urls[protocol] = url
     strategy: AuthStrategy
-    if pc.credential is not None:
-        strategy = make_strategy(name, pc.credential, env)
+    # Keys given by hand are a static pool, even on a preset whose backend has its own
+    # credential file (a long-lived token); otherwise the preset's auth strategy.
+    table = pc.credential
+    if table is None and not pc.keys and preset is not None:
+        table = preset.credential
+    if table is not None:
+        strategy = make_strategy(name, table, env)
     else:
         key_refs = list(pc.keys)
         if not key_refs and preset is not None and preset.env and env.get(preset.env):
@@ -276,7 +293,16 @@ def _build_provider(
         strategy = KeysStrategy(
             name, KeysOptions(keys=key_refs), environ=env, where=f"providers.{name}"
         )
-    for header, value in pc.headers.items():
+    shaped_headers = {
+        header: value
+        for step in pc.shaping
+        if step.step == "headers"
+        for table in (step.options.get("set"), step.options.get("append"))
+        if isinstance(table, dict)
+        for header, value in table.items()
+        if isinstance(value, str)
+    }
+    for header, value in {**pc.headers, **shaped_headers}.items():
         if _SECRET_HEADER.search(header):
             register_secret(value)  # an auth header set by hand (a proxy's key, a cookie)
             register_secret(value.partition(" ")[2])  # the credential of "Bearer <credential>"
@@ -296,6 +322,22 @@ def _build_provider(
             )
         except ValueError as exc:
             raise ConfigError(f"providers.{name}: {exc}") from None
+    shaping = []
+    steps = [
+        *(preset.shaping if preset is not None else ()),
+        *({"step": step.step, "options": step.options} for step in pc.shaping),
+    ]
+    own = len(steps) - len(pc.shaping)
+    for i, step in enumerate(steps):
+        try:
+            shaping.append(make_step(step["step"], step.get("options", {})))
+        except ValueError as exc:
+            where = (
+                f"providers.{name}.shaping[{i - own}]"
+                if i >= own
+                else f"preset {preset_name(name, pc.preset)}"
+            )
+            raise ConfigError(f"{where}: {exc}") from None
     return Provider(
         name,
         protocols=protocols,
@@ -303,7 +345,8 @@ def _build_provider(
         strategy=strategy,
         models=tuple(pc.models),
         allow_listed=pc.allow_models == "listed",
-        auth=pc.auth,
+        auth=pc.auth or (preset.auth if preset is not None else None),
+        shaping=Shaping(shaping),
         headers=pc.headers,
         client=client,
     )

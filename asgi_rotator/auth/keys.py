@@ -15,6 +15,9 @@ __all__ = ["KeysStrategy"]
 
 class KeysOptions(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     keys: list[str] = msgspec.field(default_factory=list)  # "env:NAME" or literal
+    # What request shaping may need beside the key (``project``, ``account_id``): the same
+    # for every key of the pool.
+    context: dict[str, str] = msgspec.field(default_factory=dict)
 
 
 class KeysStrategy(AuthStrategy):
@@ -38,7 +41,7 @@ class KeysStrategy(AuthStrategy):
             secret = resolve_secret(ref, environ, f"{self.where}.keys[{i}]")
             register_secret(secret)
             self.credentials.append(Credential(provider, i))
-            self._grants.append(Grant(secret))
+            self._grants.append(Grant(secret, context=options.context))
 
     async def grant(self, credential: Credential) -> Grant:
         return self._grants[credential.index]

@@ -82,7 +82,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -92,6 +92,7 @@ from msgspec import Struct
 
 from .._types import App, Receive, Scope, Send
 from .._types import Message as ASGIMessage
+from ..aggregate import StreamAggregate
 from ..answer import ensure_request, is_event_stream, send_error, send_json
 from ..errors import GatewayError
 from ..exchange import DEFAULT_MAX_BODY, EVENT, PRINCIPAL, RESPONSE, Exchange
@@ -110,18 +111,11 @@ from ..unified import (
     MessageStart,
     Part,
     Reasoning,
-    ReasoningDelta,
     Request,
     Response,
-    Signature,
     Text,
-    TextDelta,
-    ToolArgsDelta,
     ToolCall,
-    ToolCallStart,
     ToolResult,
-    Usage,
-    UsageEvent,
 )
 from .routing import open_attempt, run_held
 
@@ -398,7 +392,11 @@ class ResponsesState:
             return None
         (name,) = names
         provider = self.providers.providers.get(name)
-        return name if provider is not None and NAME in provider.protocols else None
+        if provider is None or NAME not in provider.protocols:
+            return None
+        # A backend that stores nothing (its body rules drop previous_response_id) is sent
+        # the expanded history instead.
+        return name if provider.continues_natively else None
 
     async def _run_native(
         self, scope: Scope, turn: _TurnState, recorder: _Recorder, send: Send
@@ -808,90 +806,10 @@ class _Recorder:
         self.key = await turn.layer._save(turn.exchange, turn.principal, record)
 
 
-class _Accumulator:
-    """A stream's unified events -> the unified ``Response`` they add up to."""
+class _Accumulator(StreamAggregate):
+    """The aggregate, and the status a stored response gets from it."""
 
-    __slots__ = ("created", "error", "finish", "model", "parts", "pieces", "upstream_id", "usage")
-
-    def __init__(self) -> None:
-        self.upstream_id = ""
-        self.model = ""
-        self.created = 0
-        self.usage = Usage()
-        self.parts: dict[int, Part] = {}
-        self.pieces: dict[int, list[str]] = {}
-        self.finish: Finish | None = None
-        self.error: Any = None
-
-    def feed(self, events: Iterable[Event]) -> None:
-        for event in events:
-            if isinstance(event, TextDelta):
-                if self._part(event.index, Text) is not None:
-                    self.pieces[event.index].append(event.text)
-            elif isinstance(event, ReasoningDelta):
-                part = self._part(event.index, Reasoning)
-                if part is not None:
-                    self.pieces[event.index].append(event.text)
-                    part.id = part.id or event.id
-            elif isinstance(event, Signature):
-                part = self._part(event.index, Reasoning)
-                if part is not None:
-                    part.signature = event.signature or part.signature
-                    part.redacted = event.redacted or part.redacted
-                    part.source = event.source or part.source
-                    part.id = part.id or event.id
-            elif isinstance(event, ToolCallStart):
-                if event.index not in self.parts:
-                    self.parts[event.index] = ToolCall(id=event.id, name=event.name)
-                    self.pieces[event.index] = []
-            elif isinstance(event, ToolArgsDelta):
-                if isinstance(self.parts.get(event.index), ToolCall):
-                    self.pieces[event.index].append(event.delta)
-            elif isinstance(event, MessageStart):
-                self.upstream_id = self.upstream_id or event.id
-                self.model = event.model or self.model
-                self.created = event.created or self.created
-                if event.usage is not None:
-                    self.usage = self.usage.merge(event.usage)
-            elif isinstance(event, UsageEvent):
-                self.usage = self.usage.merge(event.usage)
-            elif isinstance(event, Finish):
-                self.finish = event
-                if event.usage is not None:
-                    self.usage = self.usage.merge(event.usage)
-            elif isinstance(event, Error):
-                self.error = event.error
-
-    def _part(self, index: int, kind: type[Text] | type[Reasoning]) -> Any:
-        part = self.parts.get(index)
-        if part is None:
-            part = self.parts[index] = kind(text="")
-            self.pieces[index] = []
-        return part if isinstance(part, kind) else None
-
-    def response(self) -> Response:
-        content: list[Part] = []
-        for index in sorted(self.parts):
-            part = self.parts[index]
-            joined = "".join(self.pieces[index])
-            if isinstance(part, ToolCall):
-                content.append(msgspec.structs.replace(part, arguments=joined or "{}"))
-            elif isinstance(part, Reasoning):
-                content.append(msgspec.structs.replace(part, text=joined))
-            elif joined:
-                content.append(Text(text=joined))
-        finish = self.finish
-        return Response(
-            id=self.upstream_id,
-            model=self.model,
-            content=content,
-            finish_reason="error"
-            if self.error is not None
-            else (finish.reason if finish is not None else "stop"),
-            stop_sequence=finish.stop_sequence if finish is not None else None,
-            usage=self.usage,
-            created=self.created,
-        )
+    __slots__ = ()
 
     def status(self) -> str:
         if self.error is not None:
