@@ -1481,17 +1481,27 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--tool-steps", type=int, default=1, help="rounds of tool calls before a text answer"
     )
+    parser.add_argument(
+        "--backends",
+        action="store_true",
+        help="also emulate the presets' backends under /claude_code, /codex, /copilot, "
+        "/gemini_cli and /antigravity (docs/providers.md)",
+    )
     args = parser.parse_args(argv)
 
     import uvicorn
 
-    app = MockUpstream(
+    app: Any = MockUpstream(
         latency=args.latency,
         chunk_delay=args.chunk_delay,
         stream_events=args.stream_events,
         text=args.text,
         tool_steps=args.tool_steps,
     )
+    if args.backends:
+        from .backends import MockBackends
+
+        app = MockBackends(app)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False)
 
 
