@@ -57,7 +57,10 @@ def config(mock_url: str, **stream: Any) -> Any:
 
 
 class RaiseAfter:
-    """A foreign layer that raises once ``after`` body messages have gone through it."""
+    """A foreign layer that raises instead of passing on the body message that holds the
+    ``after``-th SSE event, once something has gone out.  It counts events, not messages:
+    under load several upstream events arrive in one read and go out as one message, and
+    a stream whose terminal event went out could not be continued."""
 
     def __init__(self, app: Any, after: int) -> None:
         self.app = app
@@ -67,15 +70,15 @@ class RaiseAfter:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        bodies = 0
+        events = 0
 
         async def counting(message: dict[str, Any]) -> None:
-            nonlocal bodies
-            await send(message)
+            nonlocal events
             if message["type"] == "http.response.body" and message.get("body"):
-                bodies += 1
-                if bodies == self.after:
+                if events and events + message["body"].count(b"\n\n") >= self.after:
                     raise RuntimeError("a layer broke")
+                events += message["body"].count(b"\n\n")
+            await send(message)
 
         await self.app(scope, receive, counting)
 
