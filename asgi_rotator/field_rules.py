@@ -22,6 +22,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import uuid
 from collections.abc import Sequence
 from fnmatch import fnmatchcase
 from typing import Any
@@ -29,6 +30,7 @@ from typing import Any
 import msgspec
 
 from .exchange import Exchange
+from .presets import BACKENDS
 from .state import StateStore
 from .unified import (
     Finish,
@@ -51,9 +53,11 @@ __all__ = [
     "GEMINI_PLACEHOLDER",
     "GEMINI_THOUGHT_SIGNATURES",
     "OPENAI_ENCRYPTED_REASONING",
+    "PROVIDER_SESSION_KEYS",
     "Attempt",
     "ReasoningRule",
     "Rule",
+    "SessionKeyRule",
     "StreamExtract",
     "config_problems",
     "rules_from_config",
@@ -642,6 +646,89 @@ class StreamExtract:
         return out
 
 
+class SessionKeyRule(Rule):
+    """A session or prompt-cache key the backend wants repeated on every turn of one
+    conversation, in the body fields the target provider declares (``Provider.session_keys``,
+    filled by its preset).  The client's own value, when it sends one, goes as it is and is
+    kept; otherwise the conversation's kept value is sent, or a new one made and kept on its
+    first turn.
+
+    A conversation is addressed by its opening (the system text and the first user message,
+    as the client sends them back on every turn), under the inbound key and the provider:
+    two users never share a value, and two
+    conversations of one user share one only when they open with the same words (a shared
+    prompt-cache prefix, then, is what they have)."""
+
+    def __init__(self, name: str, **options: Any) -> None:
+        super().__init__(name, **options)
+        # Only the protocols of the backends that declare keys: any other request pays nothing.
+        self.protocols = tuple(
+            sorted(
+                {p for preset in BACKENDS.values() if preset.session_keys for p in preset.protocols}
+            )
+        )
+
+    @staticmethod
+    def _fields(attempt: Attempt) -> tuple[str, ...]:
+        target = attempt.exchange.target
+        return target.provider.session_keys if target is not None else ()
+
+    async def inject(self, attempt: Attempt, request: Request) -> Request:
+        fields = self._fields(attempt)
+        if not fields:
+            return request
+        opening = conversation_hash(request)
+        if opening is None:
+            return request
+        # Not scoped by the session the client names: that may be this very key, sent on
+        # the first turn only.
+        key = attempt.key(self.name, ("provider",), "conversation", opening)
+        sent = next((v for f in fields if isinstance(v := request.extra.get(f), str) and v), None)
+        try:
+            if sent is not None:
+                # The client's own key: sent as it is, and repeated should it stop sending it.
+                await attempt.store.set(key, sent.encode(), ttl=self.ttl)
+                attempt.record("field_cache.extract", rule=self.name, hit=True, source="client")
+                # Also written by shape when the client's protocol has no place for it here.
+                attempt.notes[self] = sent
+                return request
+            raw = await attempt.store.get(key)
+            value = raw.decode() if raw is not None else None
+            if value is None:
+                value = str(uuid.uuid4())
+                await attempt.store.set(key, value.encode(), ttl=self.ttl)
+        except Exception:
+            # As for the other rules: a store that is down is a miss, never a failed request.
+            attempt.record("field_cache.store_failed", rule=self.name, op="get")
+            return request
+        attempt.record("field_cache.inject", rule=self.name, hit=raw is not None)
+        attempt.notes[self] = value
+        return request
+
+    def shapes(self, attempt: Attempt, request: Request) -> bool:
+        return self in attempt.notes
+
+    def shape(self, attempt: Attempt, body: dict[str, Any]) -> dict[str, Any]:
+        value = attempt.notes[self]
+        for path in self._fields(attempt):
+            if path not in body:  # a value the client sent (or a codec carried) wins
+                body[path] = value
+        return body
+
+
+def conversation_hash(request: Request) -> str | None:
+    """A conversation's address: its system text and first user message, which the client
+    sends back unchanged on every later turn; ``None`` without a user message."""
+    first = next((m for m in request.messages if m.role == "user"), None)
+    if first is None:
+        return None
+    # By text where there is text: a client may send the same words in another shape on
+    # later turns (a bare string, then a message item).
+    opening = _text_of(request.system) + "\0" + _text_of(first.content)
+    data = opening.encode() if opening != "\0" else _encode(first.content)
+    return hashlib.sha256(data).hexdigest()[:32]
+
+
 # --- the built-in rules ----------------------------------------------------------------------
 
 # Anthropic, "Building with extended thinking" > "Extended thinking with tool use" and
@@ -685,10 +772,16 @@ OPENAI_ENCRYPTED_REASONING = ReasoningRule(
     include=ENCRYPTED_INCLUDE,
 )
 
+# The session and prompt-cache keys the coding tools' backends want repeated (rule 4 of the
+# field-cache issue); each preset that needs one declares its fields and cites its client
+# (asgi_rotator.presets, ``session_keys``).
+PROVIDER_SESSION_KEYS = SessionKeyRule("provider_session_keys")
+
 BUILTIN_RULES: tuple[Rule, ...] = (
     ANTHROPIC_THINKING,
     GEMINI_THOUGHT_SIGNATURES,
     OPENAI_ENCRYPTED_REASONING,
+    PROVIDER_SESSION_KEYS,
 )
 
 

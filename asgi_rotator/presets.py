@@ -31,6 +31,11 @@ class Preset(Struct, frozen=True, kw_only=True):
     shaping: tuple[dict[str, Any], ...] = ()
     # The auth strategy and its options when the provider names none (asgi_rotator.auth).
     credential: dict[str, Any] | None = None
+    # Body fields (paths in the provider-native body, before any envelope) that carry a
+    # session or prompt-cache key the backend wants repeated on every turn of a
+    # conversation: the field cache's built-in rule ``provider_session_keys`` keeps one per
+    # conversation and fills it in when the client sends none (docs/field-cache.md).
+    session_keys: tuple[str, ...] = ()
 
 
 def preset_name(provider: str, preset: str | None) -> str | None:
@@ -118,6 +123,9 @@ BACKENDS: dict[str, Preset] = {
             {"step": "force_stream"},
         ),
         credential={"strategy": "oauth_file", "layout": "codex", "path": "~/.codex/auth.json"},
+        # openai/codex, codex-rs/core/src/client.rs (stream_responses_api: ``prompt_cache_key``
+        # is the conversation id, the same on every turn of one conversation).
+        session_keys=("prompt_cache_key",),
     ),
     # GitHub Copilot's chat API: OpenAI Chat Completions at api.githubcopilot.com (no /v1),
     # with the short-lived Copilot token exchanged for the user's GitHub token
@@ -160,6 +168,10 @@ BACKENDS: dict[str, Preset] = {
             ),
         ),
         credential={"strategy": "google_oauth", "path": "~/.gemini/oauth_creds.json"},
+        # google-gemini/gemini-cli, packages/core/src/code_assist/converter.ts
+        # (toVertexGenerateContentRequest: the CLI session's ``session_id`` inside ``request``,
+        # which is where the envelope puts the Gemini body).
+        session_keys=("session_id",),
     ),
     # Antigravity: the same Code Assist API, with its own envelope fields and endpoint.
     # NoeFabris/opencode-antigravity-auth, src/plugin/request.ts and src/constants.ts (the

@@ -52,6 +52,7 @@ class Provider:
         "models",
         "name",
         "protocols",
+        "session_keys",
         "shaping",
         "strategy",
     )
@@ -69,6 +70,7 @@ class Provider:
         client: UpstreamClient | None = None,
         allow_listed: bool = False,
         shaping: Shaping | None = None,
+        session_keys: tuple[str, ...] = (),
     ) -> None:
         self.name = name
         self.protocols = protocols
@@ -82,6 +84,9 @@ class Provider:
         self.client: UpstreamClient = client or HttpxUpstream()
         # Request shaping (asgi_rotator.shaping): None when the provider declares no step.
         self.shaping = shaping or None
+        # Body fields the backend wants repeated per conversation (a preset's declaration;
+        # the field cache's ``provider_session_keys`` rule fills them).
+        self.session_keys = session_keys
         self._turn = 0
 
     def next_credential(self) -> Credential:
@@ -349,4 +354,5 @@ def _build_provider(
         shaping=Shaping(shaping),
         headers=pc.headers,
         client=client,
+        session_keys=preset.session_keys if preset is not None else (),
     )

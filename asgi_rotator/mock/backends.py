@@ -227,6 +227,12 @@ class MockBackends:
         request = body["request"]
         if not isinstance(request, dict) or "contents" not in request:
             raise _Refusal(400, "request: contents is required", "INVALID_ARGUMENT")
+        if "session_id" in request:
+            # Code Assist's own field of the inner request (gemini-cli, code_assist/converter.ts),
+            # not the public API's: taken out here, and kept in this record for tests.
+            request = dict(request)
+            if not isinstance(request.pop("session_id"), str):
+                raise _Refusal(400, "request.session_id: expected a string", "INVALID_ARGUMENT")
         model = body["model"]
         if not isinstance(model, str) or "/" in model:
             raise _Refusal(400, f"model: invalid {model!r}", "INVALID_ARGUMENT")

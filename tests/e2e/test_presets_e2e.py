@@ -280,3 +280,55 @@ def test_a_preset_serves_clients_of_other_protocols(
     assert second.text == f"Tool said: {TOOL_OUTPUT}"
     assert second.input_tokens > 0 and second.output_tokens > 0
     assert len(_passed(mock, preset)) == 2
+
+
+# preset -> where its backend finds the session key in the request the mock recorded
+SESSION_KEYS = {
+    "codex": lambda body: body.get("prompt_cache_key"),
+    "gemini_cli": lambda body: body["request"].get("session_id"),
+}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+@pytest.mark.parametrize("preset", list(SESSION_KEYS))
+def test_a_session_key_is_repeated_per_conversation(
+    gateway: tuple[MockBackends, str], preset: str, stream: bool
+) -> None:
+    mock, url = gateway
+    protocol, model = PRESETS[preset]
+    name = f"{preset}/{model}"
+    with DRIVERS[protocol](url) as driver:
+        driver.tool_round_trip(name, stream=stream)
+        driver.ask(name, "Another conversation", stream=stream)
+    with DRIVERS[protocol](url, api_key="another-client-key") as other:
+        other.tool_round_trip(name, stream=stream)
+    keys = [SESSION_KEYS[preset](r.body) for r in _passed(mock, preset)]
+    assert len(keys) == 5
+    turn1, turn2, elsewhere, other1, other2 = keys
+    assert isinstance(turn1, str) and turn1
+    # Turn 1 and turn 2 of one conversation: one key, though the client sent none.
+    assert turn2 == turn1
+    # Another conversation, and the same conversation from another inbound key: their own.
+    assert elsewhere != turn1
+    assert other1 == other2
+    assert other1 not in (turn1, elsewhere)
+
+
+def test_the_clients_own_cache_key_is_sent_and_repeated(
+    gateway: tuple[MockBackends, str],
+) -> None:
+    mock, url = gateway
+    with openai.OpenAI(base_url=f"{url}/v1", api_key="client-key", max_retries=0) as client:
+        client.responses.create(
+            model="codex/gpt-5-codex", input="Remember me", prompt_cache_key="my-key-1"
+        )
+        # The next turn without it (a client that sets it on the first turn only).
+        client.responses.create(
+            model="codex/gpt-5-codex",
+            input=[
+                {"role": "user", "content": "Remember me"},
+                {"role": "assistant", "content": "You said: Remember me"},
+                {"role": "user", "content": "Again"},
+            ],
+        )
+    assert [r.body["prompt_cache_key"] for r in _passed(mock, "codex")] == ["my-key-1"] * 2
