@@ -246,7 +246,7 @@ class AdapterConfig(Struct, kw_only=True, forbid_unknown_fields=True):
 class FieldCacheConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     enabled: bool = True
     # The built-in rules by name (anthropic_thinking, gemini_thought_signatures,
-    # openai_encrypted_reasoning): each on unless switched off here.
+    # openai_encrypted_reasoning, provider_session_keys): each on unless switched off here.
     builtin: dict[str, bool] = field(default_factory=dict)
     ttl: float | None = 24 * 3600.0  # seconds a cached value lives (built-in rules)
     max_bytes: int = 256 * 1024  # the most one answer may store per rule

@@ -12,7 +12,8 @@ any), ``matches(provider, model, client)`` and four hooks, each a no-op by defau
   stream put back together block by block, never buffered as bytes).
 
 The built-in rules (``BUILTIN_RULES``) are ``ReasoningRule`` instances, one per provider whose
-reasoning payloads must come back; ``docs/field-cache.md`` says why each exists.  Configured
+reasoning payloads must come back, and ``SessionKeyRule``, for the session keys the presets
+declare; ``docs/field-cache.md`` says why each exists.  Configured
 rules (``[[field_cache.rules]]``, the path language) are ``PathRule`` in
 ``asgi_rotator.field_paths``.
 """
@@ -655,9 +656,9 @@ class SessionKeyRule(Rule):
 
     A conversation is addressed by its opening (the system text and the first user message,
     as the client sends them back on every turn), under the inbound key and the provider:
-    two users never share a value, and two
-    conversations of one user share one only when they open with the same words (a shared
-    prompt-cache prefix, then, is what they have)."""
+    two users never share a value, and two conversations of one user share one only when
+    they open with the same words (a shared prompt-cache prefix, then, is what they have).
+    The fields are top-level names of the provider-native body, before any envelope."""
 
     def __init__(self, name: str, **options: Any) -> None:
         super().__init__(name, **options)
@@ -684,6 +685,7 @@ class SessionKeyRule(Rule):
         # the first turn only.
         key = attempt.key(self.name, ("provider",), "conversation", opening)
         sent = next((v for f in fields if isinstance(v := request.extra.get(f), str) and v), None)
+        op = "set" if sent is not None else "get"
         try:
             if sent is not None:
                 # The client's own key: sent as it is, and repeated should it stop sending it.
@@ -695,11 +697,12 @@ class SessionKeyRule(Rule):
             raw = await attempt.store.get(key)
             value = raw.decode() if raw is not None else None
             if value is None:
+                op = "set"
                 value = str(uuid.uuid4())
                 await attempt.store.set(key, value.encode(), ttl=self.ttl)
         except Exception:
             # As for the other rules: a store that is down is a miss, never a failed request.
-            attempt.record("field_cache.store_failed", rule=self.name, op="get")
+            attempt.record("field_cache.store_failed", rule=self.name, op=op)
             return request
         attempt.record("field_cache.inject", rule=self.name, hit=raw is not None)
         attempt.notes[self] = value

@@ -31,7 +31,7 @@ class Preset(Struct, frozen=True, kw_only=True):
     shaping: tuple[dict[str, Any], ...] = ()
     # The auth strategy and its options when the provider names none (asgi_rotator.auth).
     credential: dict[str, Any] | None = None
-    # Body fields (paths in the provider-native body, before any envelope) that carry a
+    # Body fields (top-level names in the provider-native body, before any envelope) that carry a
     # session or prompt-cache key the backend wants repeated on every turn of a
     # conversation: the field cache's built-in rule ``provider_session_keys`` keeps one per
     # conversation and fills it in when the client sends none (docs/field-cache.md).

@@ -332,3 +332,26 @@ def test_the_clients_own_cache_key_is_sent_and_repeated(
             ],
         )
     assert [r.body["prompt_cache_key"] for r in _passed(mock, "codex")] == ["my-key-1"] * 2
+
+
+def test_the_session_key_rule_can_be_switched_off() -> None:
+    mock = MockBackends(MockUpstream())
+    with serve(mock) as mock_url:
+        config = parse_config(
+            {
+                "providers": {
+                    "codex": {
+                        "preset": "codex",
+                        "base_url": f"{mock_url}/codex",
+                        "credential": _credential("codex"),
+                    }
+                },
+                "field_cache": {"builtin": {"provider_session_keys": False}},
+            },
+            {},
+        )
+        with serve(build_app(config, environ={})) as url:
+            with DRIVERS["openai_responses"](url) as driver:
+                driver.ask("codex/gpt-5-codex")
+    (seen,) = _passed(mock, "codex")
+    assert "prompt_cache_key" not in seen.body
