@@ -738,6 +738,7 @@ class _StreamRelay:
 
     async def fail(self, failure: GatewayError) -> None:
         exchange = self.exchange
+        assert exchange.target is not None  # chosen before the upstream was called
         failure.provider = failure.provider or exchange.target.provider.name
         exchange.error = failure
         if exchange.attempts:

@@ -19,8 +19,9 @@ Once a streamed response is committed, ``exchange.stream`` is the client's strea
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from random import getrandbits
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import anyio
 from msgspec import Struct, field
@@ -31,6 +32,7 @@ from .unified import Request, Usage
 
 if TYPE_CHECKING:
     from .answer import ClientStream
+    from .providers import Credential, Target
 
 __all__ = [
     "ATTEMPT_HOOK",
@@ -44,7 +46,9 @@ __all__ = [
     "SCOPE_KEY",
     "Attempt",
     "Exchange",
+    "Observe",
     "Pass",
+    "Shape",
     "StreamClose",
 ]
 
@@ -71,6 +75,12 @@ ERROR = "asgi_rotator.error"
 PRINCIPAL = "asgi_rotator.principal"
 
 DEFAULT_MAX_BODY = 32 * 1024 * 1024
+
+# The per-attempt hooks a layer above dispatch may set (FieldCache does): ``Shape`` changes the
+# provider-native request body dispatch built, for ``protocol``; ``Observe`` sees the
+# provider-native answer (a decoded plain body, or each stream event's ``data`` text).
+Shape: TypeAlias = Callable[[dict[str, Any], str], dict[str, Any]]
+Observe: TypeAlias = Callable[[Any], None]
 
 _monotonic = time.monotonic
 _perf_counter = time.perf_counter
@@ -171,8 +181,8 @@ class Exchange:
         self.protocol: str | None = None  # the client's protocol
         self.request: Request | None = None  # parsed once, mutated in place by the layers
         self.model: str | None = None  # the model name as the client asked for it
-        self.target: Any = None  # providers.Target chosen for the current attempt
-        self.credential: Any = None  # providers.Credential chosen for the current attempt
+        self.target: Target | None = None  # chosen for the current attempt
+        self.credential: Credential | None = None  # chosen for the current attempt
         self.upstream_protocol: str | None = None
         self.attempts: list[Attempt] = []
         self.usage: Usage | None = None
@@ -186,11 +196,11 @@ class Exchange:
         # Per attempt, set by a layer above dispatch (FieldCache): ``shape(body, protocol)``
         # changes the provider-native body dispatch built, for fields the unified request
         # has no place for (OpenAI Responses ``include``).  None: nothing to change.
-        self.shape: Any = None
+        self.shape: Shape | None = None
         # Per attempt, likewise: ``observe(data)`` sees the provider-native answer, the
         # decoded body of a plain response or each stream event's ``data`` text, before it
         # is translated.  None: nobody is looking.
-        self.observe: Any = None
+        self.observe: Observe | None = None
         self.stream: ClientStream | None = None  # the client's stream, once one is committed
         # A correlation id, not a secret: the PRNG (reseeded in forked workers) is enough,
         # and a tenth of the cost of a system call per request.

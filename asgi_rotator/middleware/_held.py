@@ -18,9 +18,8 @@ decide and passes every later message straight on.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-from .._types import App, Message, Send
+from .._types import App, Message, Receive, Scope, Send
 from ..errors import GatewayError, classify
 from ..exchange import ERROR, EVENT
 from ..unified import Error, MessageStart, UsageEvent
@@ -106,8 +105,8 @@ class Held:
 
 async def run_held(
     app: App,
-    scope: Any,
-    receive: Any,
+    scope: Scope,
+    receive: Receive,
     send: Send,
     *,
     on_start: Callable[[Message], Message] | None = None,

@@ -20,7 +20,7 @@ Nothing here is a layer; both layers import it, and neither imports the other.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -40,6 +40,7 @@ __all__ = [
     "Abandon",
     "AttemptRunner",
     "Held",
+    "RoutingLayer",
     "TargetParams",
     "failover",
     "open_attempt",
@@ -95,6 +96,12 @@ async def routed_exchange(app: App, scope: Scope, receive: Receive, send: Send) 
         return None
 
 
+class RoutingLayer(Protocol):
+    """What ``AttemptRunner`` needs of a routing layer: the inner app each attempt calls."""
+
+    app: App
+
+
 class AttemptRunner:
     """One routing layer's attempts for one request, each held until it commits.
 
@@ -105,7 +112,7 @@ class AttemptRunner:
 
     __slots__ = ("app", "counts", "exchange", "floor", "send")
 
-    def __init__(self, layer: Any, scope: Scope, exchange: Exchange, send: Send) -> None:
+    def __init__(self, layer: RoutingLayer, scope: Scope, exchange: Exchange, send: Send) -> None:
         self.app: App = layer.app
         self.exchange = exchange
         self.send = send
