@@ -11,6 +11,12 @@ is read as JSON when it parses (numbers, booleans, arrays), else as a string.  S
 With no file, providers come from the standard variables: ``OPENAI_API_KEY``,
 ``ANTHROPIC_API_KEY``, ``GEMINI_API_KEY`` or ``GOOGLE_API_KEY``, and the preset services'
 (``OPENROUTER_API_KEY``, ``GROQ_API_KEY`` ...); ``NAME_1``, ``NAME_2`` ... add keys to a pool.
+
+Each default is written once.  The sections below hold the layers' defaults: a layer's
+keyword arguments default to its section's values (``StreamGuard`` reads ``StreamConfig()``),
+because no layer can be imported here (the layers import ``providers``, which imports this
+module).  The limits of the core modules the layers are built on are theirs, named here:
+the request body's (``exchange``) and an upstream SSE event's (``sse``).
 """
 
 from __future__ import annotations
@@ -27,8 +33,10 @@ import msgspec
 from msgspec import Struct, field
 
 from .config_check import secret_problems, shape_problems, value_problems
+from .exchange import DEFAULT_MAX_BODY
 from .presets import BACKENDS, Preset
 from .pricing import Price
+from .sse import DEFAULT_MAX_EVENT
 
 __all__ = [
     "PRESETS",
@@ -93,7 +101,7 @@ class ServerConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     # Keys clients must present (Authorization: Bearer, x-api-key, x-goog-api-key or ?key=).
     # Required before the gateway serves on a non-loopback address.
     inbound_keys: list[str] = field(default_factory=list)
-    max_body_bytes: int = 32 * 1024 * 1024
+    max_body_bytes: int = DEFAULT_MAX_BODY
     # Upstream HTTP client: "auto" (the fastest installed: aiohttp, then httpx2, then httpx),
     # or one of those names.
     upstream_client: str = "auto"
@@ -159,7 +167,7 @@ class StreamConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     # A client that has not accepted a message for this long is dropped (client_write_timeout).
     send_timeout: float | None = 30.0
     # The largest upstream SSE event (its lines, the unfinished one included), in bytes.
-    max_event_bytes: int = 16 * 1024 * 1024
+    max_event_bytes: int = DEFAULT_MAX_EVENT
     heartbeat_interval: float | None = 15.0
     keepalive_before_first_event: bool = False
     max_ttfb_timeout: float | None = None  # bound for the x-rotator-ttfb-timeout header
@@ -180,7 +188,7 @@ class StateConfig(Struct, kw_only=True, forbid_unknown_fields=True):
 
 class ResponsesConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     enabled: bool = True
-    ttl: float | None = 30 * 24 * 3600.0
+    ttl: float | None = 30 * 24 * 3600.0  # OpenAI keeps stored responses for 30 days
     max_responses: int | None = 10_000
     max_bytes: int | None = 512 * 1024 * 1024  # stored records' total size; oldest go first
     max_depth: int = 100
@@ -206,7 +214,7 @@ class CooldownConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     max_attempts: int = 3
     retry_budget: float = 30.0
     max_wait: float = 5.0
-    retry_on: list[str] | None = None  # default: the retryable kinds and auth
+    retry_on: list[str] | None = None  # None: the layer's DEFAULT_RETRY_ON
     backoff_base: float = 1.0
     backoff_max: float = 60.0
     failure_threshold: int = 3

@@ -30,6 +30,7 @@ from typing import Any
 
 import msgspec
 
+from .config import FieldCacheConfig
 from .exchange import Exchange
 from .presets import BACKENDS
 from .state import StateStore
@@ -72,8 +73,8 @@ RESPONSES = "openai_responses"
 GEMINI_PLACEHOLDER = "skip_thought_signature_validator"
 ENCRYPTED_INCLUDE = "reasoning.encrypted_content"
 
-DEFAULT_TTL = 24 * 3600.0
-DEFAULT_MAX_BYTES = 256 * 1024
+DEFAULT_TTL = FieldCacheConfig().ttl
+DEFAULT_MAX_BYTES = FieldCacheConfig().max_bytes
 SCOPES = ("inbound", "provider", "model", "credential", "session")
 
 _encode = msgspec.json.Encoder().encode

@@ -40,7 +40,7 @@ from .exchange import SCOPE_KEY
 from .field_rules import rules_from_config
 from .health import Health
 from .middleware.auth import InboundKeys
-from .middleware.cooldown import DEFAULT_RETRY_ON, CooldownRetry
+from .middleware.cooldown import CooldownRetry
 from .middleware.fallback import FallbackRouter
 from .middleware.field_cache import FieldCache
 from .middleware.log_lines import LogLines
@@ -210,62 +210,28 @@ def build_app(
     app: Any = ProviderDispatch(
         providers, max_body=max_body, max_event=config.stream.max_event_bytes
     )
-    stream = config.stream
-    if stream.enabled and "stream_guard" not in skip:
-        app = StreamGuard(
-            app,
-            ttfb_timeout=stream.ttfb_timeout,
-            stall_timeout=stream.stall_timeout,
-            total_timeout=stream.total_timeout,
-            send_timeout=stream.send_timeout,
-            heartbeat_interval=stream.heartbeat_interval,
-            keepalive_before_first_event=stream.keepalive_before_first_event,
-            max_ttfb_timeout=stream.max_ttfb_timeout,
-            overrides=stream.overrides,
-            close_log=stream.close_log,
-            max_body=max_body,
-        )
+    if config.stream.enabled and "stream_guard" not in skip:
+        app = StreamGuard(app, **_options(config.stream, "max_event_bytes"), max_body=max_body)
     if config.field_cache.enabled and "field_cache" not in skip:
         rules = rules_from_config(config.field_cache)
         if rules:
             app = FieldCache(app, rules=rules, store=store("field_cache"), providers=providers)
-    cooldown = config.cooldown
-    if cooldown.enabled and "cooldown" not in skip:
+    if config.cooldown.enabled and "cooldown" not in skip:
         app = CooldownRetry(
             app,
             providers=providers,
             store=store("cooldown"),
-            rotation={
-                name: pc.rotation or cooldown.rotation for name, pc in config.providers.items()
-            },
-            tiers={name: pc.key_tiers for name, pc in config.providers.items() if pc.key_tiers},
-            rate_limit_scope={
-                name: pc.rate_limit_scope or "credential" for name, pc in config.providers.items()
-            },
-            max_attempts=cooldown.max_attempts,
-            retry_budget=cooldown.retry_budget,
-            max_wait=cooldown.max_wait,
-            retry_on=DEFAULT_RETRY_ON if cooldown.retry_on is None else cooldown.retry_on,
-            backoff_base=cooldown.backoff_base,
-            backoff_max=cooldown.backoff_max,
-            failure_threshold=cooldown.failure_threshold,
-            failure_window=cooldown.failure_window,
-            auth_cooldown=cooldown.auth_cooldown,
-            quota_cooldown=cooldown.quota_cooldown,
+            **_options(config.cooldown, "rotation"),
+            **_key_pools(config),
         )
     if config.routing.enabled and "fallback" not in skip:
-        app = FallbackRouter(app, providers=providers, fallback_on=config.routing.fallback_on)
-    responses = config.responses
-    if responses.enabled and "responses" not in skip:
+        app = FallbackRouter(app, providers=providers, **_options(config.routing))
+    if config.responses.enabled and "responses" not in skip:
         app = ResponsesState(
             app,
             store=store("responses"),
             providers=providers,
-            ttl=responses.ttl,
-            max_responses=responses.max_responses,
-            max_bytes=responses.max_bytes,
-            max_depth=responses.max_depth,
-            native_continuation=responses.native_continuation,
+            **_options(config.responses),
             max_body=max_body,
         )
     if "protocol" not in skip:
@@ -279,10 +245,7 @@ def build_app(
             if logging.totals
             else None,
         )
-    keys = {
-        key_name(ref, i): resolve_secret(ref, env, "server.inbound_keys")
-        for i, ref in enumerate(config.server.inbound_keys)
-    }
+    keys = _inbound_keys(config, env)
     if keys and "auth" not in skip:
         app = InboundKeys(app, keys=keys)
     if "log_lines" not in skip:
@@ -306,3 +269,34 @@ def build_app(
         remote = [s for s in stores if not isinstance(s, MemoryStore)]
         app = Health(app, providers=providers, stores=remote)
     return Gateway(app, config, providers, stores, telemetry)
+
+
+def _options(section: msgspec.Struct, *leave_out: str) -> dict[str, Any]:
+    """A config section as its layer's keyword arguments: the section's fields are named
+    like the layer's options, apart from ``enabled`` (whether the stack has the layer) and
+    what ``leave_out`` names (options of another part)."""
+    return {
+        name: getattr(section, name)
+        for name in section.__struct_fields__
+        if name != "enabled" and name not in leave_out
+    }
+
+
+def _inbound_keys(config: Config, env: Mapping[str, str]) -> dict[str, str]:
+    return {
+        key_name(ref, i): resolve_secret(ref, env, "server.inbound_keys")
+        for i, ref in enumerate(config.server.inbound_keys)
+    }
+
+
+def _key_pools(config: Config) -> dict[str, Any]:
+    """CooldownRetry's per-provider options, from each provider's section: its rotation
+    (else [cooldown]'s), key tiers and rate-limit scope (the layer's default if unset)."""
+    providers = config.providers.items()
+    return {
+        "rotation": {name: pc.rotation or config.cooldown.rotation for name, pc in providers},
+        "tiers": {name: pc.key_tiers for name, pc in providers if pc.key_tiers},
+        "rate_limit_scope": {
+            name: pc.rate_limit_scope for name, pc in providers if pc.rate_limit_scope
+        },
+    }

@@ -24,6 +24,7 @@ from typing import Any
 
 import msgspec
 
+from .config import LoggingConfig
 from .state import StateStore
 from .unified import Usage
 
@@ -67,7 +68,7 @@ class TotalsRow(msgspec.Struct, kw_only=True):
 class UsageTotals:
     """``add`` one request's usage and cost; ``rows`` reads them back."""
 
-    def __init__(self, store: StateStore, *, ttl_days: int = 90) -> None:
+    def __init__(self, store: StateStore, *, ttl_days: int = LoggingConfig().totals_days) -> None:
         self.store = store
         self.ttl = ttl_days * 86400.0
         self._listed: set[tuple[str, str, str]] = set()

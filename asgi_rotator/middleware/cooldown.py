@@ -61,6 +61,7 @@ from typing import Any
 import anyio
 
 from .._types import App, Receive, Scope, Send
+from ..config import CooldownConfig
 from ..errors import DEFAULT_STATUS, GatewayError
 from ..exchange import Exchange
 from ..providers import Provider, Providers, Target
@@ -81,13 +82,14 @@ __all__ = [
 logger = redacting_logger("asgi_rotator.cooldown")
 
 ROTATIONS = ("round_robin", "fair_cycle", "priority", "least_used")
-RATE_LIMIT_SCOPES = ("credential", "credential_model")
+RATE_LIMIT_SCOPES = ("credential", "credential_model")  # the first is the default
 # ``auth`` is retried on another key (this one is out of rotation); the fallback layer does
 # not move on for it, because another target would not help a bad configuration.
 DEFAULT_RETRY_ON = ("rate_limited", "overloaded", "server_error", "timeout", "connection", "auth")
 # The request's retry deadline, in the scope so every target of one request shares it.
 BUDGET_KEY = "asgi_rotator.retry_deadline"
 
+_DEFAULTS = CooldownConfig()
 _MODEL_KINDS = frozenset({"overloaded", "server_error", "timeout"})
 # A name longer than this is shown escaped and cut in a message.
 _SHOWN_LIMIT = 256
@@ -98,7 +100,8 @@ class CooldownRetry:
 
     ``providers`` gives the credential pools (and resolves the model when no layer above
     chose a target); ``store`` holds all cooldown and rotation state (namespaced
-    ``cooldown:``; an in-memory store by default).  ``clock``, ``sleep`` and ``random`` are
+    ``cooldown:``; an in-memory store by default).  ``retry_on`` is the error kinds retried
+    on another key (``None``: ``DEFAULT_RETRY_ON``).  ``clock``, ``sleep`` and ``random`` are
     injectable so tests never sleep.
     """
 
@@ -108,19 +111,19 @@ class CooldownRetry:
         *,
         providers: Providers,
         store: StateStore | None = None,
-        rotation: str | Mapping[str, str] = "round_robin",
+        rotation: str | Mapping[str, str] = _DEFAULTS.rotation,
         tiers: Mapping[str, Sequence[int]] | None = None,
-        rate_limit_scope: str | Mapping[str, str] = "credential",
-        max_attempts: int = 3,
-        retry_budget: float = 30.0,
-        max_wait: float = 5.0,
-        retry_on: Iterable[str] = DEFAULT_RETRY_ON,
-        backoff_base: float = 1.0,
-        backoff_max: float = 60.0,
-        failure_threshold: int = 3,
-        failure_window: float = 600.0,
-        auth_cooldown: float = 3600.0,
-        quota_cooldown: float = 3600.0,
+        rate_limit_scope: str | Mapping[str, str] = RATE_LIMIT_SCOPES[0],
+        max_attempts: int = _DEFAULTS.max_attempts,
+        retry_budget: float = _DEFAULTS.retry_budget,
+        max_wait: float = _DEFAULTS.max_wait,
+        retry_on: Iterable[str] | None = None,
+        backoff_base: float = _DEFAULTS.backoff_base,
+        backoff_max: float = _DEFAULTS.backoff_max,
+        failure_threshold: int = _DEFAULTS.failure_threshold,
+        failure_window: float = _DEFAULTS.failure_window,
+        auth_cooldown: float = _DEFAULTS.auth_cooldown,
+        quota_cooldown: float = _DEFAULTS.quota_cooldown,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[Any]] = anyio.sleep,
         random: Callable[[], float] = _random.random,
@@ -147,7 +150,7 @@ class CooldownRetry:
             raise ValueError(
                 f"backoff_max ({backoff_max}) must be >= backoff_base ({backoff_base})"
             )
-        self.retry_on = frozenset(retry_on)
+        self.retry_on = frozenset(DEFAULT_RETRY_ON if retry_on is None else retry_on)
         unknown = self.retry_on - set(DEFAULT_STATUS)
         if unknown:
             raise ValueError(f"retry_on: unknown error kind(s) {sorted(unknown)}")
@@ -165,9 +168,9 @@ class CooldownRetry:
         self._random = random
 
         names = set(providers.providers)
-        rotations = _per_provider("rotation", rotation, "round_robin", ROTATIONS, names)
+        rotations = _per_provider("rotation", rotation, _DEFAULTS.rotation, ROTATIONS, names)
         scopes = _per_provider(
-            "rate_limit_scope", rate_limit_scope, "credential", RATE_LIMIT_SCOPES, names
+            "rate_limit_scope", rate_limit_scope, RATE_LIMIT_SCOPES[0], RATE_LIMIT_SCOPES, names
         )
         tiers = dict(tiers or {})
         for name, levels in tiers.items():
@@ -182,7 +185,7 @@ class CooldownRetry:
                     f"({len(provider.credentials)}), got {list(levels)!r}"
                 )
         self._rotations = rotations
-        self._default_rotation = rotation if isinstance(rotation, str) else "round_robin"
+        self._default_rotation = rotation if isinstance(rotation, str) else _DEFAULTS.rotation
         self._scopes = scopes
         self._tiers = tiers
         self._pools = {
@@ -196,7 +199,7 @@ class CooldownRetry:
             provider,
             self._rotations.get(name, self._default_rotation),
             self._tiers.get(name),
-            self._scopes.get(name, "credential") == "credential_model",
+            self._scopes.get(name, RATE_LIMIT_SCOPES[0]) == "credential_model",
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -46,6 +46,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from .._types import App, Receive, Scope, Send
+from ..config import RoutingConfig
 from ..errors import DEFAULT_STATUS, GatewayError
 from ..providers import Providers, Target
 from ..unified import Request
@@ -62,7 +63,7 @@ from .routing import (
 __all__ = ["ATTEMPTS_HEADER", "DEFAULT_FALLBACK_ON", "FallbackRouter"]
 
 
-DEFAULT_FALLBACK_ON = ("rate_limited", "overloaded", "server_error", "timeout", "connection")
+DEFAULT_FALLBACK_ON = tuple(RoutingConfig().fallback_on)
 _PLANS_CACHED = 1024  # model names whose plan is kept
 _PLAN_NAME_LIMIT = 256  # a longer model name is planned afresh each time, never kept
 

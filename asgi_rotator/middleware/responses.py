@@ -94,6 +94,7 @@ from .._types import App, Receive, Scope, Send
 from .._types import Message as ASGIMessage
 from ..aggregate import StreamAggregate
 from ..answer import ensure_request, is_event_stream, send_error, send_json
+from ..config import ResponsesConfig
 from ..errors import GatewayError
 from ..exchange import DEFAULT_MAX_BODY, EVENT, PRINCIPAL, RESPONSE, Exchange
 from ..protocols import get_codec
@@ -131,11 +132,12 @@ __all__ = [
 logger = redacting_logger("asgi_rotator.responses")
 
 NAME = "openai_responses"
-DEFAULT_TTL = 30 * 24 * 3600.0  # OpenAI keeps stored responses for 30 days
-DEFAULT_MAX_RESPONSES = 10_000
-DEFAULT_MAX_BYTES = 512 * 1024 * 1024
+_DEFAULTS = ResponsesConfig()
+DEFAULT_TTL = _DEFAULTS.ttl
+DEFAULT_MAX_RESPONSES = _DEFAULTS.max_responses
+DEFAULT_MAX_BYTES = _DEFAULTS.max_bytes
+DEFAULT_MAX_DEPTH = _DEFAULTS.max_depth
 STORED_HEADER = b"x-rotator-response-stored"
-DEFAULT_MAX_DEPTH = 100
 # The only ids this layer issues, and the only ones it lets near the store.
 RESPONSE_ID = re.compile(r"resp_[0-9a-f]{48}")
 
@@ -235,7 +237,7 @@ class ResponsesState:
         max_responses: int | None = DEFAULT_MAX_RESPONSES,
         max_bytes: int | None = DEFAULT_MAX_BYTES,
         max_depth: int = DEFAULT_MAX_DEPTH,
-        native_continuation: bool = True,
+        native_continuation: bool = _DEFAULTS.native_continuation,
         max_body: int = DEFAULT_MAX_BODY,
     ) -> None:
         if ttl is not None and not ttl > 0:

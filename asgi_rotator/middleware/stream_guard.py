@@ -98,6 +98,7 @@ import msgspec
 from .. import _watch
 from .._types import App, Message, Receive, Scope, Send
 from ..answer import SSE_HEADERS, ClientStream, ensure_request, is_event_stream, send_error
+from ..config import StreamConfig
 from ..errors import PREMATURE_CLOSE, GatewayError, classify, premature_close
 from ..exchange import (
     DEFAULT_MAX_BODY,
@@ -146,16 +147,17 @@ _HEARTBEAT = {"gemini": b"\n"}
 _WRITE_ERRORS = (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError)
 _BOUNDARIES = (b"\n\n", b"\r\n\r\n", b"\r\r")
 _json_line = msgspec.json.Encoder().encode
+_DEFAULTS = StreamConfig()
 
 
 class Limits(msgspec.Struct, frozen=True, kw_only=True):
     """The time limits of one call, in seconds; ``None`` switches one off."""
 
-    ttfb_timeout: float | None = 30.0
-    stall_timeout: float | None = 60.0
-    total_timeout: float | None = None
-    send_timeout: float | None = 30.0
-    heartbeat_interval: float | None = 15.0
+    ttfb_timeout: float | None = _DEFAULTS.ttfb_timeout
+    stall_timeout: float | None = _DEFAULTS.stall_timeout
+    total_timeout: float | None = _DEFAULTS.total_timeout
+    send_timeout: float | None = _DEFAULTS.send_timeout
+    heartbeat_interval: float | None = _DEFAULTS.heartbeat_interval
 
 
 class StreamGuard:
@@ -173,15 +175,15 @@ class StreamGuard:
         self,
         app: App,
         *,
-        ttfb_timeout: float | None = 30.0,
-        stall_timeout: float | None = 60.0,
-        total_timeout: float | None = None,
-        send_timeout: float | None = 30.0,
-        heartbeat_interval: float | None = 15.0,
-        keepalive_before_first_event: bool = False,
-        max_ttfb_timeout: float | None = None,
+        ttfb_timeout: float | None = _DEFAULTS.ttfb_timeout,
+        stall_timeout: float | None = _DEFAULTS.stall_timeout,
+        total_timeout: float | None = _DEFAULTS.total_timeout,
+        send_timeout: float | None = _DEFAULTS.send_timeout,
+        heartbeat_interval: float | None = _DEFAULTS.heartbeat_interval,
+        keepalive_before_first_event: bool = _DEFAULTS.keepalive_before_first_event,
+        max_ttfb_timeout: float | None = _DEFAULTS.max_ttfb_timeout,
         overrides: Mapping[str, Mapping[str, float | None]] | None = None,
-        close_log: str | os.PathLike[str] | None = None,
+        close_log: str | os.PathLike[str] | None = _DEFAULTS.close_log,
         max_body: int = DEFAULT_MAX_BODY,
     ) -> None:
         self.app = app
