@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from asgi_rotator.cli import main
-from asgi_rotator.config import ConfigError, config_from_env, load_config, parse_config
+from asgi_rotator.config import Config, ConfigError, config_from_env, load_config, parse_config
 from asgi_rotator.errors import GatewayError
 from asgi_rotator.providers import Providers
 
@@ -103,19 +103,28 @@ BROKEN = [
         '[cooldown]\nrotation = "random"',
         "cooldown.rotation: 'random' is not one of round_robin, fair_cycle, priority, least_used",
     ),
-    ('[providers.p]\npreset = "openai"\nrotation = "lru"', "providers.p.rotation: 'lru' is not one of"),
+    (
+        '[providers.p]\npreset = "openai"\nrotation = "lru"',
+        "providers.p.rotation: 'lru' is not one of",
+    ),
     ("[server]\nmax_body_bytes = -1", "server.max_body_bytes: must be greater than 0, got -1"),
     ("[server]\nport = 99999", "server.port: must be between 1 and 65535, got 99999"),
     ("[server]\nport = 0", "server.port: must be between 1 and 65535, got 0"),
     ("[stream]\nttfb_timeout = 0", "stream.ttfb_timeout: must be greater than 0, got 0"),
-    ('[stream.overrides.p]\nstal_timeout = 5', "stream.overrides.p.stal_timeout: unknown key"),
+    ("[stream.overrides.p]\nstal_timeout = 5", "stream.overrides.p.stal_timeout: unknown key"),
     ("[cooldown]\nmax_attempts = 0", "cooldown.max_attempts: must be greater than 0, got 0"),
     ('[routing]\nfallback_on = ["flaky"]', "routing.fallback_on[0]: unknown error kind 'flaky'"),
     ('[state]\nbackend = "sqlite"', "state.backend: 'sqlite' is not one of memory, file, redis"),
     ('[providers.p]\npreset = "openai"\nauth = "basic"', "providers.p.auth: 'basic' is not one of"),
-    ('[server]\nupstream_client = "requests"', "server.upstream_client: 'requests' is not one of auto"),
-    (PROVIDER + '[groups.g]\ntargets = ["b/x"]', "groups.g.targets[0]: 'b/x' is not 'provider/model'"),
-    (PROVIDER + '[groups.g]\ntargets = []', "groups.g.targets: must not be empty"),
+    (
+        '[server]\nupstream_client = "requests"',
+        "server.upstream_client: 'requests' is not one of auto",
+    ),
+    (
+        PROVIDER + '[groups.g]\ntargets = ["b/x"]',
+        "groups.g.targets[0]: 'b/x' is not 'provider/model'",
+    ),
+    (PROVIDER + "[groups.g]\ntargets = []", "groups.g.targets: must not be empty"),
     (
         PROVIDER + '[groups.g]\ntargets = ["p/m"]\ncontext_fallbacks = ["q/m"]',
         "groups.g.context_fallbacks[0]: 'q/m' is not 'provider/model'",
@@ -124,7 +133,10 @@ BROKEN = [
     ('[server]\ninbound_keys = [""]', "server.inbound_keys[0]: must not be empty or blank"),
     ('[server]\ninbound_keys = [" "]', "server.inbound_keys[0]: must not be empty or blank"),
     (PROVIDER + 'keys = ["  "]', "providers.p.keys[0]: must not be empty or blank"),
-    ('[providers.p]\npreset = "openai"\nkeys = ["env:"]', "providers.p.keys[0]: empty variable name"),
+    (
+        '[providers.p]\npreset = "openai"\nkeys = ["env:"]',
+        "providers.p.keys[0]: empty variable name",
+    ),
 ]
 
 
@@ -191,7 +203,9 @@ def test_an_environment_override_is_named_as_the_source(
     path = write(tmp_path, "[server]\nport = 8080")
     assert main(["check-config", str(path)]) == 2
     err = capsys.readouterr().err
-    assert 'ASGI_ROTATOR__SERVER__PORT: server.port: expected an integer, got a string ("abc")' in err
+    assert (
+        'ASGI_ROTATOR__SERVER__PORT: server.port: expected an integer, got a string ("abc")' in err
+    )
     assert str(path) not in err
 
 
@@ -206,7 +220,11 @@ SECRET = "sk-canary-5f3a9e"
             {},
             "providers.p.keys: expected an array, got a string of 16 characters (not shown",
         ),
-        (PROVIDER + f'keys = [["{SECRET}"]]', {}, "providers.p.keys[0]: expected a string, got an array"),
+        (
+            PROVIDER + f'keys = [["{SECRET}"]]',
+            {},
+            "providers.p.keys[0]: expected a string, got an array",
+        ),
         (f'[server]\ninbound_keys = "{SECRET}"', {}, "server.inbound_keys: expected an array"),
         (
             f'[state]\nbackend = "redis"\nurl = ["redis://:{SECRET}@127.0.0.1:6379/0"]',
@@ -388,3 +406,43 @@ def test_serve_without_uvicorn_says_what_to_install(
     assert main(["serve", "--port", "1"]) == 2
     err = capsys.readouterr().err
     assert err == "asgi-rotator: serve needs uvicorn: pip install uvicorn\n"
+
+
+@pytest.mark.parametrize(
+    ("layer", "section", "leave_out"),
+    [
+        ("StreamGuard", "stream", {"max_event_bytes"}),
+        ("CooldownRetry", "cooldown", set()),
+        ("FallbackRouter", "routing", set()),
+        ("ResponsesState", "responses", set()),
+    ],
+)
+def test_a_layer_alone_has_the_defaults_of_its_config_section(
+    layer: str, section: str, leave_out: set[str]
+) -> None:
+    """A layer composed by hand behaves as the configured stack does when nothing is
+    configured: every option its section has defaults to the section's value."""
+    import inspect
+
+    from asgi_rotator import middleware
+
+    defaults = getattr(Config(), section)
+    parameters = inspect.signature(getattr(middleware, layer)).parameters
+    options = set(defaults.__struct_fields__) - {"enabled"} - leave_out
+    for name in sorted(options):
+        default = parameters[name].default
+        configured = getattr(defaults, name)
+        if configured is None or configured == {}:
+            assert default is None, name  # "none configured" is the layer's own default
+        else:
+            assert default == configured or tuple(default) == tuple(configured), name
+
+
+def test_the_body_and_event_limits_are_the_modules_own() -> None:
+    import inspect
+
+    from asgi_rotator import ProviderDispatch
+
+    parameters = inspect.signature(ProviderDispatch).parameters
+    assert parameters["max_body"].default == Config().server.max_body_bytes
+    assert parameters["max_event"].default == Config().stream.max_event_bytes
