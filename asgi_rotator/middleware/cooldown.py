@@ -215,7 +215,7 @@ class CooldownRetry:
             except GatewayError as unknown:
                 await attempts.fail(unknown)
                 return
-            attempts.begin(target, target_request(exchange.request, target))
+            attempts.open(target, target_request(exchange.request, target))
         pool = self._pools.get(target.provider.name)
         if pool is None or pool.provider is not target.provider:
             pool = self._make_pool(target.provider)
@@ -259,7 +259,6 @@ class CooldownRetry:
                     continue  # a key should be back: read the state again
             index = candidates[0] if len(candidates) == 1 else await self._pick(pool, candidates)
             credential = pool.credentials[index]
-            exchange.credential = credential
             if exchange.recording:
                 exchange.record(
                     "cooldown.select",
@@ -270,7 +269,7 @@ class CooldownRetry:
                     healthy=len(healthy),
                     attempt=count + 1,
                 )
-            held = await attempts.run(scope, target)
+            held = await attempts.run(scope, target, credential)
             count += 1
             error = held.error
             if held.committed or error is None:
@@ -279,7 +278,6 @@ class CooldownRetry:
                     await self._succeeded(index, state)
                 return
             tried += (index,)
-            exchange.error = error
             await self._failed(exchange, pool, index, model, error)
             if error.kind not in self.retry_on:
                 await attempts.answer(held, error)

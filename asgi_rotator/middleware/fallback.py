@@ -187,7 +187,7 @@ class FallbackRouter:
             step = steps[position]
             position += 1
             target = step.target
-            attempts.begin(target, step.request(original))
+            attempts.open(target, step.request(original))
             # While another target follows, the layers below fail over rather than wait.
             scope[FAILOVER_KEY] = self.fallback_on if position < len(steps) else NO_FAILOVER
             before = len(exchange.attempts)

@@ -2,11 +2,14 @@
 
 * ``routed_exchange``: the exchange with its unified request, made here when no layer above
   made it, so that each routing layer works alone around any app.
-* ``AttemptRunner``: one layer's attempts for one request.  ``begin`` opens an attempt on a
-  target (the exchange's per-attempt fields start afresh in this one place), ``run`` calls
-  the inner app held (``Held``) until the attempt commits or fails, and the response start
-  goes out with the attempt count (``x-rotator-attempts``) when the layer is the outermost
-  router.  ``answer`` and ``fail`` are how a layer ends without a committed attempt.
+* ``AttemptRunner``: one layer's attempts for one request.  ``open`` moves the attempts to
+  a target (the exchange's per-attempt fields start afresh, in ``open_attempt``, the one
+  place that lists them); ``run`` is one attempt there, opened with its credential and
+  closed here: the inner app is called held (``Held``) until the attempt commits or fails,
+  a failure is noted on the exchange, and an attempt a foreign app made without recording
+  it is recorded.  The response start goes out with the attempt count
+  (``x-rotator-attempts``) when the layer is the outermost router.  ``answer`` and
+  ``fail`` are how a layer ends without a committed attempt.
 * ``TargetParams`` / ``target_request``: a target's ``params`` applied to a copy of the
   request.
 * ``FAILOVER_KEY``: how the fallback layer tells the layers below, per target, for which
@@ -28,7 +31,7 @@ from .._types import App, Message, Receive, Scope, Send
 from ..answer import ensure_request, send_error
 from ..errors import GatewayError
 from ..exchange import ERROR, SCOPE_KEY, Attempt, Exchange
-from ..providers import Target
+from ..providers import Credential, Target
 from ..routes import match_route, route_path
 from ..unified import Request
 from ._held import Abandon, Held, run_held
@@ -124,20 +127,27 @@ class AttemptRunner:
         # collector, for every request (see ``Exchange.detach``).
         self.counts = scope.setdefault(_COUNTER_KEY, layer) is layer
 
-    def begin(self, target: Target, request: Request) -> None:
-        """Open an attempt on ``target`` with ``request`` (``open_attempt``)."""
+    def open(self, target: Target, request: Request) -> None:
+        """Move to ``target`` with ``request`` (``open_attempt``): what the attempts on
+        the previous target left is gone."""
         open_attempt(self.exchange, target, request)
 
-    async def run(self, scope: Scope, target: Target | None) -> Held:
-        """Call the inner app once, held until it commits (``Held.committed``) or fails
-        (``Held.error``, nothing sent to the client)."""
+    async def run(
+        self, scope: Scope, target: Target | None, credential: Credential | None = None
+    ) -> Held:
+        """One attempt on ``target`` with ``credential`` (``None``: the layers below
+        choose): the inner app called once, held until it commits (``Held.committed``) or
+        fails (``Held.error``, nothing sent to the client, and the error on the exchange)."""
         exchange = self.exchange
+        exchange.credential = credential
         before = self.floor = len(exchange.attempts)
         held = Held(self.send, self.count if self.counts else None)
         try:
             await self.app(scope, exchange.replay(), held.send)
         except Abandon:
             pass
+        if held.error is not None and not held.committed:
+            exchange.error = held.error
         _note_foreign_attempt(exchange, before, target, held)
         return held
 
