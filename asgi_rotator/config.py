@@ -16,7 +16,8 @@ Each default is written once.  The sections below hold the layers' defaults: a l
 keyword arguments default to its section's values (``StreamGuard`` reads ``StreamConfig()``),
 because no layer can be imported here (the layers import ``providers``, which imports this
 module).  The limits of the core modules the layers are built on are theirs, named here:
-the request body's (``exchange``) and an upstream SSE event's (``sse``).
+the request body's (``exchange``), an upstream SSE event's (``sse``) and a provider's
+connection limits (``upstream``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from .exchange import DEFAULT_MAX_BODY
 from .presets import BACKENDS, Preset
 from .pricing import Price
 from .sse import DEFAULT_MAX_EVENT
+from .upstream import DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_TIMEOUT
 
 __all__ = [
     "PRESETS",
@@ -135,9 +137,9 @@ class ProviderConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     # [[providers.NAME.shaping]]: request-shaping steps (docs/providers.md), after the
     # preset's own.
     shaping: list[ShapingStepConfig] = field(default_factory=list)
-    timeout: float = 600.0
-    connect_timeout: float = 10.0
-    max_connections: int = 100
+    timeout: float = DEFAULT_TIMEOUT
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
     # Credential rotation for this provider's pool (default: [cooldown] rotation).
     rotation: str | None = None
     key_tiers: list[int] = field(default_factory=list)  # "priority" rotation: tier per key

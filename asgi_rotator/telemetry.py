@@ -25,6 +25,7 @@ from .config import ConfigError, TracingConfig
 __all__ = ["MetricsEndpoint", "Telemetry", "export_problem", "telemetry_from_config"]
 
 logger = logging.getLogger("asgi_rotator.telemetry")
+_DEFAULTS = TracingConfig()
 
 _ENDPOINTS = (
     "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -45,8 +46,8 @@ class Telemetry:
         registry: Any = None,
         *,
         capture_content: bool | None = None,
-        max_content_bytes: int = 16384,
-        prometheus_path: str = "/metrics",
+        max_content_bytes: int = _DEFAULTS.max_content_bytes,
+        prometheus_path: str = _DEFAULTS.prometheus_path,
     ) -> None:
         self.tracer_provider = tracer_provider
         self.meter_provider = meter_provider
@@ -293,7 +294,7 @@ class MetricsEndpoint:
     """``GET /metrics`` in Prometheus' text format from ``registry``; everything else goes
     to ``app``.  Outside the Tracing layer, so scrapes make no spans."""
 
-    def __init__(self, app: App, *, registry: Any, path: str = "/metrics") -> None:
+    def __init__(self, app: App, *, registry: Any, path: str = _DEFAULTS.prometheus_path) -> None:
         from prometheus_client import make_asgi_app
 
         self.app = app

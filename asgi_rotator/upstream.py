@@ -73,6 +73,10 @@ __all__ = [
 CLIENTS: dict[str, str] = {"aiohttp": "aiohttp", "httpx2": "httpx2", "httpx": "httpx"}
 _EXTRAS = {"aiohttp": "aiohttp", "httpx2": "httpx2"}
 DEFAULT_CLIENT = "auto"  # the fastest installed: measured in benchmarks/README.md
+# A provider's limits unless configured (config's ProviderConfig names these).
+DEFAULT_TIMEOUT = 600.0  # the whole upstream request, a long generation included
+DEFAULT_CONNECT_TIMEOUT = 10.0
+DEFAULT_MAX_CONNECTIONS = 100
 _IDENTITY = {"accept-encoding": "identity"}
 _URL_CACHE_SIZE = 1024
 
@@ -101,9 +105,9 @@ def available_clients() -> tuple[str, ...]:
 def make_client(
     name: str = DEFAULT_CLIENT,
     *,
-    timeout: float = 600.0,
-    connect_timeout: float = 10.0,
-    max_connections: int = 100,
+    timeout: float = DEFAULT_TIMEOUT,
+    connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
 ) -> UpstreamClient:
     """A pooled upstream client by implementation name (``auto``, ``aiohttp``, ``httpx2``,
     ``httpx``).  Raises ``ValueError`` for an unknown name or a library not installed."""
@@ -217,9 +221,9 @@ class _HttpxFamily:
     def __init__(
         self,
         *,
-        timeout: float = 600.0,
-        connect_timeout: float = 10.0,
-        max_connections: int = 100,
+        timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
         transport: Any = None,
     ) -> None:
         lib = self._lib
@@ -327,7 +331,11 @@ class AiohttpUpstream:
     running loop (aiohttp binds a session to the loop it was made in)."""
 
     def __init__(
-        self, *, timeout: float = 600.0, connect_timeout: float = 10.0, max_connections: int = 100
+        self,
+        *,
+        timeout: float = DEFAULT_TIMEOUT,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
     ) -> None:
         import aiohttp
         import yarl

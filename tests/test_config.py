@@ -6,7 +6,14 @@ from pathlib import Path
 import pytest
 
 from asgi_rotator.cli import main
-from asgi_rotator.config import Config, ConfigError, config_from_env, load_config, parse_config
+from asgi_rotator.config import (
+    Config,
+    ConfigError,
+    ProviderConfig,
+    config_from_env,
+    load_config,
+    parse_config,
+)
 from asgi_rotator.errors import GatewayError
 from asgi_rotator.providers import Providers
 
@@ -438,11 +445,19 @@ def test_a_layer_alone_has_the_defaults_of_its_config_section(
             assert default == configured or tuple(default) == tuple(configured), name
 
 
-def test_the_body_and_event_limits_are_the_modules_own() -> None:
+def test_the_limits_of_the_core_modules_are_the_configs_defaults() -> None:
     import inspect
 
     from asgi_rotator import ProviderDispatch
+    from asgi_rotator.middleware.tracing import Tracing
+    from asgi_rotator.upstream import make_client
 
     parameters = inspect.signature(ProviderDispatch).parameters
     assert parameters["max_body"].default == Config().server.max_body_bytes
     assert parameters["max_event"].default == Config().stream.max_event_bytes
+    client = inspect.signature(make_client).parameters
+    provider = ProviderConfig()
+    for name in ("timeout", "connect_timeout", "max_connections"):
+        assert client[name].default == getattr(provider, name), name
+    tracing = inspect.signature(Tracing).parameters
+    assert tracing["max_content_bytes"].default == Config().tracing.max_content_bytes

@@ -41,6 +41,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from .._types import App, Message, Receive, Scope, Send
+from ..config import TracingConfig
 from ..errors import GatewayError
 from ..exchange import ATTEMPT_HOOK, ERROR, EVENT, RECORD, RESPONSE, SCOPE_KEY, Attempt, Exchange
 from ..redaction import register_secret
@@ -114,7 +115,7 @@ class Tracing:
         tracer_provider: trace.TracerProvider | None = None,
         meter_provider: metrics.MeterProvider | None = None,
         capture_content: bool | None = None,
-        max_content_bytes: int = 16384,
+        max_content_bytes: int = TracingConfig().max_content_bytes,
         secrets: Iterable[str] = (),
         latest_semconv: bool | None = None,
         request_hook: Hook | None = None,
