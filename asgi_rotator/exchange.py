@@ -181,17 +181,20 @@ class Exchange:
         self.protocol: str | None = None  # the client's protocol
         self.request: Request | None = None  # parsed once, mutated in place by the layers
         self.model: str | None = None  # the model name as the client asked for it
-        self.target: Target | None = None  # chosen for the current attempt
-        self.credential: Credential | None = None  # chosen for the current attempt
+        # The current attempt's, opened afresh by the routing helper for each target
+        # (``middleware.routing.open_attempt``): what it goes to, with which key, in which
+        # upstream protocol (dispatch negotiates it), how its stream closed, and its error.
+        self.target: Target | None = None
+        self.credential: Credential | None = None
         self.upstream_protocol: str | None = None
-        self.attempts: list[Attempt] = []
-        self.usage: Usage | None = None
         self.close: StreamClose | None = None
+        self.error: GatewayError | None = None
+        self.attempts: list[Attempt] = []  # every upstream call's record, in order
+        self.usage: Usage | None = None
         # Set by the layer that gave up on the client (StreamGuard: it stopped reading past
         # send_timeout): layers above write nothing more, and leave the unfinished response
         # for the server to cut, which closes the connection.
         self.client_dropped = False
-        self.error: GatewayError | None = None
         self.response_id: str | None = None
         # Per attempt, set by a layer above dispatch (FieldCache): ``shape(body, protocol)``
         # changes the provider-native body dispatch built, for fields the unified request
