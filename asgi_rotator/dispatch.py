@@ -750,6 +750,7 @@ def _shaping_context(exchange: Exchange, provider: Provider, grant: Grant | None
     """What the provider's shaping templates may name: the attempt's model and the gateway's
     request id, and what the credential's auth strategy knows beside the token (``project``,
     ``account_id``)."""
+    assert exchange.target is not None  # chosen before the request is built
     return ShapingContext(
         provider.name,
         exchange.target.model,
