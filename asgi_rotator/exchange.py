@@ -154,7 +154,7 @@ class Exchange:
         "attempts",
         "body",
         "client_dropped",
-        "close",
+        "close_record",
         "credential",
         "error",
         "model",
@@ -187,7 +187,7 @@ class Exchange:
         self.target: Target | None = None
         self.credential: Credential | None = None
         self.upstream_protocol: str | None = None
-        self.close: StreamClose | None = None
+        self.close_record: StreamClose | None = None
         self.error: GatewayError | None = None
         self.attempts: list[Attempt] = []  # every upstream call's record, in order
         self.usage: Usage | None = None

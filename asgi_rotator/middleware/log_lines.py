@@ -97,7 +97,7 @@ def _went_wrong(exchange: Exchange | None) -> bool:
         return False
     if exchange.error is not None or len(exchange.attempts) > 1:
         return True
-    close = exchange.close
+    close = exchange.close_record
     return close is not None and close.reason not in _CLEAN_CLOSES
 
 
@@ -123,8 +123,8 @@ def request_summary(
         if error.upstream_status is None:
             # The gateway's own words (connection, timeout, validation), never a provider's.
             summary["error_message"] = error.message
-    if exchange.close is not None:
-        summary["close"] = exchange.close.reason
+    if exchange.close_record is not None:
+        summary["close"] = exchange.close_record.reason
     summary["attempts"] = [
         {
             "target": f"{a.provider}/{a.model}",

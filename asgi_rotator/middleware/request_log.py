@@ -125,7 +125,7 @@ def record(
     key: str | None,
 ) -> RequestRecord:
     """The request log's line for a finished exchange."""
-    close = exchange.close
+    close = exchange.close_record
     error = exchange.error
     request = exchange.request
     if close is not None:

@@ -191,7 +191,7 @@ def open_attempt(exchange: Exchange, target: Target | None, request: Request) ->
     exchange.credential = None
     exchange.upstream_protocol = None  # negotiated per provider by dispatch
     exchange.error = None
-    exchange.close = None
+    exchange.close_record = None
 
 
 async def send_counted_error(

@@ -76,7 +76,7 @@ Deliberate choices:
   Cancelling dispatch closes the upstream response, which discards its connection.  Any
   other exception from ``send`` (a routing layer abandoning the attempt) cancels the inner
   app and is re-raised unchanged.
-* One ``StreamClose`` per call on ``exchange.close`` (the last attempt wins there; every
+* One ``StreamClose`` per call on ``exchange.close_record`` (the last attempt wins there; every
   attempt is recorded as a ``stream_guard.close`` pass), appended as one JSON line to
   ``close_log`` when configured, for generation requests only (not health checks).
 """
@@ -255,7 +255,7 @@ class StreamGuard:
             await guarded.run(self.app, scope, receive)
         finally:
             close = guarded.close_record()
-            exchange.close = close
+            exchange.close_record = close
             if exchange.recording:
                 exchange.record(
                     "stream_guard.close",

@@ -426,7 +426,7 @@ class _Traced:
         if not attempts and not exchange.passes:
             return
         last = attempts[-1] if attempts else None
-        close = exchange.close
+        close = exchange.close_record
         for attempt in attempts:
             span = self.attempt_spans.get(attempt.number)
             if span is None:  # recorded by a layer, not started by dispatch (a foreign app)
@@ -524,7 +524,7 @@ class _Traced:
         request = exchange.request
         if request is not None:
             attributes["gen_ai.request.stream"] = request.stream
-        close = exchange.close
+        close = exchange.close_record
         if close is not None and self.sse:  # StreamGuard keeps a record for plain answers too
             _close_attributes(attributes, close)
 

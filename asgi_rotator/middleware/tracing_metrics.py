@@ -183,6 +183,6 @@ class GenAIMetrics:
             if recorded.name == "cooldown.cool":
                 reason = recorded.data.get("reason")
                 self.cooldowns.add(1, {"asgi_rotator.reason": str(reason)})
-        close = exchange.close
+        close = exchange.close_record
         if close is not None and streamed:  # StreamGuard keeps a record for plain answers too
             self.stream_closes.add(1, {"asgi_rotator.close_reason": close.reason})

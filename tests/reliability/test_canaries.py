@@ -71,7 +71,7 @@ class Recorder:
         for exchange in self.exchanges:
             out.append(msgspec.json.encode(exchange.passes).decode())
             out.append(msgspec.json.encode(exchange.attempts).decode())
-            out.append(msgspec.json.encode(exchange.close).decode())
+            out.append(msgspec.json.encode(exchange.close_record).decode())
             if exchange.error is not None:
                 out.append(f"{exchange.error!r} {exchange.error} {exchange.error.code}")
         return "\n".join(out)
