@@ -138,9 +138,14 @@ def test_connection_refused_and_timeout_are_gateway_errors(
 def test_client_disconnect_mid_stream_closes_the_upstream(
     gateway_url: str, mock: MockUpstream, upstream: str
 ) -> None:
+    # A stream an earlier test left may still close into the mock's records: wait for it,
+    # and look only at this test's model.
+    wait_for(lambda: mock.open_streams == 0, timeout=5.0)
+    mock.clear()
+    model = f"disconnect-{upstream}"
     mock.add_fault(Fault(stall_after=2))
     body = {
-        "model": f"{UPSTREAMS[upstream]}/model-x",
+        "model": f"{UPSTREAMS[upstream]}/{model}",
         "messages": [{"role": "user", "content": "hi"}],
         "stream": True,
     }
@@ -155,7 +160,7 @@ def test_client_disconnect_mid_stream_closes_the_upstream(
     # The gateway saw the client go and closed its upstream stream within a second, as the
     # mock's own clock says (the test thread may look late on a busy machine; the mock's
     # record time does not depend on when we look).
-    closed = wait_for(lambda: mock.closed_streams, timeout=5.0)
+    closed = wait_for(lambda: [c for c in mock.closed_streams if c.model == model], timeout=5.0)
     assert [c.reason for c in closed] == ["client_disconnected"]
     assert closed[0].time - left < 1.0
     # Nothing is left streaming at the mock (read once it settles: a read at the exact
