@@ -140,6 +140,9 @@ class AttemptRunner:
         fails (``Held.error``, nothing sent to the client, and the error on the exchange)."""
         exchange = self.exchange
         exchange.credential = credential
+        # The previous attempt's failure is not this one's: a retry that succeeds leaves
+        # no error for the request log and the request span to report.
+        exchange.error = None
         before = self.floor = len(exchange.attempts)
         held = Held(self.send, self.count if self.counts else None)
         try:

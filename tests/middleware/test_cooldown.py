@@ -637,6 +637,17 @@ async def test_error_event_before_content_is_retried_on_another_key() -> None:
     assert [k for _, k in upstream.calls] == ["p#0", "p#1"]
 
 
+async def test_a_retried_success_leaves_no_error_on_the_exchange() -> None:
+    # The request log and the request span read ``exchange.error``: a 200 after a retry
+    # must not show the first key's failure as the request's.
+    upstream = Upstream(lambda t, key, n: rate_limited(20) if key == "p#0" else "ok")
+    app = layer(upstream, make_providers({"p": 2}), Clock())
+    for stream in (False, True):
+        result = await call(app, stream=stream)
+        assert result.status == 200 and result.exchange is not None
+        assert result.exchange.error is None
+
+
 async def test_error_event_on_the_last_attempt_becomes_an_error_response() -> None:
     busy = GatewayError("overloaded", "Overloaded", status=529)
     upstream = Upstream(lambda t, key, n: ("inband", busy))
