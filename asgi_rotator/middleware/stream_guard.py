@@ -483,8 +483,12 @@ class _Heartbeats:
             call.deadline.check(call.clock() + interval)
 
     async def stop(self) -> None:
-        if self.task is not None:
-            await _watch.stop(self.task)
+        task = self.task
+        if task is not None:
+            # Let go of it first: a task cancelled before it began keeps its error, whose
+            # traceback holds the call, and a reference from here would close the cycle.
+            self.task = None
+            await _watch.stop(task)
 
     def _start(self, call: _GuardedCall) -> None:
         if call.lock is None:

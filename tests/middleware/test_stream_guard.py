@@ -935,13 +935,17 @@ async def test_cancelled_from_outside_it_ends_everything_it_started() -> None:
     assert any(m.get("body") == b": keepalive\n\n" for m in client.bodies)
 
 
-async def test_a_finished_call_leaves_nothing_for_the_garbage_collector() -> None:
+@pytest.mark.parametrize("heartbeat_interval", [None, 0.002])
+async def test_a_finished_call_leaves_nothing_for_the_garbage_collector(
+    heartbeat_interval: float | None,
+) -> None:
     # The call's timer lets go of it when it ends, so it is freed by reference counting:
     # under load, collecting every request's leftovers costs more than the layers
     # themselves (see ``Exchange.detach``).  Only this layer's own objects are looked for,
-    # so garbage made meanwhile by anything else does not count.
+    # so garbage made meanwhile by anything else does not count.  With heartbeats, a
+    # heartbeat task is stopped with the call.
     steps = [start(), event(TEXT), 0.01, event(TEXT), event(FINISH), end()]
-    g = guard(Script(*steps))
+    g = guard(Script(*steps), heartbeat_interval=heartbeat_interval)
     await run(g, make_scope())  # the first call's one-time imports and caches
     gc.collect()
     gc.disable()
