@@ -1,84 +1,32 @@
-"""OpenAI Chat Completions (``POST {base_url}/chat/completions``, base URL ending in ``/v1``).
-
-Deliberate choices, so the next reader does not have to rediscover them:
-
-* **Round-trip markers.**  Where the wire has two spellings of one unified value (string or
-  array ``content``, ``system`` or ``developer`` role, ``max_tokens`` or
-  ``max_completion_tokens``, ``stop`` as a string or a list, legacy ``function_call``), the
-  spelling used is kept under the reserved key ``MARK`` inside the struct's ``extra``.  Like
-  every other ``extra`` value it is read back only when building for this same protocol, and
-  it is never written to the wire.
-* **Null and empty values.**  A known field sent as ``null`` (or ``[]``) carries nothing, so it
-  stays in ``extra`` verbatim instead of becoming a unified value; a same-protocol rebuild
-  writes it back unless a layer set a real value in its place.
-* **System messages.**  Leading ``system``/``developer`` messages become ``Request.system``.
-  One that comes *after* the conversation started is kept in place as a ``user`` message
-  marked with its original role: hoisting it would change what the model sees at that point,
-  and the other protocols have no mid-conversation system turn.  Another protocol therefore
-  receives it as a user turn.
-* **Reasoning.**  OpenAI returns none in Chat Completions, but OpenAI-compatible providers
-  (DeepSeek, vLLM, OpenRouter) send ``reasoning_content`` or ``reasoning`` on the message and
-  on stream deltas; both become ``Reasoning``.  Responses and streams built here carry
-  unified reasoning as ``reasoning_content``: the official SDK has no such field but keeps
-  it as an extra attribute (``message.reasoning_content``), and compatible clients read it.
-  In a *request*, reasoning history is sent back only when it came from this protocol
-  (DeepSeek wants it echoed in tool-call turns); Anthropic thinking and Gemini thoughts are
-  dropped, signatures included, since no chat provider can verify them.
-* **Legacy functions.**  ``functions`` / ``function_call`` / ``role: "function"`` map onto the
-  tool model (ids synthesised, name-matched) with markers, so they translate to other
-  protocols and still round-trip; ``finish_reason: "function_call"`` becomes ``tool_calls``.
-* **Usage.**  ``prompt_tokens`` already includes ``prompt_tokens_details.cached_tokens`` and
-  ``cache_write_tokens`` (OpenRouter's name for cache writes); ``completion_tokens`` already
-  includes ``reasoning_tokens``, which is exactly the unified rule, so counts map one to one.
-  A provider-reported cost (OpenRouter ``cost``, xAI ``cost_in_usd_ticks``) is read into
-  ``Usage.cost`` (``_common.reported_cost``).
-* **Streams.**  Only choice 0 is decoded (``n > 1`` is not translated).  The encoder writes
-  the ``choices: []`` usage chunk only when the request asked for it
-  (``stream_options.include_usage``), as OpenAI does; a request built here for another
-  protocol's client asks for it, so the gateway always learns the usage.
-"""
+"""OpenAI Chat Completions requests: a client's body parsed and validated into the unified ``Request``
+(errors name the field), and the unified ``Request`` built into the provider's body."""
 
 from __future__ import annotations
 
 import mimetypes
 import re
-import time
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar
+from typing import Any
 
 import msgspec
 
-from ..errors import DEFAULT_STATUS, GatewayError, classify
-from ..sse import ServerSentEvent, encode_json_event
-from ..unified import (
-    BlockStop,
-    Error,
-    Event,
+from ...errors import GatewayError
+from ...unified import (
     File,
-    Finish,
-    FinishReason,
     Image,
     Message,
-    MessageStart,
     OutputFormat,
     Part,
     Reasoning,
     ReasoningConfig,
-    ReasoningDelta,
     Request,
-    Response,
     Text,
-    TextDelta,
     Tool,
-    ToolArgsDelta,
     ToolCall,
-    ToolCallStart,
     ToolChoice,
     ToolResult,
-    Usage,
-    UsageEvent,
 )
-from ._common import (
+from .._common import (
     budget_to_effort,
     expect_bool,
     expect_dict,
@@ -88,12 +36,8 @@ from ._common import (
     expect_number,
     expect_str,
     new_id,
-    pick_extra,
-    reported_cost,
 )
-from .base import Codec, StreamDecoder, StreamEncoder, bad_request
-
-__all__ = ["MARK", "OpenAIChatCodec"]
+from ..base import bad_request
 
 # Reserved ``extra`` key for round-trip markers; no OpenAI field starts with "__".
 MARK = "__openai_chat"
@@ -123,16 +67,21 @@ _REQUEST_FIELDS = frozenset(
         "user",
     }
 )
+
 _NUMBER_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+
 # What ``_RequestParser._tools`` reads; a body with none of them has no tools to parse.
 _TOOLING_FIELDS = frozenset(
     {"tools", "functions", "parallel_tool_calls", "tool_choice", "function_call"}
 )
+
 _MESSAGE_FIELDS = frozenset(
     {"role", "content", "name", "tool_calls", "function_call", "tool_call_id"}
     | {"reasoning_content", "reasoning"}
 )
+
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
 # Content part types each role accepts (API reference, "Create chat completion" > messages).
 _PART_TYPES = {
     "system": frozenset({"text"}),
@@ -142,82 +91,46 @@ _PART_TYPES = {
     "user": frozenset({"text", "image_url", "input_audio", "file"}),
     "assistant": frozenset({"text", "refusal"}),
 }
+
 _REASONING_FIELDS = ("reasoning_content", "reasoning")  # DeepSeek/vLLM, then OpenRouter
+
 # The fields each shape names, for ``_leftovers`` (made once, not per call).
 _NAMED_MESSAGE_FIELDS = frozenset({"role", "content", "name"})
+
 _ASSISTANT_FIELDS = _MESSAGE_FIELDS - {"tool_call_id"}
+
 _TOOL_MESSAGE_FIELDS = frozenset({"role", "content", "tool_call_id"})
+
 _PART_FIELDS = {
     kind: frozenset({"type", kind}) for kind in frozenset().union(*_PART_TYPES.values())
 }
+
 _IMAGE_URL_FIELDS = frozenset({"url", "detail"})
+
 _AUDIO_FIELDS = frozenset({"data", "format"})
+
 _FILE_FIELDS = frozenset({"file_data", "file_id", "filename"})
+
 _TOOL_FIELDS = frozenset({"type", "function"})
+
 _FUNCTION_FIELDS = frozenset({"name", "description", "parameters", "strict"})
+
 _JSON_SCHEMA_FIELDS = frozenset({"name", "schema", "strict", "description"})
+
 _RESPONSE_FORMAT_FIELDS = frozenset({"type", "json_schema"})
+
 _CUSTOM_CALL_FIELDS = frozenset({"id", "type", "custom"})
+
 _CUSTOM_FIELDS = frozenset({"name", "input"})
+
 _CALL_FIELDS = frozenset({"id", "type", "function"})
+
 _CALL_FUNCTION_FIELDS = frozenset({"name", "arguments"})
-_RESPONSE_MESSAGE_FIELDS = frozenset(
-    {"role", "content", "refusal", "tool_calls", "function_call", *_REASONING_FIELDS}
-)
-_CHOICE_FIELDS = frozenset({"message", "finish_reason"})
-_RESPONSE_FIELDS = frozenset({"id", "object", "created", "model", "choices", "usage"})
-
-_FINISH_IN: dict[str, FinishReason] = {
-    "stop": "stop",
-    "length": "length",
-    "tool_calls": "tool_calls",
-    "content_filter": "content_filter",
-    "function_call": "tool_calls",
-}
-# Chat has no pause or abnormal-end reason: both read as a plain stop.
-_FINISH_OUT: dict[str, str] = {
-    "stop": "stop",
-    "length": "length",
-    "tool_calls": "tool_calls",
-    "content_filter": "content_filter",
-    "pause": "stop",
-    "error": "stop",
-}
-
-# (type, code) of the error body per kind, as OpenAI sends them (API reference, "Error codes").
-_ERROR_SHAPE: dict[str, tuple[str, str | None]] = {
-    "rate_limited": ("requests", "rate_limit_exceeded"),
-    "overloaded": ("server_error", None),
-    "server_error": ("server_error", None),
-    "timeout": ("server_error", "timeout"),
-    "connection": ("server_error", None),
-    "context_window_exceeded": ("invalid_request_error", "context_length_exceeded"),
-    "content_filtered": ("invalid_request_error", "content_policy_violation"),
-    "auth": ("invalid_request_error", "invalid_api_key"),
-    "bad_request": ("invalid_request_error", None),
-    "not_found": ("invalid_request_error", None),
-}
-# An in-band stream error has no HTTP status: infer one from its type or code.
-_STATUS_BY_ERROR_TYPE = {
-    "invalid_request_error": 400,
-    "context_length_exceeded": 400,
-    "authentication_error": 401,
-    "invalid_api_key": 401,
-    "permission_error": 403,
-    "not_found_error": 404,
-    "model_not_found": 404,
-    "rate_limit_exceeded": 429,
-    "rate_limit_error": 429,
-    "insufficient_quota": 429,
-    "requests": 429,
-    "tokens": 429,
-    "overloaded_error": 503,
-    "service_unavailable": 503,
-    "server_error": 500,
-}
 
 _DATA_URL = re.compile(r"data:([^;,]+);base64,(.*)", re.DOTALL)
+
 _AUDIO_FORMAT_MEDIA = {"wav": "audio/wav", "mp3": "audio/mpeg"}
+
 _MEDIA_AUDIO_FORMAT = {
     "audio/wav": "wav",
     "audio/x-wav": "wav",
@@ -225,6 +138,7 @@ _MEDIA_AUDIO_FORMAT = {
     "audio/mpeg": "mp3",
     "audio/mp3": "mp3",
 }
+
 # Base64 prefixes of image magic numbers, for inline images that arrive without a media type.
 _IMAGE_MAGIC = {
     "/9j/": "image/jpeg",
@@ -234,235 +148,105 @@ _IMAGE_MAGIC = {
 }
 
 _encode = msgspec.json.Encoder().encode
-_decode = msgspec.json.Decoder().decode
-_DONE = b"data: [DONE]\n\n"
 
 
-class OpenAIChatCodec(Codec):
-    name: ClassVar[str] = "openai_chat"
-    auth: ClassVar[str] = "bearer"
-    # Which spelling a request from another protocol uses.  ``max_tokens`` is deprecated and
-    # refused by OpenAI's reasoning models; a subclass can switch it for an older server.
-    max_tokens_field: ClassVar[str] = "max_completion_tokens"
-
-    # --- requests ---------------------------------------------------------------------------
-
-    def parse_request(
-        self, body: Any, *, model: str | None = None, stream: bool | None = None
-    ) -> Request:
-        return _RequestParser(self.name).parse(body, model=model, stream=stream)
-
-    def build_request(self, request: Request) -> dict[str, Any]:
-        same = request.origin == self.name
-        marks = _marks(request.extra) if same else {}
-        out: dict[str, Any] = {
-            "model": request.model,
-            "messages": _RequestBuilder(self.name, same).messages(request, marks),
-        }
-        if request.stream:
-            out["stream"] = True
-        elif marks.get("stream") is False:
-            out["stream"] = False
-        include_usage = request.include_usage
-        if include_usage is None and request.stream and (not same or request.include_cost):
-            # The gateway needs usage for a client of another protocol, or to price it
-            include_usage = True
-        if include_usage is not None or "stream_options" in marks:
-            stream_options = dict(marks.get("stream_options", {}))
-            if include_usage is not None:
-                stream_options["include_usage"] = include_usage
-            out["stream_options"] = stream_options
-        self._build_tools(request, same, marks, out)
-        if request.max_tokens is not None:
-            out[marks.get("max_tokens_field", self.max_tokens_field)] = request.max_tokens
-        for key in _NUMBER_FIELDS:
-            value = getattr(request, key)
-            if value is not None:
-                out[key] = value
-        if request.seed is not None:
-            out["seed"] = request.seed
-        if request.stop is not None:
-            stop = request.stop
-            out["stop"] = stop[0] if marks.get("stop_string") and len(stop) == 1 else stop
-        effort = _effort(request.reasoning)
-        if effort is not None:
-            out["reasoning_effort"] = effort
-        if request.output is not None:
-            out["response_format"] = _build_response_format(request.output, marks)
-        # Chat metadata values must be strings (API reference, "Metadata").
-        if request.metadata is not None and (
-            same or all(isinstance(v, str) for v in request.metadata.values())
-        ):
-            out["metadata"] = request.metadata
-        if request.user is not None:
-            out["user"] = request.user
-        if same:
-            _put_extra(out, request.extra)
-        return out
-
-    def request_path(self, request: Request) -> str:
-        return "/chat/completions"
-
-    def _build_tools(
-        self, request: Request, same: bool, marks: dict[str, Any], out: dict[str, Any]
-    ) -> None:
-        tools: list[dict[str, Any]] = []
-        functions: list[dict[str, Any]] = []
-        for tool in request.tools or ():
-            if tool.type != "function":
-                # A built-in or custom tool only goes back to the protocol it came from.
-                if same:
-                    tools.append(_native(tool.extra))
-                continue
-            tool_marks = _marks(tool.extra) if same else {}
-            fn: dict[str, Any] = {"name": tool.name}
-            if tool.description is not None:
-                fn["description"] = tool.description
-            if tool.parameters is not None:
-                fn["parameters"] = tool.parameters
-            if tool.strict is not None:
-                fn["strict"] = tool.strict
-            if tool_marks.get("legacy"):
-                functions.append(_with_extra(fn, tool.extra))
-                continue
-            _put_extra(fn, tool_marks.get("function", {}))
-            tools.append(_with_extra({"type": "function", "function": fn}, tool.extra, same))
-        if tools:
-            out["tools"] = tools
-        if functions:
-            out["functions"] = functions
-        if not same and not tools:
-            return  # OpenAI refuses tool_choice / parallel_tool_calls without tools
-        if request.parallel_tool_calls is not None:
-            out["parallel_tool_calls"] = request.parallel_tool_calls
-        choice = request.tool_choice
-        if choice is None:
-            return
-        raw = marks.get("tool_choice")
-        if raw is not None and _tool_choice_of(raw) == choice:
-            out["function_call" if marks.get("legacy_choice") else "tool_choice"] = raw
-        elif marks.get("legacy_choice"):
-            out["function_call"] = {"name": choice.name} if choice.mode == "tool" else choice.mode
-        elif choice.mode == "tool":
-            out["tool_choice"] = {"type": "function", "function": {"name": choice.name or ""}}
-        else:
-            out["tool_choice"] = choice.mode
-
-    # --- responses --------------------------------------------------------------------------
-
-    def parse_response(self, body: Any) -> Response:
-        body = expect_dict(body, "")
-        marks: dict[str, Any] = {}
-        choices = body.get("choices")
-        choice: dict[str, Any] = {}
-        if isinstance(choices, list) and choices and isinstance(choices[0], dict):
-            choice = choices[0]
-            if len(choices) > 1:
-                marks["choices"] = choices[1:]
-        message = choice.get("message")
-        message = message if isinstance(message, dict) else {}
-        content, reasoning_rest = _parse_reasoning(message, self.name)
-        text = message.get("content")
-        if isinstance(text, str):
-            if text:
-                content.append(Text(text=text))
-            marks["content"] = "string"
-        elif isinstance(text, list):  # some compatible servers answer with parts
-            content.extend(_lenient_text_parts(text))
-        refusal = message.get("refusal")
-        if isinstance(refusal, str) and refusal:
-            content.append(Text(text=refusal, extra={MARK: {"refusal": "field"}}))
-        if "tool_calls" in message or "function_call" in message:
-            content.extend(_parse_tool_calls(message, "choices[0].message", strict=False))
-        message_extra = _leftovers(message, _RESPONSE_MESSAGE_FIELDS)
-        if reasoning_rest:
-            message_extra.update(reasoning_rest)
-        if message_extra:
-            marks["message"] = message_extra
-        choice_extra = _leftovers(choice, _CHOICE_FIELDS)
-        if choice_extra:
-            marks["choice"] = choice_extra
-        raw_reason = choice.get("finish_reason")
-        reason = _finish_reason(raw_reason, content)
-        if raw_reason != reason:
-            marks["finish_reason"] = [raw_reason, reason]  # provider spelling, what it became
-        usage = body.get("usage")
-        if "usage" in body:
-            marks["usage"] = usage
-        extra = pick_extra(body, _RESPONSE_FIELDS)
-        if marks:
-            extra[MARK] = marks
-        created = body.get("created")
-        return Response(
-            id=_str_or(body.get("id"), "") or new_id("chatcmpl-"),
-            model=_str_or(body.get("model"), ""),
-            content=content,
-            finish_reason=reason,
-            usage=_parse_usage(usage),
-            created=created if isinstance(created, int) else 0,
-            origin=self.name,
-            extra=extra,
-        )
-
-    def build_response(self, response: Response, request: Request | None = None) -> dict[str, Any]:
-        same = response.origin == self.name
-        marks = _marks(response.extra) if same else {}
-        message = _build_assistant(response.content, self.name, same, marks, response=True)
-        _put_extra(message, marks.get("message", {}))
-        message.setdefault("content", None)  # required (nullable) in a response
-        reason: str | None = _FINISH_OUT[response.finish_reason]
-        raw_reason, became = marks.get("finish_reason", (None, None))
-        if became == response.finish_reason:
-            reason = raw_reason  # the provider's own spelling, unless a layer changed it
-        choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": reason}
-        if same:
-            _put_extra(choice, marks.get("choice", {}))
-        else:
-            choice["logprobs"] = None
-        out: dict[str, Any] = {
-            "id": response.id,
-            "object": "chat.completion",
-            "created": response.created or int(time.time()),
-            "model": response.model,
-            "choices": [choice, *marks.get("choices", ())],
-        }
-        if not same or marks.get("usage") is not None or response.usage != Usage():
-            out["usage"] = _build_usage(response.usage, marks.get("usage"))
-        elif "usage" in marks:
-            out["usage"] = None  # the provider's null; an absent usage stays absent
-        if same:
-            _put_extra(out, response.extra)
-        return out
-
-    # --- errors -----------------------------------------------------------------------------
-
-    def parse_error(self, status: int, body: Any, headers: Mapping[str, str]) -> GatewayError:
-        message, error_type, param = _error_fields(body)
-        err = classify(status, message, error_type=error_type, headers=headers, body=body)
-        err.param = param
-        return err
-
-    def build_error(self, error: GatewayError) -> tuple[int, dict[str, Any]]:
-        status = error.status
-        if error.kind == "overloaded":
-            status = 503  # the OpenAI SDK has no 529; 503 is its "try again later"
-        elif not 400 <= status <= 599:
-            status = DEFAULT_STATUS[error.kind]
-        return status, {"error": _error_body(error)}
-
-    # --- streams ----------------------------------------------------------------------------
-
-    def stream_decoder(self) -> StreamDecoder:
-        return _ChatStreamDecoder()
-
-    def stream_encoder(self, request: Request | None = None) -> StreamEncoder:
-        include_usage = bool(
-            request is not None and (request.include_usage or request.include_cost)
-        )
-        return _ChatStreamEncoder(include_usage, request.model if request is not None else "")
+def parse_request(
+    name: str, body: Any, *, model: str | None = None, stream: bool | None = None
+) -> Request:
+    return _RequestParser(name).parse(body, model=model, stream=stream)
 
 
-# --- request parsing -------------------------------------------------------------------------
+def build_request(name: str, max_tokens_field: str, request: Request) -> dict[str, Any]:
+    same = request.origin == name
+    marks = _marks(request.extra) if same else {}
+    out: dict[str, Any] = {
+        "model": request.model,
+        "messages": _RequestBuilder(name, same).messages(request, marks),
+    }
+    if request.stream:
+        out["stream"] = True
+    elif marks.get("stream") is False:
+        out["stream"] = False
+    include_usage = request.include_usage
+    if include_usage is None and request.stream and (not same or request.include_cost):
+        # The gateway needs usage for a client of another protocol, or to price it
+        include_usage = True
+    if include_usage is not None or "stream_options" in marks:
+        stream_options = dict(marks.get("stream_options", {}))
+        if include_usage is not None:
+            stream_options["include_usage"] = include_usage
+        out["stream_options"] = stream_options
+    _build_tools(request, same, marks, out)
+    if request.max_tokens is not None:
+        out[marks.get("max_tokens_field", max_tokens_field)] = request.max_tokens
+    for key in _NUMBER_FIELDS:
+        value = getattr(request, key)
+        if value is not None:
+            out[key] = value
+    if request.seed is not None:
+        out["seed"] = request.seed
+    if request.stop is not None:
+        stop = request.stop
+        out["stop"] = stop[0] if marks.get("stop_string") and len(stop) == 1 else stop
+    effort = _effort(request.reasoning)
+    if effort is not None:
+        out["reasoning_effort"] = effort
+    if request.output is not None:
+        out["response_format"] = _build_response_format(request.output, marks)
+    # Chat metadata values must be strings (API reference, "Metadata").
+    if request.metadata is not None and (
+        same or all(isinstance(v, str) for v in request.metadata.values())
+    ):
+        out["metadata"] = request.metadata
+    if request.user is not None:
+        out["user"] = request.user
+    if same:
+        _put_extra(out, request.extra)
+    return out
+
+
+def _build_tools(request: Request, same: bool, marks: dict[str, Any], out: dict[str, Any]) -> None:
+    tools: list[dict[str, Any]] = []
+    functions: list[dict[str, Any]] = []
+    for tool in request.tools or ():
+        if tool.type != "function":
+            # A built-in or custom tool only goes back to the protocol it came from.
+            if same:
+                tools.append(_native(tool.extra))
+            continue
+        tool_marks = _marks(tool.extra) if same else {}
+        fn: dict[str, Any] = {"name": tool.name}
+        if tool.description is not None:
+            fn["description"] = tool.description
+        if tool.parameters is not None:
+            fn["parameters"] = tool.parameters
+        if tool.strict is not None:
+            fn["strict"] = tool.strict
+        if tool_marks.get("legacy"):
+            functions.append(_with_extra(fn, tool.extra))
+            continue
+        _put_extra(fn, tool_marks.get("function", {}))
+        tools.append(_with_extra({"type": "function", "function": fn}, tool.extra, same))
+    if tools:
+        out["tools"] = tools
+    if functions:
+        out["functions"] = functions
+    if not same and not tools:
+        return  # OpenAI refuses tool_choice / parallel_tool_calls without tools
+    if request.parallel_tool_calls is not None:
+        out["parallel_tool_calls"] = request.parallel_tool_calls
+    choice = request.tool_choice
+    if choice is None:
+        return
+    raw = marks.get("tool_choice")
+    if raw is not None and _tool_choice_of(raw) == choice:
+        out["function_call" if marks.get("legacy_choice") else "tool_choice"] = raw
+    elif marks.get("legacy_choice"):
+        out["function_call"] = {"name": choice.name} if choice.mode == "tool" else choice.mode
+    elif choice.mode == "tool":
+        out["tool_choice"] = {"type": "function", "function": {"name": choice.name or ""}}
+    else:
+        out["tool_choice"] = choice.mode
 
 
 class _RequestParser:
@@ -833,9 +617,6 @@ def _effort(config: ReasoningConfig | None) -> str | None:
     return None
 
 
-# --- request building ------------------------------------------------------------------------
-
-
 class _RequestBuilder:
     def __init__(self, origin: str, same: bool) -> None:
         self.origin = origin
@@ -1061,9 +842,6 @@ def _sniff_image(data: str) -> str:
     return "image/png"
 
 
-# --- response and stream pieces shared with requests -----------------------------------------
-
-
 def _parse_reasoning(message: Mapping[str, Any], origin: str) -> tuple[list[Part], dict[str, Any]]:
     """The reasoning part of a message, and the reasoning fields it did not consume."""
     if "reasoning_content" not in message and "reasoning" not in message:
@@ -1152,348 +930,6 @@ def _parse_function_body(raw: Any, path: str, call_id: str, strict: bool) -> Too
     )
 
 
-def _lenient_text_parts(parts: list[Any]) -> list[Part]:
-    return [
-        Text(text=p["text"])
-        for p in parts
-        if isinstance(p, dict) and p.get("type") == "text" and isinstance(p.get("text"), str)
-    ]
-
-
-def _finish_reason(raw: Any, content: Iterable[Part] = ()) -> FinishReason:
-    reason = _FINISH_IN.get(raw, "stop") if isinstance(raw, str) else "stop"
-    # Some compatible servers say "stop" after calling tools; what follows needs tool_calls.
-    if reason == "stop":
-        for part in content:
-            if isinstance(part, ToolCall):
-                return "tool_calls"
-    return reason
-
-
-def _parse_usage(raw: Any) -> Usage:
-    if not isinstance(raw, dict):
-        return Usage()
-    prompt = raw.get("prompt_tokens_details")
-    completion = raw.get("completion_tokens_details")
-    prompt = prompt if isinstance(prompt, dict) else {}
-    completion = completion if isinstance(completion, dict) else {}
-    return Usage(
-        input_tokens=_int(raw.get("prompt_tokens")),
-        output_tokens=_int(raw.get("completion_tokens")),
-        cache_read_tokens=_int(prompt.get("cached_tokens")),
-        cache_write_tokens=_int(prompt.get("cache_write_tokens")),
-        reasoning_tokens=_int(completion.get("reasoning_tokens")),
-        cost=reported_cost(raw),
-    )
-
-
-def _build_usage(usage: Usage, raw: Any = None) -> dict[str, Any]:
-    built: dict[str, Any] = {
-        "prompt_tokens": usage.input_tokens,
-        "completion_tokens": usage.output_tokens,
-        "total_tokens": usage.total_tokens,
-        "prompt_tokens_details": {"cached_tokens": usage.cache_read_tokens},
-        "completion_tokens_details": {"reasoning_tokens": usage.reasoning_tokens},
-    }
-    if usage.cache_write_tokens:
-        built["prompt_tokens_details"]["cache_write_tokens"] = usage.cache_write_tokens
-    if usage.cost is not None and usage.cost != reported_cost(raw):
-        # USD, where OpenRouter puts it; the provider's own figure (BYOK fee and upstream
-        # cost apart) stays as it sent it.
-        built["cost"] = usage.cost
-    if not isinstance(raw, dict) or not raw:
-        return built
-    # Same protocol: the provider's own object, with the counts a layer may have changed.
-    return _overlay(raw, built)
-
-
-def _overlay(raw: dict[str, Any], built: dict[str, Any]) -> dict[str, Any]:
-    out = dict(raw)
-    for key, value in built.items():
-        if isinstance(value, dict):
-            inner = out.get(key)
-            if isinstance(inner, dict):
-                out[key] = _overlay(inner, value)
-            elif any(value.values()):
-                out[key] = value
-        elif key in out or value:
-            out[key] = value
-    return out
-
-
-def _error_fields(body: Any) -> tuple[str, str | None, str | None]:
-    """Message, type-or-code and param of an error body in OpenAI's shape or a compatible
-    server's variant (a list around it, a bare string, vLLM's top-level fields)."""
-    if isinstance(body, list) and body:
-        body = body[0]
-    if isinstance(body, (bytes, bytearray)):
-        return body.decode("utf-8", "replace").strip()[:2000], None, None
-    if not isinstance(body, dict):
-        return "", None, None
-    error = body.get("error", body)
-    if isinstance(error, str):
-        return error, None, None
-    if not isinstance(error, dict):
-        return "", None, None
-    code, kind = error.get("code"), error.get("type")
-    # The code is the more specific word (context_length_exceeded, insufficient_quota).
-    error_type = code if isinstance(code, str) and code else kind if isinstance(kind, str) else None
-    param = error.get("param")
-    return _str_or(error.get("message"), ""), error_type, param if isinstance(param, str) else None
-
-
-def _error_body(error: GatewayError) -> dict[str, Any]:
-    kind, code = _ERROR_SHAPE[error.kind]
-    if error.kind == "rate_limited" and error.quota:
-        kind = code = "insufficient_quota"
-    elif error.kind == "auth" and error.status == 403:
-        kind, code = "permission_error", None
-    return {"message": error.message, "type": kind, "param": error.param, "code": code}
-
-
-# --- streams ---------------------------------------------------------------------------------
-
-
-class _ChatStreamDecoder(StreamDecoder):
-    def __init__(self) -> None:
-        self.done = False
-        self._started = False
-        self._block: Any = None  # what the open block is: "text", "reasoning", ("tool", key)
-        self._count = 0  # blocks started so far
-        self._tools: dict[Any, int] = {}  # wire tool key -> unified block index
-        self._last_tool: Any = None
-        self._reason: FinishReason | None = None
-        self._saw_tool = False
-        self._usage: Usage | None = None
-
-    def feed(self, event: ServerSentEvent) -> list[Event]:
-        data = event.data.strip()
-        if self.done or not data:
-            return []
-        out: list[Event] = []
-        if data == "[DONE]":
-            self._start({}, out)
-            self._finish(out)
-            return out
-        try:
-            chunk = _decode(data)
-        except msgspec.DecodeError:
-            raise GatewayError(
-                "server_error", "upstream sent malformed JSON in a stream event"
-            ) from None
-        if not isinstance(chunk, dict):
-            return []
-        if not self._started:
-            self._start(chunk, out)
-        if error := chunk.get("error"):
-            message, error_type, param = _error_fields(chunk)
-            status = _STATUS_BY_ERROR_TYPE.get(error_type or "", 500)
-            code = error.get("code") if isinstance(error, dict) else None
-            if isinstance(code, int) and 400 <= code <= 599:
-                status = code  # vLLM puts the HTTP status in ``code``
-            err = classify(status, message, error_type=error_type, body=chunk)
-            err.param = param
-            self._close_block(out)
-            out.append(Error(error=err))
-            self.done = True
-            return out
-        choices = chunk.get("choices")
-        for choice in choices if isinstance(choices, list) else ():
-            if isinstance(choice, dict) and choice.get("index", 0) == 0:
-                self._choice(choice, out)
-        if isinstance(usage := chunk.get("usage"), dict):
-            parsed = _parse_usage(usage)
-            self._usage = parsed if self._usage is None else self._usage.merge(parsed)
-        return out
-
-    def close(self) -> list[Event]:
-        out: list[Event] = []
-        if not self.done:
-            self._close_block(out)
-        return out
-
-    def _start(self, chunk: dict[str, Any], out: list[Event]) -> None:
-        if self._started:
-            return
-        self._started = True
-        created = chunk.get("created")
-        out.append(
-            MessageStart(
-                id=_str_or(chunk.get("id"), "") or new_id("chatcmpl-"),
-                model=_str_or(chunk.get("model"), ""),
-                created=created if isinstance(created, int) else 0,
-            )
-        )
-
-    def _choice(self, choice: dict[str, Any], out: list[Event]) -> None:
-        delta = choice.get("delta")
-        delta = delta if isinstance(delta, dict) else {}
-        for key in _REASONING_FIELDS:
-            if isinstance(text := delta.get(key), str) and text:
-                out.append(ReasoningDelta(index=self._open("reasoning", out), text=text))
-                break  # vLLM repeats the same text under both names
-        for key in ("content", "refusal"):
-            if isinstance(text := delta.get(key), str) and text:
-                out.append(TextDelta(index=self._open("text", out), text=text))
-        tool_calls = delta.get("tool_calls")
-        for call in tool_calls if isinstance(tool_calls, list) else ():
-            if isinstance(call, dict):
-                self._tool_delta(call.get("index"), call, call.get("function"), out)
-        if isinstance(legacy := delta.get("function_call"), dict):
-            self._tool_delta("function_call", {}, legacy, out)
-        reason = choice.get("finish_reason")
-        if isinstance(reason, str) and reason:
-            self._close_block(out)
-            self._reason = _finish_reason(reason)
-
-    def _tool_delta(self, key: Any, call: dict[str, Any], fn: Any, out: list[Event]) -> None:
-        fn = fn if isinstance(fn, dict) else {}
-        if not isinstance(key, (int, str)):
-            # No index (some compatible servers): a new id starts a call, else continue.
-            key = call.get("id") if isinstance(call.get("id"), str) else self._last_tool
-        if key is None or key not in self._tools:
-            self._close_block(out)
-            key = key if key is not None else ("anonymous", len(self._tools))
-            index = self._tools[key] = self._count
-            self._count += 1
-            self._block = ("tool", key)
-            self._saw_tool = True
-            call_id = call.get("id")
-            name = fn.get("name")
-            out.append(
-                ToolCallStart(
-                    index=index,
-                    id=call_id if isinstance(call_id, str) and call_id else new_id("call_"),
-                    name=name if isinstance(name, str) else "",
-                )
-            )
-        self._last_tool = key
-        # A late fragment for an earlier call (no known provider interleaves) still goes
-        # to that call's block rather than being lost.
-        if isinstance(args := fn.get("arguments"), str) and args:
-            out.append(ToolArgsDelta(index=self._tools[key], delta=args))
-
-    def _open(self, kind: str, out: list[Event]) -> int:
-        if self._block != kind:
-            self._close_block(out)
-            self._block = kind
-            self._count += 1
-        return self._count - 1
-
-    def _close_block(self, out: list[Event]) -> None:
-        if self._block is not None:
-            index = (
-                self._tools[self._block[1]] if isinstance(self._block, tuple) else self._count - 1
-            )
-            out.append(BlockStop(index=index))
-            self._block = None
-
-    def _finish(self, out: list[Event]) -> None:
-        self._close_block(out)
-        reason = self._reason or "stop"
-        if reason == "stop" and self._saw_tool:
-            reason = "tool_calls"
-        out.append(Finish(reason=reason, usage=self._usage))
-        self.done = True
-
-
-class _ChatStreamEncoder(StreamEncoder):
-    def __init__(self, include_usage: bool, model: str) -> None:
-        self._include_usage = include_usage
-        self._head: dict[str, Any] | None = None
-        # Every chunk repeats the head: its bytes, up to the choice's delta, are made once.
-        self._prefix = b""
-        self._model = model
-        self._tools: dict[int, int] = {}  # unified block index -> wire tool_calls index
-        self._usage: Usage | None = None
-        self._ended = False
-
-    def encode(self, event: Event) -> bytes:
-        if self._ended:
-            return b""
-        out = b""
-        if self._head is None:
-            start = event if isinstance(event, MessageStart) else MessageStart(id="", model="")
-            self._head = {
-                "id": start.id or new_id("chatcmpl-"),
-                "object": "chat.completion.chunk",
-                "created": start.created or int(time.time()),
-                "model": start.model or self._model,
-            }
-            self._prefix = b"data: " + _encode(self._head)[:-1] + b',"choices":[{"index":0,"delta":'
-            if start.usage is not None:
-                self._usage = start.usage
-            out = self._chunk({"role": "assistant", "content": ""})
-            if isinstance(event, MessageStart):
-                return out
-        if isinstance(event, TextDelta):
-            return out + self._chunk({"content": event.text})
-        if isinstance(event, ReasoningDelta):
-            return out + self._chunk({"reasoning_content": event.text})
-        if isinstance(event, ToolCallStart):
-            return out + self._tool_start(event.index, event.id, event.name)
-        if isinstance(event, ToolArgsDelta):
-            if event.index not in self._tools:
-                out += self._tool_start(event.index, new_id("call_"), "")
-            call = {"index": self._tools[event.index], "function": {"arguments": event.delta}}
-            return out + self._chunk({"tool_calls": [call]})
-        if isinstance(event, UsageEvent):
-            self._merge_usage(event.usage)
-        elif isinstance(event, Finish):
-            return out + self._finish(event)
-        elif isinstance(event, Error):
-            self._ended = True
-            err = event.error
-            if not isinstance(err, GatewayError):
-                err = GatewayError("server_error", str(err) or "upstream stream failed")
-            return out + encode_json_event(_encode({"error": _error_body(err)}))
-        # MessageStart after the first, BlockStop and Signature have no chat representation.
-        return out
-
-    def _tool_start(self, index: int, call_id: str, name: str) -> bytes:
-        wire_index = self._tools.setdefault(index, len(self._tools))
-        call = {
-            "index": wire_index,
-            "id": call_id,
-            "type": "function",
-            "function": {"name": name, "arguments": ""},
-        }
-        return self._chunk({"tool_calls": [call]})
-
-    def _finish(self, event: Finish) -> bytes:
-        self._ended = True
-        if event.usage is not None:
-            self._merge_usage(event.usage)
-        out = self._chunk({}, _FINISH_OUT.get(event.reason, "stop"))
-        if self._include_usage and self._usage is not None:
-            out += self._event(
-                {**self._head_dict(), "choices": [], "usage": _build_usage(self._usage)}
-            )
-        return out + _DONE
-
-    def _merge_usage(self, usage: Usage) -> None:
-        self._usage = usage if self._usage is None else self._usage.merge(usage)
-
-    def _head_dict(self) -> dict[str, Any]:
-        assert self._head is not None
-        return self._head
-
-    def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
-        # The bytes of {**head, "choices": [{"index": 0, "delta": ..., "finish_reason": ...}]}.
-        if finish_reason is None:
-            return self._prefix + _encode(delta) + b',"finish_reason":null}]}\n\n'
-        return b"".join(
-            (self._prefix, _encode(delta), b',"finish_reason":', _encode(finish_reason), b"}]}\n\n")
-        )
-
-    @staticmethod
-    def _event(chunk: dict[str, Any]) -> bytes:
-        return encode_json_event(_encode(chunk))
-
-
-# --- small helpers ---------------------------------------------------------------------------
-
-
 # The fields whose value is an array: an empty one carries nothing, so it reads as absent and
 # goes back verbatim (clients send "tools": [] and "tool_calls": []).  For any other field an
 # array is the wrong type, and that field's own check refuses it.
@@ -1550,16 +986,6 @@ def _with_extra(out: dict[str, Any], extra: Mapping[str, Any], same: bool = True
     if same:
         _put_extra(out, extra)
     return out
-
-
-def _int(value: Any) -> int:
-    if value.__class__ is int:  # the common case, checked first
-        return value  # type: ignore[no-any-return]
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
-
-
-def _str_or(value: Any, default: str) -> str:
-    return value if isinstance(value, str) else default
 
 
 def _short(value: Any) -> str:
