@@ -480,33 +480,7 @@ class ProviderDispatch:
         protocol = (exchange.protocol if exchange is not None else None) or detect_protocol(
             scope, route
         )
-        if protocol == "gemini":
-            return {
-                "models": [
-                    {
-                        "name": f"models/{model}",
-                        "displayName": model,
-                        "supportedGenerationMethods": ["generateContent", "streamGenerateContent"],
-                    }
-                    for model in ids
-                ]
-            }
-        if protocol == "anthropic_messages":
-            data = [
-                {"type": "model", "id": m, "display_name": m, "created_at": "1970-01-01T00:00:00Z"}
-                for m in ids
-            ]
-            return {
-                "data": data,
-                "has_more": False,
-                "first_id": ids[0] if ids else None,
-                "last_id": ids[-1] if ids else None,
-            }
-        owner = {m: m.partition("/")[0] if "/" in m else "asgi-rotator" for m in ids}
-        return {
-            "object": "list",
-            "data": [{"id": m, "object": "model", "created": 0, "owned_by": owner[m]} for m in ids],
-        }
+        return get_codec(protocol).models_listing(ids)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:

@@ -102,7 +102,6 @@ from ..protocols.openai_responses import as_instructions
 from ..providers import Providers
 from ..redaction import redacting_logger
 from ..routes import match_route, route_path
-from ..sse import SSEDecoder, encode_event
 from ..state import MemoryStore, StateStore, namespaced
 from ..unified import (
     Error,
@@ -756,11 +755,14 @@ class _Recorder:
         turn = self.turn
         self.acc.feed(events)
         body = message.get("body", b"")
-        if body and b'"response"' in body:
-            body, final = _rewrite_lifecycle(body, turn.response_id, turn.previous)
+        if body:
+            rewritten, final = turn.layer.codec.rewrite_stream_ids(
+                body, turn.response_id, turn.previous
+            )
             if final is not None:
                 self.final = final
-            message = {**message, "body": body}
+            if rewritten is not body:
+                message = {**message, "body": rewritten}
         if any(isinstance(e, MessageStart) for e in events):
             events = [
                 msgspec.structs.replace(e, id=turn.response_id)
@@ -919,35 +921,6 @@ def _status_fields(status: str, acc: _Accumulator) -> dict[str, Any]:
         reason = _INCOMPLETE.get(finish.reason, "interrupted") if finish else "interrupted"
         return {"status": "incomplete", "incomplete_details": {"reason": reason}, "error": None}
     return {"status": "completed", "incomplete_details": None, "error": None}
-
-
-def _rewrite_lifecycle(
-    body: bytes, response_id: str, previous: str | None
-) -> tuple[bytes, dict[str, Any] | None]:
-    """Our id in the ``response`` object of every lifecycle event in ``body``; the last
-    terminal response object (completed, incomplete, failed) when there is one."""
-    decoder = SSEDecoder()
-    events = decoder.feed(body) + decoder.close()
-    out: list[bytes] = []
-    final: dict[str, Any] | None = None
-    changed = False
-    for event in events:
-        data = event.data
-        if '"response"' in data:
-            try:
-                payload = _decode(data)
-            except msgspec.DecodeError:
-                payload = None
-            response = payload.get("response") if isinstance(payload, dict) else None
-            if isinstance(response, dict):
-                response["id"] = response_id
-                response["previous_response_id"] = previous
-                if response.get("status") in _TERMINAL_STATUS:
-                    final = response
-                data = _encode(payload).decode()
-                changed = True
-        out.append(encode_event(data, event.event, event.id))
-    return (b"".join(out) if changed else body), final
 
 
 def _list_items(record: _Record, query: bytes) -> dict[str, Any]:

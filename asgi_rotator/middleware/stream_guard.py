@@ -55,9 +55,9 @@ Deliberate choices:
   heartbeat that is due makes a task to send it, and the send lock is made with the first
   one: until then the inner app is the only sender and a busy stream pays for neither.
   They carry an empty EVENT twin, so a routing layer that is still holding a prelude keeps
-  holding it.  Most SDKs ignore an SSE comment (``: keepalive``); google-genai
-  does not (it takes every line that is not ``data:`` for raw JSON and fails on it), so a
-  Gemini client gets a bare blank line, which every SSE reader skips.
+  holding it.  A heartbeat is an SSE comment (``: keepalive``) unless the client's codec
+  says otherwise (``Codec.heartbeat``: a client that reads a comment as data gets a blank
+  line, which every SSE reader skips).
 * ``keepalive_before_first_event`` commits a streamed SSE request early (its own 200 and SSE
   headers, after one ``heartbeat_interval`` without a first event) so proxies with idle
   timeouts keep the connection.  That heartbeat carries no twin on purpose: it makes the
@@ -109,6 +109,7 @@ from ..exchange import (
     StreamClose,
 )
 from ..jsonl import append_line
+from ..protocols import get_codec
 from ..unified import Error, Finish, MessageStart, ReasoningDelta, Signature
 
 __all__ = ["CLOSE_REASONS", "PREMATURE_CLOSE", "TTFB_HEADER", "Limits", "StreamGuard"]
@@ -142,8 +143,6 @@ _SENDING = -math.inf
 # client when ``send_timeout`` is off: a limit that fired must not then wait forever.
 _CLOSING_WRITE = 10.0
 _COMMENT = b": keepalive\n\n"
-# google-genai reads every non-``data:`` line as raw JSON (see the module docstring).
-_HEARTBEAT = {"gemini": b"\n"}
 _WRITE_ERRORS = (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError)
 _BOUNDARIES = (b"\n\n", b"\r\n\r\n", b"\r\r")
 _json_line = msgspec.json.Encoder().encode
@@ -530,7 +529,7 @@ class _Heartbeats:
 
     async def _beat(self, call: _GuardedCall) -> None:
         protocol = call.exchange.protocol  # known by now: dispatch sets it before it answers
-        body = _HEARTBEAT.get(protocol, _COMMENT) if protocol is not None else _COMMENT
+        body = get_codec(protocol).heartbeat if protocol is not None else _COMMENT
         message: Message = {"type": "http.response.body", "body": body, "more_body": True}
         if call.twins:
             # No content: a routing layer still holding a prelude keeps holding it.  Before
@@ -1037,14 +1036,13 @@ class _GuardedCall:
 
 
 def _streams_sse(exchange: Exchange) -> bool:
-    """A streamed request whose answer will be SSE (Gemini streams a JSON array unless the
-    client asks for ``alt=sse``, which the SDKs always do)."""
+    """A streamed request whose answer will be SSE: the client's codec says, for protocols
+    whose clients may ask for another framing (``Codec.streams_sse``)."""
     request = exchange.request
     if request is None or not request.stream:
         return False
-    if exchange.protocol == "gemini":
-        return b"alt=sse" in exchange.scope.get("query_string", b"")
-    return True
+    protocol = exchange.protocol
+    return protocol is None or get_codec(protocol).streams_sse(exchange.scope)
 
 
 def _is_stream_start(start: Message) -> bool:

@@ -74,6 +74,9 @@ class Codec:
     # Whether this protocol numbers its stream events or repeats the response id in them,
     # so that continuing a stream needs ``stream_resume_point`` on what was sent.
     numbers_stream_events: ClassVar[bool] = False
+    # What a heartbeat writes between two events of this protocol's stream: an SSE comment,
+    # unless the protocol's clients would read one as data.
+    heartbeat: ClassVar[bytes] = b": keepalive\n\n"
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -133,5 +136,36 @@ class Codec:
         ``None``, the default, is SSE."""
         return None
 
+    def streams_sse(self, scope: Mapping[str, Any]) -> bool:
+        """Whether a streamed request on this route is answered as SSE (before the stack's
+        SSE is reframed for the client, ``stream_framing``)."""
+        return self.stream_framing(scope) is None
+
+    def rewrite_stream_ids(
+        self, body: bytes, response_id: str, previous_id: str | None
+    ) -> tuple[bytes, dict[str, Any] | None]:
+        """``body`` (whole SSE events) with ``response_id`` as the id of the response its
+        events carry, and ``previous_id`` as the response it continues, for protocols whose
+        stream events repeat the response; with the last terminal response object in it, or
+        ``None``.  The default: protocols whose events carry no response object."""
+        return body, None
+
+    # --- listings ---------------------------------------------------------------------------
+
+    def models_listing(self, model_ids: list[str]) -> dict[str, Any]:
+        """The body of the models endpoint in the shape this protocol's SDKs read
+        (OpenAI's ``GET /v1/models`` list, the default)."""
+        return {
+            "object": "list",
+            "data": [
+                {"id": m, "object": "model", "created": 0, "owned_by": _owner(m)} for m in model_ids
+            ],
+        }
+
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
+
+
+def _owner(model_id: str) -> str:
+    """``owned_by`` of a listed model: the provider prefix of a routed name."""
+    return model_id.partition("/")[0] if "/" in model_id else "asgi-rotator"

@@ -122,3 +122,17 @@ class AnthropicCodec(Codec):
 
     def stream_encoder(self, request: Request | None = None) -> StreamEncoder:
         return _MessagesStreamEncoder(self, request.model if request is not None else None)
+
+    # --- listings ---------------------------------------------------------------------------
+
+    def models_listing(self, model_ids: list[str]) -> dict[str, Any]:
+        data = [
+            {"type": "model", "id": m, "display_name": m, "created_at": "1970-01-01T00:00:00Z"}
+            for m in model_ids
+        ]
+        return {
+            "data": data,
+            "has_more": False,
+            "first_id": model_ids[0] if model_ids else None,
+            "last_id": model_ids[-1] if model_ids else None,
+        }

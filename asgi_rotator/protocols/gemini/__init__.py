@@ -80,6 +80,9 @@ __all__ = ["GeminiCodec"]
 class GeminiCodec(Codec):
     name = _NAME
     auth = "x-goog-api-key"
+    # google-genai reads every line that is not ``data:`` as raw JSON, so an SSE comment
+    # would break it; a blank line is what it skips.
+    heartbeat = b"\n"
 
     # --- requests ---------------------------------------------------------------------------
 
@@ -129,3 +132,17 @@ class GeminiCodec(Codec):
         if b"alt=" in query and "sse" in parse_qs(query.decode("latin-1")).get("alt", ()):
             return None
         return JsonArrayStream
+
+    # --- listings ---------------------------------------------------------------------------
+
+    def models_listing(self, model_ids: list[str]) -> dict[str, Any]:
+        return {
+            "models": [
+                {
+                    "name": f"models/{model}",
+                    "displayName": model,
+                    "supportedGenerationMethods": ["generateContent", "streamGenerateContent"],
+                }
+                for model in model_ids
+            ]
+        }

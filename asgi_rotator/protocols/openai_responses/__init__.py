@@ -52,7 +52,7 @@ from ...unified import Request, Response
 from ..base import Codec, StreamDecoder, StreamEncoder
 from .request import MARK, NAME, as_instructions, build_request, parse_request
 from .response import build_error, build_response, parse_error, parse_response
-from .stream import _Decoder, _Encoder, resume_point
+from .stream import _Decoder, _Encoder, resume_point, rewrite_ids
 
 __all__ = ["MARK", "OpenAIResponsesCodec", "as_instructions"]
 
@@ -106,3 +106,12 @@ class OpenAIResponsesCodec(Codec):
         # Per sent event on every Responses stream: the number is found from the end
         # without decoding; the id only in the one event that announces it.
         return resume_point(body, find_id=find_id)
+
+    def rewrite_stream_ids(
+        self, body: bytes, response_id: str, previous_id: str | None
+    ) -> tuple[bytes, dict[str, Any] | None]:
+        # Every lifecycle event (response.created ... response.completed) repeats the
+        # whole response object, id and previous_response_id included.
+        if b'"response"' not in body:
+            return body, None
+        return rewrite_ids(body, response_id, previous_id)

@@ -11,7 +11,7 @@ from typing import Any
 import msgspec
 
 from ...errors import GatewayError, classify
-from ...sse import ServerSentEvent, SSEDecoder, encode_json_event
+from ...sse import ServerSentEvent, SSEDecoder, encode_event, encode_json_event
 from ...unified import (
     BlockStop,
     Error,
@@ -45,6 +45,7 @@ _json_encode = msgspec.json.Encoder().encode
 _json_decode = msgspec.json.Decoder().decode
 
 _SEQUENCE_NUMBER = re.compile(rb'"sequence_number"\s*:\s*(\d+)')
+_TERMINAL_STATUS = frozenset({"completed", "incomplete", "failed"})
 
 # ``ResponseError.code`` is a closed enum in the API reference.
 _FAILED_CODE = {
@@ -77,6 +78,36 @@ def resume_point(body: bytes, *, find_id: bool = True) -> tuple[str | None, int 
                 if isinstance(response, dict) and isinstance(response.get("id"), str):
                     response_id = response["id"]
     return response_id, last
+
+
+def rewrite_ids(
+    body: bytes, response_id: str, previous_id: str | None
+) -> tuple[bytes, dict[str, Any] | None]:
+    """``response_id`` and ``previous_id`` in the ``response`` object of every lifecycle
+    event in ``body``; the last terminal response object (completed, incomplete, failed)
+    when there is one."""
+    decoder = SSEDecoder()
+    events = decoder.feed(body) + decoder.close()
+    out: list[bytes] = []
+    final: dict[str, Any] | None = None
+    changed = False
+    for event in events:
+        data = event.data
+        if '"response"' in data:
+            try:
+                payload = _json_decode(data)
+            except msgspec.DecodeError:
+                payload = None
+            response = payload.get("response") if isinstance(payload, dict) else None
+            if isinstance(response, dict):
+                response["id"] = response_id
+                response["previous_response_id"] = previous_id
+                if response.get("status") in _TERMINAL_STATUS:
+                    final = response
+                data = _json_encode(payload).decode()
+                changed = True
+        out.append(encode_event(data, event.event, event.id))
+    return (b"".join(out) if changed else body), final
 
 
 def _obj(value: Any) -> dict[str, Any]:
