@@ -13,12 +13,16 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
+import msgspec
+
 from .._types import Send
 from ..errors import GatewayError
 from ..sse import ServerSentEvent
 from ..unified import Event, MessageStart, Request, Response
 
-__all__ = ["Codec", "StreamDecoder", "StreamEncoder", "bad_request"]
+__all__ = ["Codec", "JsonStreamDecoder", "StreamDecoder", "StreamEncoder", "bad_request"]
+
+_decode_json = msgspec.json.Decoder().decode
 
 
 def bad_request(path: str, problem: str) -> GatewayError:
@@ -43,6 +47,44 @@ class StreamDecoder:
     def close(self) -> list[Event]:
         """End of the upstream body: flush what is pending (never invents a ``Finish``)."""
         return []
+
+
+class JsonStreamDecoder(StreamDecoder):
+    """A decoder for protocols whose stream events each carry one JSON object.
+
+    ``feed`` owns what every such protocol does first: nothing more after the terminal event,
+    an empty event is nothing, the protocol's sentinel (OpenAI's ``[DONE]``) goes to
+    ``on_sentinel``, malformed JSON is an upstream ``server_error``, and a value that is not
+    an object is skipped.  A protocol decodes the object in ``feed_object``.
+    """
+
+    # The data of an event that is not JSON and ends the stream, where the protocol has one.
+    sentinel: ClassVar[str | None] = None
+
+    def feed(self, event: ServerSentEvent) -> list[Event]:
+        data = event.data.strip()
+        if self.done or not data:
+            return []
+        if data == self.sentinel:
+            return self.on_sentinel()
+        try:
+            value = _decode_json(data)
+        except msgspec.DecodeError:
+            raise GatewayError(
+                "server_error", "upstream sent malformed JSON in a stream event"
+            ) from None
+        obj = self.object_of(value)
+        return [] if obj is None else self.feed_object(obj, event)
+
+    def object_of(self, value: Any) -> dict[str, Any] | None:
+        """The object an event's JSON value carries, or ``None`` to skip the event."""
+        return value if isinstance(value, dict) else None
+
+    def on_sentinel(self) -> list[Event]:
+        return []
+
+    def feed_object(self, data: dict[str, Any], event: ServerSentEvent) -> list[Event]:
+        raise NotImplementedError
 
 
 class StreamEncoder:

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 from ...errors import GatewayError, classify
 from ...sse import ServerSentEvent, encode_json_event
 from ...unified import (
@@ -24,8 +22,8 @@ from ...unified import (
     UsageEvent,
 )
 from .._common import new_id
-from ..base import Codec, StreamDecoder, StreamEncoder
-from .request import NAME, _decode_json, _encode_json, _json_text
+from ..base import Codec, JsonStreamDecoder, StreamEncoder
+from .request import NAME, _encode_json, _json_text
 from .response import _STOP_FROM_WIRE, _build_usage, _error_fields, _parse_usage, _stop_reason
 
 # Messages API "Errors": type <-> status.
@@ -56,7 +54,7 @@ def _stream_error(data: dict[str, Any]) -> GatewayError:
     return classify(status, message, error_type=error_type)
 
 
-class _MessagesStreamDecoder(StreamDecoder):
+class _MessagesStreamDecoder(JsonStreamDecoder):
     """Anthropic SSE events -> unified events.  Wire block indices map to unified ones in
     order of start; blocks of server tools get none and their events are skipped."""
 
@@ -70,17 +68,7 @@ class _MessagesStreamDecoder(StreamDecoder):
         self._stop_reason: str | None = None
         self._stop_sequence: str | None = None
 
-    def feed(self, event: ServerSentEvent) -> list[Event]:
-        if self.done or not event.data:
-            return []
-        try:
-            data = _decode_json(event.data)
-        except msgspec.DecodeError:
-            raise GatewayError(
-                "server_error", "upstream sent malformed JSON in a stream event"
-            ) from None
-        if not isinstance(data, dict):
-            return []
+    def feed_object(self, data: dict[str, Any], event: ServerSentEvent) -> list[Event]:
         kind = data.get("type")
         out: list[Event] = []
         if kind == "message_start":

@@ -5,8 +5,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import msgspec
-
 from ...errors import GatewayError
 from ...sse import ServerSentEvent, encode_json_event
 from ...unified import (
@@ -25,13 +23,14 @@ from ...unified import (
     UsageEvent,
 )
 from .._common import new_id
-from ..base import Codec, StreamDecoder, StreamEncoder
+from ..base import Codec, JsonStreamDecoder, StreamEncoder
 from .request import _NAME, _args_object, _args_text, _get, _json
 from .response import _FINISH_IN, _FINISH_OUT, _build_usage, _parse_usage, _wants_thoughts
 
 
-class _Decoder(StreamDecoder):
-    """GenerateContentResponse chunks -> unified events."""
+class _Decoder(JsonStreamDecoder):
+    """GenerateContentResponse chunks -> unified events.  A chunk after the one with
+    ``finishReason`` (late usage) is ignored, as after every terminal event: Finish was last."""
 
     def __init__(self, codec: Codec) -> None:
         self.done = False
@@ -43,20 +42,12 @@ class _Decoder(StreamDecoder):
         self._tool_calls = False
         self._usage: Usage | None = None
 
-    def feed(self, event: ServerSentEvent) -> list[Event]:
-        data = event.data.strip()
-        if self.done or not data:
-            return []  # a chunk after finishReason (late usage) is ignored: Finish was last
-        try:
-            chunk = msgspec.json.decode(data)
-        except msgspec.DecodeError:
-            raise GatewayError(
-                "server_error", "upstream sent malformed JSON in a stream event"
-            ) from None
-        if isinstance(chunk, list) and chunk:
-            chunk = chunk[0]
-        if not isinstance(chunk, dict):
-            return []
+    def object_of(self, value: Any) -> dict[str, Any] | None:
+        if isinstance(value, list) and value:
+            value = value[0]  # a chunk sent as an array element, as the JSON-array stream does
+        return value if isinstance(value, dict) else None
+
+    def feed_object(self, chunk: dict[str, Any], event: ServerSentEvent) -> list[Event]:
         out: list[Event] = []
         if not self._started:
             self._started = True

@@ -25,7 +25,7 @@ from ...unified import (
     UsageEvent,
 )
 from .._common import new_id
-from ..base import StreamDecoder, StreamEncoder
+from ..base import JsonStreamDecoder, StreamEncoder
 from .request import _REASONING_FIELDS, _encode
 from .response import (
     _FINISH_OUT,
@@ -61,7 +61,7 @@ _decode = msgspec.json.Decoder().decode
 _DONE = b"data: [DONE]\n\n"
 
 
-class _ChatStreamDecoder(StreamDecoder):
+class _ChatStreamDecoder(JsonStreamDecoder):
     def __init__(self) -> None:
         self.done = False
         self._started = False
@@ -73,23 +73,16 @@ class _ChatStreamDecoder(StreamDecoder):
         self._saw_tool = False
         self._usage: Usage | None = None
 
-    def feed(self, event: ServerSentEvent) -> list[Event]:
-        data = event.data.strip()
-        if self.done or not data:
-            return []
+    sentinel = "[DONE]"
+
+    def on_sentinel(self) -> list[Event]:
         out: list[Event] = []
-        if data == "[DONE]":
-            self._start({}, out)
-            self._finish(out)
-            return out
-        try:
-            chunk = _decode(data)
-        except msgspec.DecodeError:
-            raise GatewayError(
-                "server_error", "upstream sent malformed JSON in a stream event"
-            ) from None
-        if not isinstance(chunk, dict):
-            return []
+        self._start({}, out)
+        self._finish(out)
+        return out
+
+    def feed_object(self, chunk: dict[str, Any], event: ServerSentEvent) -> list[Event]:
+        out: list[Event] = []
         if not self._started:
             self._start(chunk, out)
         if error := chunk.get("error"):

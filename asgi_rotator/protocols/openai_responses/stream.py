@@ -29,7 +29,7 @@ from ...unified import (
     UsageEvent,
 )
 from .._common import new_id
-from ..base import Codec, StreamDecoder, StreamEncoder
+from ..base import Codec, JsonStreamDecoder, StreamEncoder
 from .request import _REASONING_SEP, NAME
 from .response import (
     _INCOMPLETE_FINISH,
@@ -152,7 +152,7 @@ _STREAM_ERROR_STATUS: tuple[tuple[tuple[str, ...], int], ...] = (
 )
 
 
-class _Decoder(StreamDecoder):
+class _Decoder(JsonStreamDecoder):
     def __init__(self) -> None:
         self.done = False
         self._started = False
@@ -165,17 +165,10 @@ class _Decoder(StreamDecoder):
         self._open: set[int] = set()
         self._tool_calls = False
 
-    def feed(self, event: ServerSentEvent) -> list[Event]:
-        if self.done or not event.data or event.data == "[DONE]":
-            return []
-        try:
-            data = _json_decode(event.data)
-        except msgspec.DecodeError:
-            raise GatewayError(
-                "server_error", "upstream sent malformed JSON in a stream event"
-            ) from None
-        if not isinstance(data, dict):
-            return []
+    # Some compatible servers end a Responses stream with Chat's sentinel: nothing to decode.
+    sentinel = "[DONE]"
+
+    def feed_object(self, data: dict[str, Any], event: ServerSentEvent) -> list[Event]:
         kind = data.get("type") or event.event
         out: list[Event] = []
         if not self._started:
