@@ -19,7 +19,6 @@ __all__ = [
     "expect_number",
     "expect_str",
     "new_id",
-    "pick_extra",
     "reported_cost",
 ]
 
@@ -45,16 +44,6 @@ def budget_to_effort(budget: int) -> str:
 def new_id(prefix: str) -> str:
     """A fresh opaque id (``prefix`` + 24 hex chars), as providers shape theirs."""
     return f"{prefix}{os.urandom(12).hex()}"
-
-
-def pick_extra(body: dict[str, Any], known: frozenset[str]) -> dict[str, Any]:
-    """The fields of ``body`` this model does not name, kept for a same-protocol rebuild."""
-    # A loop, not a comprehension: on the few keys of a body it costs less.
-    out = {}
-    for k, v in body.items():
-        if k not in known:
-            out[k] = v
-    return out
 
 
 def expect_dict(value: Any, path: str) -> dict[str, Any]:

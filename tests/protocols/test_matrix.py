@@ -407,7 +407,7 @@ def synthetic_id(call: ToolCall, via: str) -> bool:
     """An id the wire did not carry (Gemini calls without id, Chat legacy ``function_call``):
     it is made up again on every parse, and is only left out when going back to that wire."""
     if via == GEMINI:
-        return bool(call.extra.get("gemini.syntheticId"))
+        return bool(call.extra.get("__gemini", {}).get("syntheticId"))
     return via == CHAT and bool(call.extra.get("__openai_chat", {}).get("legacy"))
 
 

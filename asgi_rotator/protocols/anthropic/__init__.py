@@ -4,9 +4,9 @@ Deliberate choices, in the order a request meets them:
 
 * **Same-protocol markers.**  Where the wire has two spellings for one unified value (string
   vs block ``content``, a user message split into a ``tool`` and a ``user`` message, a
-  server-tool block the unified model does not name), the struct's ``extra`` carries a private
-  ``"_anthropic"`` entry.  Like the rest of ``extra`` it is only read when building for this
-  protocol again, and it is never written to the wire.  Known fields sent as ``null`` (and
+  server-tool block the unified model does not name), the struct's ``extra`` carries private
+  markers (``protocols.unknown_fields``).  Like the rest of ``extra`` they are only read when
+  building for this protocol again, and they are never written to the wire.  Known fields sent as ``null`` (and
   ``stream: false`` / ``is_error: false``) stay in ``extra`` too: a rebuild starts from
   ``extra`` and writes the unified fields over it, so they survive unless a layer changed them.
 * **Tool results.**  Anthropic puts ``tool_result`` blocks in ``user`` messages; the unified

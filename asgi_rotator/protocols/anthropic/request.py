@@ -35,13 +35,13 @@ from .._common import (
     expect_model,
     expect_number,
     expect_str,
-    pick_extra,
 )
 from ..base import bad_request
+from ..unknown_fields import marker_key, marks_of, unknown_fields, wire_fields, with_marks
 
 NAME = "anthropic_messages"
 
-_MARK = "_anthropic"  # private same-protocol markers inside ``extra``; never sent
+MARK = marker_key(NAME)
 
 _encode_json = msgspec.json.Encoder().encode
 
@@ -106,7 +106,7 @@ _THINKING_MIN_BUDGET = 1024
 
 _THINKING_BLOCKS = ("thinking", "redacted_thinking")
 
-# Known-key sets for ``pick_extra``/``_leftover``, made once rather than per call.
+# Known-key sets for ``unknown_fields``, made once rather than per call.
 _KEYS_ROLE_CONTENT = frozenset({"role", "content"})
 
 _KEYS_TYPE_DATA = frozenset({"type", "data"})
@@ -130,7 +130,7 @@ _KEYS_USER_ID = frozenset({"user_id"})
 
 def parse_request(body: Any, *, model: str | None = None, stream: bool | None = None) -> Request:
     body = expect_dict(body, "")
-    extra = _leftover(body, _REQUEST_KEYS)
+    extra = unknown_fields(body, _REQUEST_KEYS, keep_null=True)
     marks: dict[str, Any] = {}
     if model is None:
         if "model" not in body:
@@ -178,7 +178,7 @@ def parse_request(body: Any, *, model: str | None = None, stream: bool | None = 
         metadata = expect_dict(body["metadata"], "metadata")
         if metadata.get("user_id") is not None:
             request.user = expect_str(metadata["user_id"], "metadata.user_id")
-        marks["metadata"] = _leftover(metadata, _KEYS_USER_ID)
+        marks["metadata"] = unknown_fields(metadata, _KEYS_USER_ID, keep_null=True)
     effort = None
     if body.get("output_config") is not None:
         effort, request.output = _parse_output_config(body["output_config"], marks)
@@ -193,14 +193,14 @@ def parse_request(body: Any, *, model: str | None = None, stream: bool | None = 
             extra["stream"] = False
     if stream is not None:
         request.stream = stream
-    request.extra = _with_marks(extra, marks)
+    request.extra = with_marks(extra, MARK, marks)
     return request
 
 
 def build_request(default_max_tokens: int, request: Request) -> dict[str, Any]:
     same = request.origin == NAME
-    marks = _marks(request.extra) if same else {}
-    body: dict[str, Any] = _plain(request.extra) if same else {}
+    marks = marks_of(request.extra, MARK) if same else {}
+    body: dict[str, Any] = wire_fields(request.extra, MARK) if same else {}
     body["model"] = request.model
     body["messages"] = _build_messages(request.messages, same)
     if request.system:
@@ -247,30 +247,6 @@ def build_request(default_max_tokens: int, request: Request) -> dict[str, Any]:
     if request.stream:
         body["stream"] = True
     return body
-
-
-def _leftover(obj: dict[str, Any], known: frozenset[str]) -> dict[str, Any]:
-    """Unknown fields, plus known ones sent as ``null`` (read as absent, written back as sent)."""
-    out = {}
-    for k, v in obj.items():
-        if k not in known or v is None:
-            out[k] = v
-    return out
-
-
-def _with_marks(extra: dict[str, Any], marks: dict[str, Any]) -> dict[str, Any]:
-    if marks:
-        extra[_MARK] = marks
-    return extra
-
-
-def _marks(extra: dict[str, Any]) -> dict[str, Any]:
-    marks = extra.get(_MARK)
-    return marks if isinstance(marks, dict) else {}
-
-
-def _plain(extra: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in extra.items() if k != _MARK}
 
 
 def _insert_opaque(blocks: list[dict[str, Any]], opaque: Any) -> None:
@@ -342,7 +318,7 @@ def _parse_messages(messages: list[Any]) -> list[Message]:
             raise bad_request(f"{path}.role", f"unknown role {role!r}; expected user or assistant")
         if "content" not in msg:
             raise bad_request(f"{path}.content", "is required")
-        extra = pick_extra(msg, _KEYS_ROLE_CONTENT)
+        extra = unknown_fields(msg, _KEYS_ROLE_CONTENT)
         marks: dict[str, Any] = {"role": "system"} if role == "system" else {}
         unified_role: Role = "assistant" if role == "assistant" else "user"
         content = msg["content"]
@@ -350,7 +326,9 @@ def _parse_messages(messages: list[Any]) -> list[Message]:
             marks["content"] = "string"
             out.append(
                 Message(
-                    role=unified_role, content=[Text(text=content)], extra=_with_marks(extra, marks)
+                    role=unified_role,
+                    content=[Text(text=content)],
+                    extra=with_marks(extra, MARK, marks),
                 )
             )
             continue
@@ -360,7 +338,7 @@ def _parse_messages(messages: list[Any]) -> list[Message]:
                 _parse_text(expect_dict(b, f"{path}.content[{j}]"), f"{path}.content[{j}]")
                 for j, b in enumerate(blocks)
             ]
-            out.append(Message(role="user", content=texts, extra=_with_marks(extra, marks)))
+            out.append(Message(role="user", content=texts, extra=with_marks(extra, MARK, marks)))
             continue
         runs = _parse_content(blocks, f"{path}.content", tool_names, split=role == "user")
         for g, run in enumerate(runs or [_Run()]):
@@ -371,7 +349,7 @@ def _parse_messages(messages: list[Any]) -> list[Message]:
                 Message(
                     role="tool" if run.is_tool else unified_role,
                     content=run.parts,
-                    extra=_with_marks(extra if g == 0 else {}, run_marks),
+                    extra=with_marks(extra if g == 0 else {}, MARK, run_marks),
                 )
             )
     return out
@@ -434,7 +412,7 @@ def _parse_part(
             id=call_id,
             name=name,
             arguments=_json_text(tool_input),
-            extra=pick_extra(block, _KEYS_TYPE_ID_NAME_INPUT),
+            extra=unknown_fields(block, _KEYS_TYPE_ID_NAME_INPUT),
         )
     if block_type == "tool_result":
         return _parse_tool_result(block, path, tool_names)
@@ -443,13 +421,13 @@ def _parse_part(
             text=expect_str(block.get("thinking"), f"{path}.thinking"),
             signature=expect_str(block.get("signature"), f"{path}.signature"),
             source=NAME,
-            extra=pick_extra(block, _KEYS_TYPE_THINKING_SIGNATURE),
+            extra=unknown_fields(block, _KEYS_TYPE_THINKING_SIGNATURE),
         )
     if block_type == "redacted_thinking":
         return Reasoning(
             redacted=expect_str(block.get("data"), f"{path}.data"),
             source=NAME,
-            extra=pick_extra(block, _KEYS_TYPE_DATA),
+            extra=unknown_fields(block, _KEYS_TYPE_DATA),
         )
     if _is_opaque(block_type):
         return None
@@ -461,14 +439,14 @@ def _parse_text(block: dict[str, Any], path: str) -> Text:
         raise bad_request(f"{path}.type", "expected a text block")
     return Text(
         text=expect_str(block.get("text"), f"{path}.text"),
-        extra=pick_extra(block, _KEYS_TYPE_TEXT),
+        extra=unknown_fields(block, _KEYS_TYPE_TEXT),
     )
 
 
 def _parse_image(block: dict[str, Any], path: str) -> Image | File | None:
     source = expect_dict(block.get("source"), f"{path}.source")
     kind = source.get("type")
-    extra = pick_extra(block, _KEYS_TYPE_SOURCE)
+    extra = unknown_fields(block, _KEYS_TYPE_SOURCE)
     if kind == "base64":
         return Image(
             data=expect_str(source.get("data"), f"{path}.source.data"),
@@ -481,7 +459,7 @@ def _parse_image(block: dict[str, Any], path: str) -> Image | File | None:
         # An uploaded image is a provider file id to every protocol; marked to come back as image.
         return File(
             file_id=expect_str(source.get("file_id"), f"{path}.source.file_id"),
-            extra=_with_marks(extra, {"image": True}),
+            extra=with_marks(extra, MARK, {"image": True}),
         )
     return None  # a source type this codec does not know: kept verbatim
 
@@ -489,7 +467,7 @@ def _parse_image(block: dict[str, Any], path: str) -> Image | File | None:
 def _parse_document(block: dict[str, Any], path: str) -> File | None:
     source = expect_dict(block.get("source"), f"{path}.source")
     kind = source.get("type")
-    extra = pick_extra(block, _KEYS_TYPE_SOURCE_TITLE)
+    extra = unknown_fields(block, _KEYS_TYPE_SOURCE_TITLE)
     title = block.get("title")
     if title is None and "title" in block:
         extra["title"] = None
@@ -508,7 +486,7 @@ def _parse_document(block: dict[str, Any], path: str) -> File | None:
             data=_b64(expect_str(source.get("data"), f"{spath}.data")),
             media_type=source["media_type"] if isinstance(source.get("media_type"), str) else None,
             filename=filename,
-            extra=_with_marks(extra, {"source": "text"}),
+            extra=with_marks(extra, MARK, {"source": "text"}),
         )
     if kind == "url":
         return File(
@@ -535,7 +513,7 @@ def _parse_document(block: dict[str, Any], path: str) -> File | None:
             data=_b64(text),
             media_type="text/plain",
             filename=filename,
-            extra=_with_marks(extra, {"source": source}),
+            extra=with_marks(extra, MARK, {"source": source}),
         )
     return None
 
@@ -544,7 +522,7 @@ def _parse_tool_result(block: dict[str, Any], path: str, tool_names: dict[str, s
     call_id = expect_str(block.get("tool_use_id"), f"{path}.tool_use_id")
     if call_id not in tool_names:
         raise bad_request(f"{path}.tool_use_id", f"{call_id!r} has no matching tool call")
-    extra = _leftover(block, _KEYS_TYPE_TOOL_USE_ID_CONTENT_IS_ERROR)
+    extra = unknown_fields(block, _KEYS_TYPE_TOOL_USE_ID_CONTENT_IS_ERROR, keep_null=True)
     marks: dict[str, Any] = {}
     result = ToolResult(tool_call_id=call_id, name=tool_names[call_id])
     content = block.get("content")
@@ -577,7 +555,7 @@ def _parse_tool_result(block: dict[str, Any], path: str, tool_names: dict[str, s
         result.is_error = expect_bool(block["is_error"], f"{path}.is_error")
         if not result.is_error:
             extra["is_error"] = False
-    result.extra = _with_marks(extra, marks)
+    result.extra = with_marks(extra, MARK, marks)
     return result
 
 
@@ -594,14 +572,16 @@ def _parse_tool(raw: Any, path: str) -> Tool:
             else None,
             parameters=expect_dict(tool.get("input_schema"), f"{path}.input_schema"),
             strict=expect_bool(strict, f"{path}.strict") if strict is not None else None,
-            extra=_leftover(tool, _TOOL_KEYS),
+            extra=unknown_fields(tool, _TOOL_KEYS, keep_null=True),
         )
     # A server tool (web_search_*, code_execution_*, ...): its body stays native.
     tool_type = expect_str(tool_type, f"{path}.type")
     name = tool.get("name")
     extra = {k: v for k, v in tool.items() if k not in ("type", "name")}
     if not isinstance(name, str):
-        return Tool(name=tool_type, type=tool_type, extra=_with_marks(extra, {"no_name": True}))
+        return Tool(
+            name=tool_type, type=tool_type, extra=with_marks(extra, MARK, {"no_name": True})
+        )
     return Tool(name=name, type=tool_type, extra=extra)
 
 
@@ -619,7 +599,7 @@ def _parse_tool_choice(raw: Any, marks: dict[str, Any]) -> tuple[ToolChoice, boo
         parallel = not expect_bool(
             choice["disable_parallel_tool_use"], "tool_choice.disable_parallel_tool_use"
         )
-    leftover = _leftover(choice, _TOOL_CHOICE_KEYS)
+    leftover = unknown_fields(choice, _TOOL_CHOICE_KEYS, keep_null=True)
     if leftover:
         marks["tool_choice"] = leftover
     return result, parallel
@@ -643,7 +623,7 @@ def _parse_thinking(raw: Any, marks: dict[str, Any]) -> ReasoningConfig:
         config.include_thoughts = False
     marks["thinking"] = kind
     consumed = _THINKING_KEYS if kind == "enabled" else _THINKING_KEYS - {"budget_tokens"}
-    leftover = _leftover(thinking, consumed)
+    leftover = unknown_fields(thinking, consumed, keep_null=True)
     if display is not None and display not in ("summarized", "omitted"):
         leftover["display"] = display
     if leftover:
@@ -653,7 +633,7 @@ def _parse_thinking(raw: Any, marks: dict[str, Any]) -> ReasoningConfig:
 
 def _parse_output_config(raw: Any, marks: dict[str, Any]) -> tuple[str | None, OutputFormat | None]:
     config = expect_dict(raw, "output_config")
-    marks["output_config"] = _leftover(config, _OUTPUT_CONFIG_KEYS)
+    marks["output_config"] = unknown_fields(config, _OUTPUT_CONFIG_KEYS, keep_null=True)
     effort = (
         expect_str(config["effort"], "output_config.effort")
         if config.get("effort") is not None
@@ -666,7 +646,7 @@ def _parse_output_config(raw: Any, marks: dict[str, Any]) -> tuple[str | None, O
         if kind != "json_schema":
             raise bad_request("output_config.format.type", f"unknown format type {kind!r}")
         output = OutputFormat(schema=expect_dict(fmt.get("schema"), "output_config.format.schema"))
-        leftover = _leftover(fmt, _KEYS_TYPE_SCHEMA)
+        leftover = unknown_fields(fmt, _KEYS_TYPE_SCHEMA, keep_null=True)
         if leftover:
             marks["format"] = leftover
     return effort, output
@@ -675,7 +655,7 @@ def _parse_output_config(raw: Any, marks: dict[str, Any]) -> tuple[str | None, O
 def _build_messages(messages: list[Message], same: bool) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
-        marks = _marks(message.extra) if same else {}
+        marks = marks_of(message.extra, MARK) if same else {}
         role = marks.get("role") or ("user" if message.role == "tool" else message.role)
         blocks = [
             b
@@ -695,7 +675,7 @@ def _build_messages(messages: list[Message], same: bool) -> list[dict[str, Any]]
                 previous["content"] = [{"type": "text", "text": previous["content"]}]
             previous["content"].extend(blocks)
             continue
-        wire: dict[str, Any] = _plain(message.extra) if same else {}
+        wire: dict[str, Any] = wire_fields(message.extra, MARK) if same else {}
         wire["role"] = role
         if marks.get("content") == "string" and _is_plain_text(message.content):
             wire["content"] = message.content[0].text  # type: ignore[union-attr]
@@ -757,7 +737,7 @@ def _build_input_block(part: Part, same: bool, path: str) -> dict[str, Any] | No
 
 def _with_extra(block: dict[str, Any], extra: dict[str, Any], same: bool) -> dict[str, Any]:
     if same and extra:
-        return {**_plain(extra), **block}
+        return {**wire_fields(extra, MARK), **block}
     return block
 
 
@@ -796,7 +776,7 @@ def _build_image(part: Image, same: bool, path: str) -> dict[str, Any]:
 
 
 def _build_file(part: File, same: bool, path: str) -> dict[str, Any] | None:
-    marks = _marks(part.extra) if same else {}
+    marks = marks_of(part.extra, MARK) if same else {}
     if marks.get("image") and part.file_id is not None:
         block = {"type": "image", "source": {"type": "file", "file_id": part.file_id}}
         return _with_extra(block, part.extra, same)
@@ -837,8 +817,8 @@ def _build_file(part: File, same: bool, path: str) -> dict[str, Any] | None:
 
 
 def _build_tool_result(part: ToolResult, same: bool, path: str) -> dict[str, Any]:
-    marks = _marks(part.extra) if same else {}
-    block: dict[str, Any] = _plain(part.extra) if same else {}
+    marks = marks_of(part.extra, MARK) if same else {}
+    block: dict[str, Any] = wire_fields(part.extra, MARK) if same else {}
     block.update(type="tool_result", tool_use_id=part.tool_call_id)
     if (marks.get("content") == "string" or not same) and _is_plain_text(part.content):
         block["content"] = part.content[0].text  # type: ignore[union-attr]
@@ -872,11 +852,11 @@ def _build_tool(tool: Tool, same: bool) -> dict[str, Any] | None:
     if tool.type != "function":
         if not same:
             return None  # another protocol's built-in tool means nothing to Anthropic
-        body = {"type": tool.type, **_plain(tool.extra)}
-        if not _marks(tool.extra).get("no_name"):
+        body = {"type": tool.type, **wire_fields(tool.extra, MARK)}
+        if not marks_of(tool.extra, MARK).get("no_name"):
             body["name"] = tool.name
         return body
-    body = _plain(tool.extra) if same else {}
+    body = wire_fields(tool.extra, MARK) if same else {}
     schema = tool.parameters
     if not same:
         # input_schema is required and must be an object schema.

@@ -10,21 +10,20 @@ from typing import Any
 
 from ...errors import GatewayError, classify
 from ...unified import FinishReason, Part, Reasoning, Request, Response, Text, ToolCall, Usage
-from .._common import pick_extra, reported_cost
+from .._common import reported_cost
+from ..unknown_fields import marks_of, unknown_fields, wire_fields, with_marks
 from .request import (
     _KEYS_TYPE_DATA,
     _KEYS_TYPE_ID_NAME_INPUT,
     _KEYS_TYPE_TEXT,
     _KEYS_TYPE_THINKING_SIGNATURE,
+    MARK,
     NAME,
     _arguments_object,
     _build_reasoning_block,
     _insert_opaque,
     _json_text,
-    _marks,
-    _plain,
     _with_extra,
-    _with_marks,
 )
 
 _RESPONSE_KEYS = frozenset(
@@ -95,13 +94,13 @@ def parse_response(body: Any) -> Response:
         diff = _diff(_build_usage(response.usage), body["usage"])
         if diff:
             marks["usage"] = diff
-    response.extra = _with_marks(pick_extra(body, _RESPONSE_KEYS), marks)
+    response.extra = with_marks(unknown_fields(body, _RESPONSE_KEYS), MARK, marks)
     return response
 
 
 def build_response(response: Response, request: Request | None = None) -> dict[str, Any]:
     same = response.origin == NAME
-    marks = _marks(response.extra) if same else {}
+    marks = marks_of(response.extra, MARK) if same else {}
     content: list[dict[str, Any]] = []
     for part in response.content:
         block = _build_output_block(part, same)
@@ -109,7 +108,7 @@ def build_response(response: Response, request: Request | None = None) -> dict[s
             content.append(block)
     if same:
         _insert_opaque(content, marks.get("blocks"))
-    body: dict[str, Any] = _plain(response.extra) if same else {}
+    body: dict[str, Any] = wire_fields(response.extra, MARK) if same else {}
     body.update(
         id=response.id,
         type="message",
@@ -184,19 +183,19 @@ def _parse_response_blocks(raw: Any) -> tuple[list[Part], list[list[Any]]]:
 def _parse_output_block(block: dict[str, Any]) -> Part | None:
     kind = block.get("type")
     if kind == "text":
-        return Text(text=str(block.get("text") or ""), extra=pick_extra(block, _KEYS_TYPE_TEXT))
+        return Text(text=str(block.get("text") or ""), extra=unknown_fields(block, _KEYS_TYPE_TEXT))
     if kind == "thinking":
         return Reasoning(
             text=str(block.get("thinking") or ""),
             signature=block.get("signature") if isinstance(block.get("signature"), str) else None,
             source=NAME,
-            extra=pick_extra(block, _KEYS_TYPE_THINKING_SIGNATURE),
+            extra=unknown_fields(block, _KEYS_TYPE_THINKING_SIGNATURE),
         )
     if kind == "redacted_thinking":
         return Reasoning(
             redacted=str(block.get("data") or ""),
             source=NAME,
-            extra=pick_extra(block, _KEYS_TYPE_DATA),
+            extra=unknown_fields(block, _KEYS_TYPE_DATA),
         )
     if kind == "tool_use":
         tool_input = block.get("input")
@@ -204,7 +203,7 @@ def _parse_output_block(block: dict[str, Any]) -> Part | None:
             id=str(block.get("id") or ""),
             name=str(block.get("name") or ""),
             arguments=_json_text(tool_input if isinstance(tool_input, dict) else {}),
-            extra=pick_extra(block, _KEYS_TYPE_ID_NAME_INPUT),
+            extra=unknown_fields(block, _KEYS_TYPE_ID_NAME_INPUT),
         )
     return None
 

@@ -6,13 +6,12 @@ Deliberate choices:
   google-genai SDK really sends a mix (``inlineData: {mime_type}``, ``thinkingConfig:
   {thinking_budget}``, ``parameters_json_schema``): it converts the fields it knows and passes
   nested dicts through.  Parsing reads either spelling; every unified struct remembers which of
-  *its* fields came snake_case (marker ``gemini.snake`` in its ``extra``), so a same-protocol
+  *its* fields came snake_case (marker ``snake`` in its ``extra``), so a same-protocol
   rebuild spells each field as received.  Anything else is built camelCase.
-* **Markers.**  Bookkeeping a same-protocol rebuild needs lives in ``extra`` under keys starting
-  with ``gemini.``; a dot never occurs in a proto JSON field name, so they cannot clash with a
-  wire field and are never written to the wire.  Parts this model cannot name (executableCode,
-  codeExecutionResult, toolCall, ...) are kept verbatim with their position
-  (``gemini.rawParts``) and only reach a Gemini peer.
+* **Markers.**  Bookkeeping a same-protocol rebuild needs lives in the struct's markers
+  (``protocols.unknown_fields``: ``extra["__gemini"]``), never written to the wire.  Parts
+  this model cannot name (executableCode, codeExecutionResult, toolCall, ...) are kept
+  verbatim with their position (marker ``rawParts``) and only reach a Gemini peer.
 * **Model and stream** live in the URL, not the body: ``parse_request`` takes them as keyword
   arguments (a body ``model`` is read as a fallback) and ``build_request`` never writes them.
 * **Built from another protocol**: consecutive turns of one speaker are merged (parallel
@@ -28,7 +27,7 @@ Deliberate choices:
 * **Tool-call ids** are optional in Gemini.  A call without one gets ``new_id("call_")``; a
   ``functionResponse`` without one is paired with the earliest unanswered call of that name in
   the latest model turn (then any earlier call of that name).  Synthesized ids are marked
-  (``gemini.syntheticId``) and left out again on a same-protocol rebuild; ids of calls parsed
+  (``syntheticId``) and left out again on a same-protocol rebuild; ids of calls parsed
   from other protocols are not sent to Gemini either (Gemini pairs by name and order).  Built
   responses and streams for a Gemini client do carry the unified id, since that is the id the
   client echoes back.

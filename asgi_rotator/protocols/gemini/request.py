@@ -36,43 +36,43 @@ from .._common import (
     expect_number,
     expect_str,
     new_id,
-    pick_extra,
 )
 from ..base import bad_request
+from ..unknown_fields import marker_key, marks_of, own_marks, unknown_fields, wire_fields
 
 _NAME = "gemini"
 
 _json = msgspec.json.Encoder()
 
-_MARK = "gemini."
+MARK = marker_key(_NAME)
 
-_SNAKE = "gemini.snake"  # camelCase names of this struct's fields that came snake_case
+_SNAKE = "snake"  # camelCase names of this struct's fields that came snake_case
 
-_INNER = "gemini.inner"  # unknown fields of the nested object (inlineData, functionCall ...)
+_INNER = "inner"  # unknown fields of the nested object (inlineData, functionCall ...)
 
-_RAW_PARTS = "gemini.rawParts"  # [[position, part], ...] parts the model cannot name
+_RAW_PARTS = "rawParts"  # [[position, part], ...] parts the model cannot name
 
-_SYNTHETIC_ID = "gemini.syntheticId"
+_SYNTHETIC_ID = "syntheticId"
 
-_NO_ARGS = "gemini.noArgs"
+_NO_ARGS = "noArgs"
 
-_NO_ROLE = "gemini.noRole"
+_NO_ROLE = "noRole"
 
-_THOUGHT = "gemini.thought"  # an empty ``thought: true`` part (not a signature carrier)
+_THOUGHT = "thought"  # an empty ``thought: true`` part (not a signature carrier)
 
-_JSON_SCHEMA = "gemini.jsonSchema"  # parametersJsonSchema / responseJsonSchema was used
+_JSON_SCHEMA = "jsonSchema"  # parametersJsonSchema / responseJsonSchema was used
 
-_GROUP = "gemini.group"  # index of the ``tools[]`` entry a tool came from
+_GROUP = "group"  # index of the ``tools[]`` entry a tool came from
 
-_SYSTEM = "gemini.systemInstruction"  # residual fields of these objects (presence = it existed)
+_SYSTEM = "systemInstruction"  # residual fields of these objects (presence = it existed)
 
-_GENERATION = "gemini.generationConfig"
+_GENERATION = "generationConfig"
 
-_THINKING = "gemini.thinkingConfig"
+_THINKING = "thinkingConfig"
 
-_TOOL_CONFIG = "gemini.toolConfig"
+_TOOL_CONFIG = "toolConfig"
 
-_CALLING = "gemini.functionCallingConfig"
+_CALLING = "functionCallingConfig"
 
 _DATA_KEYS = ("text", "inlineData", "fileData", "functionCall", "functionResponse")
 
@@ -124,19 +124,15 @@ def _key(name: str, snake: set[str] | frozenset[str]) -> str:
     return _snake(name) if name in snake else name
 
 
-def _marks(extra: Mapping[str, Any]) -> frozenset[str]:
-    return frozenset(extra.get(_SNAKE, ()))
+def _snake_names(extra: Mapping[str, Any]) -> frozenset[str]:
+    """The fields of this struct that came snake_case, by their camelCase names."""
+    return frozenset(marks_of(extra, MARK).get(_SNAKE, ()))
 
 
-def _mark(extra: dict[str, Any], snake: set[str]) -> dict[str, Any]:
+def _with_snake(extra: dict[str, Any], snake: set[str]) -> dict[str, Any]:
     if snake:
-        extra[_SNAKE] = sorted(snake)
+        own_marks(extra, MARK)[_SNAKE] = sorted(snake)
     return extra
-
-
-def _wire(extra: Mapping[str, Any]) -> dict[str, Any]:
-    """``extra`` without the bookkeeping markers: what goes back on the wire."""
-    return {k: v for k, v in extra.items() if not k.startswith(_MARK)}
 
 
 _CONTENT_KNOWN = frozenset({"role", "parts"})
@@ -286,7 +282,7 @@ def parse_request(body: Any, *, model: str | None = None, stream: bool | None = 
     calls = _Calls()
     messages = [_parse_content(c, f"contents[{i}]", calls) for i, c in enumerate(contents)]
 
-    extra = pick_extra(body, _REQUEST_KNOWN)
+    extra = unknown_fields(body, _REQUEST_KNOWN)
     request = Request(model=name, messages=messages, stream=bool(stream), origin=_NAME)
 
     system = _get(body, "systemInstruction", snake)
@@ -301,10 +297,10 @@ def parse_request(body: Any, *, model: str | None = None, stream: bool | None = 
             request.system.append(
                 Text(
                     text=expect_str(part["text"], f"{path}.text"),
-                    extra=pick_extra(part, _TEXT_KNOWN),
+                    extra=unknown_fields(part, _TEXT_KNOWN),
                 )
             )
-        extra[_SYSTEM] = pick_extra(system, _PARTS_KNOWN)
+        own_marks(extra, MARK)[_SYSTEM] = unknown_fields(system, _PARTS_KNOWN)
 
     tools = _get(body, "tools", snake)
     if tools is not None:
@@ -318,17 +314,17 @@ def parse_request(body: Any, *, model: str | None = None, stream: bool | None = 
     if generation is not None:
         _parse_generation(expect_dict(generation, "generationConfig"), request, extra, snake)
 
-    request.extra = _mark(extra, snake)
+    request.extra = _with_snake(extra, snake)
     return request
 
 
 def _parse_content(content: Any, path: str, calls: _Calls) -> Message:
     content = expect_dict(content, path)
-    extra = pick_extra(content, _CONTENT_KNOWN)
+    extra = unknown_fields(content, _CONTENT_KNOWN)
     role = content.get("role")
     if role is None:
         # The REST quickstart omits the role of a single user turn.
-        extra[_NO_ROLE] = True
+        own_marks(extra, MARK)[_NO_ROLE] = True
         role = "user"
     elif role not in ("user", "model"):
         raise bad_request(f"{path}.role", f"unknown role {role!r} (expected 'user' or 'model')")
@@ -339,7 +335,7 @@ def _parse_content(content: Any, path: str, calls: _Calls) -> Message:
         calls.model_turn()
     unified, raw = _parse_parts(parts, f"{path}.parts", role, calls)
     if raw:
-        extra[_RAW_PARTS] = raw
+        own_marks(extra, MARK)[_RAW_PARTS] = raw
     if role == "model":
         unified_role = "assistant"
     elif unified and all(isinstance(p, ToolResult) for p in unified):
@@ -365,7 +361,7 @@ def _parse_parts(
             expect_str(signature, f"{p}.thoughtSignature")
         if len(kinds) > 1:
             raise bad_request(p, f"a part holds exactly one of {', '.join(_DATA_KEYS)}")
-        extra = pick_extra(part, _PART_KNOWN)
+        extra = unknown_fields(part, _PART_KNOWN)
         if not kinds:
             if not extra:
                 raise bad_request(p, "part has no data")
@@ -378,15 +374,19 @@ def _parse_parts(
             extra.pop("thought")
             text = expect_str(value, f"{p}.text")
             if not text:
-                extra[_THOUGHT] = True
+                own_marks(extra, MARK)[_THOUGHT] = True
             out.append(
-                Reasoning(text=text, signature=signature, source=_NAME, extra=_mark(extra, snake))
+                Reasoning(
+                    text=text, signature=signature, source=_NAME, extra=_with_snake(extra, snake)
+                )
             )
             continue
         if signature is not None:
             sig_snake = {"thoughtSignature"} & snake
             snake -= sig_snake
-            out.append(Reasoning(signature=signature, source=_NAME, extra=_mark({}, sig_snake)))
+            out.append(
+                Reasoning(signature=signature, source=_NAME, extra=_with_snake({}, sig_snake))
+            )
         out.append(_parse_data(kind, value, p, role, calls, extra, snake))
     return out, raw
 
@@ -402,28 +402,28 @@ def _parse_data(
 ) -> Part:
     p = f"{path}.{kind}"
     if kind == "text":
-        return Text(text=expect_str(value, p), extra=_mark(extra, snake))
+        return Text(text=expect_str(value, p), extra=_with_snake(extra, snake))
     value = expect_dict(value, p)
     if kind == "inlineData":
         media_type = expect_str(_get(value, "mimeType", snake), f"{p}.mimeType")
         data = expect_str(value.get("data"), f"{p}.data")
-        inner = pick_extra(value, _BLOB_KNOWN)
+        inner = unknown_fields(value, _BLOB_KNOWN)
         if inner:
-            extra[_INNER] = inner
+            own_marks(extra, MARK)[_INNER] = inner
         if media_type.startswith("image/"):
-            return Image(data=data, media_type=media_type, extra=_mark(extra, snake))
-        return File(data=data, media_type=media_type, extra=_mark(extra, snake))
+            return Image(data=data, media_type=media_type, extra=_with_snake(extra, snake))
+        return File(data=data, media_type=media_type, extra=_with_snake(extra, snake))
     if kind == "fileData":
         uri = expect_str(_get(value, "fileUri", snake), f"{p}.fileUri")
         media_type = _get(value, "mimeType", snake)
         if media_type is not None:
             expect_str(media_type, f"{p}.mimeType")
-        inner = pick_extra(value, _FILE_DATA_KNOWN)
+        inner = unknown_fields(value, _FILE_DATA_KNOWN)
         if inner:
-            extra[_INNER] = inner
+            own_marks(extra, MARK)[_INNER] = inner
         if media_type is not None and media_type.startswith("image/"):
-            return Image(url=uri, media_type=media_type, extra=_mark(extra, snake))
-        return File(url=uri, media_type=media_type, extra=_mark(extra, snake))
+            return Image(url=uri, media_type=media_type, extra=_with_snake(extra, snake))
+        return File(url=uri, media_type=media_type, extra=_with_snake(extra, snake))
     name = expect_str(value.get("name"), f"{p}.name")
     call_id = value.get("id")
     if call_id is not None:
@@ -433,41 +433,41 @@ def _parse_data(
             raise bad_request(p, "a functionCall belongs in a model turn")
         args = value.get("args")
         if args is None:
-            extra[_NO_ARGS] = True
+            own_marks(extra, MARK)[_NO_ARGS] = True
             args = {}
         expect_dict(args, f"{p}.args")
-        inner = pick_extra(value, _CALL_KNOWN)
+        inner = unknown_fields(value, _CALL_KNOWN)
         if inner:
-            extra[_INNER] = inner
+            own_marks(extra, MARK)[_INNER] = inner
         if call_id is None:
             call_id = new_id("call_")
-            extra[_SYNTHETIC_ID] = True
+            own_marks(extra, MARK)[_SYNTHETIC_ID] = True
         if calls is not None:
             calls.add(call_id, name)
         return ToolCall(
-            id=call_id, name=name, arguments=_args_text(args), extra=_mark(extra, snake)
+            id=call_id, name=name, arguments=_args_text(args), extra=_with_snake(extra, snake)
         )
     # functionResponse
     if role == "model":
         raise bad_request(p, "a functionResponse belongs in a user turn")
     response = expect_dict(value.get("response", {}), f"{p}.response")
-    inner = pick_extra(value, _RESPONSE_KNOWN)
+    inner = unknown_fields(value, _RESPONSE_KNOWN)
     matched = calls.answer(name, call_id) if calls is not None else call_id
     if matched is None:
         raise bad_request(p, f"functionResponse {name!r} has no matching tool call")
     if call_id is None:
-        extra[_SYNTHETIC_ID] = True
+        own_marks(extra, MARK)[_SYNTHETIC_ID] = True
     elif call_id != matched:
         inner["id"] = call_id  # an id we could not match: pair by name, send it back as is
     if inner:
-        extra[_INNER] = inner
+        own_marks(extra, MARK)[_INNER] = inner
     text, is_error = _result_text(response)
     return ToolResult(
         tool_call_id=matched,
         name=name,
         content=[Text(text=text)],
         is_error=is_error,
-        extra=_mark(extra, snake),
+        extra=_with_snake(extra, snake),
     )
 
 
@@ -479,7 +479,7 @@ def _parse_tools(tools: list[Any]) -> list[Tool]:
             camel = _camel(key)
             if camel != "functionDeclarations":
                 # googleSearch, codeExecution, urlContext ...: native body, Gemini only.
-                out.append(Tool(name=camel, type=camel, extra={_GROUP: i, key: value}))
+                out.append(Tool(name=camel, type=camel, extra={MARK: {_GROUP: i}, key: value}))
                 continue
             group_snake = {camel} if key != camel else set()
             path = f"tools[{i}].functionDeclarations"
@@ -494,24 +494,24 @@ def _parse_declaration(decl: Any, path: str, group: int, snake: set[str]) -> Too
     description = decl.get("description")
     if description is not None:
         expect_str(description, f"{path}.description")
-    extra = pick_extra(decl, _DECL_KNOWN)
-    extra[_GROUP] = group
+    extra = unknown_fields(decl, _DECL_KNOWN)
+    own_marks(extra, MARK)[_GROUP] = group
     parameters = decl.get("parameters")
     schema = _get(decl, "parametersJsonSchema", snake)
     if schema is not None:
-        extra[_JSON_SCHEMA] = True
+        own_marks(extra, MARK)[_JSON_SCHEMA] = True
         parameters = schema
     if parameters is not None:
         expect_dict(parameters, f"{path}.parameters")
     return Tool(
-        name=name, description=description, parameters=parameters, extra=_mark(extra, snake)
+        name=name, description=description, parameters=parameters, extra=_with_snake(extra, snake)
     )
 
 
 def _parse_tool_config(
     config: dict[str, Any], request: Request, extra: dict[str, Any], snake: set[str]
 ) -> None:
-    extra[_TOOL_CONFIG] = pick_extra(config, _known("functionCallingConfig"))
+    own_marks(extra, MARK)[_TOOL_CONFIG] = unknown_fields(config, _known("functionCallingConfig"))
     calling = _get(config, "functionCallingConfig", snake)
     if calling is None:
         return
@@ -539,14 +539,14 @@ def _parse_tool_config(
         request.tool_choice = ToolChoice(mode=unified)  # type: ignore[arg-type]
         if allowed is not None:
             residual[allowed_key] = allowed
-    extra[_CALLING] = residual
+    own_marks(extra, MARK)[_CALLING] = residual
 
 
 def _parse_generation(
     config: dict[str, Any], request: Request, extra: dict[str, Any], snake: set[str]
 ) -> None:
     path = "generationConfig"
-    residual = pick_extra(config, _GENERATION_KNOWN)
+    residual = unknown_fields(config, _GENERATION_KNOWN)
 
     def number(name: str, integer: bool = False) -> Any:
         value = _get(config, name, snake)
@@ -575,7 +575,7 @@ def _parse_generation(
     thinking = _get(config, "thinkingConfig", snake)
     if thinking is not None:
         _parse_thinking(expect_dict(thinking, f"{path}.thinkingConfig"), request, extra, snake)
-    extra[_GENERATION] = residual
+    own_marks(extra, MARK)[_GENERATION] = residual
 
 
 def _parse_output(
@@ -601,7 +601,7 @@ def _parse_output(
                 schema=expect_dict(schema, f"generationConfig.{schema_name}")
             )
             if schema_name == "responseJsonSchema":
-                extra[_JSON_SCHEMA] = True
+                own_marks(extra, MARK)[_JSON_SCHEMA] = True
         return
     if mime == "text/plain" and schema is None:
         request.output = OutputFormat(type="text")
@@ -615,7 +615,7 @@ def _parse_thinking(
     thinking: dict[str, Any], request: Request, extra: dict[str, Any], snake: set[str]
 ) -> None:
     path = "generationConfig.thinkingConfig"
-    residual = pick_extra(thinking, _THINKING_KNOWN)
+    residual = unknown_fields(thinking, _THINKING_KNOWN)
     config = ReasoningConfig()
     budget = _get(thinking, "thinkingBudget", snake)
     if budget is not None:
@@ -640,19 +640,22 @@ def _parse_thinking(
         else:
             residual[_key("thinkingLevel", snake)] = level
     request.reasoning = config
-    extra[_THINKING] = residual
+    own_marks(extra, MARK)[_THINKING] = residual
 
 
 def build_request(request: Request) -> dict[str, Any]:
     same = request.origin == _NAME
     rx = request.extra if same else {}
-    snake = _marks(rx)
+    rm = marks_of(rx, MARK)
+    snake = _snake_names(rx)
     body: dict[str, Any] = {
         _key("contents", snake): _build_contents(request.messages, same),
     }
-    if request.system or _SYSTEM in rx:
-        parts = [{"text": t.text, **(_wire(t.extra) if same else {})} for t in request.system]
-        body[_key("systemInstruction", snake)] = {"parts": parts, **rx.get(_SYSTEM, {})}
+    if request.system or _SYSTEM in rm:
+        parts = [
+            {"text": t.text, **(wire_fields(t.extra, MARK) if same else {})} for t in request.system
+        ]
+        body[_key("systemInstruction", snake)] = {"parts": parts, **rm.get(_SYSTEM, {})}
     if request.tools is not None:
         tools = _build_tools(request.tools, same)
         if tools or same:
@@ -663,7 +666,7 @@ def build_request(request: Request) -> dict[str, Any]:
     generation = _build_generation(request, rx, snake, same)
     if generation is not None:
         body[_key("generationConfig", snake)] = generation
-    body.update(_wire(rx))
+    body.update(wire_fields(rx, MARK))
     return body
 
 
@@ -672,9 +675,10 @@ def _build_contents(messages: list[Message], same: bool) -> list[dict[str, Any]]
     contents: list[dict[str, Any]] = []
     for i, message in enumerate(messages):
         mx = message.extra if same else {}
+        mm = marks_of(mx, MARK)
         role = "model" if message.role == "assistant" else "user"
         parts = _build_parts(message.content, same, names, f"messages[{i}].content")
-        for position, part in mx.get(_RAW_PARTS, ()):
+        for position, part in mm.get(_RAW_PARTS, ()):
             parts.insert(position, part)
         if not same:
             if not parts:
@@ -684,9 +688,9 @@ def _build_contents(messages: list[Message], same: bool) -> list[dict[str, Any]]
                 contents[-1]["parts"].extend(parts)
                 continue
         content: dict[str, Any] = (
-            {"parts": parts} if mx.get(_NO_ROLE) else {"role": role, "parts": parts}
+            {"parts": parts} if mm.get(_NO_ROLE) else {"role": role, "parts": parts}
         )
-        content.update(_wire(mx))
+        content.update(wire_fields(mx, MARK))
         contents.append(content)
     return contents
 
@@ -704,18 +708,19 @@ def _build_parts(
     pending: tuple[str, str] | None = None  # (wire key, signature) for the next part
     for j, part in enumerate(parts):
         px = part.extra if same else {}
-        snake = _marks(px)
+        pm = marks_of(px, MARK)
+        snake = _snake_names(px)
         if isinstance(part, Reasoning):
             if part.source != _NAME:
                 if show_foreign_thoughts and part.text:
                     out.append({"text": part.text, "thought": True})
                 continue
             sig_key = _key("thoughtSignature", snake)
-            if part.text or px.get(_THOUGHT):
+            if part.text or pm.get(_THOUGHT):
                 wire: dict[str, Any] = {"text": part.text, "thought": True}
                 if part.signature is not None:
                     wire[sig_key] = part.signature
-                wire.update(_wire(px))
+                wire.update(wire_fields(px, MARK))
                 out.append(wire)
             elif part.signature is not None:
                 pending = (sig_key, part.signature)
@@ -738,7 +743,8 @@ def _build_part(
     names: dict[str, str],
     path: str,
 ) -> list[dict[str, Any]]:
-    inner = dict(px.get(_INNER, {}))
+    pm = marks_of(px, MARK)
+    inner = dict(pm.get(_INNER, {}))
     wire: dict[str, Any]
     if isinstance(part, Text):
         wire = {"text": part.text}
@@ -747,9 +753,9 @@ def _build_part(
     elif isinstance(part, ToolCall):
         names[part.id] = part.name
         call: dict[str, Any] = {"name": part.name}
-        if not px.get(_NO_ARGS):
+        if not pm.get(_NO_ARGS):
             call["args"] = _args_object(part.arguments)
-        if same and not px.get(_SYNTHETIC_ID):
+        if same and not pm.get(_SYNTHETIC_ID):
             call["id"] = part.id
         call.update(inner)
         wire = {_key("functionCall", snake): call}
@@ -757,7 +763,7 @@ def _build_part(
         return _build_result(part, same, px, snake, names, inner, path)
     else:
         return []  # Reasoning is handled by the caller
-    wire.update(_wire(px))
+    wire.update(wire_fields(px, MARK))
     return [wire]
 
 
@@ -795,15 +801,16 @@ def _build_result(
     inner: dict[str, Any],
     path: str,
 ) -> list[dict[str, Any]]:
+    pm = marks_of(px, MARK)
     name = part.name or names.get(part.tool_call_id)
     if name is None:
         raise bad_request(path, f"tool result {part.tool_call_id!r} has no matching tool call")
     text = "".join(c.text for c in part.content if isinstance(c, Text))
     response: dict[str, Any] = {"name": name, "response": _result_object(text, part.is_error)}
-    if same and not px.get(_SYNTHETIC_ID):
+    if same and not pm.get(_SYNTHETIC_ID):
         response["id"] = part.tool_call_id
     response.update(inner)
-    wire = {_key("functionResponse", snake): response, **_wire(px)}
+    wire = {_key("functionResponse", snake): response, **wire_fields(px, MARK)}
     media = [
         _build_media(c, frozenset(), {}, f"{path}.content[{k}]")
         for k, c in enumerate(part.content)
@@ -816,12 +823,13 @@ def _build_tools(tools: list[Tool], same: bool) -> list[dict[str, Any]]:
     groups: dict[int, dict[str, Any]] = {}
     for tool in tools:
         tx = tool.extra if same else {}
-        group = groups.setdefault(tx.get(_GROUP, 0), {})
+        tm = marks_of(tx, MARK)
+        group = groups.setdefault(tm.get(_GROUP, 0), {})
         if tool.type != "function":
             if same:
-                group.update(_wire(tx))
+                group.update(wire_fields(tx, MARK))
             continue  # another protocol's built-in tool: Gemini has no equivalent
-        snake = _marks(tx)
+        snake = _snake_names(tx)
         decl: dict[str, Any] = {"name": tool.name}
         if tool.description is not None:
             decl["description"] = tool.description
@@ -829,10 +837,10 @@ def _build_tools(tools: list[Tool], same: bool) -> list[dict[str, Any]]:
             # Foreign schemas are full JSON Schema (additionalProperties, $ref ...), which
             # only parametersJsonSchema accepts; Gemini's own keep their field.
             schema_key = (
-                "parametersJsonSchema" if (not same or tx.get(_JSON_SCHEMA)) else "parameters"
+                "parametersJsonSchema" if (not same or tm.get(_JSON_SCHEMA)) else "parameters"
             )
             decl[_key(schema_key, snake)] = tool.parameters
-        decl.update(_wire(tx))
+        decl.update(wire_fields(tx, MARK))
         group.setdefault(_key("functionDeclarations", snake), []).append(decl)
     return [groups[k] for k in sorted(groups) if groups[k]]
 
@@ -840,11 +848,12 @@ def _build_tools(tools: list[Tool], same: bool) -> list[dict[str, Any]]:
 def _build_tool_config(
     request: Request, rx: Mapping[str, Any], snake: frozenset[str]
 ) -> dict[str, Any] | None:
+    rm = marks_of(rx, MARK)
     choice = request.tool_choice
-    if choice is None and _TOOL_CONFIG not in rx:
+    if choice is None and _TOOL_CONFIG not in rm:
         return None
-    config = dict(rx.get(_TOOL_CONFIG, {}))
-    calling: dict[str, Any] | None = dict(rx[_CALLING]) if _CALLING in rx else None
+    config = dict(rm.get(_TOOL_CONFIG, {}))
+    calling: dict[str, Any] | None = dict(rm[_CALLING]) if _CALLING in rm else None
     if choice is not None:
         calling = calling or {}
         calling["mode"] = _CALLING_OUT[choice.mode]
@@ -858,6 +867,7 @@ def _build_tool_config(
 def _build_generation(
     request: Request, rx: Mapping[str, Any], snake: frozenset[str], same: bool
 ) -> dict[str, Any] | None:
+    rm = marks_of(rx, MARK)
     config: dict[str, Any] = {}
 
     def put(name: str, value: Any) -> None:
@@ -882,21 +892,22 @@ def _build_generation(
                 # Foreign schemas are full JSON Schema: responseJsonSchema, not the
                 # OpenAPI-subset responseSchema.
                 field = (
-                    "responseJsonSchema" if (not same or rx.get(_JSON_SCHEMA)) else "responseSchema"
+                    "responseJsonSchema" if (not same or rm.get(_JSON_SCHEMA)) else "responseSchema"
                 )
                 put(field, output.schema)
     thinking = _build_thinking(request, rx, snake, same)
     if thinking is not None:
         put("thinkingConfig", thinking)
-    if not config and _GENERATION not in rx:
+    if not config and _GENERATION not in rm:
         return None
-    config.update(rx.get(_GENERATION, {}))
+    config.update(rm.get(_GENERATION, {}))
     return config
 
 
 def _build_thinking(
     request: Request, rx: Mapping[str, Any], snake: frozenset[str], same: bool
 ) -> dict[str, Any] | None:
+    rm = marks_of(rx, MARK)
     reasoning = request.reasoning
     if reasoning is None:
         return None
@@ -925,7 +936,7 @@ def _build_thinking(
     if include is not None:
         config[_key("includeThoughts", snake)] = include
     if same:
-        if _THINKING not in rx and not config:
+        if _THINKING not in rm and not config:
             return None
-        config.update(rx.get(_THINKING, {}))
+        config.update(rm.get(_THINKING, {}))
     return config or None

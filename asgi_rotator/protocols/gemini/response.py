@@ -8,35 +8,36 @@ from typing import Any
 
 from ...errors import GatewayError, classify
 from ...unified import FinishReason, Part, Reasoning, Request, Response, ToolCall, Usage
-from .._common import expect_dict, new_id, pick_extra
+from .._common import expect_dict, new_id
+from ..unknown_fields import marks_of, own_marks, unknown_fields, wire_fields
 from .request import (
     _NAME,
     _PARTS_KNOWN,
     _RAW_PARTS,
     _SYNTHETIC_ID,
+    MARK,
     _build_parts,
     _get,
     _key,
     _known,
-    _mark,
-    _marks,
     _parse_parts,
-    _wire,
+    _snake_names,
+    _with_snake,
 )
 
-_CANDIDATE = "gemini.candidate"
+_CANDIDATE = "candidate"
 
-_CONTENT = "gemini.content"
+_CONTENT = "content"
 
-_MORE_CANDIDATES = "gemini.candidates"
+_MORE_CANDIDATES = "candidates"
 
-_NO_CANDIDATES = "gemini.noCandidates"
+_NO_CANDIDATES = "noCandidates"
 
-_NO_FINISH = "gemini.noFinishReason"
+_NO_FINISH = "noFinishReason"
 
-_USAGE = "gemini.usage"  # {"set": {...}, "drop": [...]} against the canonical usageMetadata
+_USAGE = "usage"  # {"set": {...}, "drop": [...]} against the canonical usageMetadata
 
-_TOOL_USE_TOKENS = "gemini.toolUsePromptTokens"
+_TOOL_USE_TOKENS = "toolUsePromptTokens"
 
 # FinishReason (google.genai.types.FinishReason / API reference "Candidate.FinishReason").
 _FINISH_IN: dict[str, FinishReason] = {
@@ -128,11 +129,11 @@ def parse_response(body: Any) -> Response:
 def _parse_response(body: Any) -> Response:
     body = expect_dict(body, "")
     snake: set[str] = set()
-    extra = pick_extra(body, _RESPONSE_BODY_KNOWN)
+    extra = unknown_fields(body, _RESPONSE_BODY_KNOWN)
     response_id = _get(body, "responseId", snake)
     if not isinstance(response_id, str) or not response_id:
         response_id = new_id("resp_")
-        extra[_SYNTHETIC_ID] = True
+        own_marks(extra, MARK)[_SYNTHETIC_ID] = True
     model = _get(body, "modelVersion", snake)
     response = Response(id=response_id, model=model if isinstance(model, str) else "", origin=_NAME)
     candidates = _get(body, "candidates", snake)
@@ -140,47 +141,47 @@ def _parse_response(body: Any) -> Response:
     if isinstance(candidates, list) and candidates:
         candidate = candidates[0] if isinstance(candidates[0], dict) else {}
         if len(candidates) > 1:
-            extra[_MORE_CANDIDATES] = candidates[1:]
+            own_marks(extra, MARK)[_MORE_CANDIDATES] = candidates[1:]
         response.content, finish = _parse_candidate(candidate, extra, snake)
     else:
-        extra[_NO_CANDIDATES] = True
+        own_marks(extra, MARK)[_NO_CANDIDATES] = True
         if candidates is not None:
-            extra[_MORE_CANDIDATES] = candidates
+            own_marks(extra, MARK)[_MORE_CANDIDATES] = candidates
     response.finish_reason = _finish_reason(finish, response.content, body)
     if finish is not None and _FINISH_OUT[response.finish_reason] != finish:
-        extra[_CANDIDATE][_key("finishReason", snake)] = finish
+        own_marks(extra, MARK)[_CANDIDATE][_key("finishReason", snake)] = finish
     usage = _get(body, "usageMetadata", snake)
     if isinstance(usage, dict):
         response.usage, tool_tokens = _parse_usage(usage, snake)
         if tool_tokens:
-            extra[_TOOL_USE_TOKENS] = tool_tokens
+            own_marks(extra, MARK)[_TOOL_USE_TOKENS] = tool_tokens
         canonical = _build_usage(response.usage, tool_tokens, frozenset(snake))
-        extra[_USAGE] = {
+        own_marks(extra, MARK)[_USAGE] = {
             "set": {k: v for k, v in usage.items() if canonical.get(k) != v},
             "drop": [k for k in canonical if k not in usage],
         }
-    response.extra = _mark(extra, snake)
+    response.extra = _with_snake(extra, snake)
     return response
 
 
 def _parse_candidate(
     candidate: dict[str, Any], extra: dict[str, Any], snake: set[str]
 ) -> tuple[list[Part], str | None]:
-    extra[_CANDIDATE] = pick_extra(candidate, _CANDIDATE_KNOWN)
+    own_marks(extra, MARK)[_CANDIDATE] = unknown_fields(candidate, _CANDIDATE_KNOWN)
     finish = _get(candidate, "finishReason", snake)
     content = _get(candidate, "content", snake)
     if finish is None:
-        extra[_NO_FINISH] = True
+        own_marks(extra, MARK)[_NO_FINISH] = True
     if not isinstance(content, dict):
-        extra[_CONTENT] = None  # e.g. a SAFETY candidate carries no content
+        own_marks(extra, MARK)[_CONTENT] = None  # e.g. a SAFETY candidate carries no content
         return [], finish if isinstance(finish, str) else None
-    extra[_CONTENT] = pick_extra(content, _PARTS_KNOWN)
+    own_marks(extra, MARK)[_CONTENT] = unknown_fields(content, _PARTS_KNOWN)
     parts = content.get("parts")
     unified, raw = _parse_parts(
         parts if isinstance(parts, list) else [], "candidates[0].content.parts", "model", None
     )
     if raw:
-        extra[_RAW_PARTS] = raw
+        own_marks(extra, MARK)[_RAW_PARTS] = raw
     return unified, finish if isinstance(finish, str) else None
 
 
@@ -203,29 +204,30 @@ def _finish_reason(
 def build_response(response: Response, request: Request | None = None) -> dict[str, Any]:
     same = response.origin == _NAME
     rx = response.extra if same else {}
-    snake = _marks(rx)
+    rm = marks_of(rx, MARK)
+    snake = _snake_names(rx)
     body: dict[str, Any] = {}
-    if not rx.get(_NO_CANDIDATES):
+    if not rm.get(_NO_CANDIDATES):
         candidate: dict[str, Any] = {}
-        if rx.get(_CONTENT, {}) is not None:
+        if rm.get(_CONTENT, {}) is not None:
             content = response.content
             if not same and not _wants_thoughts(request):
                 content = [p for p in content if not isinstance(p, Reasoning)]
             parts = _build_response_parts(content, same)
-            for position, part in rx.get(_RAW_PARTS, ()):
+            for position, part in rm.get(_RAW_PARTS, ()):
                 parts.insert(position, part)
             candidate[_key("content", snake)] = {
                 "parts": parts,
-                **rx.get(_CONTENT, {"role": "model"}),
+                **rm.get(_CONTENT, {"role": "model"}),
             }
-        if not rx.get(_NO_FINISH):
+        if not rm.get(_NO_FINISH):
             candidate[_key("finishReason", snake)] = _FINISH_OUT[response.finish_reason]
-        candidate.update(rx[_CANDIDATE] if _CANDIDATE in rx else {"index": 0})
-        body["candidates"] = [candidate, *rx.get(_MORE_CANDIDATES, ())]
-    elif _MORE_CANDIDATES in rx:
-        body["candidates"] = rx[_MORE_CANDIDATES]
-    usage = _build_usage(response.usage, rx.get(_TOOL_USE_TOKENS, 0), snake)
-    residual = rx.get(_USAGE)
+        candidate.update(rm[_CANDIDATE] if _CANDIDATE in rm else {"index": 0})
+        body["candidates"] = [candidate, *rm.get(_MORE_CANDIDATES, ())]
+    elif _MORE_CANDIDATES in rm:
+        body["candidates"] = rm[_MORE_CANDIDATES]
+    usage = _build_usage(response.usage, rm.get(_TOOL_USE_TOKENS, 0), snake)
+    residual = rm.get(_USAGE)
     if residual is not None:
         usage.update(residual["set"])
         for key in residual["drop"]:
@@ -234,9 +236,9 @@ def build_response(response: Response, request: Request | None = None) -> dict[s
         body[_key("usageMetadata", snake)] = usage
     if response.model:
         body[_key("modelVersion", snake)] = response.model
-    if not rx.get(_SYNTHETIC_ID):
+    if not rm.get(_SYNTHETIC_ID):
         body[_key("responseId", snake)] = response.id
-    body.update(_wire(rx))
+    body.update(wire_fields(rx, MARK))
     return body
 
 

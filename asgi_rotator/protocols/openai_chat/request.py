@@ -38,9 +38,16 @@ from .._common import (
     new_id,
 )
 from ..base import bad_request
+from ..unknown_fields import (
+    marker_key,
+    marks_of,
+    own_marks,
+    unknown_fields,
+    wire_fields,
+    write_back,
+)
 
-# Reserved ``extra`` key for round-trip markers; no OpenAI field starts with "__".
-MARK = "__openai_chat"
+MARK = marker_key("openai_chat")
 
 _REQUEST_FIELDS = frozenset(
     {
@@ -94,7 +101,7 @@ _PART_TYPES = {
 
 _REASONING_FIELDS = ("reasoning_content", "reasoning")  # DeepSeek/vLLM, then OpenRouter
 
-# The fields each shape names, for ``_leftovers`` (made once, not per call).
+# The fields each shape names, for ``unknown_fields`` (made once, not per call).
 _NAMED_MESSAGE_FIELDS = frozenset({"role", "content", "name"})
 
 _ASSISTANT_FIELDS = _MESSAGE_FIELDS - {"tool_call_id"}
@@ -158,7 +165,7 @@ def parse_request(
 
 def build_request(name: str, max_tokens_field: str, request: Request) -> dict[str, Any]:
     same = request.origin == name
-    marks = _marks(request.extra) if same else {}
+    marks = marks_of(request.extra, MARK) if same else {}
     out: dict[str, Any] = {
         "model": request.model,
         "messages": _RequestBuilder(name, same).messages(request, marks),
@@ -201,7 +208,7 @@ def build_request(name: str, max_tokens_field: str, request: Request) -> dict[st
     if request.user is not None:
         out["user"] = request.user
     if same:
-        _put_extra(out, request.extra)
+        write_back(out, request.extra, MARK)
     return out
 
 
@@ -212,9 +219,9 @@ def _build_tools(request: Request, same: bool, marks: dict[str, Any], out: dict[
         if tool.type != "function":
             # A built-in or custom tool only goes back to the protocol it came from.
             if same:
-                tools.append(_native(tool.extra))
+                tools.append(wire_fields(tool.extra, MARK))
             continue
-        tool_marks = _marks(tool.extra) if same else {}
+        tool_marks = marks_of(tool.extra, MARK) if same else {}
         fn: dict[str, Any] = {"name": tool.name}
         if tool.description is not None:
             fn["description"] = tool.description
@@ -225,7 +232,7 @@ def _build_tools(request: Request, same: bool, marks: dict[str, Any], out: dict[
         if tool_marks.get("legacy"):
             functions.append(_with_extra(fn, tool.extra))
             continue
-        _put_extra(fn, tool_marks.get("function", {}))
+        write_back(fn, tool_marks.get("function", {}), MARK)
         tools.append(_with_extra({"type": "function", "function": fn}, tool.extra, same))
     if tools:
         out["tools"] = tools
@@ -298,7 +305,7 @@ class _RequestParser:
             request.metadata = expect_dict(metadata, "metadata")
         if "user" in body and (user := _get(body, "user")) is not None:
             request.user = expect_str(user, "user")
-        extra = _leftovers(body, _REQUEST_FIELDS)
+        extra = unknown_fields(body, _REQUEST_FIELDS, keep_null=True, keep_empty=True)
         # OpenRouter's opt-in for the cost in the usage object.  Answered by the gateway and
         # not sent on: OpenAI refuses parameters it does not know.
         usage_option = extra.get("usage")
@@ -379,7 +386,9 @@ class _RequestParser:
                 desc: dict[str, Any] = {"role": role, "n": len(texts), **form}
                 if "name" in raw and (name := _get(raw, "name")) is not None:
                     desc["name"] = expect_str(name, f"{path}.name")
-                if extra := _leftovers(raw, _NAMED_MESSAGE_FIELDS):
+                if extra := unknown_fields(
+                    raw, _NAMED_MESSAGE_FIELDS, keep_null=True, keep_empty=True
+                ):
                     desc["extra"] = extra
                 system.extend(t for t in texts if isinstance(t, Text))
                 system_marks.append(desc)
@@ -403,7 +412,11 @@ class _RequestParser:
         path: str,
         known: frozenset[str] = _NAMED_MESSAGE_FIELDS,
     ) -> Message:
-        message = Message(role=role, content=parts, extra=_leftovers(raw, known))
+        message = Message(
+            role=role,
+            content=parts,
+            extra=unknown_fields(raw, known, keep_null=True, keep_empty=True),
+        )
         if "name" in raw and (name := _get(raw, "name")) is not None:
             message.name = expect_str(name, f"{path}.name")
         if marks:
@@ -433,7 +446,7 @@ class _RequestParser:
         calls = _parse_tool_calls(raw, path, strict=True)
         for call in calls:
             self.call_names[call.id] = call.name
-            if _marks(call.extra).get("legacy"):
+            if marks_of(call.extra, MARK).get("legacy"):
                 self.legacy_calls[call.name] = call.id
         parts.extend(calls)
         message = self._message("assistant", raw, parts, marks, path, _ASSISTANT_FIELDS)
@@ -457,7 +470,11 @@ class _RequestParser:
                 raise bad_request(f"{path}.tool_call_id", f"no matching tool call {call_id!r}")
             result = ToolResult(tool_call_id=call_id, name=self.call_names[call_id], content=texts)
             known = _TOOL_MESSAGE_FIELDS
-        message = Message(role="tool", content=[result], extra=_leftovers(raw, known))
+        message = Message(
+            role="tool",
+            content=[result],
+            extra=unknown_fields(raw, known, keep_null=True, keep_empty=True),
+        )
         if marks:
             message.extra[MARK] = marks
         return message
@@ -470,7 +487,7 @@ def _parse_part(part: Any, path: str, role: str) -> Text | Image | File:
         if kind in _PART_TYPES["user"] | _PART_TYPES["assistant"]:
             raise bad_request(f"{path}.type", f"{kind!r} is not allowed in a {role} message")
         raise bad_request(f"{path}.type", f"unknown content part type {kind!r}")
-    extra = _leftovers(part, _PART_FIELDS[kind])
+    extra = unknown_fields(part, _PART_FIELDS[kind], keep_null=True, keep_empty=True)
     if kind in ("text", "refusal"):
         text = Text(text=expect_str(part.get(kind), f"{path}.{kind}"), extra=extra)
         if kind == "refusal":
@@ -486,13 +503,19 @@ def _parse_part(part: Any, path: str, role: str) -> Text | Image | File:
             image.url = url
         if (detail := _get(body, "detail")) is not None:
             image.detail = expect_str(detail, f"{path}.image_url.detail")
-        _mark_native(image.extra, "image_url", _leftovers(body, _IMAGE_URL_FIELDS))
+        _mark_native(
+            image.extra,
+            "image_url",
+            unknown_fields(body, _IMAGE_URL_FIELDS, keep_null=True, keep_empty=True),
+        )
         return image
     if kind == "input_audio":
         data = expect_str(body.get("data"), f"{path}.input_audio.data")
         fmt = expect_str(body.get("format"), f"{path}.input_audio.format")
         media = _AUDIO_FORMAT_MEDIA.get(fmt, f"audio/{fmt}")
-        extra[MARK] = {"input_audio": _leftovers(body, _AUDIO_FIELDS)}
+        extra[MARK] = {
+            "input_audio": unknown_fields(body, _AUDIO_FIELDS, keep_null=True, keep_empty=True)
+        }
         return File(data=data, media_type=media, extra=extra)
     # "file": inline ``file_data`` (a data URL) or an uploaded ``file_id``.
     file = File(extra=extra)
@@ -509,7 +532,9 @@ def _parse_part(part: Any, path: str, role: str) -> Text | Image | File:
         file.filename = expect_str(filename, f"{path}.file.filename")
     if file.data is None and file.file_id is None:
         raise bad_request(f"{path}.file", "needs file_data or file_id")
-    _mark_native(file.extra, "file", _leftovers(body, _FILE_FIELDS))
+    _mark_native(
+        file.extra, "file", unknown_fields(body, _FILE_FIELDS, keep_null=True, keep_empty=True)
+    )
     return file
 
 
@@ -522,7 +547,10 @@ def _parse_tool(raw: Any, path: str) -> Tool:
         name = native.get("name") if isinstance(native, dict) else None
         return Tool(name=name if isinstance(name, str) else kind, type=kind, extra=dict(raw))
     tool = _parse_function(raw.get("function"), f"{path}.function")
-    fn_extra, tool.extra = tool.extra, _leftovers(raw, _TOOL_FIELDS)
+    fn_extra, tool.extra = (
+        tool.extra,
+        unknown_fields(raw, _TOOL_FIELDS, keep_null=True, keep_empty=True),
+    )
     if fn_extra:
         tool.extra[MARK] = {"function": fn_extra}
     return tool
@@ -532,7 +560,7 @@ def _parse_function(raw: Any, path: str) -> Tool:
     raw = expect_dict(raw, path)
     tool = Tool(
         name=expect_str(raw.get("name"), f"{path}.name"),
-        extra=_leftovers(raw, _FUNCTION_FIELDS),
+        extra=unknown_fields(raw, _FUNCTION_FIELDS, keep_null=True, keep_empty=True),
     )
     if (description := _get(raw, "description")) is not None:
         tool.description = expect_str(description, f"{path}.description")
@@ -579,9 +607,9 @@ def _parse_response_format(raw: Any, marks: dict[str, Any]) -> OutputFormat:
         output.strict = expect_bool(strict, "response_format.json_schema.strict")
     if (description := _get(spec, "description")) is not None:
         output.description = expect_str(description, "response_format.json_schema.description")
-    if extra := _leftovers(spec, _JSON_SCHEMA_FIELDS):
+    if extra := unknown_fields(spec, _JSON_SCHEMA_FIELDS, keep_null=True, keep_empty=True):
         marks["json_schema"] = extra
-    if extra := _leftovers(raw, _RESPONSE_FORMAT_FIELDS):
+    if extra := unknown_fields(raw, _RESPONSE_FORMAT_FIELDS, keep_null=True, keep_empty=True):
         marks["response_format"] = extra
     return output
 
@@ -594,7 +622,7 @@ def _build_response_format(output: OutputFormat, marks: dict[str, Any]) -> dict[
     for key in ("description", "schema", "strict"):
         if (value := getattr(output, key)) is not None:
             spec[key] = value
-    _put_extra(spec, marks.get("json_schema", {}))
+    write_back(spec, marks.get("json_schema", {}), MARK)
     return _with_extra(
         {"type": "json_schema", "json_schema": spec}, marks.get("response_format", {})
     )
@@ -628,7 +656,7 @@ class _RequestBuilder:
             if message.role != "assistant":
                 out.extend(self._user_or_tool(message, f"messages[{i}]"))
                 continue
-            marks = _marks(message.extra) if self.same else {}
+            marks = marks_of(message.extra, MARK) if self.same else {}
             wire = _build_assistant(message.content, self.origin, self.same, marks)
             if message.name is not None:
                 wire["name"] = message.name
@@ -662,7 +690,7 @@ class _RequestBuilder:
     def _user_or_tool(self, message: Message, path: str) -> list[dict[str, Any]]:
         """Each tool result is its own ``tool`` message; the other parts make a user message
         after them (an Anthropic user turn can hold both)."""
-        marks = _marks(message.extra) if self.same else {}
+        marks = marks_of(message.extra, MARK) if self.same else {}
         results: list[ToolResult] = []
         rest: list[Text | Image | File] = []
         for p in message.content:
@@ -697,11 +725,11 @@ class _RequestBuilder:
                 user["name"] = message.name
             out.append(user)
         if self.same and len(out) == 1:  # a chat message is one unified message
-            _put_extra(out[0], message.extra)
+            write_back(out[0], message.extra, MARK)
         return out
 
     def _part(self, part: Text | Image | File, path: str) -> dict[str, Any]:
-        marks = _marks(part.extra) if self.same else {}
+        marks = marks_of(part.extra, MARK) if self.same else {}
         if isinstance(part, Text):
             wire: dict[str, Any] = {"type": "text", "text": part.text}
         elif isinstance(part, Image):
@@ -770,7 +798,7 @@ def _build_assistant(
     calls: list[ToolCall] = []
     for part in content:
         if isinstance(part, Text):
-            if same and _marks(part.extra).get("refusal") == "field":
+            if same and marks_of(part.extra, MARK).get("refusal") == "field":
                 refusals.append(part.text)
             else:
                 texts.append(part)
@@ -792,14 +820,14 @@ def _build_assistant(
         message["refusal"] = "".join(refusals)
     if reasoning:
         field = (
-            _marks(reasoning[0].extra).get("field", "reasoning_content")
+            marks_of(reasoning[0].extra, MARK).get("field", "reasoning_content")
             if same
             else "reasoning_content"
         )
         message[field] = "".join(r.text for r in reasoning)
-        if same and _marks(reasoning[0].extra).get("both"):
+        if same and marks_of(reasoning[0].extra, MARK).get("both"):
             message["reasoning"] = message["reasoning_content"]
-    legacy = [c for c in calls if same and _marks(c.extra).get("legacy")]
+    legacy = [c for c in calls if same and marks_of(c.extra, MARK).get("legacy")]
     tool_calls = [_build_tool_call(c, same) for c in calls if not any(c is x for x in legacy)]
     if tool_calls:
         message["tool_calls"] = tool_calls
@@ -810,7 +838,7 @@ def _build_assistant(
 
 
 def _build_tool_call(call: ToolCall, same: bool) -> dict[str, Any]:
-    marks = _marks(call.extra) if same else {}
+    marks = marks_of(call.extra, MARK) if same else {}
     if "custom" in marks:
         custom = _with_extra({"name": call.name, "input": call.arguments}, marks["custom"])
         return _with_extra({"id": call.id, "type": "custom", "custom": custom}, call.extra)
@@ -822,7 +850,7 @@ def _build_tool_call(call: ToolCall, same: bool) -> dict[str, Any]:
 
 
 def _text_part(text: Text) -> dict[str, Any]:
-    if _marks(text.extra).get("refusal") == "part":
+    if marks_of(text.extra, MARK).get("refusal") == "part":
         return _with_extra({"type": "refusal", "refusal": text.text}, text.extra)
     return _with_extra({"type": "text", "text": text.text}, text.extra)
 
@@ -902,14 +930,19 @@ def _parse_tool_call(raw: Any, path: str, strict: bool) -> ToolCall:
             id=call_id,
             name=expect_str(body.get("name"), f"{path}.custom.name"),
             arguments=expect_str(body.get("input"), f"{path}.custom.input"),
-            extra=_leftovers(raw, _CUSTOM_CALL_FIELDS),
+            extra=unknown_fields(raw, _CUSTOM_CALL_FIELDS, keep_null=True, keep_empty=True),
         )
-        call.extra[MARK] = {"custom": _leftovers(body, _CUSTOM_FIELDS)}
+        call.extra[MARK] = {
+            "custom": unknown_fields(body, _CUSTOM_FIELDS, keep_null=True, keep_empty=True)
+        }
         return call
     if kind != "function":
         raise bad_request(f"{path}.type", f"unknown tool call type {_short(kind)}")
     call = _parse_function_body(raw.get("function"), f"{path}.function", call_id, strict)
-    fn_extra, call.extra = call.extra, _leftovers(raw, _CALL_FIELDS)
+    fn_extra, call.extra = (
+        call.extra,
+        unknown_fields(raw, _CALL_FIELDS, keep_null=True, keep_empty=True),
+    )
     if "type" not in raw:
         call.extra[MARK] = {"no_type": True}
     if fn_extra:
@@ -926,7 +959,7 @@ def _parse_function_body(raw: Any, path: str, call_id: str, strict: bool) -> Too
         id=call_id,
         name=expect_str(raw.get("name"), f"{path}.name"),
         arguments=expect_str(arguments, f"{path}.arguments"),
-        extra=_leftovers(raw, _CALL_FUNCTION_FIELDS),
+        extra=unknown_fields(raw, _CALL_FUNCTION_FIELDS, keep_null=True, keep_empty=True),
     )
 
 
@@ -951,40 +984,14 @@ def _list_or_none(body: Mapping[str, Any], key: str) -> list[Any]:
     return [] if value is None else expect_list(value, key)
 
 
-def _leftovers(body: Mapping[str, Any], known: frozenset[str]) -> dict[str, Any]:
-    """Unknown fields, plus known ones that carry nothing (null, []), verbatim."""
-    # A loop, not a comprehension: on the few keys of a message it costs less.
-    out = {}
-    for k, v in body.items():
-        if k not in known or v is None or (isinstance(v, list) and not v):
-            out[k] = v
-    return out
-
-
-def _marks(extra: Mapping[str, Any]) -> dict[str, Any]:
-    marks = extra.get(MARK)
-    return marks if isinstance(marks, dict) else {}
-
-
 def _mark_native(extra: dict[str, Any], key: str, value: Any) -> None:
     if value:
-        extra.setdefault(MARK, {})[key] = value
-
-
-def _native(extra: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in extra.items() if k != MARK}
-
-
-def _put_extra(out: dict[str, Any], extra: Mapping[str, Any]) -> None:
-    """Write ``extra`` back under what was built: a value a layer set wins over a kept null."""
-    for key, value in extra.items():
-        if key != MARK:
-            out.setdefault(key, value)
+        own_marks(extra, MARK)[key] = value
 
 
 def _with_extra(out: dict[str, Any], extra: Mapping[str, Any], same: bool = True) -> dict[str, Any]:
     if same:
-        _put_extra(out, extra)
+        write_back(out, extra, MARK)
     return out
 
 

@@ -9,17 +9,9 @@ from typing import Any
 
 from ...errors import DEFAULT_STATUS, GatewayError, classify
 from ...unified import FinishReason, Part, Request, Response, Text, ToolCall, Usage
-from .._common import expect_dict, new_id, pick_extra, reported_cost
-from .request import (
-    _REASONING_FIELDS,
-    MARK,
-    _build_assistant,
-    _leftovers,
-    _marks,
-    _parse_reasoning,
-    _parse_tool_calls,
-    _put_extra,
-)
+from .._common import expect_dict, new_id, reported_cost
+from ..unknown_fields import marks_of, unknown_fields, write_back
+from .request import _REASONING_FIELDS, MARK, _build_assistant, _parse_reasoning, _parse_tool_calls
 
 _RESPONSE_MESSAGE_FIELDS = frozenset(
     {"role", "content", "refusal", "tool_calls", "function_call", *_REASONING_FIELDS}
@@ -86,12 +78,14 @@ def parse_response(name: str, body: Any) -> Response:
         content.append(Text(text=refusal, extra={MARK: {"refusal": "field"}}))
     if "tool_calls" in message or "function_call" in message:
         content.extend(_parse_tool_calls(message, "choices[0].message", strict=False))
-    message_extra = _leftovers(message, _RESPONSE_MESSAGE_FIELDS)
+    message_extra = unknown_fields(
+        message, _RESPONSE_MESSAGE_FIELDS, keep_null=True, keep_empty=True
+    )
     if reasoning_rest:
         message_extra.update(reasoning_rest)
     if message_extra:
         marks["message"] = message_extra
-    choice_extra = _leftovers(choice, _CHOICE_FIELDS)
+    choice_extra = unknown_fields(choice, _CHOICE_FIELDS, keep_null=True, keep_empty=True)
     if choice_extra:
         marks["choice"] = choice_extra
     raw_reason = choice.get("finish_reason")
@@ -101,7 +95,7 @@ def parse_response(name: str, body: Any) -> Response:
     usage = body.get("usage")
     if "usage" in body:
         marks["usage"] = usage
-    extra = pick_extra(body, _RESPONSE_FIELDS)
+    extra = unknown_fields(body, _RESPONSE_FIELDS)
     if marks:
         extra[MARK] = marks
     created = body.get("created")
@@ -119,9 +113,9 @@ def parse_response(name: str, body: Any) -> Response:
 
 def build_response(name: str, response: Response, request: Request | None = None) -> dict[str, Any]:
     same = response.origin == name
-    marks = _marks(response.extra) if same else {}
+    marks = marks_of(response.extra, MARK) if same else {}
     message = _build_assistant(response.content, name, same, marks, response=True)
-    _put_extra(message, marks.get("message", {}))
+    write_back(message, marks.get("message", {}), MARK)
     message.setdefault("content", None)  # required (nullable) in a response
     reason: str | None = _FINISH_OUT[response.finish_reason]
     raw_reason, became = marks.get("finish_reason", (None, None))
@@ -129,7 +123,7 @@ def build_response(name: str, response: Response, request: Request | None = None
         reason = raw_reason  # the provider's own spelling, unless a layer changed it
     choice: dict[str, Any] = {"index": 0, "message": message, "finish_reason": reason}
     if same:
-        _put_extra(choice, marks.get("choice", {}))
+        write_back(choice, marks.get("choice", {}), MARK)
     else:
         choice["logprobs"] = None
     out: dict[str, Any] = {
@@ -144,7 +138,7 @@ def build_response(name: str, response: Response, request: Request | None = None
     elif "usage" in marks:
         out["usage"] = None  # the provider's null; an absent usage stays absent
     if same:
-        _put_extra(out, response.extra)
+        write_back(out, response.extra, MARK)
     return out
 
 

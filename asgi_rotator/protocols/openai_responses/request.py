@@ -31,14 +31,13 @@ from .._common import (
     expect_number,
     expect_str,
     new_id,
-    pick_extra,
 )
 from ..base import bad_request
+from ..unknown_fields import marker_key, marks_of, unknown_fields, wire_fields
 
 NAME = "openai_responses"
 
-# Key in ``extra`` for what only a same-protocol rebuild needs; never sent on the wire.
-MARK = "_openai_responses"
+MARK = marker_key(NAME)
 
 _ROLES = frozenset({"user", "assistant", "system", "developer"})
 
@@ -130,7 +129,7 @@ def as_instructions(text: Text) -> Text:
     that carries system texts from one request into another (ResponsesState)."""
     if MARK not in text.extra:
         return text
-    return Text(text=text.text, extra={k: v for k, v in text.extra.items() if k != MARK})
+    return Text(text=text.text, extra=wire_fields(text.extra, MARK))
 
 
 def parse_request(body: Any, *, model: str | None = None, stream: bool | None = None) -> Request:
@@ -220,8 +219,8 @@ def parse_request(body: Any, *, model: str | None = None, stream: bool | None = 
 
 def build_request(request: Request) -> dict[str, Any]:
     own = request.origin == NAME
-    mark = _mark(request.extra) if own else {}
-    body: dict[str, Any] = _wire_extra(request.extra) if own else {}
+    mark = marks_of(request.extra, MARK) if own else {}
+    body: dict[str, Any] = wire_fields(request.extra, MARK) if own else {}
     body["model"] = request.model
     body["input"] = _build_input(request, own, mark)
     body.update(_build_settings(request, own, mark))
@@ -238,7 +237,7 @@ def _build_input(request: Request, own: bool, mark: dict[str, Any]) -> Any:
                 return only.content[0].text
     items: list[dict[str, Any]] = []
     for message in request.messages:
-        msg_mark = _mark(message.extra) if own else {}
+        msg_mark = marks_of(message.extra, MARK) if own else {}
         items.extend(msg_mark.get("before", ()))
         if message.role == "assistant":
             items.extend(_assistant_items(message.content, own, for_response=False))
@@ -376,7 +375,7 @@ class _InputParser:
                 _parse_content_part(p, f"{path}.content[{j}]", default_type)
                 for j, p in enumerate(expect_list(raw, f"{path}.content"))
             ]
-        fields = pick_extra(item, _KEYS_ROLE_CONTENT)
+        fields = unknown_fields(item, _KEYS_ROLE_CONTENT)
         if role in ("system", "developer"):
             for j, part in enumerate(parts):
                 if not isinstance(part, Text):
@@ -412,7 +411,7 @@ class _InputParser:
         if "output" not in item:
             raise bad_request(f"{path}.output", "required field is missing")
         raw = item["output"]
-        extra = pick_extra(item, _KEYS_TYPE_CALL_ID_OUTPUT)
+        extra = unknown_fields(item, _KEYS_TYPE_CALL_ID_OUTPUT)
         if isinstance(raw, str):
             content: list[Text | Image | File] = [Text(text=raw)]
             extra[MARK] = {"string": True}
@@ -432,7 +431,7 @@ def _parse_content_part(raw: Any, path: str, default_type: str) -> Text | Image 
     if kind in ("input_text", "output_text", "refusal"):
         key = "refusal" if kind == "refusal" else "text"
         text = expect_str(part.get(key), f"{path}.{key}")
-        extra = pick_extra(part, frozenset({"type", key}))
+        extra = unknown_fields(part, frozenset({"type", key}))
         if kind != default_type:
             extra["type"] = kind
         return Text(text=text, extra=extra)
@@ -440,7 +439,7 @@ def _parse_content_part(raw: Any, path: str, default_type: str) -> Text | Image 
         url, file_id = part.get("image_url"), part.get("file_id")
         if url is None and file_id is None:
             raise bad_request(path, "input_image needs image_url or file_id")
-        image = Image(extra=pick_extra(part, _KEYS_TYPE_IMAGE_URL_DETAIL))
+        image = Image(extra=unknown_fields(part, _KEYS_TYPE_IMAGE_URL_DETAIL))
         if url is not None:
             image.url = expect_str(url, f"{path}.image_url")
         if part.get("detail") is not None:
@@ -449,7 +448,7 @@ def _parse_content_part(raw: Any, path: str, default_type: str) -> Text | Image 
             image.extra["detail"] = None
         return image
     if kind == "input_file":
-        file = File(extra=pick_extra(part, _KEYS_TYPE_FILE_ID_FILE_URL_FILE_DATA_FILENAME))
+        file = File(extra=unknown_fields(part, _KEYS_TYPE_FILE_ID_FILE_URL_FILE_DATA_FILENAME))
         for key, attr in (("file_id", "file_id"), ("file_url", "url"), ("filename", "filename")):
             if part.get(key) is not None:
                 setattr(file, attr, expect_str(part[key], f"{path}.{key}"))
@@ -472,7 +471,7 @@ def _parse_function_call(item: dict[str, Any], path: str) -> ToolCall:
     call_id = expect_str(item.get("call_id"), f"{path}.call_id")
     name = expect_str(item.get("name"), f"{path}.name")
     arguments = expect_str(item.get("arguments"), f"{path}.arguments")
-    extra = pick_extra(item, _KEYS_TYPE_CALL_ID_NAME_ARGUMENTS)
+    extra = unknown_fields(item, _KEYS_TYPE_CALL_ID_NAME_ARGUMENTS)
     return ToolCall(id=call_id, name=name, arguments=arguments, extra=extra)
 
 
@@ -492,7 +491,7 @@ def _parse_reasoning_item(item: dict[str, Any], path: str) -> Reasoning:
             if isinstance(part, dict) and isinstance(part.get("text"), str):
                 texts.append(part["text"])
         canonical = canonical and not texts
-    extra = pick_extra(item, _KEYS_TYPE_ID_SUMMARY_ENCRYPTED_CONTENT)
+    extra = unknown_fields(item, _KEYS_TYPE_ID_SUMMARY_ENCRYPTED_CONTENT)
     if "summary" not in item:
         extra[MARK] = {"no_summary": True}
     elif not canonical:
@@ -515,7 +514,7 @@ def _parse_tool(raw: Any, path: str) -> Tool:
     if kind != "function":
         # Built-in tools (web_search, file_search, mcp, custom ...) keep their native body.
         label = tool.get("name") or tool.get("server_label") or kind
-        return Tool(name=str(label), type=kind, extra=pick_extra(tool, _KEYS_TYPE))
+        return Tool(name=str(label), type=kind, extra=unknown_fields(tool, _KEYS_TYPE))
     name = expect_str(tool.get("name"), f"{path}.name")
     extra = {k: v for k, v in tool.items() if k not in _FUNCTION_TOOL_FIELDS or v is None}
     result = Tool(name=name, extra=extra)
@@ -578,20 +577,11 @@ def _parse_format(raw: Any) -> tuple[OutputFormat, dict[str, Any]]:
     return out, rest
 
 
-def _mark(extra: dict[str, Any]) -> dict[str, Any]:
-    value = extra.get(MARK)
-    return value if isinstance(value, dict) else {}
-
-
-def _wire_extra(extra: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in extra.items() if k != MARK}
-
-
 def _system_items(system: list[Text]) -> list[tuple[int, dict[str, Any]]]:
     """system/developer message items back at their place in ``input``."""
     grouped: dict[int, tuple[dict[str, Any], list[Text]]] = {}
     for text in system:
-        marker = _mark(text.extra)
+        marker = marks_of(text.extra, MARK)
         if "at" not in marker:
             continue
         at = marker["at"]
@@ -612,7 +602,7 @@ def _system_items(system: list[Text]) -> list[tuple[int, dict[str, Any]]]:
 
 
 def _text_part(text: Text, own: bool, default_type: str) -> dict[str, Any]:
-    extra = _wire_extra(text.extra) if own else {}
+    extra = wire_fields(text.extra, MARK) if own else {}
     kind = extra.pop("type", default_type)
     part = {"type": kind, ("refusal" if kind == "refusal" else "text"): text.text}
     if kind == "output_text" and not own:
@@ -622,7 +612,7 @@ def _text_part(text: Text, own: bool, default_type: str) -> dict[str, Any]:
 
 
 def _media_part(part: Image | File, own: bool) -> dict[str, Any] | None:
-    extra = _wire_extra(part.extra) if own else {}
+    extra = wire_fields(part.extra, MARK) if own else {}
     if isinstance(part, Image):
         out: dict[str, Any] = {"type": "input_image"}
         if part.url is not None:
@@ -686,7 +676,7 @@ def _user_items(message: Message, own: bool, mark: dict[str, Any]) -> list[dict[
             content = pending[0].text
         else:
             content = _content_parts(pending, own)
-        item = _wire_extra(message.extra) if own else {}
+        item = wire_fields(message.extra, MARK) if own else {}
         item.update(role="user", content=content)
         items.append(item)
         pending.clear()
@@ -699,7 +689,7 @@ def _user_items(message: Message, own: bool, mark: dict[str, Any]) -> list[dict[
             pending.append(part)
     flush()
     if not items and message.role == "user" and own:
-        item = _wire_extra(message.extra)
+        item = wire_fields(message.extra, MARK)
         item.update(role="user", content=[])
         items.append(item)
     return items
@@ -708,7 +698,7 @@ def _user_items(message: Message, own: bool, mark: dict[str, Any]) -> list[dict[
 def _function_output_item(result: ToolResult, own: bool) -> dict[str, Any]:
     texts = [p for p in result.content if isinstance(p, Text)]
     if own:
-        string = bool(_mark(result.extra).get("string"))
+        string = bool(marks_of(result.extra, MARK).get("string"))
     else:
         string = len(result.content) <= 1 and len(texts) == len(result.content)
     output: Any
@@ -719,7 +709,7 @@ def _function_output_item(result: ToolResult, own: bool) -> dict[str, Any]:
     item: dict[str, Any] = {"type": "function_call_output", "call_id": result.tool_call_id}
     item["output"] = output
     if own:
-        item.update(_wire_extra(result.extra))
+        item.update(wire_fields(result.extra, MARK))
     return item
 
 
@@ -735,7 +725,7 @@ def _assistant_items(
         if not isinstance(part, Text):
             message = None
         if isinstance(part, Text):
-            marker = _mark(part.extra) if own else {}
+            marker = marks_of(part.extra, MARK) if own else {}
             built = _text_part(part, own, "output_text")
             if for_response and built["type"] == "output_text":
                 built.setdefault("annotations", [])
@@ -772,7 +762,7 @@ def _assistant_items(
                 "arguments": part.arguments,
             }
             if own:
-                item.update(_wire_extra(part.extra))
+                item.update(wire_fields(part.extra, MARK))
             elif for_response:
                 item.update(id=new_id("fc_"), status="completed")
             items.append(item)
@@ -799,8 +789,8 @@ def _reasoning_item(part: Reasoning, own: bool, for_response: bool) -> dict[str,
     if ours and part.redacted is not None:
         item["encrypted_content"] = part.redacted
     if own and ours:
-        item.update(_wire_extra(part.extra))
-        if _mark(part.extra).get("no_summary"):
+        item.update(wire_fields(part.extra, MARK))
+        if marks_of(part.extra, MARK).get("no_summary"):
             del item["summary"]
     return item
 
@@ -808,7 +798,7 @@ def _reasoning_item(part: Reasoning, own: bool, for_response: bool) -> dict[str,
 def _build_tool(tool: Tool, own: bool) -> dict[str, Any] | None:
     if tool.type != "function":
         # Built-in tools only go back to the protocol they were written for.
-        return {"type": tool.type, **_wire_extra(tool.extra)} if own else None
+        return {"type": tool.type, **wire_fields(tool.extra, MARK)} if own else None
     out: dict[str, Any] = {"type": "function", "name": tool.name}
     if tool.description is not None:
         out["description"] = tool.description
@@ -821,7 +811,7 @@ def _build_tool(tool: Tool, own: bool) -> dict[str, Any] | None:
     elif not own:
         out["strict"] = False  # Responses defaults to strict; foreign schemas rarely comply
     if own:
-        out.update(_wire_extra(tool.extra))
+        out.update(wire_fields(tool.extra, MARK))
     return out
 
 

@@ -9,17 +9,16 @@ from typing import Any
 
 from ...errors import DEFAULT_STATUS, GatewayError, classify
 from ...unified import FinishReason, Part, Request, Response, Text, ToolCall, Usage
-from .._common import pick_extra, reported_cost
+from .._common import reported_cost
+from ..unknown_fields import marks_of, unknown_fields, wire_fields
 from .request import (
     MARK,
     NAME,
     _assistant_items,
     _build_settings,
-    _mark,
     _parse_content_part,
     _parse_function_call,
     _parse_reasoning_item,
-    _wire_extra,
 )
 
 _INCOMPLETE_FINISH: dict[str, FinishReason] = {
@@ -43,7 +42,7 @@ _ERROR_SHAPE: dict[str, tuple[str, str | None]] = {
     "not_found": ("invalid_request_error", "not_found"),
 }
 
-# Known-key sets for ``pick_extra``, made once rather than per call.
+# Known-key sets for ``unknown_fields``, made once rather than per call.
 _KEYS_CONTENT = frozenset({"content"})
 
 
@@ -95,10 +94,10 @@ def parse_response(body: Any) -> Response:
 def build_response(response: Response, request: Request | None = None) -> dict[str, Any]:
     own = response.origin == NAME
     output = _assistant_items(response.content, own, for_response=True)
-    mark = _mark(response.extra) if own else {}
+    mark = marks_of(response.extra, MARK) if own else {}
     for at, item in mark.get("opaque", ()):
         output.insert(min(at, len(output)), item)
-    extra = _wire_extra(response.extra) if own else {}
+    extra = wire_fields(response.extra, MARK) if own else {}
     if own:
         # The upstream's own echo fields are in extra: nothing is invented.
         body: dict[str, Any] = {"id": response.id, **extra, "model": response.model}
@@ -167,7 +166,7 @@ def _parse_output(output: list[Any]) -> tuple[list[Part], list[list[Any]]]:
         kind = item.get("type") if isinstance(item, dict) else None
         try:
             if kind == "message":
-                fields = pick_extra(item, _KEYS_CONTENT)
+                fields = unknown_fields(item, _KEYS_CONTENT)
                 parts = item.get("content")
                 texts = [
                     _parse_content_part(p, f"output[{i}].content[{j}]", "output_text")
@@ -287,7 +286,7 @@ def _response_envelope(
     }
     if request is not None:
         own = request.origin == NAME
-        echo = _build_settings(request, own, _mark(request.extra) if own else {})
+        echo = _build_settings(request, own, marks_of(request.extra, MARK) if own else {})
         if "reasoning" in echo:
             echo["reasoning"] = {"effort": None, "summary": None, **echo["reasoning"]}
         body.update(echo)
