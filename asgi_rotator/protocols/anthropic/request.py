@@ -1,5 +1,6 @@
-"""Anthropic Messages requests: a client's body parsed and validated into the unified ``Request``
-(errors name the field), and the unified ``Request`` built into the provider's body."""
+"""Anthropic Messages requests: a client's body parsed and validated into the unified
+``Request`` (errors name the field), and the unified ``Request`` built into the provider's
+body."""
 
 from __future__ import annotations
 
@@ -44,7 +45,6 @@ NAME = "anthropic_messages"
 MARK = marker_key(NAME)
 
 _encode_json = msgspec.json.Encoder().encode
-
 _decode_json = msgspec.json.Decoder().decode
 
 _REQUEST_KEYS = frozenset(
@@ -65,15 +65,11 @@ _REQUEST_KEYS = frozenset(
         "output_config",
     }
 )
-
 _TOOL_KEYS = frozenset(
     {"name", "description", "input_schema", "strict"}
 )  # "type": "custom" stays in extra
-
 _TOOL_CHOICE_KEYS = frozenset({"type", "name", "disable_parallel_tool_use"})
-
 _THINKING_KEYS = frozenset({"type", "budget_tokens", "display"})
-
 _OUTPUT_CONFIG_KEYS = frozenset({"effort", "format"})
 
 # Block types of the Messages API that the unified model does not name: carried verbatim for
@@ -91,7 +87,6 @@ _OPAQUE_BLOCKS = frozenset(
 )
 
 _CHOICE_FROM_WIRE = {"auto": "auto", "any": "required", "tool": "tool", "none": "none"}
-
 _CHOICE_TO_WIRE = {v: k for k, v in _CHOICE_FROM_WIRE.items()}
 
 # Base64 prefixes of the image formats Anthropic accepts, for images given without a type.
@@ -101,30 +96,19 @@ _IMAGE_MAGIC = (
     ("R0lG", "image/gif"),
     ("UklG", "image/webp"),
 )
-
 _THINKING_MIN_BUDGET = 1024
-
 _THINKING_BLOCKS = ("thinking", "redacted_thinking")
 
 # Known-key sets for ``unknown_fields``, made once rather than per call.
 _KEYS_ROLE_CONTENT = frozenset({"role", "content"})
-
 _KEYS_TYPE_DATA = frozenset({"type", "data"})
-
 _KEYS_TYPE_ID_NAME_INPUT = frozenset({"type", "id", "name", "input"})
-
 _KEYS_TYPE_SCHEMA = frozenset({"type", "schema"})
-
 _KEYS_TYPE_SOURCE = frozenset({"type", "source"})
-
 _KEYS_TYPE_SOURCE_TITLE = frozenset({"type", "source", "title"})
-
 _KEYS_TYPE_TEXT = frozenset({"type", "text"})
-
 _KEYS_TYPE_THINKING_SIGNATURE = frozenset({"type", "thinking", "signature"})
-
 _KEYS_TYPE_TOOL_USE_ID_CONTENT_IS_ERROR = frozenset({"type", "tool_use_id", "content", "is_error"})
-
 _KEYS_USER_ID = frozenset({"user_id"})
 
 

@@ -39,7 +39,6 @@ _STOP_FROM_WIRE: dict[str, FinishReason] = {
     "pause_turn": "pause",
     "model_context_window_exceeded": "length",
 }
-
 # ``error`` (a provider ended the output abnormally) has no Anthropic stop reason.
 _STOP_TO_WIRE = {
     "stop": "end_turn",
@@ -49,7 +48,6 @@ _STOP_TO_WIRE = {
     "pause": "pause_turn",
     "error": "end_turn",
 }
-
 _KIND_ERROR = {
     "rate_limited": (429, "rate_limit_error"),
     "overloaded": (529, "overloaded_error"),
@@ -59,7 +57,6 @@ _KIND_ERROR = {
     "content_filtered": (400, "invalid_request_error"),
     "not_found": (404, "not_found_error"),
 }
-
 _RATELIMIT_RESETS = tuple(
     f"anthropic-ratelimit-{what}-reset"
     for what in ("requests", "tokens", "input-tokens", "output-tokens")

@@ -1,5 +1,5 @@
-"""Anthropic Messages streams: provider SSE events decoded into unified events, and unified events
-encoded as this protocol's SSE events."""
+"""Anthropic Messages streams: provider SSE events decoded into unified events, and unified
+events encoded as this protocol's SSE events."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""Gemini generateContent requests: a client's body parsed and validated into the unified ``Request``
-(errors name the field), and the unified ``Request`` built into the provider's body."""
+"""Gemini generateContent requests: a client's body parsed and validated into the unified
+``Request`` (errors name the field), and the unified ``Request`` built into the provider's
+body."""
 
 from __future__ import annotations
 
@@ -41,43 +42,28 @@ from ..base import bad_request
 from ..unknown_fields import marker_key, marks_of, own_marks, unknown_fields, wire_fields
 
 _NAME = "gemini"
-
 _json = msgspec.json.Encoder()
 
+# This codec's markers (``protocols.unknown_fields``), keys of ``extra[MARK]``.
 MARK = marker_key(_NAME)
-
 _SNAKE = "snake"  # camelCase names of this struct's fields that came snake_case
-
 _INNER = "inner"  # unknown fields of the nested object (inlineData, functionCall ...)
-
 _RAW_PARTS = "rawParts"  # [[position, part], ...] parts the model cannot name
-
 _SYNTHETIC_ID = "syntheticId"
-
 _NO_ARGS = "noArgs"
-
 _NO_ROLE = "noRole"
-
 _THOUGHT = "thought"  # an empty ``thought: true`` part (not a signature carrier)
-
 _JSON_SCHEMA = "jsonSchema"  # parametersJsonSchema / responseJsonSchema was used
-
 _GROUP = "group"  # index of the ``tools[]`` entry a tool came from
-
 _SYSTEM = "systemInstruction"  # residual fields of these objects (presence = it existed)
-
 _GENERATION = "generationConfig"
-
 _THINKING = "thinkingConfig"
-
 _TOOL_CONFIG = "toolConfig"
-
 _CALLING = "functionCallingConfig"
 
 _DATA_KEYS = ("text", "inlineData", "fileData", "functionCall", "functionResponse")
 
 _CALLING_IN = {"AUTO": "auto", "NONE": "none", "ANY": "required"}
-
 _CALLING_OUT = {"auto": "AUTO", "none": "NONE", "required": "ANY", "tool": "ANY"}
 
 _BASE64_MAGIC = (
@@ -87,11 +73,8 @@ _BASE64_MAGIC = (
     ("UklGR", "image/webp"),
     ("JVBER", "application/pdf"),
 )
-
 _DATA_URL = re.compile(r"^data:([^;,]+)?(?:;[^,]*)?;base64,(.*)$", re.DOTALL)
-
 _CAMEL_HUMP = re.compile(r"([A-Z])")
-
 _SNAKE_HUMP = re.compile(r"_([a-z0-9])")
 
 
@@ -136,28 +119,18 @@ def _with_snake(extra: dict[str, Any], snake: set[str]) -> dict[str, Any]:
 
 
 _CONTENT_KNOWN = frozenset({"role", "parts"})
-
 _PARTS_KNOWN = frozenset({"parts"})
-
 _TEXT_KNOWN = frozenset({"text"})
-
 _PART_KNOWN = _known(*_DATA_KEYS, "thoughtSignature")  # "thought" is handled on its own
-
 _BLOB_KNOWN = _known("mimeType", "data")
-
 _FILE_DATA_KNOWN = _known("mimeType", "fileUri")
-
 _CALL_KNOWN = frozenset({"name", "args", "id"})
-
 _RESPONSE_KNOWN = frozenset({"name", "response", "id"})
-
 # ``model`` belongs in the URL; one found in the body is read, never written back.
 _REQUEST_KNOWN = _known(
     "model", "contents", "systemInstruction", "tools", "toolConfig", "generationConfig"
 )
-
 _DECL_KNOWN = _known("name", "description", "parameters", "parametersJsonSchema")
-
 _GENERATION_KNOWN = _known(
     "maxOutputTokens",
     "temperature",
@@ -169,7 +142,6 @@ _GENERATION_KNOWN = _known(
     "frequencyPenalty",
     "thinkingConfig",
 )
-
 _THINKING_KNOWN = _known("thinkingBudget", "includeThoughts", "thinkingLevel")
 
 

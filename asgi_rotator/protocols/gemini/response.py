@@ -25,18 +25,13 @@ from .request import (
     _with_snake,
 )
 
+# More markers (see request.py), for responses.
 _CANDIDATE = "candidate"
-
 _CONTENT = "content"
-
 _MORE_CANDIDATES = "candidates"
-
 _NO_CANDIDATES = "noCandidates"
-
 _NO_FINISH = "noFinishReason"
-
 _USAGE = "usage"  # {"set": {...}, "drop": [...]} against the canonical usageMetadata
-
 _TOOL_USE_TOKENS = "toolUsePromptTokens"
 
 # FinishReason (google.genai.types.FinishReason / API reference "Candidate.FinishReason").
@@ -54,7 +49,6 @@ _FINISH_IN: dict[str, FinishReason] = {
     "MALFORMED_FUNCTION_CALL": "error",
     "OTHER": "error",  # what an abnormal end is built as (_FINISH_OUT), so it reads back
 }
-
 _FINISH_OUT: dict[str, str] = {
     "stop": "STOP",
     "length": "MAX_TOKENS",
@@ -79,7 +73,6 @@ _STATUS_NAME = {
     503: "UNAVAILABLE",
     504: "DEADLINE_EXCEEDED",
 }
-
 _STATUS_CODE = {
     "INVALID_ARGUMENT": 400,
     "FAILED_PRECONDITION": 400,
@@ -100,7 +93,6 @@ _STATUS_CODE = {
 }
 
 _RESPONSE_BODY_KNOWN = _known("candidates", "usageMetadata", "responseId", "modelVersion")
-
 _CANDIDATE_KNOWN = _known("content", "finishReason")
 
 

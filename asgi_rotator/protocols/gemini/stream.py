@@ -1,5 +1,5 @@
-"""Gemini generateContent streams: provider SSE events decoded into unified events, and unified events
-encoded as this protocol's SSE events."""
+"""Gemini generateContent streams: provider SSE events decoded into unified events, and unified
+events encoded as this protocol's SSE events."""
 
 from __future__ import annotations
 

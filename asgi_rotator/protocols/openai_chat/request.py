@@ -1,5 +1,6 @@
-"""OpenAI Chat Completions requests: a client's body parsed and validated into the unified ``Request``
-(errors name the field), and the unified ``Request`` built into the provider's body."""
+"""OpenAI Chat Completions requests: a client's body parsed and validated into the unified
+``Request`` (errors name the field), and the unified ``Request`` built into the provider's
+body."""
 
 from __future__ import annotations
 
@@ -74,21 +75,16 @@ _REQUEST_FIELDS = frozenset(
         "user",
     }
 )
-
 _NUMBER_FIELDS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
-
 # What ``_RequestParser._tools`` reads; a body with none of them has no tools to parse.
 _TOOLING_FIELDS = frozenset(
     {"tools", "functions", "parallel_tool_calls", "tool_choice", "function_call"}
 )
-
 _MESSAGE_FIELDS = frozenset(
     {"role", "content", "name", "tool_calls", "function_call", "tool_call_id"}
     | {"reasoning_content", "reasoning"}
 )
-
 _ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
-
 # Content part types each role accepts (API reference, "Create chat completion" > messages).
 _PART_TYPES = {
     "system": frozenset({"text"}),
@@ -98,46 +94,29 @@ _PART_TYPES = {
     "user": frozenset({"text", "image_url", "input_audio", "file"}),
     "assistant": frozenset({"text", "refusal"}),
 }
-
 _REASONING_FIELDS = ("reasoning_content", "reasoning")  # DeepSeek/vLLM, then OpenRouter
 
 # The fields each shape names, for ``unknown_fields`` (made once, not per call).
 _NAMED_MESSAGE_FIELDS = frozenset({"role", "content", "name"})
-
 _ASSISTANT_FIELDS = _MESSAGE_FIELDS - {"tool_call_id"}
-
 _TOOL_MESSAGE_FIELDS = frozenset({"role", "content", "tool_call_id"})
-
 _PART_FIELDS = {
     kind: frozenset({"type", kind}) for kind in frozenset().union(*_PART_TYPES.values())
 }
-
 _IMAGE_URL_FIELDS = frozenset({"url", "detail"})
-
 _AUDIO_FIELDS = frozenset({"data", "format"})
-
 _FILE_FIELDS = frozenset({"file_data", "file_id", "filename"})
-
 _TOOL_FIELDS = frozenset({"type", "function"})
-
 _FUNCTION_FIELDS = frozenset({"name", "description", "parameters", "strict"})
-
 _JSON_SCHEMA_FIELDS = frozenset({"name", "schema", "strict", "description"})
-
 _RESPONSE_FORMAT_FIELDS = frozenset({"type", "json_schema"})
-
 _CUSTOM_CALL_FIELDS = frozenset({"id", "type", "custom"})
-
 _CUSTOM_FIELDS = frozenset({"name", "input"})
-
 _CALL_FIELDS = frozenset({"id", "type", "function"})
-
 _CALL_FUNCTION_FIELDS = frozenset({"name", "arguments"})
 
 _DATA_URL = re.compile(r"data:([^;,]+);base64,(.*)", re.DOTALL)
-
 _AUDIO_FORMAT_MEDIA = {"wav": "audio/wav", "mp3": "audio/mpeg"}
-
 _MEDIA_AUDIO_FORMAT = {
     "audio/wav": "wav",
     "audio/x-wav": "wav",
@@ -145,7 +124,6 @@ _MEDIA_AUDIO_FORMAT = {
     "audio/mpeg": "mp3",
     "audio/mp3": "mp3",
 }
-
 # Base64 prefixes of image magic numbers, for inline images that arrive without a media type.
 _IMAGE_MAGIC = {
     "/9j/": "image/jpeg",

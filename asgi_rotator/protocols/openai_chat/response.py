@@ -16,9 +16,7 @@ from .request import _REASONING_FIELDS, MARK, _build_assistant, _parse_reasoning
 _RESPONSE_MESSAGE_FIELDS = frozenset(
     {"role", "content", "refusal", "tool_calls", "function_call", *_REASONING_FIELDS}
 )
-
 _CHOICE_FIELDS = frozenset({"message", "finish_reason"})
-
 _RESPONSE_FIELDS = frozenset({"id", "object", "created", "model", "choices", "usage"})
 
 _FINISH_IN: dict[str, FinishReason] = {
@@ -28,7 +26,6 @@ _FINISH_IN: dict[str, FinishReason] = {
     "content_filter": "content_filter",
     "function_call": "tool_calls",
 }
-
 # Chat has no pause or abnormal-end reason: both read as a plain stop.
 _FINISH_OUT: dict[str, str] = {
     "stop": "stop",

@@ -1,5 +1,5 @@
-"""OpenAI Chat Completions streams: provider SSE events decoded into unified events, and unified events
-encoded as this protocol's SSE events."""
+"""OpenAI Chat Completions streams: provider SSE events decoded into unified events, and unified
+events encoded as this protocol's SSE events."""
 
 from __future__ import annotations
 
@@ -57,7 +57,6 @@ _STATUS_BY_ERROR_TYPE = {
 }
 
 _decode = msgspec.json.Decoder().decode
-
 _DONE = b"data: [DONE]\n\n"
 
 

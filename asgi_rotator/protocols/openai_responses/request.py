@@ -40,11 +40,8 @@ NAME = "openai_responses"
 MARK = marker_key(NAME)
 
 _ROLES = frozenset({"user", "assistant", "system", "developer"})
-
 _TOOL_CHOICE_MODES = frozenset({"auto", "none", "required"})
-
 _REASONING_SEP = "\n\n"
-
 # Item types of ``ResponseInputItemParam`` that the unified model cannot express: carried
 # opaquely for a same-protocol rebuild, dropped for other protocols.
 _OPAQUE_ITEMS = frozenset(
@@ -78,7 +75,6 @@ _OPAQUE_ITEMS = frozenset(
         "program_output",
     }
 )
-
 # Fields the unified request names; anything else (include, truncation, service_tier,
 # prompt_cache_key, ...) is kept in ``extra``.
 _REQUEST_FIELDS = frozenset(
@@ -101,25 +97,17 @@ _REQUEST_FIELDS = frozenset(
         "user",
     }
 )
-
 _FUNCTION_TOOL_FIELDS = frozenset({"type", "name", "description", "parameters", "strict"})
-
 _FORMAT_FIELDS = frozenset({"type", "name", "schema", "strict", "description"})
 
 _KEYS_ROLE_CONTENT = frozenset({"role", "content"})
-
 _KEYS_TYPE = frozenset({"type"})
-
 _KEYS_TYPE_CALL_ID_NAME_ARGUMENTS = frozenset({"type", "call_id", "name", "arguments"})
-
 _KEYS_TYPE_CALL_ID_OUTPUT = frozenset({"type", "call_id", "output"})
-
 _KEYS_TYPE_FILE_ID_FILE_URL_FILE_DATA_FILENAME = frozenset(
     {"type", "file_id", "file_url", "file_data", "filename"}
 )
-
 _KEYS_TYPE_ID_SUMMARY_ENCRYPTED_CONTENT = frozenset({"type", "id", "summary", "encrypted_content"})
-
 _KEYS_TYPE_IMAGE_URL_DETAIL = frozenset({"type", "image_url", "detail"})
 
 

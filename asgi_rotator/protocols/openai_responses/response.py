@@ -25,7 +25,6 @@ _INCOMPLETE_FINISH: dict[str, FinishReason] = {
     "max_output_tokens": "length",
     "content_filter": "content_filter",
 }
-
 _FINISH_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
 
 # kind -> (error.type, error.code) of the HTTP error body (API reference "Error codes").

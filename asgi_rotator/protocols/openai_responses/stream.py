@@ -41,9 +41,7 @@ from .response import (
 )
 
 _json_encode = msgspec.json.Encoder().encode
-
 _json_decode = msgspec.json.Decoder().decode
-
 _SEQUENCE_NUMBER = re.compile(rb'"sequence_number"\s*:\s*(\d+)')
 _TERMINAL_STATUS = frozenset({"completed", "incomplete", "failed"})
 
