@@ -702,13 +702,7 @@ def _build_input_block(part: Part, same: bool, path: str) -> dict[str, Any] | No
     if isinstance(part, File):
         return _build_file(part, same, path)
     if isinstance(part, ToolCall):
-        block = {
-            "type": "tool_use",
-            "id": part.id,
-            "name": part.name,
-            "input": _arguments_object(part.arguments),
-        }
-        return _with_extra(block, part.extra, same)
+        return _build_tool_use(part, same)
     if isinstance(part, ToolResult):
         return _build_tool_result(part, same, path)
     if isinstance(part, Reasoning):
@@ -723,6 +717,16 @@ def _with_extra(block: dict[str, Any], extra: dict[str, Any], same: bool) -> dic
     if same and extra:
         return {**wire_fields(extra, MARK), **block}
     return block
+
+
+def _build_tool_use(part: ToolCall, same: bool) -> dict[str, Any]:
+    block = {
+        "type": "tool_use",
+        "id": part.id,
+        "name": part.name,
+        "input": _arguments_object(part.arguments),
+    }
+    return _with_extra(block, part.extra, same)
 
 
 def _build_reasoning_block(part: Reasoning, same: bool) -> dict[str, Any]:

@@ -19,8 +19,8 @@ from .request import (
     _KEYS_TYPE_THINKING_SIGNATURE,
     MARK,
     NAME,
-    _arguments_object,
     _build_reasoning_block,
+    _build_tool_use,
     _insert_opaque,
     _json_text,
     _with_extra,
@@ -209,13 +209,7 @@ def _build_output_block(part: Part, same: bool) -> dict[str, Any] | None:
     if isinstance(part, Text):
         return _with_extra({"type": "text", "text": part.text}, part.extra, same)
     if isinstance(part, ToolCall):
-        block = {
-            "type": "tool_use",
-            "id": part.id,
-            "name": part.name,
-            "input": _arguments_object(part.arguments),
-        }
-        return _with_extra(block, part.extra, same)
+        return _build_tool_use(part, same)
     if isinstance(part, Reasoning):
         if part.source == NAME and (part.signature is not None or part.redacted):
             return _build_reasoning_block(part, same)
