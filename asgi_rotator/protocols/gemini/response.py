@@ -177,7 +177,6 @@ def _parse_candidate(
     return unified, finish if isinstance(finish, str) else None
 
 
-@staticmethod
 def _finish_reason(
     finish: str | None, content: list[Part], body: Mapping[str, Any]
 ) -> FinishReason:

@@ -103,8 +103,6 @@ class OpenAIResponsesCodec(Codec):
     def stream_resume_point(
         self, body: bytes, *, find_id: bool = True
     ) -> tuple[str | None, int | None]:
-        # Per sent event on every Responses stream: the number is found from the end
-        # without decoding; the id only in the one event that announces it.
         return resume_point(body, find_id=find_id)
 
     def rewrite_stream_ids(
