@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -58,3 +59,45 @@ def test_register_an_instance(clean_registry: None) -> None:
     registry.register(Carrier())
     assert isinstance(get_codec("carrier"), Carrier)
     assert "carrier" in codec_names()
+
+
+@pytest.mark.anyio
+async def test_a_codec_subclass_shapes_the_models_listing(clean_registry: None) -> None:
+    """The models endpoint answers in the shape the client's codec gives, so a replaced
+    codec's listing is what its clients get."""
+    from asgi_rotator.config import parse_config
+    from asgi_rotator.dispatch import ProviderDispatch
+    from asgi_rotator.protocols.gemini import GeminiCodec
+    from asgi_rotator.providers import Providers
+
+    class PagedGemini(GeminiCodec):
+        def models_listing(self, model_ids: list[str]) -> dict[str, Any]:
+            return {**super().models_listing(model_ids), "nextPageToken": ""}
+
+    registry.register(PagedGemini())
+    config = {"providers": {"p": {"preset": "mock", "protocols": ["gemini"], "models": ["m1"]}}}
+    providers = Providers(parse_config(config, {}), {})
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/v1beta/models",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"x-goog-api-key", b"k")],
+    }
+    try:
+        await ProviderDispatch(providers)(scope, receive, send)
+    finally:
+        await providers.aclose()
+    assert sent[0]["status"] == 200
+    listing = json.loads(b"".join(m.get("body", b"") for m in sent[1:]))
+    assert listing["nextPageToken"] == ""
+    assert "models/p/m1" in [m["name"] for m in listing["models"]]
