@@ -129,6 +129,11 @@ class ProviderConfig(Struct, kw_only=True, forbid_unknown_fields=True):
     models: list[str] = field(default_factory=list)
     # "any": clients may ask for provider/<any model>; "listed": only the models above.
     allow_models: Literal["any", "listed"] = "any"
+    # Ask the provider's models endpoint what it serves (on first use, kept models_ttl
+    # seconds), for /v1/models and bare model names.  Unset: on for OpenAI-compatible
+    # providers and presets, when `models` lists none and no shaping step is declared.
+    discover_models: bool | None = None
+    models_ttl: float = 3600.0
     auth: AuthStyle | None = None  # the auth header's style; the credential says what goes in it
     # {strategy = "keys" | "oauth_file" | "token_exchange" | "google_oauth" | <registered>,
     # ...options} (asgi_rotator.auth); without it, ``keys`` make a ``keys`` strategy.

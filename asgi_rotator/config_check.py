@@ -237,6 +237,15 @@ def value_problems(config: Any, presets: Mapping[str, Any], protocols: set[str])
                 add(Problem(at, message))
         if provider.allow_models == "listed" and not provider.models:
             add(Problem(f"{where}.allow_models", '"listed" needs a `models` list'))
+        if provider.allow_models == "listed" and provider.discover_models:
+            add(
+                Problem(
+                    f"{where}.discover_models",
+                    'cannot be true with allow_models = "listed" '
+                    "(only the listed models may be asked for)",
+                )
+            )
+        _positive(add, f"{where}.models_ttl", provider.models_ttl)
         for i, step in enumerate(provider.shaping):
             from .shaping import make_step  # local: steps import the field paths
 

@@ -143,6 +143,7 @@ class ProviderDispatch:
         elif route.endpoint == "health":
             await send_json(send, {"status": "ok", "providers": sorted(self.providers.providers)})
         elif route.endpoint in ("models", "gemini_models"):
+            await self.providers.discover()
             await send_json(send, self.models_listing(scope, route))
         else:
             await send_error(
@@ -215,7 +216,7 @@ class ProviderDispatch:
             exchange.model = request.model
         target = exchange.target
         if target is None:
-            target = exchange.target = self.providers.resolve(request.model)[0]
+            target = exchange.target = (await self.providers.targets(request.model))[0]
         provider = target.provider
         credential = exchange.credential
         if credential is None and provider.credentials:

@@ -1,8 +1,14 @@
 """Providers, their credentials, and how a model name becomes an ordered list of targets.
 
 Model addressing, in order: an alias; ``provider/model``; a group name (its targets in
-order); a bare model listed by exactly one provider; with a single provider that lists no
-models, any name goes to it.  Anything else is a ``not_found`` error that says what exists.
+order); a bare model listed by exactly one provider; a bare model no provider lists that
+exactly one provider's discovered list holds (``asgi_rotator.discovery``); with a single
+provider that lists no models, any name goes to it.  Anything else is a ``not_found`` error
+that says what exists.
+
+``resolve`` answers from what is known; ``discover`` (awaited before it by the layers that
+resolve) fetches the discovered lists a name needs when they are due, and ``targets`` does
+both.
 """
 
 from __future__ import annotations
@@ -12,11 +18,14 @@ import re
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any
 
+import anyio
+
 from .auth import AuthStrategy, Credential, Grant, make_strategy
 from .auth.keys import KeysOptions, KeysStrategy
 from .config import PRESETS, Config, ConfigError, ProviderConfig, TargetConfig
+from .discovery import ModelList, listing_protocol
 from .errors import GatewayError
-from .presets import preset_name
+from .presets import Preset, preset_name
 from .redaction import register_secret
 from .shaping import Shaping, make_step
 from .upstream import DEFAULT_CLIENT, HttpxUpstream, UpstreamClient, make_client
@@ -167,6 +176,15 @@ class Providers:
         self.providers: dict[str, Provider] = {
             name: _build_provider(name, pc, env, client) for name, pc in config.providers.items()
         }
+        # Per provider that discovers its models; the bare names they hold that no provider
+        # lists, and a count of the changes to them (a layer caching resolutions watches it).
+        self.discovery: dict[str, ModelList] = {}
+        for name, pc in config.providers.items():
+            model_list = _model_list(pc, self.providers[name])
+            if model_list is not None:
+                self.discovery[name] = model_list
+        self._discovered: dict[str, list[str]] = {}
+        self.models_version = 0
         self.groups: dict[str, list[tuple[str, dict[str, Any]]]] = {
             name: [
                 (t.target, t.params) if isinstance(t, TargetConfig) else (t, {})
@@ -190,15 +208,61 @@ class Providers:
     def __len__(self) -> int:
         return len(self.providers)
 
-    def resolve(self, model: str) -> list[Target]:
-        """Ordered targets for a model name (one, unless it names a group)."""
+    def resolve(self, model: str, *, discovered: bool = True) -> list[Target]:
+        """Ordered targets for a model name (one, unless it names a group), from the
+        configuration and the lists discovered so far (``discovered=False``: the
+        configuration alone)."""
         model = self.config.aliases.get(model, model)
         group = self.groups.get(model)
         if group is not None:
             return [self._target(spec, params) for spec, params in group]
-        return [self._target(model, {})]
+        return [self._target(model, {}, discovered)]
 
-    def _target(self, spec: str, params: dict[str, Any]) -> Target:
+    async def targets(self, model: str) -> list[Target]:
+        """``resolve``, after ``discover`` for the name."""
+        await self.discover(model)
+        return self.resolve(model)
+
+    async def discover(self, model: str | None = None) -> None:
+        """Fetch the discovered model lists that are due, when ``model`` needs them (the
+        configuration alone does not resolve it) or, without a model, for a listing.
+        Never raises for a failed fetch (``discovery.ModelList.refresh``)."""
+        if not self.discovery:
+            return
+        due = [model_list for model_list in self.discovery.values() if model_list.due()]
+        if not due:
+            return
+        if model is not None:
+            try:
+                self.resolve(model, discovered=False)
+            except GatewayError:
+                pass
+            else:
+                return  # the configuration answers it: no request waits on a fetch
+        changed: list[bool] = []
+
+        async def refresh(model_list: ModelList) -> None:
+            changed.append(await model_list.refresh())
+
+        if len(due) == 1:
+            await refresh(due[0])
+        else:
+            async with anyio.create_task_group() as group:
+                for model_list in due:
+                    group.start_soon(refresh, model_list)
+        if any(changed):
+            self._index()
+
+    def _index(self) -> None:
+        discovered: dict[str, list[str]] = {}
+        for name, model_list in self.discovery.items():
+            for model in model_list.models:
+                if model not in self._bare:  # a listed model goes where the listing says
+                    discovered.setdefault(model, []).append(name)
+        self._discovered = discovered
+        self.models_version += 1
+
+    def _target(self, spec: str, params: dict[str, Any], discovered: bool = True) -> Target:
         provider_name, _, model = spec.partition("/")
         provider = self.providers.get(provider_name) if model else None
         if provider is not None:
@@ -210,7 +274,7 @@ class Providers:
                     param="model",
                 )
             return Target(provider, model, params)
-        owners = self._bare.get(spec, [])
+        owners = self._bare.get(spec) or (self._discovered.get(spec, []) if discovered else [])
         if len(owners) == 1:
             return Target(self.providers[owners[0]], spec, params)
         if len(owners) > 1:
@@ -224,10 +288,13 @@ class Providers:
             (only,) = self.providers.values()
             if not only.models:
                 return Target(only, spec, params)
+        failed = sorted(name for name, m in self.discovery.items() if m.failure is not None)
+        unknown = "neither configured nor discovered" if self.discovery else "not configured"
         raise GatewayError(
             "not_found",
-            f"model {spec!r} is not configured; use 'provider/model' with a provider among "
-            f"{', '.join(sorted(self.providers)) or '(none)'}, a listed model or a group",
+            f"model {spec!r} is {unknown}; use 'provider/model' with a provider among "
+            f"{', '.join(sorted(self.providers)) or '(none)'}, a listed model or a group"
+            + (f" (the model lists of {', '.join(failed)} could not be fetched)" if failed else ""),
             param="model",
         )
 
@@ -246,11 +313,16 @@ class Providers:
             )
 
     def model_ids(self) -> list[str]:
-        """Every name a client may ask for, for the models listings."""
+        """Every name a client may ask for, for the models listings (the discovered lists
+        as they are: ``discover()`` first brings them up to date)."""
         ids: list[str] = []
         for provider in self.providers.values():
             ids.extend(f"{provider.name}/{m}" for m in provider.models)
+            model_list = self.discovery.get(provider.name)
+            if model_list is not None:
+                ids.extend(f"{provider.name}/{m}" for m in model_list.models)
         ids.extend(m for m, owners in self._bare.items() if len(owners) == 1)
+        ids.extend(m for m, owners in self._discovered.items() if len(owners) == 1)
         ids.extend(self.groups)
         ids.extend(self.config.aliases)
         return list(dict.fromkeys(ids))
@@ -268,10 +340,35 @@ class Providers:
             await provider.client.aclose()
 
 
+def _preset(name: str, pc: ProviderConfig) -> Preset | None:
+    return PRESETS.get(preset_name(name, pc.preset) or "")
+
+
+def _model_list(pc: ProviderConfig, provider: Provider) -> ModelList | None:
+    """The provider's discovered list, when it discovers: as configured, else when it lists
+    no models and is OpenAI-compatible or of a preset (every plain preset has a models
+    endpoint).  Not by default for a provider with request shaping (the coding tools'
+    backends): the fetch carries the credential's headers, not what the shaping steps add,
+    which such a backend needs before it answers."""
+    protocol = listing_protocol(provider.protocols)
+    wanted = pc.discover_models
+    if wanted is None:
+        preset = _preset(provider.name, pc)
+        wanted = (
+            not pc.models
+            and pc.allow_models == "any"
+            and provider.shaping is None
+            and (preset is not None or protocol in ("openai_chat", "openai_responses"))
+        )
+    if not wanted or protocol is None:
+        return None
+    return ModelList(provider, protocol, ttl=pc.models_ttl, timeout=pc.timeout)
+
+
 def _build_provider(
     name: str, pc: ProviderConfig, env: Mapping[str, str], client_name: str = DEFAULT_CLIENT
 ) -> Provider:
-    preset = PRESETS.get(preset_name(name, pc.preset) or "")
+    preset = _preset(name, pc)
     protocols = tuple(
         pc.protocols or ([pc.protocol] if pc.protocol else preset.protocols if preset else ())
     )

@@ -211,7 +211,7 @@ class CooldownRetry:
         if target is None:
             assert exchange.request is not None
             try:
-                target = self.providers.resolve(exchange.request.model)[0]
+                target = (await self.providers.targets(exchange.request.model))[0]
             except GatewayError as unknown:
                 await attempts.fail(unknown)
                 return

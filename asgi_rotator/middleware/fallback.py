@@ -140,6 +140,8 @@ class FallbackRouter:
             )
         self._aliases = dict(providers.config.aliases)
         self._plans: dict[str, _Plan] = {}
+        # The discovered model lists the plans were made with (providers.models_version).
+        self._plans_version = providers.models_version
         self._groups: dict[str, _Group] = {}
         self._member: dict[str, tuple[_Group, int]] = {}
         for name, config in providers.config.groups.items():
@@ -171,7 +173,7 @@ class FallbackRouter:
         assert original is not None
         attempts = AttemptRunner(self, scope, exchange, send)
         try:
-            plan = self._plan(original.model)
+            plan = self._cached_plan(original.model) or await self._new_plan(original.model)
         except GatewayError as unknown:
             await attempts.fail(unknown)
             return
@@ -233,14 +235,20 @@ class FallbackRouter:
             return
         await attempts.answer(held, final)
 
-    def _plan(self, model: str) -> _Plan:
-        plan = self._plans.get(model)
-        if plan is None:
-            plan = _Plan(*self._route(model))
-            if len(model) <= _PLAN_NAME_LIMIT:
-                if len(self._plans) >= _PLANS_CACHED:
-                    self._plans.clear()  # a client cycling through model names: start again
-                self._plans[model] = plan
+    def _cached_plan(self, model: str) -> _Plan | None:
+        if self._plans_version != self.providers.models_version:
+            # A discovered list changed: a bare name may belong elsewhere now.
+            self._plans.clear()
+            self._plans_version = self.providers.models_version
+        return self._plans.get(model)
+
+    async def _new_plan(self, model: str) -> _Plan:
+        await self.providers.discover(model)
+        plan = _Plan(*self._route(model))
+        if len(model) <= _PLAN_NAME_LIMIT and self._plans_version == self.providers.models_version:
+            if len(self._plans) >= _PLANS_CACHED:
+                self._plans.clear()  # a client cycling through model names: start again
+            self._plans[model] = plan
         return plan
 
     def _route(self, model: str) -> tuple[_Group | None, list[_Step]]:

@@ -105,7 +105,7 @@ class FieldCache:
         target = exchange.target
         if target is None and self.providers is not None:
             try:
-                target = exchange.target = self.providers.resolve(request.model)[0]
+                target = exchange.target = (await self.providers.targets(request.model))[0]
             except Exception:
                 target = None  # dispatch answers the unknown model in the client's protocol
         protocol = exchange.upstream_protocol

@@ -325,7 +325,7 @@ class ResponsesState:
             self.native_continuation
             and owner is not None
             and owner.protocol == NAME
-            and self._sole_provider(request.model) == owner.provider
+            and await self._sole_provider(request.model) == owner.provider
         ):
             turn.native = owner
             request.previous_response_id = owner.upstream_id
@@ -378,11 +378,11 @@ class ResponsesState:
             )
         return record
 
-    def _sole_provider(self, model: str) -> str | None:
+    async def _sole_provider(self, model: str) -> str | None:
         """The one provider every target of ``model`` belongs to (fallbacks included)."""
         assert self.providers is not None
         try:
-            targets = self.providers.resolve(model)
+            targets = await self.providers.targets(model)
         except GatewayError:
             return None
         names: set[str] = set()

@@ -21,7 +21,8 @@ It is the independent oracle of the test suite and the upstream of the benchmark
   the request: nothing outlives it.
 
 Faults are matched in the order they were added, first match wins, and each is used up
-after ``times`` matching requests.  ``/v1/models`` and unknown routes are never faulted.
+after ``times`` matching requests.  The model listings (``models.py``) are faulted only by a
+fault whose ``path`` names them; unknown routes never are.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ import httpx
 import msgspec
 
 from .._types import Receive, Scope, Send
+from .models import LISTING_PATHS, listing, listing_error, listing_shape
 from .reasoning import Issued, check_anthropic, check_gemini, check_responses, gemini_step
 from .tokens import TokenAuthority
 
@@ -69,12 +71,6 @@ _SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
 ]
-_MODELS_BODY = _json.encode(
-    {
-        "object": "list",
-        "data": [{"id": m, "object": "model", "created": 0, "owned_by": "mock"} for m in MODELS],
-    }
-)
 # What a broken proxy in front of a provider sends instead of an event stream.
 _GARBAGE = b"<html><body><h1>502 Bad Gateway</h1></body></html>\r\n\r\n"
 _BROKEN_JSON = b'{"id": "broken", "choices": [{"index": 0, "delta": {"content": "x"'
@@ -142,6 +138,7 @@ class Fault(msgspec.Struct, kw_only=True):
     model: str | None = None
     key: str | None = None
     protocol: str | None = None
+    path: str | None = None  # the request's path; a model listing's faults must name it
     times: int | None = 1
 
 
@@ -254,10 +251,12 @@ class MockUpstream:
     Reasoning payloads are checked like the real services check them (``reasoning.py``):
     Anthropic thinking blocks when thinking is on, Gemini thought signatures for Gemini 3
     models (a model name containing ``gemini-3``), Responses encrypted reasoning items with
-    ``store: false``.  A violation is the provider's 400.
+    ``store: false``.  A violation is the provider's 400.  ``models`` is what the model
+    listings list.
 
     ``authority`` (a ``TokenAuthority``) serves the token endpoints and makes every model
-    request carry one of its valid access tokens: anything else is the protocol's 401."""
+    request and model listing carry one of its valid access tokens: anything else is the
+    protocol's 401."""
 
     def __init__(
         self,
@@ -269,6 +268,7 @@ class MockUpstream:
         tool_steps: int = 1,
         reported_cost: float | None = None,
         authority: TokenAuthority | None = None,
+        models: tuple[str, ...] = MODELS,
     ) -> None:
         if stream_events is not None and stream_events < 1:
             raise ValueError("stream_events must be at least 1")
@@ -282,6 +282,7 @@ class MockUpstream:
         self.issued = Issued()
         self.reported_cost = reported_cost
         self.authority = authority
+        self.models = tuple(models)
         self.requests: list[RecordedRequest] = []
         self.connections: set[tuple[str, int]] = set()
         self.closed_streams: list[ClosedStream] = []
@@ -355,8 +356,8 @@ class MockUpstream:
             await _send_bytes(send, status, _JSON_HEADERS, answer)
             return
         if protocol is None:
-            if method == "GET" and path == "/v1/models":
-                await _send_bytes(send, 200, _JSON_HEADERS, _MODELS_BODY)
+            if method == "GET" and path in LISTING_PATHS:
+                await self._listing(path, query, headers, key, send)
             else:
                 await _send_bytes(send, 404, _JSON_HEADERS, _not_found(path))
             return
@@ -380,7 +381,7 @@ class MockUpstream:
             failure = _Failure(400, message, code or None, None)
             await _send_bytes(send, 400, _JSON_HEADERS, codec.error_body(failure))
             return
-        fault = self._match(protocol, model, key)
+        fault = self._match(protocol, model, key, path)
         reply = self._reply(codec, request, model or "mock-model")
         self._remember(protocol, reply, request, key)
         if not stream or (fault and fault.status is not None and fault.error_event_after is None):
@@ -442,13 +443,34 @@ class MockUpstream:
                 for call in reply.calls:
                     issued.responses_calls[call.id] = (f"rs_mock{reply.n}", signature, key)
 
-    def _match(self, protocol: str, model: str | None, key: str | None) -> Fault | None:
+    async def _listing(
+        self, path: str, query: str, headers: dict[str, str], key: str | None, send: Send
+    ) -> None:
+        shape = listing_shape(path, headers)
+        fault = self._match(None, None, key, path)
+        if fault is not None and fault.header_delay:
+            await anyio.sleep(fault.header_delay)
+        if fault is not None and fault.status is not None:
+            status, body = listing_error(shape, fault.status, fault.message or "mock fault")
+        elif self.authority is not None and not self.authority.valid(key):
+            status, body = listing_error(shape, 401, "Invalid or expired access token.")
+        else:
+            status, body = listing(self.models, shape, query, key)
+        raw = _BROKEN_JSON if fault is not None and fault.malformed_json else _json.encode(body)
+        await _send_bytes(send, status, _JSON_HEADERS, raw)
+
+    def _match(
+        self, protocol: str | None, model: str | None, key: str | None, path: str
+    ) -> Fault | None:
         for armed in self._faults:
             fault = armed.fault
             if (
                 (fault.protocol is None or fault.protocol == protocol)
                 and (fault.model is None or fault.model == model)
                 and (fault.key is None or fault.key == key)
+                # A listing is faulted only by name: a fault armed for generation requests
+                # must not be used up by a models fetch.
+                and (fault.path == path if protocol is None else fault.path in (None, path))
             ):
                 if armed.remaining is not None:
                     armed.remaining -= 1

@@ -53,6 +53,8 @@ def make_providers(
                 "protocol": "openai_chat",
                 "base_url": f"http://{name}.invalid/v1",
                 "keys": [f"k-{name}-{i}" for i in range(n)],
+                # The upstream is a stand-in: no models endpoint to discover from.
+                "discover_models": False,
             }
             for name, n in keys.items()
         },
