@@ -446,7 +446,7 @@ class MockUpstream:
     async def _listing(
         self, path: str, query: str, headers: dict[str, str], key: str | None, send: Send
     ) -> None:
-        shape = listing_shape(path, headers)
+        shape = listing_shape(path, headers, query)
         fault = self._match(None, None, key, path)
         if fault is not None and fault.header_delay:
             await anyio.sleep(fault.header_delay)
@@ -455,7 +455,7 @@ class MockUpstream:
         elif self.authority is not None and not self.authority.valid(key):
             status, body = listing_error(shape, 401, "Invalid or expired access token.")
         else:
-            status, body = listing(self.models, shape, query, key)
+            status, body = listing(self.models, shape, query)
         raw = _BROKEN_JSON if fault is not None and fault.malformed_json else _json.encode(body)
         await _send_bytes(send, status, _JSON_HEADERS, raw)
 

@@ -1,11 +1,12 @@
 """The mock's model listings, each in its provider's shape, written after the API references
 (OpenAI ``GET /v1/models``, Anthropic ``GET /v1/models`` with ``anthropic-version``, Gemini
-``GET /v1beta/models``), as independent of ``asgi_rotator.discovery`` as the rest of the mock.
+``GET /v1beta/models``, or ``/v1/models`` with a Gemini key), as independent of
+``asgi_rotator.discovery`` as the rest of the mock.
 
-Like the real services: a request without a key is refused (OpenAI and Anthropic 401, Gemini
-403), Anthropic pages by ``limit`` (default 20) and ``after_id``, Gemini by ``pageSize``
-(default 50) and an opaque ``pageToken``, and a Gemini embedding model lists ``embedContent``
-instead of ``generateContent``.
+Like the real services: Anthropic pages by ``limit`` (default 20, at most 1000) and
+``after_id``, Gemini by ``pageSize`` (default 50) and an opaque ``pageToken``, and a Gemini
+embedding model lists ``embedContent`` instead of ``generateContent``.  Unlike them, and like
+the mock's other endpoints, a request without a key is answered (the keyless demo).
 """
 
 from __future__ import annotations
@@ -20,19 +21,15 @@ LISTING_PATHS = frozenset({"/v1/models", "/v1beta/models"})
 _CREATED = "2025-01-01T00:00:00Z"
 
 
-def listing_shape(path: str, headers: dict[str, str]) -> str:
+def listing_shape(path: str, headers: dict[str, str], query: str) -> str:
     """Which provider a listing request is for: ``openai``, ``anthropic`` or ``gemini``."""
-    if path == "/v1beta/models":
+    if path == "/v1beta/models" or "x-goog-api-key" in headers or "key" in parse_qs(query):
         return "gemini"
     return "anthropic" if "anthropic-version" in headers else "openai"
 
 
-def listing(
-    models: tuple[str, ...], shape: str, query: str, key: str | None
-) -> tuple[int, dict[str, Any]]:
+def listing(models: tuple[str, ...], shape: str, query: str) -> tuple[int, dict[str, Any]]:
     """(status, body) for one listing request."""
-    if not key:
-        return listing_error(shape, 403 if shape == "gemini" else 401, "API key required")
     params = {name: values[-1] for name, values in parse_qs(query).items()}
     if shape == "openai":
         return 200, {

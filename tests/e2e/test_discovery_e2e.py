@@ -93,6 +93,23 @@ def test_without_a_config_file_bare_names_resolve_to_the_provider_that_lists_the
     }
 
 
+@pytest.mark.parametrize(
+    "without",
+    [{"fallback"}, {"fallback", "cooldown", "field_cache", "responses"}],
+    ids=["cooldown", "dispatch"],
+)
+def test_the_first_layer_that_resolves_a_bare_name_discovers_it(
+    upstreams: dict[str, tuple[MockUpstream, str]], without: set[str]
+) -> None:
+    for mock, _ in upstreams.values():
+        mock.clear()
+    app = build_app(None, environ=user_environment(upstreams), without=without)
+    with serve(app) as url, ChatDriver(url) as chat:
+        assert "You said" in chat.ask("gpt-4.1-mini", stream=True).text
+    (asked,) = [r for r in upstreams["openai"][0].requests if r.method == "POST"]
+    assert asked.model == "gpt-4.1-mini"
+
+
 def test_each_sdk_lists_the_discovered_models(
     gateway: tuple[Gateway, str], upstreams: dict[str, tuple[MockUpstream, str]]
 ) -> None:
