@@ -93,6 +93,21 @@ def test_without_a_config_file_bare_names_resolve_to_the_provider_that_lists_the
     }
 
 
+def test_with_only_openai_api_key_set_the_models_are_listed_and_a_bare_name_is_served(
+    upstreams: dict[str, tuple[MockUpstream, str]],
+) -> None:
+    mock, mock_url = upstreams["openai"]
+    mock.clear()
+    environ = {
+        "OPENAI_API_KEY": OPENAI_KEY,
+        "ASGI_ROTATOR__PROVIDERS__OPENAI__BASE_URL": f"{mock_url}/v1",
+    }
+    with serve(build_app(None, environ=environ)) as url, ChatDriver(url) as chat:
+        ids = [m.id for m in chat.client.models.list()]
+        assert "You said" in chat.ask("gpt-4.1").text
+    assert ids == [*(f"openai/{m}" for m in OPENAI_MODELS), *OPENAI_MODELS]
+
+
 @pytest.mark.parametrize(
     "without",
     [{"fallback"}, {"fallback", "cooldown", "field_cache", "responses"}],
