@@ -289,7 +289,7 @@ class Providers:
             if not only.models:
                 return Target(only, spec, params)
         failed = sorted(name for name, m in self.discovery.items() if m.failure is not None)
-        unknown = "neither configured nor discovered" if self.discovery else "not configured"
+        unknown = "not configured or discovered" if self.discovery else "not configured"
         raise GatewayError(
             "not_found",
             f"model {spec!r} is {unknown}; use 'provider/model' with a provider among "

@@ -41,9 +41,18 @@ def upstreams() -> Iterator[dict[str, tuple[MockUpstream, str]]]:
         "gemini": MockUpstream(models=GEMINI_MODELS),
     }
     with serve(mocks["openai"]) as a, serve(mocks["anthropic"]) as b, serve(mocks["gemini"]) as c:
-        yield {"openai": (mocks["openai"], a), "anthropic": (mocks["anthropic"], b)} | {
-            "gemini": (mocks["gemini"], c)
+        yield {
+            "openai": (mocks["openai"], a),
+            "anthropic": (mocks["anthropic"], b),
+            "gemini": (mocks["gemini"], c),
         }
+
+
+@pytest.fixture(autouse=True)
+def cleared(upstreams: dict[str, tuple[MockUpstream, str]]) -> None:
+    """Each test sees only its own requests and faults."""
+    for mock, _ in upstreams.values():
+        mock.clear()
 
 
 def user_environment(upstreams: dict[str, tuple[MockUpstream, str]]) -> dict[str, str]:
@@ -60,9 +69,7 @@ def user_environment(upstreams: dict[str, tuple[MockUpstream, str]]) -> dict[str
 
 @pytest.fixture
 def gateway(upstreams: dict[str, tuple[MockUpstream, str]]) -> Iterator[tuple[Gateway, str]]:
-    """A fresh gateway (nothing discovered yet) over the module's mocks, cleared."""
-    for mock, _ in upstreams.values():
-        mock.clear()
+    """A fresh gateway (nothing discovered yet) over the module's mocks."""
     app = build_app(None, environ=user_environment(upstreams))
     with serve(app) as url:
         yield app, url
@@ -97,7 +104,6 @@ def test_with_only_openai_api_key_set_the_models_are_listed_and_a_bare_name_is_s
     upstreams: dict[str, tuple[MockUpstream, str]],
 ) -> None:
     mock, mock_url = upstreams["openai"]
-    mock.clear()
     environ = {
         "OPENAI_API_KEY": OPENAI_KEY,
         "ASGI_ROTATOR__PROVIDERS__OPENAI__BASE_URL": f"{mock_url}/v1",
@@ -106,6 +112,7 @@ def test_with_only_openai_api_key_set_the_models_are_listed_and_a_bare_name_is_s
         ids = [m.id for m in chat.client.models.list()]
         assert "You said" in chat.ask("gpt-4.1").text
     assert ids == [*(f"openai/{m}" for m in OPENAI_MODELS), *OPENAI_MODELS]
+    assert [r.key for r in listings(mock)] == [OPENAI_KEY]
 
 
 @pytest.mark.parametrize(
@@ -116,8 +123,6 @@ def test_with_only_openai_api_key_set_the_models_are_listed_and_a_bare_name_is_s
 def test_the_first_layer_that_resolves_a_bare_name_discovers_it(
     upstreams: dict[str, tuple[MockUpstream, str]], without: set[str]
 ) -> None:
-    for mock, _ in upstreams.values():
-        mock.clear()
     app = build_app(None, environ=user_environment(upstreams), without=without)
     with serve(app) as url, ChatDriver(url) as chat:
         assert "You said" in chat.ask("gpt-4.1-mini", stream=True).text
@@ -196,8 +201,6 @@ def test_a_discovery_failure_fails_no_request_and_is_logged_once(
     monkeypatch: pytest.MonkeyPatch,
     failure: str,
 ) -> None:
-    for mock, _ in upstreams.values():
-        mock.clear()
     mock = upstreams["openai"][0]
     environ = user_environment(upstreams)
     listing = "/v1/models"
@@ -241,8 +244,6 @@ def test_discovery_works_again_after_a_failure(
     caplog: pytest.LogCaptureFixture,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for mock, _ in upstreams.values():
-        mock.clear()
     mock = upstreams["openai"][0]
     mock.add_fault(Fault(path="/v1/models", status=503, times=1))
     monkeypatch.setattr(discovery, "RETRY_AFTER_FAILURE", 0.0)
@@ -260,13 +261,11 @@ def test_a_configured_model_list_is_not_replaced_by_discovery(
     upstreams: dict[str, tuple[MockUpstream, str]],
 ) -> None:
     mock, mock_url = upstreams["openai"]
-    mock.clear()
+    base = {"protocol": "openai_chat", "base_url": f"{mock_url}/v1", "keys": ["k1"]}
     config = {
         "providers": {
-            "curated": {"protocol": "openai_chat", "base_url": f"{mock_url}/v1", "keys": ["k1"]}
-            | {"models": ["gpt-4.1"]},
-            "other": {"protocol": "openai_chat", "base_url": f"{mock_url}/v1", "keys": ["k2"]}
-            | {"models": ["o4-mini"]},
+            "curated": {**base, "models": ["gpt-4.1"]},
+            "other": {**base, "models": ["o4-mini"]},
         }
     }
     with serve(build_app(config, environ={})) as url:
