@@ -42,7 +42,6 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_TTL",
     "FETCH_TIMEOUT",
-    "LISTING_PROTOCOLS",
     "RETRY_AFTER_FAILURE",
     "DiscoveryError",
     "ModelList",
@@ -87,8 +86,8 @@ def _read_openai(data: Any) -> tuple[list[str], str | None]:
 
 def _read_anthropic(data: Any) -> tuple[list[str], str | None]:
     ids = [_string(m, "id") for m in _items(data, "data")]
-    more = data.get("has_more") is True and ids
-    return ids, (data.get("last_id") or ids[-1]) if more else None
+    # The next page starts after the last id of this one (Anthropic's ``after_id``).
+    return ids, ids[-1] if data.get("has_more") is True and ids else None
 
 
 def _read_gemini(data: Any) -> tuple[list[str], str | None]:
@@ -109,7 +108,6 @@ _SHAPES: dict[str, tuple[Callable[[str | None], str], Callable[[Any], Any]]] = {
     "anthropic_messages": (_anthropic, _read_anthropic),
     "gemini": (_gemini, _read_gemini),
 }
-LISTING_PROTOCOLS = frozenset(_SHAPES)
 # OpenAI's listing first: an OpenAI-compatible server has it whatever else it speaks.
 _PREFERENCE = ("openai_chat", "openai_responses", "anthropic_messages", "gemini")
 

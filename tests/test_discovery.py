@@ -15,8 +15,9 @@ from google.genai import types as gt
 
 from asgi_rotator.config import ConfigError, parse_config
 from asgi_rotator.errors import GatewayError
-from asgi_rotator.mock import MODELS, MockUpstream
+from asgi_rotator.mock import MODELS, MockUpstream, mock_transport
 from asgi_rotator.providers import Providers
+from asgi_rotator.upstream import HttpxUpstream
 from tests.server import serve
 
 # Enough for several pages at the SDKs' and the services' default page sizes (20, 50).
@@ -109,6 +110,26 @@ async def test_a_name_the_configuration_resolves_never_waits_for_a_fetch() -> No
         assert mocked.discovery["a"].models == MODELS
     finally:
         await mocked.aclose()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("protocol", "pages"), [("openai_chat", 1), ("anthropic_messages", 2), ("gemini", 2)]
+)
+async def test_every_page_of_a_protocols_listing_is_read(protocol: str, pages: int) -> None:
+    catalogue = tuple(f"model-{i:04}" for i in range(1500))  # more than a page of 1000
+    base = "mock://upstream/v1" if protocol == "openai_chat" else "mock://upstream"
+    one = providers({"p": {"protocol": protocol, "base_url": base, "discover_models": True}})
+    mock = MockUpstream(models=catalogue)
+    provider = one.providers["p"]
+    await provider.client.aclose()
+    provider.client = HttpxUpstream(transport=mock_transport(mock))
+    try:
+        await one.discover()
+        assert one.discovery["p"].models == catalogue
+        assert len(mock.requests) == pages
+    finally:
+        await one.aclose()
 
 
 # --- the mock's listings, as the official SDKs read them ----------------------------------
