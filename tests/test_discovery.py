@@ -45,6 +45,12 @@ def test_which_providers_discover_their_models() -> None:
             # Not OpenAI-compatible and of no preset: whether it has a listing is unknown.
             "custom-claude": {"protocol": "anthropic_messages", "base_url": "http://x"},
             "off": {"protocol": "openai_chat", "base_url": "http://x/v1", "discover_models": False},
+            # A backend that needs its shaping steps to answer: the fetch would carry none.
+            "shaped": {
+                "protocol": "openai_chat",
+                "base_url": "http://x/v1",
+                "shaping": [{"step": "headers", "options": {"set": {"editor-version": "x/1"}}}],
+            },
         }
     ).discovery
     assert sorted(discovering) == ["anthropic", "listed-too", "local", "openai"]
