@@ -33,8 +33,8 @@ def test_which_providers_discover_their_models() -> None:
         {
             # OpenAI-compatible, no models listed: what a new user's provider looks like.
             "local": {"protocol": "openai_chat", "base_url": "http://127.0.0.1:1/v1"},
-            "openai": {"keys": ["sk-a"]},  # a preset with a models endpoint
-            "anthropic": {"keys": ["sk-b"]},
+            "openai": {"keys": ["sk-discovery-test-openai"]},  # a preset with a models endpoint
+            "anthropic": {"keys": ["sk-discovery-test-anthropic"]},
             "listed": {"protocol": "openai_chat", "base_url": "http://x/v1", "models": ["m"]},
             "listed-too": {
                 "protocol": "openai_chat",
