@@ -669,7 +669,7 @@ class _StreamRelay:
                     # not model included; only the framing is ours.  An error event is the
                     # one that may quote a key back: it goes out redacted.
                     data = sse_event.data
-                    if decoded and any(isinstance(e, Error) for e in decoded):
+                    if decoded and Error in map(type, decoded):
                         data = redact(data)
                     parts.append(encode_event(data, sse_event.event))
                 if decoder.done:

@@ -145,6 +145,8 @@ _CLOSING_WRITE = 10.0
 _COMMENT = b": keepalive\n\n"
 _WRITE_ERRORS = (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError)
 _BOUNDARIES = (b"\n\n", b"\r\n\r\n", b"\r\r")
+# The events the close record notes something of (``_CloseStats.note``).
+_NOTED = frozenset({Finish, ReasoningDelta, Signature, MessageStart, Error})
 _json_line = msgspec.json.Encoder().encode
 _DEFAULTS = StreamConfig()
 
@@ -570,18 +572,24 @@ class _CloseStats:
         self.status: int | None = None  # the inner app's
 
     def note(self, events: list[Any]) -> GatewayError | None:
-        """Count ``events`` and note what they tell; the first in-band error among them."""
+        """Count ``events`` (never empty) and note what they tell; the first in-band error
+        among them."""
         self.events += len(events)
+        self.last_event = type(events[-1]).__struct_config__.tag
         error: GatewayError | None = None
         for event in events:
-            self.last_event = type(event).__struct_config__.tag
-            if isinstance(event, Finish):
+            # By exact type (the unified event classes are not subclassed): most events are
+            # content, which tells nothing here, and this runs for every event.
+            kind = type(event)
+            if kind not in _NOTED:
+                continue
+            if kind is Finish:
                 self.terminal_sent = True
-            elif isinstance(event, (ReasoningDelta, Signature)):
+            elif kind is ReasoningDelta or kind is Signature:
                 self.reasoning_seen = True
-            elif isinstance(event, MessageStart):
+            elif kind is MessageStart:
                 self.response_id = self.response_id or event.id
-            elif isinstance(event, Error) and isinstance(event.error, GatewayError):
+            elif isinstance(event.error, GatewayError):  # an Error
                 error = error or event.error
         return error
 
