@@ -361,10 +361,12 @@ def markdown(results: dict[str, Any], fig: dict[str, Any], charts: list[str]) ->
             lines.append(f"| {failure['what']} | {cause} |")
         lines += ["", "The arms' log tails are in `results.json` (`failures`)."]
     lines += ["", "## Goals", "", "| goal | measured | met |", "|---|---|---|"]
-    for goal, measured, met in goals(results, fig):
+    rows = goals(results, fig)
+    for goal, measured, met in rows:
         lines.append(
             f"| {goal} | {measured} | {'yes' if met else 'no' if met is False else DASH} |"
         )
+    lines += _missed(results, fig, rows)
 
     lines += [
         "",
@@ -582,6 +584,69 @@ def markdown(results: dict[str, Any], fig: dict[str, Any], charts: list[str]) ->
             "Charts skipped: matplotlib is not installed (`pip install 'asgi-rotator[bench]'`).",
         ]
     return "\n".join(lines) + "\n"
+
+
+# Which profile explains a goal about what (matched on the goal's words), and the section
+# of this report that has the rest.
+_WHY = (
+    ("tracing", None, "The new layers: Tracing"),
+    ("CPU per request", "plain", "Non-streamed requests"),
+    ("throughput", "plain", "Non-streamed requests"),
+    ("first text", "stream", "Streams"),
+    ("same protocol", "stream", "Streams"),
+    ("translated", "translated", "Streams"),
+    ("memory", None, "Memory"),
+)
+
+
+def _missed(
+    results: dict[str, Any], fig: dict[str, Any], rows: list[tuple[str, str, bool | None]]
+) -> list[str]:
+    """For each goal missed, where its time went: the profile of the same load, split into
+    the stack's own code and what the server, HTTP client and event loop spend."""
+    missed = [goal for goal, _, met in rows if met is False]
+    if not missed:
+        return []
+    profiles = results.get("profile") or {}
+    lines = ["", "### Goals missed, and where the time went", ""]
+    grouped: dict[tuple[str | None, str], list[str]] = {}
+    for goal in missed:
+        where = next(
+            ((label, section) for key, label, section in _WHY if key in goal),
+            (None, "the tables below"),
+        )
+        grouped.setdefault(where, []).append(goal)
+    for (label, section), goals_here in grouped.items():
+        goal = "; ".join(goals_here)
+        summary = profiles.get(label) if label else None
+        if summary and summary.get("packages"):
+            cost, unit = _profiled_cost(fig, label)
+            shares = ", ".join(
+                f"{name} {pct:.0f}%" + (f" ({cost * pct / 100:.1f} {unit})" if cost else "")
+                for name, pct in summary["packages"]
+                if pct >= 1
+            )
+            ours = [(name, pct) for name, pct in summary["self"] if "asgi_rotator/" in name]
+            top = ", ".join(f"`{name.split(' (')[0]}` {pct:.1f}%" for name, pct in ours[:4])
+            lines.append(
+                f"- **{goal}**: the {label} profile's CPU samples by package: {shares}. "
+                f"Our own code's largest: {top or DASH}. More in *Where the time goes: "
+                f"{label}* and *{section}*."
+            )
+        else:
+            lines.append(f"- **{goal}**: see *{section}*.")
+    return lines
+
+
+def _profiled_cost(fig: dict[str, Any], label: str) -> tuple[float | None, str]:
+    """The stack's measured CPU for the load a profile was taken under, to turn its shares
+    into µs."""
+    if label == "plain":
+        value = fig["arms"].get(STACK, {}).get("16", {}).get("cpu_us")
+        return value, "µs/req"
+    kind = "same" if label == "stream" else "translated"
+    value = fig["streams"].get(STACK, {}).get(kind, {}).get("cpu_us_per_event")
+    return value, "µs/event"
 
 
 def _new_layers(results: dict[str, Any], fig: dict[str, Any]) -> list[str]:
@@ -842,9 +907,11 @@ _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^:()]+)(?::\d+)?\)$")
 
 def summarize_profile(raw: str) -> dict[str, list[tuple[str, float]]]:
     """Self and inclusive shares per function from py-spy's ``--format raw`` (collapsed
-    stacks: ``frame;frame;... count``)."""
+    stacks: ``frame;frame;... count``), and the self share of each package (``packages``:
+    asgi_rotator against the server, the HTTP client and the event loop)."""
     own: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
+    packages: Counter[str] = Counter()
     total = 0
     for line in raw.splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -854,16 +921,29 @@ def summarize_profile(raw: str) -> dict[str, list[tuple[str, float]]]:
         total += count
         frames = [_short(f) for f in stack.split(";")]
         own[frames[-1]] += count
+        packages[_package(frames[-1])] += count
         for name in set(frames):
             inclusive[name] += count
     if not total:
-        return {"self": [], "ours": []}
+        return {"self": [], "ours": [], "packages": []}
     return {
         "self": [(name, n / total * 100) for name, n in own.most_common(25)],
         "ours": [
             (name, n / total * 100) for name, n in inclusive.most_common() if "asgi_rotator" in name
         ][:25],
+        "packages": [(name, n / total * 100) for name, n in packages.most_common(8)],
     }
+
+
+def _package(frame: str) -> str:
+    """The top-level package of a shortened frame (``asyncio`` for the standard library's)."""
+    match = _FRAME.match(frame)
+    if match is None:
+        return "other"
+    path = match.group("file")
+    if path.startswith("<"):
+        return "python"
+    return path.split("/", 1)[0].removesuffix(".py")
 
 
 def _short(frame: str) -> str:

@@ -228,3 +228,31 @@ def test_the_otlp_receiver_decodes_what_the_sdk_exports_and_counts_it() -> None:
     assert stats["spans"] == 6
     assert stats["exports"] == 6  # one per span: the simple processor exports each as it ends
     assert stats["rejected"] == 1
+
+
+def test_a_missed_goal_is_explained_by_its_profile() -> None:
+    """The report names, for a goal it missed, where the profile of that load says the time
+    went: each package's share, in µs of the measured figure."""
+    from benchmarks import report
+
+    raw = "\n".join(
+        [
+            "run (uvicorn/server.py:86);send (uvicorn/protocols/http/httptools_impl.py:499) 30",
+            "run (uvicorn/server.py:86);__call__ (asgi_rotator/dispatch.py:142) 50",
+            "run (uvicorn/server.py:86);_request (aiohttp/client.py:819) 20",
+        ]
+    )
+    summary = report.summarize_profile(raw)
+    assert dict(summary["packages"]) == {"asgi_rotator": 50.0, "uvicorn": 30.0, "aiohttp": 20.0}
+    fig = {"arms": {report.STACK: {"16": {"cpu_us": 300.0}}}, "streams": {}}
+    rows = [
+        ("CPU per request <= 2x floor-aiohttp's", "2.50x", False),
+        ("soak: RSS growth over 10 requests < 2%", "+0.00%", True),
+    ]
+    lines = report._missed({"profile": {"plain": summary}}, fig, rows)
+    text = "\n".join(lines)
+    assert "CPU per request <= 2x" in text and "soak" not in text
+    assert "asgi_rotator 50% (150.0 µs/req)" in text
+    assert "uvicorn 30% (90.0 µs/req)" in text
+    assert "`__call__` 50.0%" in text
+    assert report._missed({}, fig, rows[1:]) == []
