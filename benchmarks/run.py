@@ -29,6 +29,7 @@ import math
 import os
 import platform
 import re
+import resource
 import shutil
 import signal
 import socket
@@ -246,6 +247,20 @@ def spawn(
             start_new_session=True,  # its own group: stopped with everything it started
             preexec_fn=preexec,
         )
+
+
+def open_files_hard_limit() -> float:
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return math.inf if hard == resource.RLIM_INFINITY else hard
+
+
+def streams_allowed(wanted: int) -> int:
+    """How many of ``wanted`` open streams one gateway process can hold: two descriptors
+    each (the client's socket and the upstream's), and some to spare for everything else.
+    Every process of the run has the hard limit this one has; the arms raise their soft
+    limit to it (``apps.main``)."""
+    hard = open_files_hard_limit()
+    return wanted if hard == math.inf else max(0, min(wanted, int(hard - 512) // 2))
 
 
 def settle(pid: int, limit: float = 3.0) -> None:
@@ -724,7 +739,13 @@ class Run:
         same load on the idle gateway.  The arm is a stack of its own (heartbeat 1 s, a pool
         large enough for every stream); the other arms are stopped meanwhile."""
         s = self.settings
-        count = s.open_streams
+        count = streams_allowed(s.open_streams)
+        if count < s.open_streams:
+            s.notes.append(
+                f"{s.open_streams:,} open streams asked for, {count:,} measured: the open-file "
+                f"hard limit here is {open_files_hard_limit():,} and may not be raised, and "
+                "the gateway holds two descriptors a stream (client and upstream)"
+            )
         base = next(a for a in self.arms if a.name == STACK)
         extra = ("--heartbeat", "1", "--max-connections", str(count + 200))
         arm = Arm(f"{STACK} (open streams)", Spec("stack", "stack", base.spec.client, (), extra))

@@ -256,3 +256,20 @@ def test_a_missed_goal_is_explained_by_its_profile() -> None:
     assert "uvicorn 30% (90.0 µs/req)" in text
     assert "`__call__` 50.0%" in text
     assert report._missed({}, fig, rows[1:]) == []
+
+
+def test_open_streams_are_capped_by_the_open_file_hard_limit(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A gateway holds two descriptors a stream: under a hard limit of 20,000, 10,000 open
+    streams cannot all be opened, and the harness measures what fits rather than a run of
+    failed connects."""
+    import resource
+
+    from benchmarks import run
+
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (1024, 20_000))
+    assert run.streams_allowed(10_000) == 9_744
+    assert run.streams_allowed(2_000) == 2_000
+    monkeypatch.setattr(resource, "getrlimit", lambda _: (1024, resource.RLIM_INFINITY))
+    assert run.streams_allowed(10_000) == 10_000
