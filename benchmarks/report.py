@@ -557,6 +557,8 @@ def markdown(results: dict[str, Any], fig: dict[str, Any], charts: list[str]) ->
             _fmt(held.get(str(meta["held"][-1]), {}).get("marginal", math.nan) / 1024, "{:.1f}")
         )
         lines.append(f"| {arm} | {entry['rss_idle'] / 2**20:.1f} | " + " | ".join(cells) + " |")
+    if _held_memory(results):
+        lines += ["", f"{_held_memory(results)} (`benchmarks/stream_memory.py`)"]
     soak = results.get("soak")
     if soak:
         samples = soak["samples"]
@@ -633,9 +635,29 @@ def _missed(
                 f"Our own code's largest: {top or DASH}. More in *Where the time goes: "
                 f"{label}* and *{section}*."
             )
+        elif label is None and section == "Memory" and _held_memory(results):
+            lines.append(f"- **{goal}**: {_held_memory(results)} More in *{section}*.")
         else:
             lines.append(f"- **{goal}**: see *{section}*.")
     return lines
+
+
+def _held_memory(results: dict[str, Any]) -> str:
+    """What ``benchmarks.stream_memory`` found an open stream holds, in one sentence."""
+    held = (results.get("layers") or {}).get("stream_memory")
+    if not held:
+        return ""
+    packages = ", ".join(
+        f"{name} {size / 1024:.1f}" for name, size in held["packages_bytes"].items() if size >= 512
+    )
+    ours = ", ".join(
+        f"`{name}` {size / 1024:.1f}" for name, size in list(held["ours_bytes"].items())[:6]
+    )
+    return (
+        f"Python's allocations for one open stream (tracemalloc, {held['streams']:,} streams "
+        f"in-process, no server): {held['kib_per_stream']:.1f} KiB. By package, KiB: "
+        f"{packages}. Our largest, KiB: {ours}."
+    )
 
 
 def _profiled_cost(fig: dict[str, Any], label: str) -> tuple[float | None, str]:

@@ -921,7 +921,8 @@ class Run:
         from its module's command: tracing (``benchmarks.tracing``: off, on exporting
         OTLP/HTTP to a local receiver, on at 10 % sampling), the field cache with its
         built-in rules on a reasoning tool conversation (``benchmarks.field_cache``), and
-        what pricing adds (``benchmarks.cost``).  Each measures its arms side by side in
+        what pricing adds (``benchmarks.cost``), and what an open stream holds, by who
+        allocated it (``benchmarks.stream_memory``).  Each measures its arms side by side in
         rounds of its own.  A full run runs them one at a time, so that none disturbs
         another's figure; ``--quick`` only checks that they run, so it runs them all at
         once, beside the rest of the run (the tracing module mostly waits)."""
@@ -933,6 +934,7 @@ class Run:
             if quick
             else [],
             "cost": ["--requests", "200", "--rounds", "1", "--calls", "5000"] if quick else [],
+            "stream_memory": ["--streams", "50"] if quick else [],
         }
 
         def run(module: str) -> tuple[str, str, int]:
