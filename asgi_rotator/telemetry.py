@@ -199,8 +199,34 @@ def telemetry_from_config(config: TracingConfig, env: Mapping[str, str]) -> Tele
 
             registry = REGISTRY
             readers.append(PrometheusMetricReader())
-    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers, **_exemplars(env))
     return Telemetry(tracer_provider, meter_provider, registry, **options)
+
+
+_EXEMPLAR_FILTERS = {
+    "always_off": "AlwaysOffExemplarFilter",
+    "always_on": "AlwaysOnExemplarFilter",
+    "trace_based": "TraceBasedExemplarFilter",
+}
+
+
+def _exemplars(env: Mapping[str, str]) -> dict[str, Any]:
+    """The meter provider's exemplar filter: ``OTEL_METRICS_EXEMPLAR_FILTER`` when set, else
+    ``always_off`` (the SDK's default is ``trace_based``).  The Tracing layer records its
+    histograms once the request's span has ended and left the context, so ``trace_based``
+    never finds a sampled span there and only costs its check, three times a request."""
+    import opentelemetry.sdk.metrics as sdk_metrics
+
+    name = env.get("OTEL_METRICS_EXEMPLAR_FILTER", "").strip() or "always_off"
+    if name not in _EXEMPLAR_FILTERS:
+        raise ConfigError(
+            f"OTEL_METRICS_EXEMPLAR_FILTER: expected one of {', '.join(sorted(_EXEMPLAR_FILTERS))},"
+            f" got {name!r}"
+        )
+    filter_class = getattr(sdk_metrics, _EXEMPLAR_FILTERS[name], None)
+    if filter_class is None:  # an SDK older than exemplars: nothing to filter
+        return {}
+    return {"exemplar_filter": filter_class()}
 
 
 def _resource_attributes(config: TracingConfig, env: Mapping[str, str]) -> dict[str, Any]:

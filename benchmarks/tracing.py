@@ -6,7 +6,9 @@ under falls on every arm alike.  "On" is the layer as ``serve`` sets it up: an S
 provider with a batch span processor and a periodic metric reader, exporting over
 OTLP/HTTP to a local receiver (a separate process, so its CPU is not counted; the batch
 processor's export thread is, since it is ours).  "On, 10 % sampled" is the same with
-``OTEL_TRACES_SAMPLER=traceidratio`` at 0.1 (metrics still count every request).
+``OTEL_TRACES_SAMPLER=parentbased_traceidratio`` at 0.1, the setting docs/tracing.md
+suggests (for requests that carry no ``traceparent``, as here, it samples as
+``traceidratio`` does); the metrics still count every request.
 
 Every span a timed loop makes is exported inside the timing: the loop ends with the tracer
 provider's ``force_flush``, and the batch processor's queue is made large enough that no span
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> None:
         arms: dict[str, tuple[dict[str, Any] | None, str | None]] = {
             "off": (None, None),
             "on": (tracing, None),
-            "on, 10% sampled": (tracing, "traceidratio"),
+            "on, 10% sampled": (tracing, "parentbased_traceidratio"),
         }
         results: dict[str, list[dict[str, float]]] = {name: [] for name in arms}
         for _ in range(args.rounds):

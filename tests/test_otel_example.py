@@ -54,3 +54,37 @@ def test_a_bad_otel_number_is_a_config_error_naming_the_variable() -> None:
     config = TracingConfig(endpoint="http://127.0.0.1:4318")
     with pytest.raises(ConfigError, match=r"OTEL_METRIC_EXPORT_INTERVAL.*'soon'"):
         telemetry_from_config(config, {"OTEL_METRIC_EXPORT_INTERVAL": "soon"})
+
+
+def _exemplars_exported(env: dict[str, str]) -> int:
+    """Exemplars on a histogram point recorded with a sampled span in the context, as the
+    collector receives them from the providers ``serve`` builds."""
+    from opentelemetry import trace
+
+    from tests.otlp_receiver import receiving
+
+    with receiving() as receiver:
+        telemetry = telemetry_from_config(TracingConfig(endpoint=receiver.url), env)
+        assert telemetry is not None
+        histogram = telemetry.meter_provider.get_meter("test").create_histogram("test.seconds")
+        tracer = telemetry.tracer_provider.get_tracer("test")
+        with tracer.start_as_current_span("request"):
+            assert trace.get_current_span().get_span_context().trace_flags.sampled
+            histogram.record(0.5, {"k": "v"})
+        telemetry.shutdown()  # flushes the metrics to the receiver
+        points = receiver.metrics()["test.seconds"]
+    return sum(len(point.exemplars) for _, point in points)
+
+
+def test_exemplars_are_off_unless_the_standard_variable_asks_for_them() -> None:
+    # Off by default: the Tracing layer records after its span has left the context, so the
+    # SDK's trace_based filter would only cost its check.
+    assert _exemplars_exported({}) == 0
+    assert _exemplars_exported({"OTEL_METRICS_EXEMPLAR_FILTER": "always_on"}) == 1
+    assert _exemplars_exported({"OTEL_METRICS_EXEMPLAR_FILTER": "trace_based"}) == 1
+
+
+def test_a_bad_exemplar_filter_is_a_config_error_naming_the_variable() -> None:
+    config = TracingConfig(endpoint="http://127.0.0.1:4318")
+    with pytest.raises(ConfigError, match=r"OTEL_METRICS_EXEMPLAR_FILTER.*'sometimes'"):
+        telemetry_from_config(config, {"OTEL_METRICS_EXEMPLAR_FILTER": "sometimes"})

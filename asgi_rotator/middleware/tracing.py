@@ -245,7 +245,9 @@ class _Traced:
                 kind = SpanKind.INTERNAL  # the host's span is the SERVER one
             else:
                 kind = SpanKind.SERVER
-                parent = propagate.extract(_HeaderCarrier(scope["headers"]), context=parent)
+                carrier = _HeaderCarrier(scope["headers"])
+                if carrier:  # no trace header, nothing to continue: the propagators are skipped
+                    parent = propagate.extract(carrier, context=parent)
             method = scope.get("method", "GET")
             route = _route_template(scope)
             attributes: dict[str, Any] = {

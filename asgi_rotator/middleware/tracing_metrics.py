@@ -121,6 +121,9 @@ class GenAIMetrics:
             description="What upstream attempts cost, where known, by provider and model",
         )
         self.known_models: set[tuple[str, str]] = set()
+        # Bounded as the labels are: known models (at most _KNOWN_MODELS_MAX, else _OTHER)
+        # times the configured providers, protocols and error kinds.
+        self._labels: dict[tuple[str, str, str, str | None, bool], _Labels] = {}
 
     def model_label(self, provider: str, model: str | None, answered: bool) -> str:
         """The model as a label: one its provider answered for, else ``_OTHER``."""
@@ -133,6 +136,18 @@ class GenAIMetrics:
             self.known_models.add(key)
             return model
         return _OTHER
+
+    def labels(
+        self, protocol: str, provider: str, model: str | None, kind: str | None, answered: bool
+    ) -> _Labels:
+        """The label sets of an attempt, built once per distinct combination: a request
+        looks its own up instead of building five dicts."""
+        model_label = self.model_label(provider, model, answered)
+        key = (protocol, provider, model_label, kind, answered)
+        labels = self._labels.get(key)
+        if labels is None:
+            labels = self._labels[key] = _Labels(protocol, provider, model_label, kind, answered)
+        return labels
 
     def record(
         self,
@@ -149,36 +164,23 @@ class GenAIMetrics:
         for attempt in attempts:
             protocol = attempt.protocol or exchange.upstream_protocol or ""
             answered = attempt.kind is None and (attempt.status or 200) < 400
-            labels: dict[str, Any] = {
-                "gen_ai.operation.name": OPERATION.get(protocol, "chat"),
-                "gen_ai.provider.name": PROVIDER.get(protocol, _OTHER),
-                "gen_ai.request.model": self.model_label(attempt.provider, attempt.model, answered),
-                "asgi_rotator.provider": attempt.provider,
-            }
-            if attempt.kind is not None:
-                labels["error.type"] = attempt.kind
+            labels = self.labels(protocol, attempt.provider, attempt.model, attempt.kind, answered)
             if attempt.duration is not None:
-                self.duration.record(attempt.duration, labels)
-            self.attempts.add(
-                1, {**labels, "asgi_rotator.outcome": "success" if answered else "failure"}
-            )
+                self.duration.record(attempt.duration, labels.base)
+            self.attempts.add(1, labels.outcome)
             charged = attempt.charged()
             if charged:  # unknown is not zero, and zero adds nothing
-                self.cost.add(charged, labels)
+                self.cost.add(charged, labels.base)
             if attempt is not last or not answered:
                 continue
             usage = exchange.usage
             if usage is not None:
-                self.token_usage.record(
-                    usage.input_tokens, {**labels, "gen_ai.token.type": "input"}
-                )
-                self.token_usage.record(
-                    usage.output_tokens, {**labels, "gen_ai.token.type": "output"}
-                )
+                self.token_usage.record(usage.input_tokens, labels.input_tokens)
+                self.token_usage.record(usage.output_tokens, labels.output_tokens)
             if first_chunk is not None and attempt.started:
-                self.ttfc.record(first_chunk - attempt.started, labels)
+                self.ttfc.record(first_chunk - attempt.started, labels.base)
                 if chunks > 1 and last_chunk is not None:
-                    self.per_chunk.record((last_chunk - first_chunk) / (chunks - 1), labels)
+                    self.per_chunk.record((last_chunk - first_chunk) / (chunks - 1), labels.base)
         for recorded in exchange.passes:
             if recorded.name == "cooldown.cool":
                 reason = recorded.data.get("reason")
@@ -186,3 +188,26 @@ class GenAIMetrics:
         close = exchange.close_record
         if close is not None and streamed:  # StreamGuard keeps a record for plain answers too
             self.stream_closes.add(1, {"asgi_rotator.close_reason": close.reason})
+
+
+class _Labels:
+    """The label sets one kind of attempt is recorded with.  Shared between requests, so
+    never mutated: the SDK copies what it keeps."""
+
+    __slots__ = ("base", "input_tokens", "outcome", "output_tokens")
+
+    def __init__(
+        self, protocol: str, provider: str, model: str, kind: str | None, answered: bool
+    ) -> None:
+        base: dict[str, Any] = {
+            "gen_ai.operation.name": OPERATION.get(protocol, "chat"),
+            "gen_ai.provider.name": PROVIDER.get(protocol, _OTHER),
+            "gen_ai.request.model": model,
+            "asgi_rotator.provider": provider,
+        }
+        if kind is not None:
+            base["error.type"] = kind
+        self.base = base
+        self.outcome = {**base, "asgi_rotator.outcome": "success" if answered else "failure"}
+        self.input_tokens = {**base, "gen_ai.token.type": "input"}
+        self.output_tokens = {**base, "gen_ai.token.type": "output"}
