@@ -73,9 +73,10 @@ from typing import Any, ClassVar
 from ...errors import GatewayError
 from ...unified import Request, Response
 from ..base import Codec, StreamDecoder, StreamEncoder
-from .request import NAME, build_request, parse_request
+from .content import NAME
+from .request import build_request, parse_request
 from .response import build_error, build_response, parse_error, parse_response
-from .stream import _MessagesStreamDecoder, _MessagesStreamEncoder
+from .stream import MessagesStreamDecoder, MessagesStreamEncoder
 
 __all__ = ["AnthropicCodec"]
 
@@ -118,10 +119,10 @@ class AnthropicCodec(Codec):
     # --- streams ----------------------------------------------------------------------------
 
     def stream_decoder(self) -> StreamDecoder:
-        return _MessagesStreamDecoder()
+        return MessagesStreamDecoder()
 
     def stream_encoder(self, request: Request | None = None) -> StreamEncoder:
-        return _MessagesStreamEncoder(self, request.model if request is not None else None)
+        return MessagesStreamEncoder(self, request.model if request is not None else None)
 
     # --- listings ---------------------------------------------------------------------------
 

@@ -12,25 +12,25 @@ from ...errors import GatewayError, classify
 from ...unified import FinishReason, Part, Reasoning, Request, Response, Text, ToolCall, Usage
 from .._common import reported_cost
 from ..unknown_fields import marks_of, unknown_fields, wire_fields, with_marks
-from .request import (
-    _KEYS_TYPE_DATA,
-    _KEYS_TYPE_ID_NAME_INPUT,
-    _KEYS_TYPE_TEXT,
-    _KEYS_TYPE_THINKING_SIGNATURE,
+from .content import (
+    KEYS_TYPE_DATA,
+    KEYS_TYPE_ID_NAME_INPUT,
+    KEYS_TYPE_TEXT,
+    KEYS_TYPE_THINKING_SIGNATURE,
     MARK,
     NAME,
-    _build_reasoning_block,
-    _build_tool_use,
-    _insert_opaque,
-    _json_text,
-    _with_extra,
+    build_reasoning_block,
+    build_tool_use,
+    insert_opaque,
+    json_text,
+    with_extra,
 )
 
 _RESPONSE_KEYS = frozenset(
     {"id", "type", "role", "model", "content", "stop_reason", "stop_sequence", "usage"}
 )
 
-_STOP_FROM_WIRE: dict[str, FinishReason] = {
+STOP_FROM_WIRE: dict[str, FinishReason] = {
     "end_turn": "stop",
     "stop_sequence": "stop",
     "max_tokens": "length",
@@ -76,19 +76,17 @@ def parse_response(body: Any) -> Response:
         id=str(body.get("id") or ""),
         model=str(body.get("model") or ""),
         content=content,
-        finish_reason=_STOP_FROM_WIRE.get(raw_stop, "stop")
-        if isinstance(raw_stop, str)
-        else "stop",
+        finish_reason=STOP_FROM_WIRE.get(raw_stop, "stop") if isinstance(raw_stop, str) else "stop",
         stop_sequence=stop_sequence if isinstance(stop_sequence, str) else None,
-        usage=_parse_usage(body.get("usage")),
+        usage=parse_usage(body.get("usage")),
         origin=NAME,
     )
-    if _stop_reason(response.finish_reason, response.stop_sequence) != raw_stop:
+    if stop_reason_of(response.finish_reason, response.stop_sequence) != raw_stop:
         marks["stop_reason"] = raw_stop
     if "stop_sequence" not in body:
         marks["no_stop_sequence"] = True
     if isinstance(body.get("usage"), dict):
-        diff = _diff(_build_usage(response.usage), body["usage"])
+        diff = _diff(build_usage(response.usage), body["usage"])
         if diff:
             marks["usage"] = diff
     response.extra = with_marks(unknown_fields(body, _RESPONSE_KEYS), MARK, marks)
@@ -104,7 +102,7 @@ def build_response(response: Response, request: Request | None = None) -> dict[s
         if block is not None:
             content.append(block)
     if same:
-        _insert_opaque(content, marks.get("blocks"))
+        insert_opaque(content, marks.get("blocks"))
     body: dict[str, Any] = wire_fields(response.extra, MARK) if same else {}
     body.update(
         id=response.id,
@@ -114,9 +112,9 @@ def build_response(response: Response, request: Request | None = None) -> dict[s
         content=content,
         stop_reason=marks["stop_reason"]
         if "stop_reason" in marks
-        else _stop_reason(response.finish_reason, response.stop_sequence),
+        else stop_reason_of(response.finish_reason, response.stop_sequence),
         stop_sequence=response.stop_sequence,
-        usage=_apply_diff(_build_usage(response.usage), marks.get("usage")),
+        usage=_apply_diff(build_usage(response.usage), marks.get("usage")),
     )
     if marks.get("no_stop_sequence") and body["stop_sequence"] is None:
         del body["stop_sequence"]
@@ -124,7 +122,7 @@ def build_response(response: Response, request: Request | None = None) -> dict[s
 
 
 def parse_error(status: int, body: Any, headers: Mapping[str, str]) -> GatewayError:
-    error_type, message = _error_fields(body)
+    error_type, message = error_fields(body)
     err = classify(status, message, error_type=error_type, headers=headers, body=body)
     if err.retry_after is None:
         err.retry_after = _ratelimit_reset(headers)
@@ -180,52 +178,52 @@ def _parse_response_blocks(raw: Any) -> tuple[list[Part], list[list[Any]]]:
 def _parse_output_block(block: dict[str, Any]) -> Part | None:
     kind = block.get("type")
     if kind == "text":
-        return Text(text=str(block.get("text") or ""), extra=unknown_fields(block, _KEYS_TYPE_TEXT))
+        return Text(text=str(block.get("text") or ""), extra=unknown_fields(block, KEYS_TYPE_TEXT))
     if kind == "thinking":
         return Reasoning(
             text=str(block.get("thinking") or ""),
             signature=block.get("signature") if isinstance(block.get("signature"), str) else None,
             source=NAME,
-            extra=unknown_fields(block, _KEYS_TYPE_THINKING_SIGNATURE),
+            extra=unknown_fields(block, KEYS_TYPE_THINKING_SIGNATURE),
         )
     if kind == "redacted_thinking":
         return Reasoning(
             redacted=str(block.get("data") or ""),
             source=NAME,
-            extra=unknown_fields(block, _KEYS_TYPE_DATA),
+            extra=unknown_fields(block, KEYS_TYPE_DATA),
         )
     if kind == "tool_use":
         tool_input = block.get("input")
         return ToolCall(
             id=str(block.get("id") or ""),
             name=str(block.get("name") or ""),
-            arguments=_json_text(tool_input if isinstance(tool_input, dict) else {}),
-            extra=unknown_fields(block, _KEYS_TYPE_ID_NAME_INPUT),
+            arguments=json_text(tool_input if isinstance(tool_input, dict) else {}),
+            extra=unknown_fields(block, KEYS_TYPE_ID_NAME_INPUT),
         )
     return None
 
 
 def _build_output_block(part: Part, same: bool) -> dict[str, Any] | None:
     if isinstance(part, Text):
-        return _with_extra({"type": "text", "text": part.text}, part.extra, same)
+        return with_extra({"type": "text", "text": part.text}, part.extra, same)
     if isinstance(part, ToolCall):
-        return _build_tool_use(part, same)
+        return build_tool_use(part, same)
     if isinstance(part, Reasoning):
         if part.source == NAME and (part.signature is not None or part.redacted):
-            return _build_reasoning_block(part, same)
+            return build_reasoning_block(part, same)
         if part.text:
             # Another provider's reasoning: visible text, no Anthropic signature.
             return {"type": "thinking", "thinking": part.text, "signature": ""}
     return None
 
 
-def _stop_reason(finish: str, stop_sequence: str | None) -> str:
+def stop_reason_of(finish: str, stop_sequence: str | None) -> str:
     if finish == "stop" and stop_sequence is not None:
         return "stop_sequence"
     return _STOP_TO_WIRE.get(finish, "end_turn")
 
 
-def _parse_usage(raw: Any) -> Usage:
+def parse_usage(raw: Any) -> Usage:
     if not isinstance(raw, dict):
         return Usage()
     cache_write = _as_int(raw.get("cache_creation_input_tokens"))
@@ -248,7 +246,7 @@ def _parse_usage(raw: Any) -> Usage:
     )
 
 
-def _build_usage(usage: Usage) -> dict[str, Any]:
+def build_usage(usage: Usage) -> dict[str, Any]:
     out: dict[str, Any] = {
         "input_tokens": max(
             0, usage.input_tokens - usage.cache_read_tokens - usage.cache_write_tokens
@@ -267,7 +265,7 @@ def _build_usage(usage: Usage) -> dict[str, Any]:
     return out
 
 
-def _error_fields(body: Any) -> tuple[str | None, str]:
+def error_fields(body: Any) -> tuple[str | None, str]:
     if isinstance(body, dict):
         error = body.get("error")
         if isinstance(error, dict):

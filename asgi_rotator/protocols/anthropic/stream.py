@@ -23,8 +23,8 @@ from ...unified import (
 )
 from .._common import new_id
 from ..base import Codec, JsonStreamDecoder, StreamEncoder
-from .request import NAME, _encode_json, _json_text
-from .response import _STOP_FROM_WIRE, _build_usage, _error_fields, _parse_usage, _stop_reason
+from .content import NAME, encode_json, json_text
+from .response import STOP_FROM_WIRE, build_usage, error_fields, parse_usage, stop_reason_of
 
 # Messages API "Errors": type <-> status.
 _ERROR_STATUS = {
@@ -49,12 +49,12 @@ _DELTA_OPENS: dict[Any, str] = {
 
 
 def _stream_error(data: dict[str, Any]) -> GatewayError:
-    error_type, message = _error_fields(data)
+    error_type, message = error_fields(data)
     status = _ERROR_STATUS.get(error_type or "", 500)
     return classify(status, message, error_type=error_type)
 
 
-class _MessagesStreamDecoder(JsonStreamDecoder):
+class MessagesStreamDecoder(JsonStreamDecoder):
     """Anthropic SSE events -> unified events.  Wire block indices map to unified ones in
     order of start; blocks of server tools get none and their events are skipped."""
 
@@ -101,10 +101,10 @@ class _MessagesStreamDecoder(JsonStreamDecoder):
             reason = self._stop_reason
             out.append(
                 Finish(
-                    reason=_STOP_FROM_WIRE.get(reason, "stop")
+                    reason=STOP_FROM_WIRE.get(reason, "stop")
                     if isinstance(reason, str)
                     else "stop",
-                    usage=_parse_usage(self._usage),
+                    usage=parse_usage(self._usage),
                     stop_sequence=self._stop_sequence
                     if isinstance(self._stop_sequence, str)
                     else None,
@@ -129,7 +129,7 @@ class _MessagesStreamDecoder(JsonStreamDecoder):
             MessageStart(
                 id=str(message.get("id") or new_id("msg_")),
                 model=str(message.get("model") or ""),
-                usage=_parse_usage(self._usage),
+                usage=parse_usage(self._usage),
             )
         )
 
@@ -174,7 +174,7 @@ class _MessagesStreamDecoder(JsonStreamDecoder):
                 )
             )
             if isinstance(block.get("input"), dict) and block["input"]:
-                out.append(ToolArgsDelta(index=index, delta=_json_text(block["input"])))
+                out.append(ToolArgsDelta(index=index, delta=json_text(block["input"])))
 
     def _block_delta(self, wire: int, data: dict[str, Any], out: list[Event]) -> None:
         delta = data.get("delta")
@@ -209,7 +209,7 @@ class _MessagesStreamDecoder(JsonStreamDecoder):
             out.append(BlockStop(index=entry[0]))
 
 
-class _MessagesStreamEncoder(StreamEncoder):
+class MessagesStreamEncoder(StreamEncoder):
     """Unified events -> Anthropic SSE.  Wire indices are given in the order blocks open, which
     is the order the SDK's accumulator appends them in."""
 
@@ -260,7 +260,7 @@ class _MessagesStreamEncoder(StreamEncoder):
             self._finish(event, out)
         elif isinstance(event, Error):
             _, body = self._codec.build_error(event.error)
-            out.append(encode_json_event(_encode_json(body), "error"))
+            out.append(encode_json_event(encode_json(body), "error"))
             self._ended = True
         return b"".join(out)
 
@@ -276,13 +276,13 @@ class _MessagesStreamEncoder(StreamEncoder):
             "model": (event.model if event is not None and event.model else self._model),
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": _build_usage(self._usage),
+            "usage": build_usage(self._usage),
         }
         self._emit("message_start", {"type": "message_start", "message": message}, out)
         self._emit("ping", {"type": "ping"}, out)  # as Anthropic does after message_start
 
     def _emit(self, name: str, data: dict[str, Any], out: list[bytes]) -> None:
-        out.append(encode_json_event(_encode_json(data), name))
+        out.append(encode_json_event(encode_json(data), name))
 
     def _open_block(self, index: int, block: dict[str, Any], out: list[bytes]) -> None:
         self._pending.discard(index)
@@ -341,12 +341,12 @@ class _MessagesStreamEncoder(StreamEncoder):
         if event.usage is not None:
             self._usage = self._usage.merge(event.usage)
         delta = {
-            "stop_reason": _stop_reason(event.reason, event.stop_sequence),
+            "stop_reason": stop_reason_of(event.reason, event.stop_sequence),
             "stop_sequence": event.stop_sequence,
         }
         self._emit(
             "message_delta",
-            {"type": "message_delta", "delta": delta, "usage": _build_usage(self._usage)},
+            {"type": "message_delta", "delta": delta, "usage": build_usage(self._usage)},
             out,
         )
         self._emit("message_stop", {"type": "message_stop"}, out)

@@ -69,15 +69,16 @@ from ...model_names import path_segment
 from ...unified import Request, Response
 from ..base import Codec, StreamDecoder, StreamEncoder
 from ..framing import JsonArrayStream
-from .request import _NAME, build_request, parse_request
+from .content import NAME
+from .request import build_request, parse_request
 from .response import build_error, build_response, parse_error, parse_response
-from .stream import _Decoder, _Encoder
+from .stream import GeminiStreamDecoder, GeminiStreamEncoder
 
 __all__ = ["GeminiCodec"]
 
 
 class GeminiCodec(Codec):
-    name = _NAME
+    name = NAME
     auth = "x-goog-api-key"
     # google-genai reads every line that is not ``data:`` as raw JSON, so an SSE comment
     # would break it; a blank line is what it skips.
@@ -120,10 +121,10 @@ class GeminiCodec(Codec):
     # --- streams ----------------------------------------------------------------------------
 
     def stream_decoder(self) -> StreamDecoder:
-        return _Decoder(self)
+        return GeminiStreamDecoder(self)
 
     def stream_encoder(self, request: Request | None = None) -> StreamEncoder:
-        return _Encoder(self, request)
+        return GeminiStreamEncoder(self, request)
 
     def stream_framing(self, scope: Mapping[str, Any]) -> Callable[[Send], Send] | None:
         # streamGenerateContent is SSE only with ?alt=sse; without it, one JSON array.

@@ -10,19 +10,19 @@ from ...errors import GatewayError, classify
 from ...unified import FinishReason, Part, Reasoning, Request, Response, ToolCall, Usage
 from .._common import expect_dict, new_id
 from ..unknown_fields import marks_of, own_marks, unknown_fields, wire_fields
-from .request import (
-    _NAME,
-    _PARTS_KNOWN,
-    _RAW_PARTS,
-    _SYNTHETIC_ID,
+from .content import (
     MARK,
-    _build_parts,
-    _get,
-    _key,
-    _known,
-    _parse_parts,
-    _snake_names,
-    _with_snake,
+    NAME,
+    PARTS_KNOWN,
+    RAW_PARTS,
+    SYNTHETIC_ID,
+    build_parts,
+    get_field,
+    known_fields,
+    parse_parts,
+    snake_names,
+    wire_key,
+    with_snake,
 )
 
 # More markers (see request.py), for responses.
@@ -35,7 +35,7 @@ _USAGE = "usage"  # {"set": {...}, "drop": [...]} against the canonical usageMet
 _TOOL_USE_TOKENS = "toolUsePromptTokens"
 
 # FinishReason (google.genai.types.FinishReason / API reference "Candidate.FinishReason").
-_FINISH_IN: dict[str, FinishReason] = {
+FINISH_IN: dict[str, FinishReason] = {
     "STOP": "stop",
     "MAX_TOKENS": "length",
     "SAFETY": "content_filter",
@@ -47,9 +47,9 @@ _FINISH_IN: dict[str, FinishReason] = {
     "IMAGE_PROHIBITED_CONTENT": "content_filter",
     "IMAGE_RECITATION": "content_filter",
     "MALFORMED_FUNCTION_CALL": "error",
-    "OTHER": "error",  # what an abnormal end is built as (_FINISH_OUT), so it reads back
+    "OTHER": "error",  # what an abnormal end is built as (FINISH_OUT), so it reads back
 }
-_FINISH_OUT: dict[str, str] = {
+FINISH_OUT: dict[str, str] = {
     "stop": "STOP",
     "length": "MAX_TOKENS",
     "tool_calls": "STOP",  # Gemini ends a function-calling turn with STOP
@@ -92,11 +92,11 @@ _STATUS_CODE = {
     "DEADLINE_EXCEEDED": 504,
 }
 
-_RESPONSE_BODY_KNOWN = _known("candidates", "usageMetadata", "responseId", "modelVersion")
-_CANDIDATE_KNOWN = _known("content", "finishReason")
+_RESPONSE_BODY_KNOWN = known_fields("candidates", "usageMetadata", "responseId", "modelVersion")
+_CANDIDATE_KNOWN = known_fields("content", "finishReason")
 
 
-def _wants_thoughts(request: Request | None) -> bool:
+def wants_thoughts(request: Request | None) -> bool:
     """A Gemini client sees thought text only with includeThoughts; another provider's
     reasoning is shown under the same rule (unknown request: shown)."""
     if request is None:
@@ -122,13 +122,13 @@ def _parse_response(body: Any) -> Response:
     body = expect_dict(body, "")
     snake: set[str] = set()
     extra = unknown_fields(body, _RESPONSE_BODY_KNOWN)
-    response_id = _get(body, "responseId", snake)
+    response_id = get_field(body, "responseId", snake)
     if not isinstance(response_id, str) or not response_id:
         response_id = new_id("resp_")
-        own_marks(extra, MARK)[_SYNTHETIC_ID] = True
-    model = _get(body, "modelVersion", snake)
-    response = Response(id=response_id, model=model if isinstance(model, str) else "", origin=_NAME)
-    candidates = _get(body, "candidates", snake)
+        own_marks(extra, MARK)[SYNTHETIC_ID] = True
+    model = get_field(body, "modelVersion", snake)
+    response = Response(id=response_id, model=model if isinstance(model, str) else "", origin=NAME)
+    candidates = get_field(body, "candidates", snake)
     finish = None
     if isinstance(candidates, list) and candidates:
         candidate = candidates[0] if isinstance(candidates[0], dict) else {}
@@ -140,19 +140,19 @@ def _parse_response(body: Any) -> Response:
         if candidates is not None:
             own_marks(extra, MARK)[_MORE_CANDIDATES] = candidates
     response.finish_reason = _finish_reason(finish, response.content, body)
-    if finish is not None and _FINISH_OUT[response.finish_reason] != finish:
-        own_marks(extra, MARK)[_CANDIDATE][_key("finishReason", snake)] = finish
-    usage = _get(body, "usageMetadata", snake)
+    if finish is not None and FINISH_OUT[response.finish_reason] != finish:
+        own_marks(extra, MARK)[_CANDIDATE][wire_key("finishReason", snake)] = finish
+    usage = get_field(body, "usageMetadata", snake)
     if isinstance(usage, dict):
-        response.usage, tool_tokens = _parse_usage(usage, snake)
+        response.usage, tool_tokens = parse_usage(usage, snake)
         if tool_tokens:
             own_marks(extra, MARK)[_TOOL_USE_TOKENS] = tool_tokens
-        canonical = _build_usage(response.usage, tool_tokens, frozenset(snake))
+        canonical = build_usage(response.usage, tool_tokens, frozenset(snake))
         own_marks(extra, MARK)[_USAGE] = {
             "set": {k: v for k, v in usage.items() if canonical.get(k) != v},
             "drop": [k for k in canonical if k not in usage],
         }
-    response.extra = _with_snake(extra, snake)
+    response.extra = with_snake(extra, snake)
     return response
 
 
@@ -160,20 +160,20 @@ def _parse_candidate(
     candidate: dict[str, Any], extra: dict[str, Any], snake: set[str]
 ) -> tuple[list[Part], str | None]:
     own_marks(extra, MARK)[_CANDIDATE] = unknown_fields(candidate, _CANDIDATE_KNOWN)
-    finish = _get(candidate, "finishReason", snake)
-    content = _get(candidate, "content", snake)
+    finish = get_field(candidate, "finishReason", snake)
+    content = get_field(candidate, "content", snake)
     if finish is None:
         own_marks(extra, MARK)[_NO_FINISH] = True
     if not isinstance(content, dict):
         own_marks(extra, MARK)[_CONTENT] = None  # e.g. a SAFETY candidate carries no content
         return [], finish if isinstance(finish, str) else None
-    own_marks(extra, MARK)[_CONTENT] = unknown_fields(content, _PARTS_KNOWN)
+    own_marks(extra, MARK)[_CONTENT] = unknown_fields(content, PARTS_KNOWN)
     parts = content.get("parts")
-    unified, raw = _parse_parts(
+    unified, raw = parse_parts(
         parts if isinstance(parts, list) else [], "candidates[0].content.parts", "model", None
     )
     if raw:
-        own_marks(extra, MARK)[_RAW_PARTS] = raw
+        own_marks(extra, MARK)[RAW_PARTS] = raw
     return unified, finish if isinstance(finish, str) else None
 
 
@@ -186,58 +186,58 @@ def _finish_reason(
             feedback.get("blockReason") or feedback.get("block_reason")
         ):
             return "content_filter"
-    reason = _FINISH_IN.get(finish or "STOP", "stop")
+    reason = FINISH_IN.get(finish or "STOP", "stop")
     if reason == "stop" and any(isinstance(p, ToolCall) for p in content):
         return "tool_calls"
     return reason
 
 
 def build_response(response: Response, request: Request | None = None) -> dict[str, Any]:
-    same = response.origin == _NAME
+    same = response.origin == NAME
     rx = response.extra if same else {}
     rm = marks_of(rx, MARK)
-    snake = _snake_names(rx)
+    snake = snake_names(rx)
     body: dict[str, Any] = {}
     if not rm.get(_NO_CANDIDATES):
         candidate: dict[str, Any] = {}
         if rm.get(_CONTENT, {}) is not None:
             content = response.content
-            if not same and not _wants_thoughts(request):
+            if not same and not wants_thoughts(request):
                 content = [p for p in content if not isinstance(p, Reasoning)]
             parts = _build_response_parts(content, same)
-            for position, part in rm.get(_RAW_PARTS, ()):
+            for position, part in rm.get(RAW_PARTS, ()):
                 parts.insert(position, part)
-            candidate[_key("content", snake)] = {
+            candidate[wire_key("content", snake)] = {
                 "parts": parts,
                 **rm.get(_CONTENT, {"role": "model"}),
             }
         if not rm.get(_NO_FINISH):
-            candidate[_key("finishReason", snake)] = _FINISH_OUT[response.finish_reason]
+            candidate[wire_key("finishReason", snake)] = FINISH_OUT[response.finish_reason]
         candidate.update(rm[_CANDIDATE] if _CANDIDATE in rm else {"index": 0})
         body["candidates"] = [candidate, *rm.get(_MORE_CANDIDATES, ())]
     elif _MORE_CANDIDATES in rm:
         body["candidates"] = rm[_MORE_CANDIDATES]
-    usage = _build_usage(response.usage, rm.get(_TOOL_USE_TOKENS, 0), snake)
+    usage = build_usage(response.usage, rm.get(_TOOL_USE_TOKENS, 0), snake)
     residual = rm.get(_USAGE)
     if residual is not None:
         usage.update(residual["set"])
         for key in residual["drop"]:
             usage.pop(key, None)
     if residual is not None or not same:
-        body[_key("usageMetadata", snake)] = usage
+        body[wire_key("usageMetadata", snake)] = usage
     if response.model:
-        body[_key("modelVersion", snake)] = response.model
-    if not rm.get(_SYNTHETIC_ID):
-        body[_key("responseId", snake)] = response.id
+        body[wire_key("modelVersion", snake)] = response.model
+    if not rm.get(SYNTHETIC_ID):
+        body[wire_key("responseId", snake)] = response.id
     body.update(wire_fields(rx, MARK))
     return body
 
 
 def _build_response_parts(content: list[Part], same: bool) -> list[dict[str, Any]]:
     if same:
-        return _build_parts(content, True, {}, "content")
+        return build_parts(content, True, {}, "content")
     # For a Gemini client the unified id is the one it echoes back: send it along.
-    parts = _build_parts(content, False, {}, "content", show_foreign_thoughts=True)
+    parts = build_parts(content, False, {}, "content", show_foreign_thoughts=True)
     calls = iter(p for p in content if isinstance(p, ToolCall))
     for part in parts:
         if "functionCall" in part:
@@ -295,9 +295,9 @@ def build_error(error: GatewayError) -> tuple[int, dict[str, Any]]:
     return status, {"error": body}
 
 
-def _parse_usage(usage: Mapping[str, Any], snake: set[str]) -> tuple[Usage, int]:
+def parse_usage(usage: Mapping[str, Any], snake: set[str]) -> tuple[Usage, int]:
     def count(name: str) -> int:
-        value = _get(usage, name, snake)
+        value = get_field(usage, name, snake)
         return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
     thoughts = count("thoughtsTokenCount")
@@ -324,16 +324,18 @@ def _parse_usage(usage: Mapping[str, Any], snake: set[str]) -> tuple[Usage, int]
     )
 
 
-def _build_usage(usage: Usage, tool_tokens: int, snake: frozenset[str]) -> dict[str, Any]:
+def build_usage(usage: Usage, tool_tokens: int, snake: frozenset[str]) -> dict[str, Any]:
     out = {
-        _key("promptTokenCount", snake): max(0, usage.input_tokens - tool_tokens),
-        _key("candidatesTokenCount", snake): max(0, usage.output_tokens - usage.reasoning_tokens),
-        _key("totalTokenCount", snake): usage.input_tokens + usage.output_tokens,
+        wire_key("promptTokenCount", snake): max(0, usage.input_tokens - tool_tokens),
+        wire_key("candidatesTokenCount", snake): max(
+            0, usage.output_tokens - usage.reasoning_tokens
+        ),
+        wire_key("totalTokenCount", snake): usage.input_tokens + usage.output_tokens,
     }
     if usage.reasoning_tokens:
-        out[_key("thoughtsTokenCount", snake)] = usage.reasoning_tokens
+        out[wire_key("thoughtsTokenCount", snake)] = usage.reasoning_tokens
     if usage.cache_read_tokens:
-        out[_key("cachedContentTokenCount", snake)] = usage.cache_read_tokens
+        out[wire_key("cachedContentTokenCount", snake)] = usage.cache_read_tokens
     if tool_tokens:
-        out[_key("toolUsePromptTokenCount", snake)] = tool_tokens
+        out[wire_key("toolUsePromptTokenCount", snake)] = tool_tokens
     return out

@@ -24,11 +24,11 @@ from ...unified import (
 )
 from .._common import new_id
 from ..base import Codec, JsonStreamDecoder, StreamEncoder
-from .request import _NAME, _args_object, _args_text, _get, _json
-from .response import _FINISH_IN, _FINISH_OUT, _build_usage, _parse_usage, _wants_thoughts
+from .content import NAME, args_object, args_text, get_field, json_encoder
+from .response import FINISH_IN, FINISH_OUT, build_usage, parse_usage, wants_thoughts
 
 
-class _Decoder(JsonStreamDecoder):
+class GeminiStreamDecoder(JsonStreamDecoder):
     """GenerateContentResponse chunks -> unified events.  A chunk after the one with
     ``finishReason`` (late usage) is ignored, as after every terminal event: Finish was last."""
 
@@ -52,8 +52,8 @@ class _Decoder(JsonStreamDecoder):
         if not self._started:
             self._started = True
             snake: set[str] = set()
-            response_id = _get(chunk, "responseId", snake)
-            model = _get(chunk, "modelVersion", snake)
+            response_id = get_field(chunk, "responseId", snake)
+            model = get_field(chunk, "modelVersion", snake)
             out.append(
                 MessageStart(
                     id=response_id
@@ -74,9 +74,9 @@ class _Decoder(JsonStreamDecoder):
             self.done = True
             return out
         snake = set()
-        usage = _get(chunk, "usageMetadata", snake)
+        usage = get_field(chunk, "usageMetadata", snake)
         if isinstance(usage, dict):
-            parsed, _ = _parse_usage(usage, snake)
+            parsed, _ = parse_usage(usage, snake)
             self._usage = parsed if self._usage is None else self._usage.merge(parsed)
         candidates = chunk.get("candidates")
         candidate = candidates[0] if isinstance(candidates, list) and candidates else None
@@ -87,7 +87,7 @@ class _Decoder(JsonStreamDecoder):
             for part in parts if isinstance(parts, list) else ():
                 if isinstance(part, dict):
                     out.extend(self._part(part))
-            finish = _get(candidate, "finishReason", snake)
+            finish = get_field(candidate, "finishReason", snake)
         blocked = chunk.get("promptFeedback") or chunk.get("prompt_feedback")
         if isinstance(finish, str) or (
             candidate is None
@@ -95,7 +95,7 @@ class _Decoder(JsonStreamDecoder):
             and (blocked.get("blockReason") or blocked.get("block_reason"))
         ):
             reason = (
-                "content_filter" if not isinstance(finish, str) else _FINISH_IN.get(finish, "stop")
+                "content_filter" if not isinstance(finish, str) else FINISH_IN.get(finish, "stop")
             )
             if reason == "stop" and self._tool_calls:
                 reason = "tool_calls"
@@ -123,7 +123,7 @@ class _Decoder(JsonStreamDecoder):
     def _part(self, part: dict[str, Any]) -> list[Event]:
         snake: set[str] = set()
         out: list[Event] = []
-        signature = _get(part, "thoughtSignature", snake)
+        signature = get_field(part, "thoughtSignature", snake)
         signature = signature if isinstance(signature, str) and signature else None
         text = part.get("text")
         if part.get("thought") is True:
@@ -132,15 +132,15 @@ class _Decoder(JsonStreamDecoder):
             if isinstance(text, str) and text:
                 out.append(ReasoningDelta(index=self._next - 1, text=text))
             if signature is not None:
-                out.append(Signature(index=self._next - 1, signature=signature, source=_NAME))
+                out.append(Signature(index=self._next - 1, signature=signature, source=NAME))
                 self._signed = True
             return out
         if signature is not None:
             # The signature precedes the part that carried it, in a reasoning block of its own.
             out.extend(self._start("reasoning"))
-            out.append(Signature(index=self._next - 1, signature=signature, source=_NAME))
+            out.append(Signature(index=self._next - 1, signature=signature, source=NAME))
             out.extend(self._close())
-        call = _get(part, "functionCall", snake)
+        call = get_field(part, "functionCall", snake)
         if isinstance(call, dict):
             out.extend(self._close())
             index = self._next
@@ -155,7 +155,7 @@ class _Decoder(JsonStreamDecoder):
                     name=name if isinstance(name, str) else "",
                 )
             )
-            out.append(ToolArgsDelta(index=index, delta=_args_text(call.get("args") or {})))
+            out.append(ToolArgsDelta(index=index, delta=args_text(call.get("args") or {})))
             out.append(BlockStop(index=index))
         elif isinstance(text, str) and text:
             if self._open != "text":
@@ -165,13 +165,13 @@ class _Decoder(JsonStreamDecoder):
         return out
 
 
-class _Encoder(StreamEncoder):
+class GeminiStreamEncoder(StreamEncoder):
     """Unified events -> ``data: GenerateContentResponse`` chunks."""
 
     def __init__(self, codec: Codec, request: Request | None) -> None:
         self._codec = codec
         self._model = request.model if request is not None else ""
-        self._thoughts = _wants_thoughts(request)
+        self._thoughts = wants_thoughts(request)
         self._id: str | None = None
         self._ended = False
         self._usage: Usage | None = None
@@ -198,7 +198,7 @@ class _Encoder(StreamEncoder):
                 self._reasoning_text.add(event.index)
                 out = self._chunk([{"text": event.text, "thought": True}])
         elif isinstance(event, Signature):
-            if event.source == _NAME and event.signature:
+            if event.source == NAME and event.signature:
                 if event.index in self._reasoning_text:
                     out = self._chunk(
                         [{"text": "", "thought": True, "thoughtSignature": event.signature}]
@@ -241,14 +241,14 @@ class _Encoder(StreamEncoder):
             chunk["usageMetadata"] = usage
         chunk["modelVersion"] = self._model
         chunk["responseId"] = self._id
-        return encode_json_event(_json.encode(chunk))
+        return encode_json_event(json_encoder.encode(chunk))
 
     def _flush_call(self, index: int) -> bytes:
         call = self._calls.pop(index, None)
         if call is None:
             return b""
         call_id, name, pieces = call
-        function_call = {"name": name, "args": _args_object("".join(pieces)), "id": call_id}
+        function_call = {"name": name, "args": args_object("".join(pieces)), "id": call_id}
         return self._chunk([{"functionCall": function_call}])
 
     def _finish(self, event: Finish) -> bytes:
@@ -256,8 +256,8 @@ class _Encoder(StreamEncoder):
         self._merge(event.usage)
         out += self._chunk(
             [{"text": ""}],
-            finish=_FINISH_OUT[event.reason],
-            usage=None if self._usage is None else _build_usage(self._usage, 0, frozenset()),
+            finish=FINISH_OUT[event.reason],
+            usage=None if self._usage is None else build_usage(self._usage, 0, frozenset()),
         )
         self._ended = True
         return out
@@ -269,4 +269,4 @@ class _Encoder(StreamEncoder):
         body["error"].pop("details", None)
         self._ended = True
         # ``error`` first: google-genai raises only on a chunk whose JSON starts '{"error":'.
-        return encode_json_event(_json.encode(body))
+        return encode_json_event(json_encoder.encode(body))

@@ -46,9 +46,10 @@ from typing import Any, ClassVar
 from ...errors import GatewayError
 from ...unified import Request, Response
 from ..base import Codec, StreamDecoder, StreamEncoder
-from .request import MARK, build_request, parse_request
+from .content import MARK
+from .request import build_request, parse_request
 from .response import build_error, build_response, parse_error, parse_response
-from .stream import _ChatStreamDecoder, _ChatStreamEncoder
+from .stream import ChatStreamDecoder, ChatStreamEncoder
 
 __all__ = ["MARK", "OpenAIChatCodec"]
 
@@ -92,10 +93,10 @@ class OpenAIChatCodec(Codec):
     # --- streams ----------------------------------------------------------------------------
 
     def stream_decoder(self) -> StreamDecoder:
-        return _ChatStreamDecoder()
+        return ChatStreamDecoder()
 
     def stream_encoder(self, request: Request | None = None) -> StreamEncoder:
         include_usage = bool(
             request is not None and (request.include_usage or request.include_cost)
         )
-        return _ChatStreamEncoder(include_usage, request.model if request is not None else "")
+        return ChatStreamEncoder(include_usage, request.model if request is not None else "")

@@ -11,10 +11,10 @@ from ...errors import DEFAULT_STATUS, GatewayError, classify
 from ...unified import FinishReason, Part, Request, Response, Text, ToolCall, Usage
 from .._common import expect_dict, new_id, reported_cost
 from ..unknown_fields import marks_of, unknown_fields, write_back
-from .request import _REASONING_FIELDS, MARK, _build_assistant, _parse_reasoning, _parse_tool_calls
+from .content import MARK, REASONING_FIELDS, build_assistant, parse_reasoning, parse_tool_calls
 
 _RESPONSE_MESSAGE_FIELDS = frozenset(
-    {"role", "content", "refusal", "tool_calls", "function_call", *_REASONING_FIELDS}
+    {"role", "content", "refusal", "tool_calls", "function_call", *REASONING_FIELDS}
 )
 _CHOICE_FIELDS = frozenset({"message", "finish_reason"})
 _RESPONSE_FIELDS = frozenset({"id", "object", "created", "model", "choices", "usage"})
@@ -27,7 +27,7 @@ _FINISH_IN: dict[str, FinishReason] = {
     "function_call": "tool_calls",
 }
 # Chat has no pause or abnormal-end reason: both read as a plain stop.
-_FINISH_OUT: dict[str, str] = {
+FINISH_OUT: dict[str, str] = {
     "stop": "stop",
     "length": "length",
     "tool_calls": "tool_calls",
@@ -62,7 +62,7 @@ def parse_response(name: str, body: Any) -> Response:
             marks["choices"] = choices[1:]
     message = choice.get("message")
     message = message if isinstance(message, dict) else {}
-    content, reasoning_rest = _parse_reasoning(message, name)
+    content, reasoning_rest = parse_reasoning(message, name)
     text = message.get("content")
     if isinstance(text, str):
         if text:
@@ -74,7 +74,7 @@ def parse_response(name: str, body: Any) -> Response:
     if isinstance(refusal, str) and refusal:
         content.append(Text(text=refusal, extra={MARK: {"refusal": "field"}}))
     if "tool_calls" in message or "function_call" in message:
-        content.extend(_parse_tool_calls(message, "choices[0].message", strict=False))
+        content.extend(parse_tool_calls(message, "choices[0].message", strict=False))
     message_extra = unknown_fields(
         message, _RESPONSE_MESSAGE_FIELDS, keep_null=True, keep_empty=True
     )
@@ -86,7 +86,7 @@ def parse_response(name: str, body: Any) -> Response:
     if choice_extra:
         marks["choice"] = choice_extra
     raw_reason = choice.get("finish_reason")
-    reason = _finish_reason(raw_reason, content)
+    reason = finish_reason_of(raw_reason, content)
     if raw_reason != reason:
         marks["finish_reason"] = [raw_reason, reason]  # provider spelling, what it became
     usage = body.get("usage")
@@ -97,11 +97,11 @@ def parse_response(name: str, body: Any) -> Response:
         extra[MARK] = marks
     created = body.get("created")
     return Response(
-        id=_str_or(body.get("id"), "") or new_id("chatcmpl-"),
-        model=_str_or(body.get("model"), ""),
+        id=str_or(body.get("id"), "") or new_id("chatcmpl-"),
+        model=str_or(body.get("model"), ""),
         content=content,
         finish_reason=reason,
-        usage=_parse_usage(usage),
+        usage=parse_usage(usage),
         created=created if isinstance(created, int) else 0,
         origin=name,
         extra=extra,
@@ -111,10 +111,10 @@ def parse_response(name: str, body: Any) -> Response:
 def build_response(name: str, response: Response, request: Request | None = None) -> dict[str, Any]:
     same = response.origin == name
     marks = marks_of(response.extra, MARK) if same else {}
-    message = _build_assistant(response.content, name, same, marks, response=True)
+    message = build_assistant(response.content, name, same, marks, response=True)
     write_back(message, marks.get("message", {}), MARK)
     message.setdefault("content", None)  # required (nullable) in a response
-    reason: str | None = _FINISH_OUT[response.finish_reason]
+    reason: str | None = FINISH_OUT[response.finish_reason]
     raw_reason, became = marks.get("finish_reason", (None, None))
     if became == response.finish_reason:
         reason = raw_reason  # the provider's own spelling, unless a layer changed it
@@ -131,7 +131,7 @@ def build_response(name: str, response: Response, request: Request | None = None
         "choices": [choice, *marks.get("choices", ())],
     }
     if not same or marks.get("usage") is not None or response.usage != Usage():
-        out["usage"] = _build_usage(response.usage, marks.get("usage"))
+        out["usage"] = build_usage(response.usage, marks.get("usage"))
     elif "usage" in marks:
         out["usage"] = None  # the provider's null; an absent usage stays absent
     if same:
@@ -140,7 +140,7 @@ def build_response(name: str, response: Response, request: Request | None = None
 
 
 def parse_error(status: int, body: Any, headers: Mapping[str, str]) -> GatewayError:
-    message, error_type, param = _error_fields(body)
+    message, error_type, param = error_fields(body)
     err = classify(status, message, error_type=error_type, headers=headers, body=body)
     err.param = param
     return err
@@ -152,7 +152,7 @@ def build_error(error: GatewayError) -> tuple[int, dict[str, Any]]:
         status = 503  # the OpenAI SDK has no 529; 503 is its "try again later"
     elif not 400 <= status <= 599:
         status = DEFAULT_STATUS[error.kind]
-    return status, {"error": _error_body(error)}
+    return status, {"error": error_body(error)}
 
 
 def _lenient_text_parts(parts: list[Any]) -> list[Part]:
@@ -163,7 +163,7 @@ def _lenient_text_parts(parts: list[Any]) -> list[Part]:
     ]
 
 
-def _finish_reason(raw: Any, content: Iterable[Part] = ()) -> FinishReason:
+def finish_reason_of(raw: Any, content: Iterable[Part] = ()) -> FinishReason:
     reason = _FINISH_IN.get(raw, "stop") if isinstance(raw, str) else "stop"
     # Some compatible servers say "stop" after calling tools; what follows needs tool_calls.
     if reason == "stop":
@@ -173,7 +173,7 @@ def _finish_reason(raw: Any, content: Iterable[Part] = ()) -> FinishReason:
     return reason
 
 
-def _parse_usage(raw: Any) -> Usage:
+def parse_usage(raw: Any) -> Usage:
     if not isinstance(raw, dict):
         return Usage()
     prompt = raw.get("prompt_tokens_details")
@@ -190,7 +190,7 @@ def _parse_usage(raw: Any) -> Usage:
     )
 
 
-def _build_usage(usage: Usage, raw: Any = None) -> dict[str, Any]:
+def build_usage(usage: Usage, raw: Any = None) -> dict[str, Any]:
     built: dict[str, Any] = {
         "prompt_tokens": usage.input_tokens,
         "completion_tokens": usage.output_tokens,
@@ -224,7 +224,7 @@ def _overlay(raw: dict[str, Any], built: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _error_fields(body: Any) -> tuple[str, str | None, str | None]:
+def error_fields(body: Any) -> tuple[str, str | None, str | None]:
     """Message, type-or-code and param of an error body in OpenAI's shape or a compatible
     server's variant (a list around it, a bare string, vLLM's top-level fields)."""
     if isinstance(body, list) and body:
@@ -242,10 +242,10 @@ def _error_fields(body: Any) -> tuple[str, str | None, str | None]:
     # The code is the more specific word (context_length_exceeded, insufficient_quota).
     error_type = code if isinstance(code, str) and code else kind if isinstance(kind, str) else None
     param = error.get("param")
-    return _str_or(error.get("message"), ""), error_type, param if isinstance(param, str) else None
+    return str_or(error.get("message"), ""), error_type, param if isinstance(param, str) else None
 
 
-def _error_body(error: GatewayError) -> dict[str, Any]:
+def error_body(error: GatewayError) -> dict[str, Any]:
     kind, code = _ERROR_SHAPE[error.kind]
     if error.kind == "rate_limited" and error.quota:
         kind = code = "insufficient_quota"
@@ -260,5 +260,5 @@ def _int(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _str_or(value: Any, default: str) -> str:
+def str_or(value: Any, default: str) -> str:
     return value if isinstance(value, str) else default

@@ -26,15 +26,15 @@ from ...unified import (
 )
 from .._common import new_id
 from ..base import JsonStreamDecoder, StreamEncoder
-from .request import _REASONING_FIELDS, _encode
+from .content import REASONING_FIELDS, encode_json
 from .response import (
-    _FINISH_OUT,
-    _build_usage,
-    _error_body,
-    _error_fields,
-    _finish_reason,
-    _parse_usage,
-    _str_or,
+    FINISH_OUT,
+    build_usage,
+    error_body,
+    error_fields,
+    finish_reason_of,
+    parse_usage,
+    str_or,
 )
 
 # An in-band stream error has no HTTP status: infer one from its type or code.
@@ -60,7 +60,7 @@ _decode = msgspec.json.Decoder().decode
 _DONE = b"data: [DONE]\n\n"
 
 
-class _ChatStreamDecoder(JsonStreamDecoder):
+class ChatStreamDecoder(JsonStreamDecoder):
     def __init__(self) -> None:
         self.done = False
         self._started = False
@@ -85,7 +85,7 @@ class _ChatStreamDecoder(JsonStreamDecoder):
         if not self._started:
             self._start(chunk, out)
         if error := chunk.get("error"):
-            message, error_type, param = _error_fields(chunk)
+            message, error_type, param = error_fields(chunk)
             status = _STATUS_BY_ERROR_TYPE.get(error_type or "", 500)
             code = error.get("code") if isinstance(error, dict) else None
             if isinstance(code, int) and 400 <= code <= 599:
@@ -101,7 +101,7 @@ class _ChatStreamDecoder(JsonStreamDecoder):
             if isinstance(choice, dict) and choice.get("index", 0) == 0:
                 self._choice(choice, out)
         if isinstance(usage := chunk.get("usage"), dict):
-            parsed = _parse_usage(usage)
+            parsed = parse_usage(usage)
             self._usage = parsed if self._usage is None else self._usage.merge(parsed)
         return out
 
@@ -118,8 +118,8 @@ class _ChatStreamDecoder(JsonStreamDecoder):
         created = chunk.get("created")
         out.append(
             MessageStart(
-                id=_str_or(chunk.get("id"), "") or new_id("chatcmpl-"),
-                model=_str_or(chunk.get("model"), ""),
+                id=str_or(chunk.get("id"), "") or new_id("chatcmpl-"),
+                model=str_or(chunk.get("model"), ""),
                 created=created if isinstance(created, int) else 0,
             )
         )
@@ -127,7 +127,7 @@ class _ChatStreamDecoder(JsonStreamDecoder):
     def _choice(self, choice: dict[str, Any], out: list[Event]) -> None:
         delta = choice.get("delta")
         delta = delta if isinstance(delta, dict) else {}
-        for key in _REASONING_FIELDS:
+        for key in REASONING_FIELDS:
             if isinstance(text := delta.get(key), str) and text:
                 out.append(ReasoningDelta(index=self._open("reasoning", out), text=text))
                 break  # vLLM repeats the same text under both names
@@ -143,7 +143,7 @@ class _ChatStreamDecoder(JsonStreamDecoder):
         reason = choice.get("finish_reason")
         if isinstance(reason, str) and reason:
             self._close_block(out)
-            self._reason = _finish_reason(reason)
+            self._reason = finish_reason_of(reason)
 
     def _tool_delta(self, key: Any, call: dict[str, Any], fn: Any, out: list[Event]) -> None:
         fn = fn if isinstance(fn, dict) else {}
@@ -196,7 +196,7 @@ class _ChatStreamDecoder(JsonStreamDecoder):
         self.done = True
 
 
-class _ChatStreamEncoder(StreamEncoder):
+class ChatStreamEncoder(StreamEncoder):
     def __init__(self, include_usage: bool, model: str) -> None:
         self._include_usage = include_usage
         self._head: dict[str, Any] | None = None
@@ -219,7 +219,9 @@ class _ChatStreamEncoder(StreamEncoder):
                 "created": start.created or int(time.time()),
                 "model": start.model or self._model,
             }
-            self._prefix = b"data: " + _encode(self._head)[:-1] + b',"choices":[{"index":0,"delta":'
+            self._prefix = (
+                b"data: " + encode_json(self._head)[:-1] + b',"choices":[{"index":0,"delta":'
+            )
             if start.usage is not None:
                 self._usage = start.usage
             out = self._chunk({"role": "assistant", "content": ""})
@@ -245,7 +247,7 @@ class _ChatStreamEncoder(StreamEncoder):
             err = event.error
             if not isinstance(err, GatewayError):
                 err = GatewayError("server_error", str(err) or "upstream stream failed")
-            return out + encode_json_event(_encode({"error": _error_body(err)}))
+            return out + encode_json_event(encode_json({"error": error_body(err)}))
         # MessageStart after the first, BlockStop and Signature have no chat representation.
         return out
 
@@ -263,10 +265,10 @@ class _ChatStreamEncoder(StreamEncoder):
         self._ended = True
         if event.usage is not None:
             self._merge_usage(event.usage)
-        out = self._chunk({}, _FINISH_OUT.get(event.reason, "stop"))
+        out = self._chunk({}, FINISH_OUT.get(event.reason, "stop"))
         if self._include_usage and self._usage is not None:
             out += self._event(
-                {**self._head_dict(), "choices": [], "usage": _build_usage(self._usage)}
+                {**self._head_dict(), "choices": [], "usage": build_usage(self._usage)}
             )
         return out + _DONE
 
@@ -280,11 +282,17 @@ class _ChatStreamEncoder(StreamEncoder):
     def _chunk(self, delta: dict[str, Any], finish_reason: str | None = None) -> bytes:
         # The bytes of {**head, "choices": [{"index": 0, "delta": ..., "finish_reason": ...}]}.
         if finish_reason is None:
-            return self._prefix + _encode(delta) + b',"finish_reason":null}]}\n\n'
+            return self._prefix + encode_json(delta) + b',"finish_reason":null}]}\n\n'
         return b"".join(
-            (self._prefix, _encode(delta), b',"finish_reason":', _encode(finish_reason), b"}]}\n\n")
+            (
+                self._prefix,
+                encode_json(delta),
+                b',"finish_reason":',
+                encode_json(finish_reason),
+                b"}]}\n\n",
+            )
         )
 
     @staticmethod
     def _event(chunk: dict[str, Any]) -> bytes:
-        return encode_json_event(_encode(chunk))
+        return encode_json_event(encode_json(chunk))

@@ -50,9 +50,10 @@ from typing import Any
 from ...errors import GatewayError
 from ...unified import Request, Response
 from ..base import Codec, StreamDecoder, StreamEncoder
-from .request import MARK, NAME, as_instructions, build_request, parse_request
+from .content import MARK, NAME
+from .request import as_instructions, build_request, parse_request
 from .response import build_error, build_response, parse_error, parse_response
-from .stream import _Decoder, _Encoder, resume_point, rewrite_ids
+from .stream import ResponsesStreamDecoder, ResponsesStreamEncoder, resume_point, rewrite_ids
 
 __all__ = ["MARK", "OpenAIResponsesCodec", "as_instructions"]
 
@@ -95,10 +96,10 @@ class OpenAIResponsesCodec(Codec):
     # --- streams ----------------------------------------------------------------------------
 
     def stream_decoder(self) -> StreamDecoder:
-        return _Decoder()
+        return ResponsesStreamDecoder()
 
     def stream_encoder(self, request: Request | None = None) -> StreamEncoder:
-        return _Encoder(self, request)
+        return ResponsesStreamEncoder(self, request)
 
     def stream_resume_point(
         self, body: bytes, *, find_id: bool = True

@@ -11,17 +11,17 @@ from ...errors import DEFAULT_STATUS, GatewayError, classify
 from ...unified import FinishReason, Part, Request, Response, Text, ToolCall, Usage
 from .._common import reported_cost
 from ..unknown_fields import marks_of, unknown_fields, wire_fields
-from .request import (
+from .content import (
     MARK,
     NAME,
-    _assistant_items,
-    _build_settings,
-    _parse_content_part,
-    _parse_function_call,
-    _parse_reasoning_item,
+    assistant_items,
+    parse_content_part,
+    parse_function_call,
+    parse_reasoning_item,
 )
+from .request import build_settings
 
-_INCOMPLETE_FINISH: dict[str, FinishReason] = {
+INCOMPLETE_FINISH: dict[str, FinishReason] = {
     "max_output_tokens": "length",
     "content_filter": "content_filter",
 }
@@ -59,7 +59,7 @@ def parse_response(body: Any) -> Response:
     elif status == "incomplete":
         details = body.get("incomplete_details")
         reason = details.get("reason") if isinstance(details, dict) else None
-        finish = _INCOMPLETE_FINISH.get(str(reason), "length")
+        finish = INCOMPLETE_FINISH.get(str(reason), "length")
     elif status == "failed":
         finish = "error"
     created = body.get("created_at")
@@ -68,7 +68,7 @@ def parse_response(body: Any) -> Response:
         model=str(body.get("model") or ""),
         content=content,
         finish_reason=finish,
-        usage=_parse_usage(body.get("usage")),
+        usage=parse_usage(body.get("usage")),
         created=int(created) if isinstance(created, (int, float)) else 0,
         origin=NAME,
     )
@@ -92,7 +92,7 @@ def parse_response(body: Any) -> Response:
 
 def build_response(response: Response, request: Request | None = None) -> dict[str, Any]:
     own = response.origin == NAME
-    output = _assistant_items(response.content, own, for_response=True)
+    output = assistant_items(response.content, own, for_response=True)
     mark = marks_of(response.extra, MARK) if own else {}
     for at, item in mark.get("opaque", ()):
         output.insert(min(at, len(output)), item)
@@ -101,7 +101,7 @@ def build_response(response: Response, request: Request | None = None) -> dict[s
         # The upstream's own echo fields are in extra: nothing is invented.
         body: dict[str, Any] = {"id": response.id, **extra, "model": response.model}
     else:
-        body = _response_envelope(
+        body = response_envelope(
             response.id, response.model, response.created, "completed", request
         )
     body["output"] = output
@@ -168,7 +168,7 @@ def _parse_output(output: list[Any]) -> tuple[list[Part], list[list[Any]]]:
                 fields = unknown_fields(item, _KEYS_CONTENT)
                 parts = item.get("content")
                 texts = [
-                    _parse_content_part(p, f"output[{i}].content[{j}]", "output_text")
+                    parse_content_part(p, f"output[{i}].content[{j}]", "output_text")
                     for j, p in enumerate(parts if isinstance(parts, list) else ())
                 ]
                 if texts and all(isinstance(t, Text) for t in texts):
@@ -176,10 +176,10 @@ def _parse_output(output: list[Any]) -> tuple[list[Part], list[list[Any]]]:
                     content.extend(texts)
                     continue
             elif kind == "function_call":
-                content.append(_parse_function_call(item, f"output[{i}]"))
+                content.append(parse_function_call(item, f"output[{i}]"))
                 continue
             elif kind == "reasoning":
-                content.append(_parse_reasoning_item(item, f"output[{i}]"))
+                content.append(parse_reasoning_item(item, f"output[{i}]"))
                 continue
         except GatewayError:
             pass  # an odd item the unified model cannot hold: carried as it is
@@ -187,7 +187,7 @@ def _parse_output(output: list[Any]) -> tuple[list[Part], list[list[Any]]]:
     return content, opaque
 
 
-def _parse_usage(raw: Any) -> Usage:
+def parse_usage(raw: Any) -> Usage:
     if not isinstance(raw, dict):
         return Usage()
     inp = raw.get("input_tokens_details")
@@ -195,20 +195,20 @@ def _parse_usage(raw: Any) -> Usage:
     inp = inp if isinstance(inp, dict) else {}
     out = out if isinstance(out, dict) else {}
     return Usage(
-        input_tokens=_int(raw.get("input_tokens")),
-        output_tokens=_int(raw.get("output_tokens")),
-        reasoning_tokens=_int(out.get("reasoning_tokens")),
-        cache_read_tokens=_int(inp.get("cached_tokens")),
-        cache_write_tokens=_int(inp.get("cache_write_tokens")),
+        input_tokens=int_or_none(raw.get("input_tokens")),
+        output_tokens=int_or_none(raw.get("output_tokens")),
+        reasoning_tokens=int_or_none(out.get("reasoning_tokens")),
+        cache_read_tokens=int_or_none(inp.get("cached_tokens")),
+        cache_write_tokens=int_or_none(inp.get("cache_write_tokens")),
         cost=reported_cost(raw),  # xAI and OpenRouter report it here too
     )
 
 
-def _int(value: Any) -> int:
+def int_or_none(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
-def _usage_body(usage: Usage) -> dict[str, Any]:
+def usage_body(usage: Usage) -> dict[str, Any]:
     # OpenAI counts like the unified rule: input includes cached, output includes reasoning.
     return {
         "input_tokens": usage.input_tokens,
@@ -222,7 +222,7 @@ def _usage_body(usage: Usage) -> dict[str, Any]:
     }
 
 
-def _status_fields(finish: FinishReason, message: str | None = None) -> dict[str, Any]:
+def status_fields(finish: FinishReason, message: str | None = None) -> dict[str, Any]:
     if finish in _FINISH_INCOMPLETE:
         return {
             "status": "incomplete",
@@ -243,12 +243,12 @@ def _status_fields(finish: FinishReason, message: str | None = None) -> dict[str
 
 def _derived_response_fields(response: Response) -> dict[str, Any]:
     out: dict[str, Any] = {"object": "response", "created_at": response.created or int(time.time())}
-    out.update(_status_fields(response.finish_reason))
-    out["usage"] = _usage_body(response.usage)
+    out.update(status_fields(response.finish_reason))
+    out["usage"] = usage_body(response.usage)
     return out
 
 
-def _response_envelope(
+def response_envelope(
     response_id: str,
     model: str,
     created: int,
@@ -285,7 +285,7 @@ def _response_envelope(
     }
     if request is not None:
         own = request.origin == NAME
-        echo = _build_settings(request, own, marks_of(request.extra, MARK) if own else {})
+        echo = build_settings(request, own, marks_of(request.extra, MARK) if own else {})
         if "reasoning" in echo:
             echo["reasoning"] = {"effort": None, "summary": None, **echo["reasoning"]}
         body.update(echo)

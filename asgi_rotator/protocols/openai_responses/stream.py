@@ -30,14 +30,14 @@ from ...unified import (
 )
 from .._common import new_id
 from ..base import Codec, JsonStreamDecoder, StreamEncoder
-from .request import _REASONING_SEP, NAME
+from .content import NAME, REASONING_SEP
 from .response import (
-    _INCOMPLETE_FINISH,
-    _int,
-    _parse_usage,
-    _response_envelope,
-    _status_fields,
-    _usage_body,
+    INCOMPLETE_FINISH,
+    int_or_none,
+    parse_usage,
+    response_envelope,
+    status_fields,
+    usage_body,
 )
 
 _json_encode = msgspec.json.Encoder().encode
@@ -150,7 +150,7 @@ _STREAM_ERROR_STATUS: tuple[tuple[tuple[str, ...], int], ...] = (
 )
 
 
-class _Decoder(JsonStreamDecoder):
+class ResponsesStreamDecoder(JsonStreamDecoder):
     def __init__(self) -> None:
         self.done = False
         self._started = False
@@ -201,7 +201,7 @@ class _Decoder(JsonStreamDecoder):
     def _text_delta(self, data: dict[str, Any], text: str, out: list[Event]) -> None:
         if not text:
             return
-        key = (_int(data.get("output_index")), _int(data.get("content_index")))
+        key = (int_or_none(data.get("output_index")), int_or_none(data.get("content_index")))
         index = self._text.get(key)
         if index is None:
             index = self._text[key] = self._open_block()
@@ -218,7 +218,7 @@ class _Decoder(JsonStreamDecoder):
         item = data.get("item")
         if not isinstance(item, dict):
             return
-        position = _int(data.get("output_index"))
+        position = int_or_none(data.get("output_index"))
         if item.get("type") == "function_call":
             index = self._item[position] = self._open_block()
             self._tool_calls = True
@@ -237,15 +237,15 @@ class _Decoder(JsonStreamDecoder):
             out.append(ReasoningDelta(index=index, text="", id=self._item_ids[position] or None))
 
     def _summary_part(self, data: dict[str, Any], out: list[Event]) -> None:
-        position = _int(data.get("output_index"))
+        position = int_or_none(data.get("output_index"))
         index = self._item.get(position)
-        if index is not None and _int(data.get("summary_index")) > 0:
+        if index is not None and int_or_none(data.get("summary_index")) > 0:
             out.append(
-                ReasoningDelta(index=index, text=_REASONING_SEP, id=self._item_ids.get(position))
+                ReasoningDelta(index=index, text=REASONING_SEP, id=self._item_ids.get(position))
             )
 
     def _reasoning_delta(self, data: dict[str, Any], out: list[Event]) -> None:
-        position = _int(data.get("output_index"))
+        position = int_or_none(data.get("output_index"))
         index = self._item.get(position)
         delta = data.get("delta")
         if index is not None and isinstance(delta, str) and delta:
@@ -253,7 +253,7 @@ class _Decoder(JsonStreamDecoder):
             out.append(ReasoningDelta(index=index, text=delta, id=self._item_ids.get(position)))
 
     def _args_delta(self, data: dict[str, Any], out: list[Event]) -> None:
-        position = _int(data.get("output_index"))
+        position = int_or_none(data.get("output_index"))
         index = self._item.get(position)
         delta = data.get("delta")
         if index is not None and isinstance(delta, str) and delta:
@@ -261,7 +261,7 @@ class _Decoder(JsonStreamDecoder):
             out.append(ToolArgsDelta(index=index, delta=delta))
 
     def _args_done(self, data: dict[str, Any], out: list[Event]) -> None:
-        position = _int(data.get("output_index"))
+        position = int_or_none(data.get("output_index"))
         index = self._item.get(position)
         arguments = data.get("arguments")
         if index is not None and position not in self._args_seen and isinstance(arguments, str):
@@ -270,7 +270,7 @@ class _Decoder(JsonStreamDecoder):
             self._args_seen.add(position)
 
     def _text_done(self, data: dict[str, Any], out: list[Event]) -> None:
-        key = (_int(data.get("output_index")), _int(data.get("content_index")))
+        key = (int_or_none(data.get("output_index")), int_or_none(data.get("content_index")))
         if key not in self._text:
             part = data.get("part")
             text = data.get("text")
@@ -283,14 +283,14 @@ class _Decoder(JsonStreamDecoder):
         self._stop(self._text.get(key), out)
 
     def _item_done(self, data: dict[str, Any], out: list[Event]) -> None:
-        position = _int(data.get("output_index"))
+        position = int_or_none(data.get("output_index"))
         item = _obj(data.get("item"))
         index = self._item.get(position)
         if item.get("type") == "reasoning" and index is not None:
             if position not in self._summary_seen:
                 summary = item.get("summary")
                 text = (
-                    _REASONING_SEP.join(
+                    REASONING_SEP.join(
                         p["text"]
                         for p in summary
                         if isinstance(p, dict) and isinstance(p.get("text"), str)
@@ -333,8 +333,8 @@ class _Decoder(JsonStreamDecoder):
         if data.get("type") == "response.incomplete" or resp.get("status") == "incomplete":
             details = resp.get("incomplete_details")
             cause = details.get("reason") if isinstance(details, dict) else None
-            reason = _INCOMPLETE_FINISH.get(str(cause), "length")
-        usage = _parse_usage(resp.get("usage")) if resp.get("usage") is not None else None
+            reason = INCOMPLETE_FINISH.get(str(cause), "length")
+        usage = parse_usage(resp.get("usage")) if resp.get("usage") is not None else None
         out.append(Finish(reason=reason, usage=usage))
 
     def _error(self, data: dict[str, Any], out: list[Event]) -> None:
@@ -343,22 +343,22 @@ class _Decoder(JsonStreamDecoder):
 
 
 _DECODERS = {
-    "response.output_item.added": _Decoder._item_added,
-    "response.output_text.delta": _Decoder._delta,
-    "response.refusal.delta": _Decoder._delta,
-    "response.output_text.done": _Decoder._text_done,
-    "response.refusal.done": _Decoder._text_done,
-    "response.content_part.done": _Decoder._text_done,
-    "response.reasoning_summary_part.added": _Decoder._summary_part,
-    "response.reasoning_summary_text.delta": _Decoder._reasoning_delta,
-    "response.reasoning_text.delta": _Decoder._reasoning_delta,
-    "response.function_call_arguments.delta": _Decoder._args_delta,
-    "response.function_call_arguments.done": _Decoder._args_done,
-    "response.output_item.done": _Decoder._item_done,
-    "response.completed": _Decoder._terminal,
-    "response.incomplete": _Decoder._terminal,
-    "response.failed": _Decoder._terminal,
-    "error": _Decoder._error,
+    "response.output_item.added": ResponsesStreamDecoder._item_added,
+    "response.output_text.delta": ResponsesStreamDecoder._delta,
+    "response.refusal.delta": ResponsesStreamDecoder._delta,
+    "response.output_text.done": ResponsesStreamDecoder._text_done,
+    "response.refusal.done": ResponsesStreamDecoder._text_done,
+    "response.content_part.done": ResponsesStreamDecoder._text_done,
+    "response.reasoning_summary_part.added": ResponsesStreamDecoder._summary_part,
+    "response.reasoning_summary_text.delta": ResponsesStreamDecoder._reasoning_delta,
+    "response.reasoning_text.delta": ResponsesStreamDecoder._reasoning_delta,
+    "response.function_call_arguments.delta": ResponsesStreamDecoder._args_delta,
+    "response.function_call_arguments.done": ResponsesStreamDecoder._args_done,
+    "response.output_item.done": ResponsesStreamDecoder._item_done,
+    "response.completed": ResponsesStreamDecoder._terminal,
+    "response.incomplete": ResponsesStreamDecoder._terminal,
+    "response.failed": ResponsesStreamDecoder._terminal,
+    "error": ResponsesStreamDecoder._error,
 }
 
 
@@ -373,7 +373,7 @@ class _Block:
         self.part_open = False
 
 
-class _Encoder(StreamEncoder):
+class ResponsesStreamEncoder(StreamEncoder):
     """Unified events -> the Responses event sequence, accumulating the whole response for
     ``response.completed``.  Each text block is one assistant ``message`` item."""
 
@@ -473,7 +473,7 @@ class _Encoder(StreamEncoder):
         chunks.append(encode_json_event(_json_encode(payload), kind))
 
     def _envelope(self, status: str) -> dict[str, Any]:
-        return _response_envelope(self._id, self._model, self._created, status, self._request)
+        return response_envelope(self._id, self._model, self._created, status, self._request)
 
     def _start(self, start: MessageStart | None, chunks: list[bytes]) -> None:
         self._started = True
@@ -597,11 +597,11 @@ class _Encoder(StreamEncoder):
             self._stop(index, chunks)
         if event.usage is not None:
             self._usage = self._usage.merge(event.usage)
-        fields = _status_fields(event.reason)
+        fields = status_fields(event.reason)
         response = self._envelope(fields["status"])
         response.update(fields)
         response["output"] = [item for item in self._output if item is not None]
-        response["usage"] = _usage_body(self._usage)
+        response["usage"] = usage_body(self._usage)
         kind = {"incomplete": "response.incomplete", "failed": "response.failed"}.get(
             fields["status"], "response.completed"
         )
