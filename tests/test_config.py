@@ -445,6 +445,30 @@ def test_a_layer_alone_has_the_defaults_of_its_config_section(
             assert default == configured or tuple(default) == tuple(configured), name
 
 
+def test_the_request_log_alone_has_the_defaults_of_the_logging_section() -> None:
+    """RequestLog (and the UsageTotals it is given) composed by hand logs and keeps totals as
+    the configured stack does when [logging] is not configured: no file, no totals, and
+    totals kept for the section's ``totals_days``."""
+    import inspect
+
+    from asgi_rotator.middleware import RequestLog
+    from asgi_rotator.usage_totals import UsageTotals
+
+    defaults = Config().logging
+    layer = inspect.signature(RequestLog).parameters
+    # Each option of the section, and the keyword that takes it (a new option goes here).
+    keyword_of = {
+        "requests": layer["path"],
+        "totals": layer["totals"],
+        "totals_days": inspect.signature(UsageTotals).parameters["ttl_days"],
+    }
+    assert set(keyword_of) == set(defaults.__struct_fields__)
+    # "none configured" is the layer's own default: no file, and no UsageTotals (totals off)
+    assert defaults.requests is None and keyword_of["requests"].default is None
+    assert defaults.totals is False and keyword_of["totals"].default is None
+    assert keyword_of["totals_days"].default == defaults.totals_days
+
+
 def test_the_limits_of_the_core_modules_are_the_configs_defaults() -> None:
     import inspect
 

@@ -31,16 +31,9 @@ from ..base import bad_request
 from ..unknown_fields import marker_key, marks_of, unknown_fields, wire_fields, with_marks
 
 NAME = "anthropic_messages"
-
-
 MARK = marker_key(NAME)
-
-
 encode_json = msgspec.json.Encoder().encode
-
-
 _decode_json = msgspec.json.Decoder().decode
-
 
 # Block types of the Messages API that the unified model does not name: carried verbatim for
 # a same-protocol rebuild, dropped towards other protocols.  Any ``*_tool_use`` /
@@ -56,7 +49,6 @@ _OPAQUE_BLOCKS = frozenset(
     }
 )
 
-
 # Base64 prefixes of the image formats Anthropic accepts, for images given without a type.
 _IMAGE_MAGIC = (
     ("iVBOR", "image/png"),
@@ -65,25 +57,12 @@ _IMAGE_MAGIC = (
     ("UklG", "image/webp"),
 )
 
-
 KEYS_TYPE_DATA = frozenset({"type", "data"})
-
-
 KEYS_TYPE_ID_NAME_INPUT = frozenset({"type", "id", "name", "input"})
-
-
 _KEYS_TYPE_SOURCE = frozenset({"type", "source"})
-
-
 _KEYS_TYPE_SOURCE_TITLE = frozenset({"type", "source", "title"})
-
-
 KEYS_TYPE_TEXT = frozenset({"type", "text"})
-
-
 KEYS_TYPE_THINKING_SIGNATURE = frozenset({"type", "thinking", "signature"})
-
-
 _KEYS_TYPE_TOOL_USE_ID_CONTENT_IS_ERROR = frozenset({"type", "tool_use_id", "content", "is_error"})
 
 

@@ -34,38 +34,18 @@ from ..base import bad_request
 from ..unknown_fields import marker_key, marks_of, own_marks, unknown_fields, wire_fields
 
 NAME = "gemini"
-
-
 json_encoder = msgspec.json.Encoder()
-
 
 # This codec's markers (``protocols.unknown_fields``), keys of ``extra[MARK]``.
 MARK = marker_key(NAME)
-
-
 _SNAKE = "snake"  # camelCase names of this struct's fields that came snake_case
-
-
 _INNER = "inner"  # unknown fields of the nested object (inlineData, functionCall ...)
-
-
 RAW_PARTS = "rawParts"  # [[position, part], ...] parts the model cannot name
-
-
 SYNTHETIC_ID = "syntheticId"
-
-
 _NO_ARGS = "noArgs"
-
-
 _NO_ROLE = "noRole"
-
-
 _THOUGHT = "thought"  # an empty ``thought: true`` part (not a signature carrier)
-
-
 _DATA_KEYS = ("text", "inlineData", "fileData", "functionCall", "functionResponse")
-
 
 _BASE64_MAGIC = (
     ("iVBOR", "image/png"),
@@ -75,13 +55,8 @@ _BASE64_MAGIC = (
     ("JVBER", "application/pdf"),
 )
 
-
 _DATA_URL = re.compile(r"^data:([^;,]+)?(?:;[^,]*)?;base64,(.*)$", re.DOTALL)
-
-
 _CAMEL_HUMP = re.compile(r"([A-Z])")
-
-
 _SNAKE_HUMP = re.compile(r"_([a-z0-9])")
 
 

@@ -43,6 +43,7 @@ from .content import (
     with_snake,
 )
 
+# The request's own markers, keys of ``extra[MARK]`` (the content's are in ``content``).
 _JSON_SCHEMA = "jsonSchema"  # parametersJsonSchema / responseJsonSchema was used
 _GROUP = "group"  # index of the ``tools[]`` entry a tool came from
 _SYSTEM = "systemInstruction"  # residual fields of these objects (presence = it existed)
@@ -51,10 +52,8 @@ _THINKING = "thinkingConfig"
 _TOOL_CONFIG = "toolConfig"
 _CALLING = "functionCallingConfig"
 
-
 _CALLING_IN = {"AUTO": "auto", "NONE": "none", "ANY": "required"}
 _CALLING_OUT = {"auto": "AUTO", "none": "NONE", "required": "ANY", "tool": "ANY"}
-
 
 # ``model`` belongs in the URL; one found in the body is read, never written back.
 _REQUEST_KNOWN = known_fields(

@@ -38,7 +38,6 @@ from ..unknown_fields import (
 
 MARK = marker_key("openai_chat")
 
-
 # Content part types each role accepts (API reference, "Create chat completion" > messages).
 _PART_TYPES = {
     "system": frozenset({"text"}),
@@ -49,41 +48,21 @@ _PART_TYPES = {
     "assistant": frozenset({"text", "refusal"}),
 }
 
-
 REASONING_FIELDS = ("reasoning_content", "reasoning")  # DeepSeek/vLLM, then OpenRouter
-
 
 _PART_FIELDS = {
     kind: frozenset({"type", kind}) for kind in frozenset().union(*_PART_TYPES.values())
 }
 
-
 _IMAGE_URL_FIELDS = frozenset({"url", "detail"})
-
-
 _AUDIO_FIELDS = frozenset({"data", "format"})
-
-
 _FILE_FIELDS = frozenset({"file_data", "file_id", "filename"})
-
-
 _CUSTOM_CALL_FIELDS = frozenset({"id", "type", "custom"})
-
-
 _CUSTOM_FIELDS = frozenset({"name", "input"})
-
-
 _CALL_FIELDS = frozenset({"id", "type", "function"})
-
-
 _CALL_FUNCTION_FIELDS = frozenset({"name", "arguments"})
-
-
 _DATA_URL = re.compile(r"data:([^;,]+);base64,(.*)", re.DOTALL)
-
-
 _AUDIO_FORMAT_MEDIA = {"wav": "audio/wav", "mp3": "audio/mpeg"}
-
 
 _MEDIA_AUDIO_FORMAT = {
     "audio/wav": "wav",
@@ -93,7 +72,6 @@ _MEDIA_AUDIO_FORMAT = {
     "audio/mp3": "mp3",
 }
 
-
 # Base64 prefixes of image magic numbers, for inline images that arrive without a media type.
 _IMAGE_MAGIC = {
     "/9j/": "image/jpeg",
@@ -101,7 +79,6 @@ _IMAGE_MAGIC = {
     "R0lG": "image/gif",
     "UklG": "image/webp",
 }
-
 
 encode_json = msgspec.json.Encoder().encode
 

@@ -26,25 +26,15 @@ from ..base import bad_request
 from ..unknown_fields import marker_key, marks_of, unknown_fields, wire_fields
 
 NAME = "openai_responses"
-
-
 MARK = marker_key(NAME)
-
-
 REASONING_SEP = "\n\n"
-
-
 _KEYS_TYPE_CALL_ID_NAME_ARGUMENTS = frozenset({"type", "call_id", "name", "arguments"})
-
 
 _KEYS_TYPE_FILE_ID_FILE_URL_FILE_DATA_FILENAME = frozenset(
     {"type", "file_id", "file_url", "file_data", "filename"}
 )
 
-
 _KEYS_TYPE_ID_SUMMARY_ENCRYPTED_CONTENT = frozenset({"type", "id", "summary", "encrypted_content"})
-
-
 _KEYS_TYPE_IMAGE_URL_DETAIL = frozenset({"type", "image_url", "detail"})
 
 
