@@ -12,21 +12,8 @@ from urllib.parse import unquote
 
 import msgspec
 
-from ...unified import (
-    File,
-    Image,
-    Part,
-    Reasoning,
-    Text,
-    ToolCall,
-    ToolResult,
-)
-from .._common import (
-    expect_bool,
-    expect_dict,
-    expect_list,
-    expect_str,
-)
+from ...unified import File, Image, Part, Reasoning, Text, ToolCall, ToolResult
+from .._common import expect_bool, expect_dict, expect_list, expect_str
 from ..base import bad_request
 from ..unknown_fields import marker_key, marks_of, unknown_fields, wire_fields, with_marks
 

@@ -14,22 +14,8 @@ from typing import Any
 
 import msgspec
 
-from ...unified import (
-    File,
-    Image,
-    Message,
-    Part,
-    Reasoning,
-    Text,
-    ToolCall,
-    ToolResult,
-)
-from .._common import (
-    expect_dict,
-    expect_list,
-    expect_str,
-    new_id,
-)
+from ...unified import File, Image, Message, Part, Reasoning, Text, ToolCall, ToolResult
+from .._common import expect_dict, expect_list, expect_str, new_id
 from ..base import bad_request
 from ..unknown_fields import marker_key, marks_of, own_marks, unknown_fields, wire_fields
 

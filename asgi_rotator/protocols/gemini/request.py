@@ -7,14 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from ...unified import (
-    OutputFormat,
-    ReasoningConfig,
-    Request,
-    Text,
-    Tool,
-    ToolChoice,
-)
+from ...unified import OutputFormat, ReasoningConfig, Request, Text, Tool, ToolChoice
 from .._common import (
     effort_to_budget,
     expect_bool,

@@ -13,28 +13,10 @@ from typing import Any
 import msgspec
 
 from ...errors import GatewayError
-from ...unified import (
-    File,
-    Image,
-    Part,
-    Reasoning,
-    Text,
-    ToolCall,
-)
-from .._common import (
-    expect_dict,
-    expect_list,
-    expect_str,
-    new_id,
-)
+from ...unified import File, Image, Part, Reasoning, Text, ToolCall
+from .._common import expect_dict, expect_list, expect_str, new_id
 from ..base import bad_request
-from ..unknown_fields import (
-    marker_key,
-    marks_of,
-    own_marks,
-    unknown_fields,
-    write_back,
-)
+from ..unknown_fields import marker_key, marks_of, own_marks, unknown_fields, write_back
 
 MARK = marker_key("openai_chat")
 

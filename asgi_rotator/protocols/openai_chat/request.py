@@ -30,12 +30,7 @@ from .._common import (
     expect_str,
 )
 from ..base import bad_request
-from ..unknown_fields import (
-    marks_of,
-    unknown_fields,
-    wire_fields,
-    write_back,
-)
+from ..unknown_fields import marks_of, unknown_fields, wire_fields, write_back
 from .content import (
     MARK,
     build_assistant,

@@ -8,20 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from ...unified import (
-    File,
-    Image,
-    Part,
-    Reasoning,
-    Text,
-    ToolCall,
-    ToolResult,
-)
-from .._common import (
-    expect_dict,
-    expect_str,
-    new_id,
-)
+from ...unified import File, Image, Part, Reasoning, Text, ToolCall, ToolResult
+from .._common import expect_dict, expect_str, new_id
 from ..base import bad_request
 from ..unknown_fields import marker_key, marks_of, unknown_fields, wire_fields
 
