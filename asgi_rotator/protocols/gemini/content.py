@@ -165,7 +165,7 @@ def _guess_media_type(data: str | None, url: str | None, default: str | None) ->
     return default
 
 
-class CallIds:
+class CallsSeen:
     """Function calls seen so far, to give every functionResponse its call's id."""
 
     __slots__ = ("all", "by_id", "latest")
@@ -199,7 +199,7 @@ class CallIds:
         return None
 
 
-def parse_content(content: Any, path: str, calls: CallIds) -> Message:
+def parse_content(content: Any, path: str, calls: CallsSeen) -> Message:
     content = expect_dict(content, path)
     extra = unknown_fields(content, _CONTENT_KNOWN)
     role = content.get("role")
@@ -227,7 +227,7 @@ def parse_content(content: Any, path: str, calls: CallIds) -> Message:
 
 
 def parse_parts(
-    parts: list[Any], path: str, role: str, calls: CallIds | None
+    parts: list[Any], path: str, role: str, calls: CallsSeen | None
 ) -> tuple[list[Part], list[list[Any]]]:
     """Wire parts -> unified parts, plus the parts kept verbatim with their positions."""
     out: list[Part] = []
@@ -275,7 +275,7 @@ def _parse_data(
     value: Any,
     path: str,
     role: str,
-    calls: CallIds | None,
+    calls: CallsSeen | None,
     extra: dict[str, Any],
     snake: set[str],
 ) -> Part:

@@ -25,7 +25,7 @@ from .content import (
     NAME,
     PARTS_KNOWN,
     TEXT_KNOWN,
-    CallIds,
+    CallsSeen,
     build_contents,
     camel_case,
     get_field,
@@ -84,7 +84,7 @@ def parse_request(body: Any, *, model: str | None = None, stream: bool | None = 
     if contents is None:
         raise bad_request("contents", "required")
     expect_list(contents, "contents", non_empty=True)
-    calls = CallIds()
+    calls = CallsSeen()
     messages = [parse_content(c, f"contents[{i}]", calls) for i, c in enumerate(contents)]
 
     extra = unknown_fields(body, _REQUEST_KNOWN)

@@ -195,16 +195,16 @@ def parse_usage(raw: Any) -> Usage:
     inp = inp if isinstance(inp, dict) else {}
     out = out if isinstance(out, dict) else {}
     return Usage(
-        input_tokens=int_or_none(raw.get("input_tokens")),
-        output_tokens=int_or_none(raw.get("output_tokens")),
-        reasoning_tokens=int_or_none(out.get("reasoning_tokens")),
-        cache_read_tokens=int_or_none(inp.get("cached_tokens")),
-        cache_write_tokens=int_or_none(inp.get("cache_write_tokens")),
+        input_tokens=int_or_zero(raw.get("input_tokens")),
+        output_tokens=int_or_zero(raw.get("output_tokens")),
+        reasoning_tokens=int_or_zero(out.get("reasoning_tokens")),
+        cache_read_tokens=int_or_zero(inp.get("cached_tokens")),
+        cache_write_tokens=int_or_zero(inp.get("cache_write_tokens")),
         cost=reported_cost(raw),  # xAI and OpenRouter report it here too
     )
 
 
-def int_or_none(value: Any) -> int:
+def int_or_zero(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 

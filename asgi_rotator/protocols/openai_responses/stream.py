@@ -33,7 +33,7 @@ from ..base import Codec, JsonStreamDecoder, StreamEncoder
 from .content import NAME, REASONING_SEP
 from .response import (
     INCOMPLETE_FINISH,
-    int_or_none,
+    int_or_zero,
     parse_usage,
     response_envelope,
     status_fields,
@@ -201,7 +201,7 @@ class ResponsesStreamDecoder(JsonStreamDecoder):
     def _text_delta(self, data: dict[str, Any], text: str, out: list[Event]) -> None:
         if not text:
             return
-        key = (int_or_none(data.get("output_index")), int_or_none(data.get("content_index")))
+        key = (int_or_zero(data.get("output_index")), int_or_zero(data.get("content_index")))
         index = self._text.get(key)
         if index is None:
             index = self._text[key] = self._open_block()
@@ -218,7 +218,7 @@ class ResponsesStreamDecoder(JsonStreamDecoder):
         item = data.get("item")
         if not isinstance(item, dict):
             return
-        position = int_or_none(data.get("output_index"))
+        position = int_or_zero(data.get("output_index"))
         if item.get("type") == "function_call":
             index = self._item[position] = self._open_block()
             self._tool_calls = True
@@ -237,15 +237,15 @@ class ResponsesStreamDecoder(JsonStreamDecoder):
             out.append(ReasoningDelta(index=index, text="", id=self._item_ids[position] or None))
 
     def _summary_part(self, data: dict[str, Any], out: list[Event]) -> None:
-        position = int_or_none(data.get("output_index"))
+        position = int_or_zero(data.get("output_index"))
         index = self._item.get(position)
-        if index is not None and int_or_none(data.get("summary_index")) > 0:
+        if index is not None and int_or_zero(data.get("summary_index")) > 0:
             out.append(
                 ReasoningDelta(index=index, text=REASONING_SEP, id=self._item_ids.get(position))
             )
 
     def _reasoning_delta(self, data: dict[str, Any], out: list[Event]) -> None:
-        position = int_or_none(data.get("output_index"))
+        position = int_or_zero(data.get("output_index"))
         index = self._item.get(position)
         delta = data.get("delta")
         if index is not None and isinstance(delta, str) and delta:
@@ -253,7 +253,7 @@ class ResponsesStreamDecoder(JsonStreamDecoder):
             out.append(ReasoningDelta(index=index, text=delta, id=self._item_ids.get(position)))
 
     def _args_delta(self, data: dict[str, Any], out: list[Event]) -> None:
-        position = int_or_none(data.get("output_index"))
+        position = int_or_zero(data.get("output_index"))
         index = self._item.get(position)
         delta = data.get("delta")
         if index is not None and isinstance(delta, str) and delta:
@@ -261,7 +261,7 @@ class ResponsesStreamDecoder(JsonStreamDecoder):
             out.append(ToolArgsDelta(index=index, delta=delta))
 
     def _args_done(self, data: dict[str, Any], out: list[Event]) -> None:
-        position = int_or_none(data.get("output_index"))
+        position = int_or_zero(data.get("output_index"))
         index = self._item.get(position)
         arguments = data.get("arguments")
         if index is not None and position not in self._args_seen and isinstance(arguments, str):
@@ -270,7 +270,7 @@ class ResponsesStreamDecoder(JsonStreamDecoder):
             self._args_seen.add(position)
 
     def _text_done(self, data: dict[str, Any], out: list[Event]) -> None:
-        key = (int_or_none(data.get("output_index")), int_or_none(data.get("content_index")))
+        key = (int_or_zero(data.get("output_index")), int_or_zero(data.get("content_index")))
         if key not in self._text:
             part = data.get("part")
             text = data.get("text")
@@ -283,7 +283,7 @@ class ResponsesStreamDecoder(JsonStreamDecoder):
         self._stop(self._text.get(key), out)
 
     def _item_done(self, data: dict[str, Any], out: list[Event]) -> None:
-        position = int_or_none(data.get("output_index"))
+        position = int_or_zero(data.get("output_index"))
         item = _obj(data.get("item"))
         index = self._item.get(position)
         if item.get("type") == "reasoning" and index is not None:
