@@ -69,8 +69,9 @@ def _body(model: str, stream: bool) -> bytes:
     ).encode()
 
 
-async def _call(app: Any, body: bytes) -> None:
-    scope = {
+def chat_scope(body: bytes, client_port: int = 40000) -> dict[str, Any]:
+    """The ASGI scope of an OpenAI Chat request with ``body``, the bench key sent."""
+    return {
         "type": "http",
         "asgi": {"version": "3.0"},
         "http_version": "1.1",
@@ -86,9 +87,13 @@ async def _call(app: Any, body: bytes) -> None:
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),
         ],
-        "client": ("127.0.0.1", 40000),
+        "client": ("127.0.0.1", client_port),
         "server": ("127.0.0.1", 8080),
     }
+
+
+async def _call(app: Any, body: bytes) -> None:
+    scope = chat_scope(body)
     delivered = False
     never = asyncio.Event()
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.apps import build_stack
+from benchmarks.inprocess import chat_scope
 from benchmarks.upstream import HOLD_MODEL
 
 _FIRST_TEXT = b"word"  # the benchmark upstream's text
@@ -52,27 +53,6 @@ def _wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float 
                 return
         time.sleep(0.1)
     raise RuntimeError("the benchmark upstream did not start")
-
-
-def _scope(i: int) -> dict[str, Any]:
-    return {
-        "type": "http",
-        "asgi": {"version": "3.0"},
-        "http_version": "1.1",
-        "method": "POST",
-        "scheme": "http",
-        "path": "/v1/chat/completions",
-        "raw_path": b"/v1/chat/completions",
-        "query_string": b"",
-        "root_path": "",
-        "headers": [
-            (b"host", b"gateway"),
-            (b"authorization", b"Bearer bench-key"),
-            (b"content-type", b"application/json"),
-        ],
-        "client": ("127.0.0.1", 10000 + i),
-        "server": ("127.0.0.1", 8080),
-    }
 
 
 class _HeldStreams:
@@ -105,7 +85,7 @@ class _HeldStreams:
                 seen = True
                 self.first_text += 1
 
-        await self.app(_scope(i), receive, send)
+        await self.app(chat_scope(self.body, 10000 + i), receive, send)
 
     async def hold(self, count: int, timeout: float = 60) -> list[asyncio.Task[None]]:
         start = self.first_text
