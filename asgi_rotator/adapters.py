@@ -91,9 +91,9 @@ class ModelOverride(Adapter):
         # Dispatch sends the target's model; the attempt's target is a copy with another
         # name (FieldCache restores the routing layer's after the attempt).
         exchange = attempt.exchange
-        target = exchange.target
+        target = exchange.current.target
         if target is not None and target.model != self.model_name:
-            exchange.target = type(target)(target.provider, self.model_name, target.params)
+            exchange.current.target = type(target)(target.provider, self.model_name, target.params)
             self.noted(attempt, field="model")
         return msgspec.structs.replace(request, model=self.model_name)
 

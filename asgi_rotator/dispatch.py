@@ -183,7 +183,7 @@ class ProviderDispatch:
                     await self._forward(exchange, codec, route, send, progress)
                 except GatewayError as error:
                     # Answered here before commit; after it, in-band by the layer above.
-                    exchange.error = error
+                    exchange.current.error = error
                     if progress.started:
                         escaped = error
                     else:
@@ -193,7 +193,7 @@ class ProviderDispatch:
                         escaped = exc
                     else:
                         logger.exception("dispatch failed for %s", exchange.request_id)
-                        internal = exchange.error = GatewayError(
+                        internal = exchange.current.error = GatewayError(
                             "server_error",
                             f"internal gateway error (request {exchange.request_id})",
                         )
@@ -214,15 +214,16 @@ class ProviderDispatch:
                 exchange.record("dispatch.parse", protocol=exchange.protocol)
         if exchange.model is None:
             exchange.model = request.model
-        target = exchange.target
+        current = exchange.current
+        target = current.target
         if target is None:
-            target = exchange.target = (await self.providers.targets(request.model))[0]
+            target = current.target = (await self.providers.targets(request.model))[0]
         provider = target.provider
-        credential = exchange.credential
+        credential = current.credential
         if credential is None and provider.credentials:
-            credential = exchange.credential = provider.next_credential()
-        upstream_protocol = exchange.upstream_protocol or provider.protocol_for(exchange.protocol)
-        exchange.upstream_protocol = upstream_protocol
+            credential = current.credential = provider.next_credential()
+        upstream_protocol = current.upstream_protocol or provider.protocol_for(exchange.protocol)
+        current.upstream_protocol = upstream_protocol
         upstream_codec = (
             codec if upstream_protocol == exchange.protocol else get_codec(upstream_protocol)
         )
@@ -235,8 +236,8 @@ class ProviderDispatch:
                 request, model=target.model, stream=request.stream or aggregate
             )
         native = upstream_codec.build_request(outgoing)
-        if exchange.shape is not None:
-            native = exchange.shape(native, upstream_protocol)
+        if current.shape is not None:
+            native = current.shape(native, upstream_protocol)
         path = upstream_codec.request_path(outgoing)
         strategy = provider.strategy
         grant = await strategy.grant(credential) if credential is not None else None
@@ -391,8 +392,9 @@ class ProviderDispatch:
         if shaping is not None and shaping.unwrapping:
             data = shaping.unwrap(data)
             raw = None
-        if exchange.observe is not None:
-            exchange.observe(data)
+        observe = exchange.current.observe
+        if observe is not None:
+            observe(data)
         unified = upstream_codec.parse_response(data)
         if upstream_codec is not codec:
             raw = None
@@ -408,7 +410,7 @@ class ProviderDispatch:
         decoder = upstream_codec.stream_decoder()
         sse = SSEDecoder(self.max_event)
         total = StreamAggregate()
-        observe = exchange.observe
+        observe = exchange.current.observe
         chunks = response.aiter_bytes()
         try:
             try:
@@ -654,7 +656,7 @@ class _StreamRelay:
         events: list[Event] = []
         parts: list[bytes] = []
         failure: GatewayError | None = None
-        observe = exchange.observe
+        observe = exchange.current.observe
         shaping = self.shaping
         try:
             for sse_event in sse_events:
@@ -713,9 +715,10 @@ class _StreamRelay:
 
     async def fail(self, failure: GatewayError) -> None:
         exchange = self.exchange
-        assert exchange.target is not None  # chosen before the upstream was called
-        failure.provider = failure.provider or exchange.target.provider.name
-        exchange.error = failure
+        current = exchange.current
+        assert current.target is not None  # chosen before the upstream was called
+        failure.provider = failure.provider or current.target.provider.name
+        current.error = failure
         if exchange.attempts:
             exchange.attempts[-1].kind = failure.kind
         await self.send(self.stream.error_message(failure))
@@ -725,10 +728,11 @@ def _shaping_context(exchange: Exchange, provider: Provider, grant: Grant | None
     """What the provider's shaping templates may name: the attempt's model and the gateway's
     request id, and what the credential's auth strategy knows beside the token (``project``,
     ``account_id``)."""
-    assert exchange.target is not None  # chosen before the request is built
+    target = exchange.current.target
+    assert target is not None  # chosen before the request is built
     return ShapingContext(
         provider.name,
-        exchange.target.model,
+        target.model,
         grant.context if grant is not None else None,
         request_id=exchange.request_id,
     )

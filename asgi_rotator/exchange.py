@@ -45,6 +45,7 @@ __all__ = [
     "RESPONSE",
     "SCOPE_KEY",
     "Attempt",
+    "CurrentAttempt",
     "Exchange",
     "Observe",
     "Pass",
@@ -142,6 +143,62 @@ class StreamClose(Struct, kw_only=True):
     cost: float | None = None
 
 
+class CurrentAttempt:
+    """The attempt in progress (after the request: the last one): where it goes, with which
+    key, in which upstream protocol, the hooks on it, how its stream closed, its error.
+
+    The routing helper (``middleware.routing``) opens a fresh one for each call of the
+    layers below, so nothing an attempt left is read by the next one and no layer resets a
+    field by hand; the exchange starts with one for a request no routing layer handles,
+    and a refusal before any routing is noted on it.  ``Attempt`` is the other thing: the
+    record of one upstream call, kept in ``Exchange.attempts``.
+    """
+
+    __slots__ = (
+        "close_record",
+        "credential",
+        "error",
+        "observe",
+        "shape",
+        "target",
+        "upstream_protocol",
+    )
+
+    def __init__(
+        self,
+        target: Target | None = None,
+        credential: Credential | None = None,
+        *,
+        shape: Shape | None = None,
+        observe: Observe | None = None,
+    ) -> None:
+        self.target = target  # None: the layers below choose (dispatch: the model's first)
+        self.credential = credential  # None: the layers below choose
+        self.upstream_protocol: str | None = None  # negotiated per provider by dispatch
+        # Set by a layer above dispatch (FieldCache): ``shape(body, protocol)`` changes the
+        # provider-native body dispatch built, for fields the unified request has no place
+        # for (OpenAI Responses ``include``).  None: nothing to change.
+        self.shape = shape
+        # Likewise: ``observe(data)`` sees the provider-native answer, the decoded body of
+        # a plain response or each stream event's ``data`` text, before it is translated.
+        # None: nobody is looking.
+        self.observe = observe
+        self.close_record: StreamClose | None = None  # StreamGuard's, when it ran
+        # Why the attempt failed, or why the request did (a refusal before any attempt, or
+        # the routing layers' final answer): what the request log and the span report.
+        self.error: GatewayError | None = None
+
+    def fresh(self, target: Target | None, credential: Credential | None = None) -> CurrentAttempt:
+        """The next attempt, on ``target`` with ``credential``: nothing of this one but its
+        hooks, which a layer above the routing layer set for every attempt below it."""
+        return CurrentAttempt(target, credential, shape=self.shape, observe=self.observe)
+
+    def __repr__(self) -> str:
+        target = self.target.name if self.target is not None else None
+        credential = self.credential.id if self.credential is not None else None
+        return f"<CurrentAttempt target={target!r} credential={credential!r}>"
+
+
 class Pass(Struct, array_like=True):
     name: str
     at: float  # time.perf_counter()
@@ -154,11 +211,8 @@ class Exchange:
         "attempts",
         "body",
         "client_dropped",
-        "close_record",
-        "credential",
-        "error",
+        "current",
         "model",
-        "observe",
         "passes",
         "protocol",
         "recording",
@@ -166,11 +220,8 @@ class Exchange:
         "request_id",
         "response_id",
         "scope",
-        "shape",
         "started",
         "stream",
-        "target",
-        "upstream_protocol",
         "usage",
     )
 
@@ -181,14 +232,9 @@ class Exchange:
         self.protocol: str | None = None  # the client's protocol
         self.request: Request | None = None  # parsed once, mutated in place by the layers
         self.model: str | None = None  # the model name as the client asked for it
-        # The current attempt's, opened afresh by the routing helper for each target
-        # (``middleware.routing.open_attempt``): what it goes to, with which key, in which
-        # upstream protocol (dispatch negotiates it), how its stream closed, and its error.
-        self.target: Target | None = None
-        self.credential: Credential | None = None
-        self.upstream_protocol: str | None = None
-        self.close_record: StreamClose | None = None
-        self.error: GatewayError | None = None
+        # The attempt in progress, opened afresh by the routing helper for each call of the
+        # layers below (``middleware.routing.open_attempt``); after the request, the last.
+        self.current = CurrentAttempt()
         self.attempts: list[Attempt] = []  # every upstream call's record, in order
         self.usage: Usage | None = None
         # Set by the layer that gave up on the client (StreamGuard: it stopped reading past
@@ -196,14 +242,6 @@ class Exchange:
         # for the server to cut, which closes the connection.
         self.client_dropped = False
         self.response_id: str | None = None
-        # Per attempt, set by a layer above dispatch (FieldCache): ``shape(body, protocol)``
-        # changes the provider-native body dispatch built, for fields the unified request
-        # has no place for (OpenAI Responses ``include``).  None: nothing to change.
-        self.shape: Shape | None = None
-        # Per attempt, likewise: ``observe(data)`` sees the provider-native answer, the
-        # decoded body of a plain response or each stream event's ``data`` text, before it
-        # is translated.  None: nobody is looking.
-        self.observe: Observe | None = None
         self.stream: ClientStream | None = None  # the client's stream, once one is committed
         # A correlation id, not a secret: the PRNG (reseeded in forked workers) is enough,
         # and a tenth of the cost of a system call per request.

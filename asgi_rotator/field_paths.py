@@ -238,7 +238,7 @@ class PathRule(Rule):
     # --- extract ----------------------------------------------------------------------------
 
     def observe(self, attempt: Attempt, data: Any) -> None:
-        """A native response body or stream event (dispatch's ``exchange.observe``)."""
+        """A native response body or stream event (dispatch's ``exchange.current.observe``)."""
         if self.source == "request":
             return
         found = read(data, self.path)

@@ -672,7 +672,7 @@ class SessionKeyRule(Rule):
 
     @staticmethod
     def _fields(attempt: Attempt) -> tuple[str, ...]:
-        target = attempt.exchange.target
+        target = attempt.exchange.current.target
         return target.provider.session_keys if target is not None else ()
 
     async def inject(self, attempt: Attempt, request: Request) -> Request:

@@ -142,7 +142,7 @@ def _scope(providers: Providers, model: str) -> dict[str, Any]:
         reasoning=ReasoningConfig(effort="low"),
         stream=True,
     )
-    exchange.target = providers.resolve(model)[0]
+    exchange.current.target = providers.resolve(model)[0]
     scope[SCOPE_KEY] = exchange
     return scope
 

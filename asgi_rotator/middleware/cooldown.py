@@ -5,7 +5,7 @@ Where it sits: under ``FallbackRouter`` (which chooses the target and moves on w
 layer gives up) and above the per-target layers and dispatch.  ``StreamGuard`` must be
 below it, so that a TTFB timeout is a failure this layer can still retry.  Alone, it resolves
 the request's model to its first target itself and works around any inner app, telling it
-the chosen key through ``exchange.credential``.
+the chosen key through ``exchange.current.credential``.
 
 Deliberate choices:
 
@@ -207,7 +207,7 @@ class CooldownRetry:
         if exchange is None:
             return  # not a generation request (passed on as it came), or a bad one (answered)
         attempts = AttemptRunner(self, scope, exchange, send)
-        target: Target | None = exchange.target
+        target: Target | None = exchange.current.target
         if target is None:
             assert exchange.request is not None
             try:

@@ -5,7 +5,7 @@ Where it sits: under the protocol and Responses-state layers (it needs the unifi
 and answers errors in the client's protocol), above ``CooldownRetry`` (which works on the one
 target this layer chose) and everything per target below it.  Alone around any app it still
 works: it makes the exchange itself and tells the inner app its choice through
-``exchange.target``.
+``exchange.current.target``.
 
 Deliberate choices:
 

@@ -11,8 +11,8 @@ Where it sits (docs/architecture.md): under the routing layers, above StreamGuar
 per attempt, when the target (and usually the credential) is chosen, so what it injects is
 for that provider only.  Alone around a foreign app it does what the exchange lets it: the
 unified request is changed in place for the attempt and restored after; provider-native
-changes (``include`` for OpenAI Responses) go through ``exchange.shape``, which dispatch
-applies to the body it builds.
+changes (``include`` for OpenAI Responses) go through the attempt's ``shape``
+(``exchange.current``), which dispatch applies to the body it builds.
 
 Deliberate choices:
 
@@ -102,13 +102,16 @@ class FieldCache:
             receive = exchange.replay()
         request = exchange.request
         assert request is not None
-        target = exchange.target
+        # This call's attempt: the routing helper opens a fresh one for each call, so what
+        # this layer sets on it (target, credential, hooks) ends with it.
+        current = exchange.current
+        target = current.target
         if target is None and self.providers is not None:
             try:
-                target = exchange.target = (await self.providers.targets(request.model))[0]
+                target = current.target = (await self.providers.targets(request.model))[0]
             except Exception:
                 target = None  # dispatch answers the unknown model in the client's protocol
-        protocol = exchange.upstream_protocol
+        protocol = current.upstream_protocol
         if protocol is None:
             if target is not None:
                 protocol = target.provider.protocol_for(exchange.protocol)
@@ -125,10 +128,10 @@ class FieldCache:
         if not rules:
             await self.app(scope, receive, send)
             return
-        if exchange.credential is None and target is not None and target.provider.credentials:
+        if current.credential is None and target is not None and target.provider.credentials:
             # Chosen here rather than in dispatch (which would pick the same way), so values
             # scoped by credential know it before the request goes out.
-            exchange.credential = target.provider.next_credential()
+            current.credential = target.provider.next_credential()
         attempt = Attempt(
             exchange=exchange,
             store=self.store,
@@ -137,12 +140,9 @@ class FieldCache:
             model=model,
             client=client,
             inbound=_inbound(scope),
-            credential=exchange.credential.id if exchange.credential is not None else "-",
+            credential=current.credential.id if current.credential is not None else "-",
         )
         original = request
-        shape_before = exchange.shape
-        observe_before = exchange.observe
-        target_before = exchange.target
         for rule in rules:
             try:
                 request = await rule.inject(attempt, request)
@@ -151,10 +151,10 @@ class FieldCache:
                 _rule_failed(attempt, rule, "inject")
         shapers = [r for r in rules if _shapes(attempt, r, request)]
         if shapers:
-            exchange.shape = _Shape(attempt, shapers, shape_before)
+            current.shape = _Shape(attempt, shapers, current.shape)
         observers = [r for r in rules if r.observes]
         if observers:
-            exchange.observe = _Observe(attempt, observers, observe_before)
+            current.observe = _Observe(attempt, observers, current.observe)
         exchange.request = request
         out = _ExtractingSend(send, attempt, rules)
         try:
@@ -162,13 +162,11 @@ class FieldCache:
         finally:
             # The next attempt (another target) starts again from the routing layer's copy.
             exchange.request = original
-            exchange.shape = shape_before
-            exchange.observe = observe_before
-            exchange.target = target_before  # an adapter may have renamed the model
 
 
 class _Shape:
-    """``exchange.shape`` for one attempt: the rules' changes to the provider-native body."""
+    """``CurrentAttempt.shape`` for one attempt: the rules' changes to the provider-native
+    body."""
 
     __slots__ = ("attempt", "before", "rules")
 
@@ -191,8 +189,8 @@ class _Shape:
 
 
 class _Observe:
-    """``exchange.observe`` for one attempt: the provider-native answer, to the rules that
-    read it (decoded once for all of them)."""
+    """``CurrentAttempt.observe`` for one attempt: the provider-native answer, to the rules
+    that read it (decoded once for all of them)."""
 
     __slots__ = ("attempt", "before", "rules")
 

@@ -95,9 +95,9 @@ class LogLines:
 def _went_wrong(exchange: Exchange | None) -> bool:
     if exchange is None:
         return False
-    if exchange.error is not None or len(exchange.attempts) > 1:
+    if exchange.current.error is not None or len(exchange.attempts) > 1:
         return True
-    close = exchange.close_record
+    close = exchange.current.close_record
     return close is not None and close.reason not in _CLEAN_CLOSES
 
 
@@ -117,14 +117,14 @@ def request_summary(
         return summary
     summary["protocol"] = exchange.protocol
     summary["model"] = exchange.model
-    error = exchange.error
+    error = exchange.current.error
     if error is not None:
         summary["error"] = error.kind
         if error.upstream_status is None:
             # The gateway's own words (connection, timeout, validation), never a provider's.
             summary["error_message"] = error.message
-    if exchange.close_record is not None:
-        summary["close"] = exchange.close_record.reason
+    if exchange.current.close_record is not None:
+        summary["close"] = exchange.current.close_record.reason
     summary["attempts"] = [
         {
             "target": f"{a.provider}/{a.model}",

@@ -30,7 +30,7 @@ Deliberate choices:
 * Upstream negotiation is not done here, on purpose: the provider is only known per attempt
   (the fallback layer below picks it), so the policy, ``Provider.protocol_for`` (the
   client's own protocol when the provider speaks it, else the provider's first), is applied
-  by dispatch on each attempt and recorded there (``exchange.upstream_protocol``,
+  by dispatch on each attempt and recorded there (``exchange.current.upstream_protocol``,
   ``Attempt.protocol``, the ``dispatch.request`` pass).  One place, and dispatch alone
   behaves the same.  What this layer contributes is an authoritative ``exchange.protocol``.
 * Model listings are served by dispatch, which holds the providers; it shapes them by the
@@ -298,7 +298,7 @@ class _Responder:
         self, error: GatewayError, source: str, headers: list[tuple[bytes, bytes]] | None = None
     ) -> None:
         exchange = self.exchange
-        exchange.error = error
+        exchange.current.error = error
         exchange.record(
             "protocol.error", source=source, committed=False, kind=error.kind, status=error.status
         )
@@ -307,7 +307,7 @@ class _Responder:
 
     async def _in_band(self, error: GatewayError) -> None:
         exchange = self.exchange
-        exchange.error = error
+        exchange.current.error = error
         exchange.record(
             "protocol.error", source="exception", committed=True, kind=error.kind, status=None
         )
@@ -348,7 +348,7 @@ async def _reject(
     headers: list[tuple[bytes, bytes]] | None = None,
 ) -> None:
     exchange.protocol = protocol
-    exchange.error = error
+    exchange.current.error = error
     exchange.record("protocol.reject", status=error.status, kind=error.kind, param=error.param)
     await send_error(send, protocol, error, headers)
 

@@ -125,8 +125,8 @@ def record(
     key: str | None,
 ) -> RequestRecord:
     """The request log's line for a finished exchange."""
-    close = exchange.close_record
-    error = exchange.error
+    close = exchange.current.close_record
+    error = exchange.current.error
     request = exchange.request
     if close is not None:
         reason: str | None = close.reason

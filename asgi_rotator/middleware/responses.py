@@ -296,7 +296,7 @@ class ResponsesState:
         try:
             turn = await self._prepare(exchange, request)
         except GatewayError as error:
-            exchange.error = error
+            exchange.current.error = error
             await send_error(send, NAME, error)
             return
         recorder = _Recorder(turn, send)
@@ -403,6 +403,7 @@ class ResponsesState:
         self, scope: Scope, turn: _TurnState, recorder: _Recorder, send: Send
     ) -> None:
         exchange = turn.exchange
+        entered = exchange.current  # its hooks (a layer above set them) carry into a retry
         held = await run_held(self.app, scope, exchange.replay(), recorder.send)
         if held.committed:
             return
@@ -419,15 +420,15 @@ class ResponsesState:
                 turn.expand()
                 exchange.body = _encode(self.codec.build_request(turn.request))
             except GatewayError as failure:
-                exchange.error = failure
+                exchange.current.error = failure
                 await send_error(send, NAME, failure)
                 return
-            open_attempt(exchange, None, turn.request)
+            open_attempt(exchange, entered, None, turn.request)
             await self.app(scope, exchange.replay(), recorder.send)
         elif held.messages:
             await held.release(recorder.send)
         elif error is not None:
-            exchange.error = error
+            exchange.current.error = error
             await send_error(send, NAME, error)
 
     # --- storage ----------------------------------------------------------------------------
@@ -531,7 +532,7 @@ class ResponsesState:
         try:
             body = await self._answer_item(exchange, response_id, sub)
         except GatewayError as error:
-            exchange.error = error
+            exchange.current.error = error
             await send_error(send, NAME, error)
             return
         await send_json(send, body)

@@ -3,12 +3,12 @@
 * ``routed_exchange``: the exchange with its unified request, made here when no layer above
   made it, so that each routing layer works alone around any app.
 * ``AttemptRunner``: one layer's attempts for one request.  ``open`` moves the attempts to
-  a target (the exchange's per-attempt fields start afresh, in ``open_attempt``, the one
-  place that lists them); ``run`` is one attempt there, opened with its credential and
-  closed here: the inner app is called held (``Held``) until the attempt commits or fails,
-  a failure is noted on the exchange, and an attempt a foreign app made without recording
-  it is recorded.  The response start goes out with the attempt count
-  (``x-rotator-attempts``) when the layer is the outermost router.  ``answer`` and
+  a target with its request; ``run`` is one attempt there: it opens a fresh
+  ``exchange.current`` (``open_attempt``) with its target and credential, calls the inner
+  app held (``Held``) until the attempt commits or fails, and closes it: a failure is noted
+  on it, and an attempt a foreign app made without recording it is recorded.  The response
+  start goes out with the attempt count (``x-rotator-attempts``) when the layer is the
+  outermost router.  ``answer`` and
   ``fail`` are how a layer ends without a committed attempt.
 * ``TargetParams`` / ``target_request``: a target's ``params`` applied to a copy of the
   request.
@@ -30,7 +30,7 @@ import msgspec
 from .._types import App, Message, Receive, Scope, Send
 from ..answer import ensure_request, send_error
 from ..errors import GatewayError
-from ..exchange import ERROR, SCOPE_KEY, Attempt, Exchange
+from ..exchange import ERROR, SCOPE_KEY, Attempt, CurrentAttempt, Exchange
 from ..providers import Credential, Target
 from ..routes import match_route, route_path
 from ..unified import Request
@@ -113,12 +113,15 @@ class AttemptRunner:
     the outermost one knows the whole story.
     """
 
-    __slots__ = ("app", "counts", "exchange", "floor", "send")
+    __slots__ = ("app", "counts", "entered", "exchange", "floor", "send")
 
     def __init__(self, layer: RoutingLayer, scope: Scope, exchange: Exchange, send: Send) -> None:
         self.app: App = layer.app
         self.exchange = exchange
         self.send = send
+        # The attempt the layer was entered with: the hooks on it, set by a layer above,
+        # carry into each attempt this layer opens.
+        self.entered = exchange.current
         # The number of attempts before the current one: an inner app that does not record
         # its attempts (a foreign app) sends its start before the layer can note it.
         self.floor = 0
@@ -128,21 +131,21 @@ class AttemptRunner:
         self.counts = scope.setdefault(_COUNTER_KEY, layer) is layer
 
     def open(self, target: Target, request: Request) -> None:
-        """Move to ``target`` with ``request`` (``open_attempt``): what the attempts on
-        the previous target left is gone."""
-        open_attempt(self.exchange, target, request)
+        """Move to ``target`` with ``request``, a copy the layers below may change: what
+        the attempts on the previous target left is gone."""
+        open_attempt(self.exchange, self.entered, target, request)
 
     async def run(
         self, scope: Scope, target: Target | None, credential: Credential | None = None
     ) -> Held:
         """One attempt on ``target`` with ``credential`` (``None``: the layers below
-        choose): the inner app called once, held until it commits (``Held.committed``) or
-        fails (``Held.error``, nothing sent to the client, and the error on the exchange)."""
+        choose): a fresh ``exchange.current``, and the inner app called once, held until
+        it commits (``Held.committed``) or fails (``Held.error``, nothing sent to the
+        client, and the error on the attempt)."""
         exchange = self.exchange
-        exchange.credential = credential
-        # The previous attempt's failure is not this one's: a retry that succeeds leaves
-        # no error for the request log and the request span to report.
-        exchange.error = None
+        # Fresh, so the previous attempt's failure is not this one's: a retry that succeeds
+        # leaves no error for the request log and the request span to report.
+        current = exchange.current = self.entered.fresh(target, credential)
         before = self.floor = len(exchange.attempts)
         held = Held(self.send, self.count if self.counts else None)
         try:
@@ -150,8 +153,8 @@ class AttemptRunner:
         except Abandon:
             pass
         if held.error is not None and not held.committed:
-            exchange.error = held.error
-        _note_foreign_attempt(exchange, before, target, held)
+            current.error = held.error
+        _note_foreign_attempt(exchange, before, target, current.credential, held)
         return held
 
     async def answered(self, held: Held) -> None:
@@ -163,7 +166,7 @@ class AttemptRunner:
     async def answer(self, held: Held, error: GatewayError) -> None:
         """The failed attempt's own error response, as the inner app sent it (or rendered,
         for an in-band failure that has no response to release)."""
-        self.exchange.error = error
+        self.exchange.current.error = error
         if held.messages:
             await held.release(self.send)  # with the attempt count (the hold's ``on_start``)
         else:
@@ -171,7 +174,7 @@ class AttemptRunner:
 
     async def fail(self, error: GatewayError) -> None:
         """Answer ``error``, rendered in the client's protocol, with the attempt count."""
-        self.exchange.error = error
+        self.exchange.current.error = error
         await send_counted_error(self.send, self.exchange, error)
 
     def count(self, start: Message) -> Message:
@@ -184,17 +187,16 @@ class AttemptRunner:
         return _with_header(start, ATTEMPTS_HEADER, str(count).encode())
 
 
-def open_attempt(exchange: Exchange, target: Target | None, request: Request) -> None:
+def open_attempt(
+    exchange: Exchange, entered: CurrentAttempt, target: Target | None, request: Request
+) -> None:
     """Start the exchange's next attempt afresh: on ``target`` (``None``: the layers below
-    choose) with ``request``.  What the previous attempt left (its credential, upstream
-    protocol, error and close record) is gone, so no layer below reads a stale one.  The
-    one place that knows which exchange fields belong to an attempt."""
-    exchange.target = target
+    choose) with ``request``, and the hooks of ``entered``, the attempt that was current
+    when the calling layer was entered (what a layer above set for every attempt).  What
+    the previous attempt left (its credential, upstream protocol, hooks, error and close
+    record) is gone, so no layer below reads a stale one."""
     exchange.request = request
-    exchange.credential = None
-    exchange.upstream_protocol = None  # negotiated per provider by dispatch
-    exchange.error = None
-    exchange.close_record = None
+    exchange.current = entered.fresh(target)
 
 
 async def send_counted_error(
@@ -246,7 +248,11 @@ def _with_header(message: Message, name: bytes, value: bytes) -> Message:
 
 
 def _note_foreign_attempt(
-    exchange: Exchange, before: int, target: Target | None, held: Held
+    exchange: Exchange,
+    before: int,
+    target: Target | None,
+    credential: Credential | None,
+    held: Held,
 ) -> None:
     """Record an attempt the inner app did not record itself (a foreign app), so the count
     and the history stay right whatever sits below."""
@@ -258,7 +264,6 @@ def _note_foreign_attempt(
         # Nothing sent, an in-band error (only our dispatch makes those), or an error
         # response of our own stack: a layer below refused without calling upstream.
         return
-    credential = exchange.credential
     exchange.attempts.append(
         Attempt(
             number=before + 1,

@@ -2,12 +2,13 @@
 response.
 
 Where it sits: directly above ``ProviderDispatch``, under the routing layers (fallback,
-cooldown/retry, field cache).  Those layers choose ``exchange.target`` before they call it,
-which is how per-provider and per-model limits are found, and they may retry only what this
-layer has not committed, which is why a timeout before the first event is an ordinary error
-response (504, kind ``timeout``) and not a broken stream.  Alone around any ASGI app it still
-works: it makes the exchange itself, and a foreign app without unified twins is judged by its
-bytes only (heartbeats only on event boundaries, no in-band errors it cannot render).
+cooldown/retry, field cache).  Those layers choose the attempt's target (``exchange.current``)
+before they call it, which is how per-provider and per-model limits are found, and they may
+retry only what this layer has not committed, which is why a timeout before the first event
+is an ordinary error response (504, kind ``timeout``) and not a broken stream.  Alone around
+any ASGI app it still works: it makes the exchange itself, and a foreign app without unified
+twins is judged by its bytes only (heartbeats only on event boundaries, no in-band errors it
+cannot render).
 
 Deliberate choices:
 
@@ -76,9 +77,10 @@ Deliberate choices:
   Cancelling dispatch closes the upstream response, which discards its connection.  Any
   other exception from ``send`` (a routing layer abandoning the attempt) cancels the inner
   app and is re-raised unchanged.
-* One ``StreamClose`` per call on ``exchange.close_record`` (the last attempt wins there; every
-  attempt is recorded as a ``stream_guard.close`` pass), appended as one JSON line to
-  ``close_log`` when configured, for generation requests only (not health checks).
+* One ``StreamClose`` per call, on the attempt's ``close_record`` (``exchange.current``: the
+  last attempt's is there after the request; every attempt is recorded as a
+  ``stream_guard.close`` pass), appended as one JSON line to ``close_log`` when configured,
+  for generation requests only (not health checks).
 """
 
 from __future__ import annotations
@@ -230,7 +232,7 @@ class StreamGuard:
         try:
             limits, source = self.resolve(exchange)
         except GatewayError as error:
-            exchange.error = error
+            exchange.current.error = error
             await send_error(send, exchange.protocol, error)
             return
         early = False
@@ -256,7 +258,7 @@ class StreamGuard:
             await guarded.run(self.app, scope, receive)
         finally:
             close = guarded.close_record()
-            exchange.close_record = close
+            exchange.current.close_record = close
             if exchange.recording:
                 exchange.record(
                     "stream_guard.close",
@@ -280,7 +282,7 @@ class StreamGuard:
         ``provider/model``, then the client's TTFB header.  Raises ``GatewayError``
         (bad_request) for a header that is not a positive number of seconds."""
         limits, source = self.limits, "global"
-        target = exchange.target
+        target = exchange.current.target
         if target is not None and self.overrides:
             provider = target.provider.name
             for key in (provider, f"{provider}/{target.model}"):
@@ -606,8 +608,8 @@ class _CloseStats:
             reason = "upstream_error" if error is not None else "completed"
         made = len(exchange.attempts) > attempts_before
         attempt = exchange.attempts[-1] if made else None
-        target = exchange.target
-        credential = exchange.credential
+        target = exchange.current.target
+        credential = exchange.current.credential
         return StreamClose(
             reason=reason,
             events=self.events,
@@ -1020,7 +1022,7 @@ class _GuardedCall:
 
     def _timeout_error(self, reason: str) -> GatewayError:
         limits = self.limits
-        target = self.exchange.target
+        target = self.exchange.current.target
         where = f" from {target.name}" if target is not None else ""
         if reason == "ttfb_timeout":
             message = f"no first event{where} within {limits.ttfb_timeout:g} s (ttfb_timeout)"
@@ -1033,7 +1035,7 @@ class _GuardedCall:
         return GatewayError("timeout", message, status=504, code=reason, provider=provider)
 
     def _mark_attempt(self, error: GatewayError) -> None:
-        self.exchange.error = error
+        self.exchange.current.error = error
         if len(self.exchange.attempts) > self.attempts_before:
             self.exchange.attempts[-1].kind = error.kind
 

@@ -173,7 +173,7 @@ class Tracing:
 
     def server_of(self, exchange: Exchange, attempt: Attempt) -> tuple[str | None, int | None]:
         """``server.address``/``server.port`` of the attempt's upstream, parsed once per URL."""
-        target = exchange.target
+        target = exchange.current.target
         url = None
         if target is not None and attempt.protocol is not None:
             url = target.provider.base_urls.get(attempt.protocol)
@@ -333,7 +333,7 @@ class _Traced:
 
     def _attempt_span(self, exchange: Exchange, attempt: Attempt, *, started: bool) -> Span:
         layer = self.layer
-        protocol = attempt.protocol or exchange.upstream_protocol or exchange.protocol
+        protocol = attempt.protocol or exchange.current.upstream_protocol or exchange.protocol
         operation = OPERATION.get(protocol or "", "chat")
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": operation,
@@ -406,7 +406,7 @@ class _Traced:
         if recording:
             if status is not None:
                 attributes["http.response.status_code"] = status
-            error = self.error or (exchange.error if exchange is not None else None)
+            error = self.error or (exchange.current.error if exchange is not None else None)
             if self.raised is not None and status is None:
                 attributes["error.type"] = type(self.raised).__qualname__
                 span.set_status(Status(StatusCode.ERROR, "the request raised"))
@@ -428,7 +428,7 @@ class _Traced:
         if not attempts and not exchange.passes:
             return
         last = attempts[-1] if attempts else None
-        close = exchange.close_record
+        close = exchange.current.close_record
         for attempt in attempts:
             span = self.attempt_spans.get(attempt.number)
             if span is None:  # recorded by a layer, not started by dispatch (a foreign app)
@@ -526,7 +526,7 @@ class _Traced:
         request = exchange.request
         if request is not None:
             attributes["gen_ai.request.stream"] = request.stream
-        close = exchange.close_record
+        close = exchange.current.close_record
         if close is not None and self.sse:  # StreamGuard keeps a record for plain answers too
             _close_attributes(attributes, close)
 

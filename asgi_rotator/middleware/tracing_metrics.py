@@ -162,7 +162,7 @@ class GenAIMetrics:
         attempts = exchange.attempts
         last = attempts[-1] if attempts else None
         for attempt in attempts:
-            protocol = attempt.protocol or exchange.upstream_protocol or ""
+            protocol = attempt.protocol or exchange.current.upstream_protocol or ""
             answered = attempt.kind is None and (attempt.status or 200) < 400
             labels = self.labels(protocol, attempt.provider, attempt.model, attempt.kind, answered)
             if attempt.duration is not None:
@@ -185,7 +185,7 @@ class GenAIMetrics:
             if recorded.name == "cooldown.cool":
                 reason = recorded.data.get("reason")
                 self.cooldowns.add(1, {"asgi_rotator.reason": str(reason)})
-        close = exchange.close_record
+        close = exchange.current.close_record
         if close is not None and streamed:  # StreamGuard keeps a record for plain answers too
             self.stream_closes.add(1, {"asgi_rotator.close_reason": close.reason})
 

@@ -291,7 +291,7 @@ def test_the_upstream_protocol_follows_the_clients(
     assert request.protocol == upstream and request.key == "key-up-dual"
     assert request.path.endswith("/responses" if upstream == "openai_responses" else "/completions")
     (exchange,) = wait_for(lambda: recorded.asking(text))
-    assert exchange.protocol == protocol and exchange.upstream_protocol == upstream
+    assert exchange.protocol == protocol and exchange.current.upstream_protocol == upstream
     sent = [p for p in exchange.passes if p.name == "dispatch.request"]
     assert [(p.data["protocol"], p.data["translated"]) for p in sent] == [
         (upstream, upstream != protocol)

@@ -183,11 +183,17 @@ def test_completed(
         result = driver.ask(model_of(upstream), "Hello there", stream=True)
     assert "You said: Hello there" in result.text
     exchange, sent = recorder.last()
-    assert exchange.close_record is not None and exchange.close_record.reason == "completed"
-    assert exchange.close_record.terminal_sent and exchange.close_record.events > 0
-    assert exchange.close_record.provider == UPSTREAMS[upstream]
-    assert exchange.close_record.credential == f"{UPSTREAMS[upstream]}#0"
-    assert exchange.close_record.attempt == 1 and exchange.close_record.upstream_status == 200
+    assert (
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "completed"
+    )
+    assert exchange.current.close_record.terminal_sent and exchange.current.close_record.events > 0
+    assert exchange.current.close_record.provider == UPSTREAMS[upstream]
+    assert exchange.current.close_record.credential == f"{UPSTREAMS[upstream]}#0"
+    assert (
+        exchange.current.close_record.attempt == 1
+        and exchange.current.close_record.upstream_status == 200
+    )
     check_bytes(sent)
     settle(recorder, mock, baseline, "completed")
 
@@ -223,9 +229,11 @@ def test_in_band_failures_raise_the_sdks_own_api_error(
     with DRIVERS[client](url) as driver, pytest.raises(expected):
         driver.ask(model_of(upstream), "Hello there", stream=True)
     exchange, sent = recorder.last()
-    assert exchange.close_record is not None and exchange.close_record.reason == reason
-    assert not exchange.close_record.terminal_sent
-    assert exchange.close_record.last_event == "error"
+    assert (
+        exchange.current.close_record is not None and exchange.current.close_record.reason == reason
+    )
+    assert not exchange.current.close_record.terminal_sent
+    assert exchange.current.close_record.last_event == "error"
     assert sent[-1] == {"type": "http.response.body", "body": b"", "more_body": False}
     check_bytes(sent)
     settle(recorder, mock, baseline, mock_reason)
@@ -245,7 +253,10 @@ def test_ttfb_timeout(
     status = error.code if isinstance(error, genai_errors.APIError) else error.status_code  # type: ignore[attr-defined]
     assert status == 504
     exchange, _ = recorder.last()
-    assert exchange.close_record is not None and exchange.close_record.reason == "ttfb_timeout"
+    assert (
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "ttfb_timeout"
+    )
     assert exchange.attempts[-1].kind == "timeout"
     settle(recorder, mock, baseline, "client_disconnected")
 
@@ -260,7 +271,10 @@ def test_ttfb_timeout_covers_slow_headers_of_a_plain_request(
     with DRIVERS[client](url) as driver, pytest.raises(API_ERRORS):
         driver.ask(model_of(upstream), "Hello there", stream=False)
     exchange, _ = recorder.last()
-    assert exchange.close_record is not None and exchange.close_record.reason == "ttfb_timeout"
+    assert (
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "ttfb_timeout"
+    )
     settle(recorder, mock, baseline, "client_disconnected")
 
 
@@ -293,7 +307,8 @@ def test_client_disconnected(
             left = time.monotonic()
     exchange, sent = recorder.last()
     assert (
-        exchange.close_record is not None and exchange.close_record.reason == "client_disconnected"
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "client_disconnected"
     )
     check_bytes(sent)
     settle(recorder, mock, baseline, "client_disconnected")
@@ -315,7 +330,8 @@ def test_client_write_failed(
     assert not isinstance(info.value, AssertionError)
     exchange, _ = recorder.last()
     assert (
-        exchange.close_record is not None and exchange.close_record.reason == "client_write_failed"
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "client_write_failed"
     )
     settle(recorder, mock, baseline, "client_disconnected")
 
@@ -344,12 +360,16 @@ def test_heartbeats_in_idle_gaps_are_invisible_to_every_sdk(
         result = driver.ask(model_of(upstream), "Hello there", stream=True)
         exchange, sent = recorder.last()
     assert "You said: Hello there" in result.text
-    assert exchange.close_record is not None and exchange.close_record.reason == "completed"
-    assert exchange.close_record.heartbeats >= 1
+    assert (
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "completed"
+    )
+    assert exchange.current.close_record.heartbeats >= 1
     heartbeat = b"\n" if client == "gemini" else COMMENT
     assert heartbeat in [m.get("body") for m in sent]
     assert (
-        assert_heartbeats_only_between_events(sent, heartbeat) == exchange.close_record.heartbeats
+        assert_heartbeats_only_between_events(sent, heartbeat)
+        == exchange.current.close_record.heartbeats
     )
 
 
@@ -373,7 +393,10 @@ def test_keepalive_before_first_event(
     # Committed before the upstream said anything: our start, then heartbeats.
     assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 200
     assert sent[1]["body"] in (COMMENT, b"\n")
-    assert exchange.close_record is not None and exchange.close_record.reason == "completed"
+    assert (
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "completed"
+    )
     assert any(p.name == "stream_guard.early_commit" for p in exchange.passes)
 
 

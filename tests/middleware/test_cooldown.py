@@ -82,9 +82,9 @@ class Upstream:
         assert message["type"] == "http.request" and message["body"]
         exchange: Exchange = scope[SCOPE_KEY]
         request: Any = exchange.request
-        target = exchange.target
+        target = exchange.current.target
         name = target.name if target is not None else request.model
-        key = exchange.credential.id if exchange.credential is not None else None
+        key = exchange.current.credential.id if exchange.current.credential is not None else None
         self.calls.append((name, key))
         self.requests.append(request)
         attempt = Attempt(
@@ -640,14 +640,14 @@ async def test_error_event_before_content_is_retried_on_another_key() -> None:
 
 
 async def test_a_retried_success_leaves_no_error_on_the_exchange() -> None:
-    # The request log and the request span read ``exchange.error``: a 200 after a retry
+    # The request log and the request span read ``exchange.current.error``: a 200 after a retry
     # must not show the first key's failure as the request's.
     upstream = Upstream(lambda t, key, n: rate_limited(20) if key == "p#0" else "ok")
     app = layer(upstream, make_providers({"p": 2}), Clock())
     for stream in (False, True):
         result = await call(app, stream=stream)
         assert result.status == 200 and result.exchange is not None
-        assert result.exchange.error is None
+        assert result.exchange.current.error is None
 
 
 async def test_error_event_on_the_last_attempt_becomes_an_error_response() -> None:
@@ -677,7 +677,7 @@ async def test_works_alone_around_a_foreign_app() -> None:
     async def foreign(scope: Any, receive: Any, send: Any) -> None:
         body = (await receive())["body"]
         assert json.loads(body)["model"] == "p/m"
-        credential = scope[SCOPE_KEY].credential
+        credential = scope[SCOPE_KEY].current.credential
         seen.append(credential.id if credential else None)
         status = 503 if len(seen) == 1 else 200
         await send({"type": "http.response.start", "status": status, "headers": []})

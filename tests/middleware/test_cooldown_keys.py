@@ -50,8 +50,8 @@ async def test_a_pool_refused_with_401_is_an_auth_error_not_a_rate_limit(keys: i
     assert error["code"] != "rate_limit_exceeded"
     assert "refused" in error["message"] and "p" in error["message"]
     assert "cooling down" not in error["message"]
-    assert again.exchange is not None and again.exchange.error is not None
-    assert again.exchange.error.kind == "auth"
+    assert again.exchange is not None and again.exchange.current.error is not None
+    assert again.exchange.current.error.kind == "auth"
 
 
 async def test_a_pool_whose_other_keys_are_rate_limited_is_still_a_rate_limit() -> None:
@@ -122,7 +122,7 @@ async def _call_with_target(app: Any, providers: Providers, model: str) -> Resul
         },
         Request,
     )
-    exchange.target = target
+    exchange.current.target = target
     messages: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:

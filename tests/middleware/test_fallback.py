@@ -69,8 +69,8 @@ async def test_retryable_failure_moves_on_to_the_next_target(
     assert result.status == 200
     assert [t for t, _ in upstream.calls] == ["p/a", "q/b"]
     assert result.attempts == 2
-    assert result.exchange is not None and result.exchange.target.name == "q/b"
-    assert result.exchange.error is None
+    assert result.exchange is not None and result.exchange.current.target.name == "q/b"
+    assert result.exchange.current.error is None
 
 
 async def test_error_event_after_a_200_still_falls_back() -> None:
@@ -190,8 +190,8 @@ async def test_all_failed_status_reflects_the_causes(errors: list[str], status: 
     app, _ = router(failing(**script))
     result = await call(app, "g")
     assert result.status == status
-    assert result.exchange is not None and result.exchange.error is not None
-    assert result.exchange.error.status == status
+    assert result.exchange is not None and result.exchange.current.error is not None
+    assert result.exchange.current.error.status == status
 
 
 async def test_all_failed_message_names_no_secret() -> None:
@@ -263,7 +263,7 @@ async def test_works_alone_around_a_foreign_app() -> None:
 
     async def foreign(scope: Any, receive: Any, send: Any) -> None:
         assert json.loads((await receive())["body"])["model"] == "g"
-        target = scope[SCOPE_KEY].target
+        target = scope[SCOPE_KEY].current.target
         targets.append(target.name)
         status = 429 if target.name == "p/a" else 200
         await send(

@@ -336,7 +336,11 @@ BAD: list[tuple[str, bytes, str]] = [
     ),
     ("openai_chat", b"[" * 5000 + b"]" * 5000, "nested too deeply"),
     # Found by hypothesis (a 500); the words are the gateway's own, whatever msgspec says.
-    ("gemini", b'{"contents": "\x80"}', "request body is not valid JSON: not valid UTF-8 at byte 14"),
+    (
+        "gemini",
+        b'{"contents": "\x80"}',
+        "request body is not valid JSON: not valid UTF-8 at byte 14",
+    ),
 ]
 
 
@@ -348,7 +352,9 @@ async def test_bad_input_is_a_400_in_the_clients_shape_naming_the_field(
     out = await call(ProtocolNegotiation(inner), http_scope(PATHS[protocol]), raw)
     assert out.status == 400 and inner.calls == 0
     assert named in error_message(protocol, out.json())
-    assert out.exchange.error is not None and out.exchange.error.kind == "bad_request"
+    assert (
+        out.exchange.current.error is not None and out.exchange.current.error.kind == "bad_request"
+    )
     assert out.passes() == ["protocol.detect", "protocol.reject"]
     assert ERROR in out.messages[0]  # the layers above see it is ours
 
@@ -476,7 +482,9 @@ async def test_a_foreign_bare_500_becomes_a_protocol_error_without_its_text(
     assert out.headers[b"content-type"] == b"application/json"
     message = error_message(protocol, out.json())
     assert "Internal Server Error" in message and "secret" not in out.body.decode()
-    assert out.exchange.error is not None and out.exchange.error.kind == "server_error"
+    assert (
+        out.exchange.current.error is not None and out.exchange.current.error.kind == "server_error"
+    )
     assert out.exchange.passes[-1].data == {
         "source": "response",
         "committed": False,
@@ -508,7 +516,7 @@ async def test_foreign_error_bodies_are_re_rendered_keeping_status_and_message(
     out = await call(
         ProtocolNegotiation(app), http_scope(PATHS[protocol]), json.dumps(VALID[protocol]).encode()
     )
-    error = out.exchange.error
+    error = out.exchange.current.error
     assert error is not None and error.kind == (kind or "context_window_exceeded")
     assert out.status // 100 == status // 100
     assert message in error_message(protocol, out.json())

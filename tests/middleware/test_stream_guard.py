@@ -125,7 +125,7 @@ def make_scope(
         ex.protocol = protocol
         ex.request = Request(model="m", stream=stream)
         ex.model = "m"
-        ex.target = target
+        ex.current.target = target
         scope[SCOPE_KEY] = ex
     return scope
 
@@ -239,7 +239,7 @@ async def test_a_completed_stream_goes_out_unchanged_with_one_close_record() -> 
     ]
     scope = make_scope(target=FakeTarget("up", "model-x"))
     exchange = exchange_of(scope)
-    exchange.credential = FakeCredential()
+    exchange.current.credential = FakeCredential()
 
     async def app(scope: Any, receive: Any, send: Send) -> None:
         exchange.attempts.append(Attempt(number=1, provider="up", model="model-x", status=200))
@@ -248,7 +248,7 @@ async def test_a_completed_stream_goes_out_unchanged_with_one_close_record() -> 
 
     client, exchange = await run(guard(app), scope)
     assert client.sent == messages
-    close = exchange.close_record
+    close = exchange.current.close_record
     assert close is not None
     assert close.reason == "completed"
     assert (close.events, close.terminal_sent, close.reasoning_seen) == (5, True, True)
@@ -271,7 +271,10 @@ async def test_a_plain_response_passes_through_and_is_completed() -> None:
     client, exchange = await run(guard(Script(start(200, JSON), body)), make_scope(stream=False))
     assert [m["type"] for m in client.sent] == ["http.response.start", "http.response.body"]
     assert client.sent[1] is body
-    assert exchange.close_record is not None and exchange.close_record.reason == "completed"
+    assert (
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "completed"
+    )
 
 
 async def test_an_upstream_error_response_passes_through_as_upstream_error() -> None:
@@ -282,8 +285,11 @@ async def test_an_upstream_error_response_passes_through_as_upstream_error() -> 
     )
     client, exchange = await run(guard(script), make_scope())
     assert client.sent[0]["status"] == 429 and client.sent[0][ERROR] is error
-    assert exchange.close_record is not None and exchange.close_record.reason == "upstream_error"
-    assert exchange.close_record.error == "rate_limited: slow down"
+    assert (
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "upstream_error"
+    )
+    assert exchange.current.close_record.error == "rate_limited: slow down"
 
 
 async def test_alone_around_a_foreign_app_it_makes_the_exchange_and_keeps_the_bytes() -> None:
@@ -302,8 +308,11 @@ async def test_alone_around_a_foreign_app_it_makes_the_exchange_and_keeps_the_by
     scope = make_scope(exchange=False)
     client, exchange = await run(guard(foreign), scope)
     assert client.raw == b"data: {}\n\n"
-    assert exchange.close_record is not None and exchange.close_record.reason == "completed"
-    assert exchange.close_record.events == 1
+    assert (
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "completed"
+    )
+    assert exchange.current.close_record.events == 1
 
 
 # --- timeouts --------------------------------------------------------------------------------
@@ -328,10 +337,13 @@ async def test_ttfb_timeout_before_commit_is_a_504_error_response(protocol: str)
     assert "up/model-x" in error.message
     parsed = get_codec(protocol).parse_error(504, json.loads(body["body"]), {})
     assert parsed.kind == "timeout"
-    assert exchange.close_record is not None and exchange.close_record.reason == "ttfb_timeout"
-    assert exchange.close_record.ttfb is None
+    assert (
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "ttfb_timeout"
+    )
+    assert exchange.current.close_record.ttfb is None
     assert exchange.attempts[-1].kind == "timeout"
-    assert exchange.error is error
+    assert exchange.current.error is error
 
 
 async def test_ttfb_timeout_covers_waiting_for_headers_and_plain_requests() -> None:
@@ -339,7 +351,10 @@ async def test_ttfb_timeout_covers_waiting_for_headers_and_plain_requests() -> N
     client, exchange = await run(guard(script, ttfb_timeout=0.2), make_scope(stream=False))
     assert script.cancelled
     assert client.sent[0]["status"] == 504
-    assert exchange.close_record is not None and exchange.close_record.reason == "ttfb_timeout"
+    assert (
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "ttfb_timeout"
+    )
 
 
 async def test_ttfb_timeout_is_retryable_for_a_routing_layer_above() -> None:
@@ -371,8 +386,14 @@ async def test_stall_after_commit_ends_with_the_in_band_error_and_a_clean_end(
     assert Error in [type(e) for e in unified]
     for opening in (b'"role"', b"response.created", b"message_start"):
         assert opening not in body
-    assert exchange.close_record is not None and exchange.close_record.reason == "stall_timeout"
-    assert exchange.close_record.last_event == "error" and not exchange.close_record.terminal_sent
+    assert (
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "stall_timeout"
+    )
+    assert (
+        exchange.current.close_record.last_event == "error"
+        and not exchange.current.close_record.terminal_sent
+    )
 
 
 async def test_a_stall_after_23_responses_events_continues_their_numbering() -> None:
@@ -407,7 +428,10 @@ async def test_total_timeout_bounds_a_stream_that_keeps_trickling() -> None:
     client, exchange = await run(guard(script, stall_timeout=1.0, total_timeout=0.4), make_scope())
     assert script.cancelled
     assert client.bodies[-2][ERROR].code == "total_timeout"
-    assert exchange.close_record is not None and exchange.close_record.reason == "total_timeout"
+    assert (
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "total_timeout"
+    )
 
 
 async def test_the_stall_clock_stops_while_the_client_is_slow() -> None:
@@ -420,7 +444,10 @@ async def test_the_stall_clock_stops_while_the_client_is_slow() -> None:
     script = Script(start(), event(TEXT), event(TEXT), event(FINISH), end())
     _, exchange = await run(guard(script, stall_timeout=0.15), make_scope(), SlowClient())
     assert script.finished
-    assert exchange.close_record is not None and exchange.close_record.reason == "completed"
+    assert (
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "completed"
+    )
 
 
 class StalledClient(Client):
@@ -444,7 +471,8 @@ async def test_a_client_that_stops_reading_is_dropped_after_send_timeout() -> No
         _, exchange = await run(guard(script, send_timeout=0.2), make_scope(), client)
     assert script.cancelled  # the inner app (the upstream) was cancelled at once
     assert (
-        exchange.close_record is not None and exchange.close_record.reason == "client_write_timeout"
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "client_write_timeout"
     )
     assert exchange.client_dropped  # layers above write nothing more
     assert len(client.bodies) == 1  # nothing was added after the message it did not take
@@ -466,7 +494,10 @@ async def test_total_timeout_runs_while_the_client_is_slow() -> None:
             guard(script, total_timeout=0.5, send_timeout=5), make_scope(), SlowClient()
         )
     assert script.cancelled
-    assert exchange.close_record is not None and exchange.close_record.reason == "total_timeout"
+    assert (
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "total_timeout"
+    )
     assert client.bodies[-2][ERROR].code == "total_timeout"  # the in-band error, then the end
 
 
@@ -478,7 +509,10 @@ async def test_the_closing_write_after_a_timeout_is_bounded_too() -> None:
         _, exchange = await run(
             guard(script, stall_timeout=0.2, send_timeout=0.3), make_scope(), StalledClient(1)
         )
-    assert exchange.close_record is not None and exchange.close_record.reason == "stall_timeout"
+    assert (
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "stall_timeout"
+    )
     assert exchange.client_dropped
 
 
@@ -489,7 +523,10 @@ async def test_a_stall_limit_shorter_than_the_ttfb_limit_applies_from_the_first_
     with anyio.fail_after(10):
         _, exchange = await run(guard(script, ttfb_timeout=60, stall_timeout=0.2), make_scope())
     assert script.cancelled
-    assert exchange.close_record is not None and exchange.close_record.reason == "stall_timeout"
+    assert (
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "stall_timeout"
+    )
 
 
 async def test_the_stall_clock_restarts_after_each_message_however_many() -> None:
@@ -501,7 +538,10 @@ async def test_the_stall_clock_restarts_after_each_message_however_many() -> Non
     script = Script(*steps)
     _, exchange = await run(guard(script, ttfb_timeout=0.3, stall_timeout=0.2), make_scope())
     assert script.finished
-    assert exchange.close_record is not None and exchange.close_record.reason == "completed"
+    assert (
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "completed"
+    )
 
 
 # --- limits: overrides and the header --------------------------------------------------------
@@ -547,7 +587,10 @@ async def test_the_ttfb_header_applies_per_request() -> None:
     scope = make_scope(headers=[(TTFB_HEADER, b"0.1")])
     client, exchange = await run(guard(script, ttfb_timeout=5), scope)
     assert client.sent[0]["status"] == 504
-    assert exchange.close_record is not None and exchange.close_record.reason == "ttfb_timeout"
+    assert (
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "ttfb_timeout"
+    )
 
 
 @pytest.mark.parametrize(
@@ -580,8 +623,8 @@ async def test_dispatchs_premature_close_marker_is_classified() -> None:
     )
     assert client.sent[-2] is error_message
     assert (
-        exchange.close_record is not None
-        and exchange.close_record.reason == "upstream_premature_close"
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "upstream_premature_close"
     )
 
 
@@ -589,8 +632,11 @@ async def test_an_upstream_error_event_is_upstream_error() -> None:
     error = GatewayError("overloaded", "busy", status=529)
     error_message = {**event(Error(error=error)), ERROR: error}
     _, exchange = await run(guard(Script(start(), event(TEXT), error_message, end())), make_scope())
-    assert exchange.close_record is not None and exchange.close_record.reason == "upstream_error"
-    assert exchange.close_record.error == "overloaded: busy"
+    assert (
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "upstream_error"
+    )
+    assert exchange.current.close_record.error == "overloaded: busy"
 
 
 @pytest.mark.parametrize("protocol", PROTOCOLS)
@@ -601,8 +647,8 @@ async def test_a_stream_ending_without_its_terminal_event_never_ends_clean(proto
     assert injected[ERROR].code == "premature_close" and injected["body"]
     assert last["more_body"] is False
     assert (
-        exchange.close_record is not None
-        and exchange.close_record.reason == "upstream_premature_close"
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "upstream_premature_close"
     )
 
 
@@ -613,8 +659,8 @@ async def test_an_inner_app_returning_mid_stream_gets_an_in_band_end() -> None:
     assert b"event: error" in client.bodies[-2]["body"]
     assert client.bodies[-1]["more_body"] is False
     assert (
-        exchange.close_record is not None
-        and exchange.close_record.reason == "upstream_premature_close"
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "upstream_premature_close"
     )
 
 
@@ -661,8 +707,14 @@ async def test_heartbeats_fill_idle_gaps_between_whole_events() -> None:
     assert beats >= 4
     heartbeats = [m for m in client.bodies if m["body"] == b": keepalive\n\n"]
     assert all(m[EVENT] == [] for m in heartbeats)  # no content: a held prelude stays held
-    assert exchange.close_record is not None and exchange.close_record.heartbeats == beats
-    assert exchange.close_record.reason == "completed" and exchange.close_record.events == 6
+    assert (
+        exchange.current.close_record is not None
+        and exchange.current.close_record.heartbeats == beats
+    )
+    assert (
+        exchange.current.close_record.reason == "completed"
+        and exchange.current.close_record.events == 6
+    )
 
 
 async def test_heartbeats_racing_a_busy_stream_never_split_an_event() -> None:
@@ -699,8 +751,11 @@ async def test_gemini_clients_get_a_blank_line_not_a_comment() -> None:
 async def test_heartbeats_do_not_keep_a_stalled_stream_alive() -> None:
     script = Script(start(), event(TEXT), Script.FOREVER)
     _, exchange = await run(guard(script, stall_timeout=0.3, heartbeat_interval=0.05), make_scope())
-    assert exchange.close_record is not None and exchange.close_record.reason == "stall_timeout"
-    assert exchange.close_record.heartbeats >= 2
+    assert (
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "stall_timeout"
+    )
+    assert exchange.current.close_record.heartbeats >= 2
 
 
 async def test_one_timer_serves_the_stall_deadline_and_the_heartbeats() -> None:
@@ -708,7 +763,7 @@ async def test_one_timer_serves_the_stall_deadline_and_the_heartbeats() -> None:
     come due first neither push the deadline back nor stop when it is further off."""
     script = Script(start(), event(TEXT), Script.FOREVER)
     _, exchange = await run(guard(script, stall_timeout=0.4, heartbeat_interval=0.1), make_scope())
-    close = exchange.close_record
+    close = exchange.current.close_record
     assert close is not None and close.reason == "stall_timeout"
     assert 2 <= close.heartbeats <= 4  # at about 0.1, 0.2 and 0.3 s
     assert close.duration is not None and close.duration < 2.0
@@ -760,7 +815,10 @@ async def test_keepalive_then_an_upstream_error_response_goes_in_band() -> None:
     assert client.sent[0]["status"] == 200
     assert client.bodies[-2][ERROR] is error and b"event: error" in client.bodies[-2]["body"]
     assert client.bodies[-1]["more_body"] is False
-    assert exchange.close_record is not None and exchange.close_record.reason == "upstream_error"
+    assert (
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "upstream_error"
+    )
 
 
 async def test_keepalive_then_ttfb_timeout_goes_in_band() -> None:
@@ -769,7 +827,10 @@ async def test_keepalive_then_ttfb_timeout_goes_in_band() -> None:
     client, exchange = await run(g, make_scope("openai_responses"))
     assert client.sent[0]["status"] == 200
     assert b"response.failed" in client.bodies[-2]["body"]
-    assert exchange.close_record is not None and exchange.close_record.reason == "ttfb_timeout"
+    assert (
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "ttfb_timeout"
+    )
 
 
 async def test_keepalive_passes_on_the_inner_apps_own_stream_headers_when_they_are_in() -> None:
@@ -779,7 +840,10 @@ async def test_keepalive_passes_on_the_inner_apps_own_stream_headers_when_they_a
     client, exchange = await run(g, make_scope())
     assert client.sent[0]["headers"] == headers
     assert client.bodies[0]["body"] == b": keepalive\n\n"
-    assert exchange.close_record is not None and exchange.close_record.reason == "completed"
+    assert (
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "completed"
+    )
 
 
 async def test_keepalive_leaves_a_gemini_json_array_stream_alone() -> None:
@@ -827,7 +891,8 @@ async def test_a_disconnect_cancels_a_foreign_app_without_its_own_watcher() -> N
     _, exchange = await run(guard(script), make_scope(exchange=False), client)
     assert script.cancelled
     assert (
-        exchange.close_record is not None and exchange.close_record.reason == "client_disconnected"
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "client_disconnected"
     )
     assert len(client.sent) == 2  # nothing more went to a client that left
 
@@ -858,7 +923,8 @@ async def test_the_inner_receive_gives_the_body_once_then_disconnects_for_good()
         {"type": "http.disconnect"},
     ]
     assert (
-        exchange.close_record is not None and exchange.close_record.reason == "client_disconnected"
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "client_disconnected"
     )
 
 
@@ -883,7 +949,8 @@ async def test_a_failing_send_is_client_write_failed_and_stops_the_inner_app(
     _, exchange = await run(guard(script, heartbeat_interval=0.02), make_scope(), client)
     assert script.cancelled and not script.finished
     assert (
-        exchange.close_record is not None and exchange.close_record.reason == "client_write_failed"
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "client_write_failed"
     )
 
 
@@ -893,7 +960,8 @@ async def test_a_failing_heartbeat_send_is_client_write_failed_too() -> None:
     _, exchange = await run(guard(script, heartbeat_interval=0.05), make_scope(), client)
     assert script.cancelled
     assert (
-        exchange.close_record is not None and exchange.close_record.reason == "client_write_failed"
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "client_write_failed"
     )
 
 
@@ -952,7 +1020,10 @@ async def test_a_finished_call_leaves_nothing_for_the_garbage_collector(
     try:
         for _ in range(10):
             client, exchange = await run(g, make_scope())
-            assert exchange.close_record is not None and exchange.close_record.reason == "completed"
+            assert (
+                exchange.current.close_record is not None
+                and exchange.current.close_record.reason == "completed"
+            )
             exchange.detach()  # as the outermost layer does on its way out
         del client, exchange
         gc.set_debug(gc.DEBUG_SAVEALL)  # what the collector finds stays in gc.garbage
@@ -982,7 +1053,10 @@ async def test_a_slow_client_delays_the_heartbeat_rather_than_racing_it() -> Non
         guard(Script(*steps), heartbeat_interval=0.02), make_scope(), SlowClient()
     )
     assert_heartbeats_only_between_events(client.sent, b": keepalive\n\n")
-    assert exchange.close_record is not None and exchange.close_record.reason == "completed"
+    assert (
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "completed"
+    )
 
 
 async def test_an_inner_exception_before_commit_is_reraised_as_itself() -> None:

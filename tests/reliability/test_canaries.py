@@ -71,9 +71,10 @@ class Recorder:
         for exchange in self.exchanges:
             out.append(msgspec.json.encode(exchange.passes).decode())
             out.append(msgspec.json.encode(exchange.attempts).decode())
-            out.append(msgspec.json.encode(exchange.close_record).decode())
-            if exchange.error is not None:
-                out.append(f"{exchange.error!r} {exchange.error} {exchange.error.code}")
+            current = exchange.current
+            out.append(msgspec.json.encode(current.close_record).decode())
+            if current.error is not None:
+                out.append(f"{current.error!r} {current.error} {current.error.code}")
         return "\n".join(out)
 
 
