@@ -193,6 +193,13 @@ class CurrentAttempt:
         hooks, which a layer above the routing layer set for every attempt below it."""
         return CurrentAttempt(target, credential, shape=self.shape, observe=self.observe)
 
+    def close(self) -> None:
+        """The attempt's call has returned: let go of its hooks.  They are of no more use,
+        and a layer's hook may hold the exchange (FieldCache's do), which holds this
+        attempt: a cycle that only the garbage collector would free (``Exchange.detach``).
+        """
+        self.shape = self.observe = None
+
     def __repr__(self) -> str:
         target = self.target.name if self.target is not None else None
         credential = self.credential.id if self.credential is not None else None
@@ -302,6 +309,7 @@ class Exchange:
             copy = self.scope = dict(scope)  # C-speed copy, then the one key out
             del copy[SCOPE_KEY]
         self._receive = None
+        self.current.close()  # closed already if a routing layer opened it
 
     def record(self, name: str, **data: Any) -> None:
         """Note a transform pass (``protocol.parse``, ``dispatch.translate_request`` ...), if

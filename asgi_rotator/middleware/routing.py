@@ -152,6 +152,8 @@ class AttemptRunner:
             await self.app(scope, exchange.replay(), held.send)
         except Abandon:
             pass
+        finally:
+            current.close()
         if held.error is not None and not held.committed:
             current.error = held.error
         _note_foreign_attempt(exchange, before, target, current.credential, held)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 from typing import Any
 
@@ -9,7 +10,7 @@ import pytest
 
 from asgi_rotator.config import ConfigError, parse_config
 from asgi_rotator.exchange import EVENT, RECORD, RESPONSE, SCOPE_KEY, Exchange
-from asgi_rotator.field_rules import GEMINI_PLACEHOLDER, ReasoningRule
+from asgi_rotator.field_rules import GEMINI_PLACEHOLDER, ReasoningRule, Rule
 from asgi_rotator.middleware.field_cache import FieldCache
 from asgi_rotator.state import MemoryStore
 from asgi_rotator.unified import (
@@ -318,3 +319,32 @@ async def test_anthropic_tool_loop_without_its_thinking_goes_with_thinking_off()
     sent = cached.seen[1]
     assert sent.reasoning is not None
     assert next(m for m in sent.messages if m.role == "assistant").content[0] == thinking
+
+
+class _Hooking(Rule):
+    """Hooks into every attempt: changes nothing, reads the provider-native answer."""
+
+    observes = True
+
+    def shapes(self, attempt: Any, request: Any) -> bool:
+        return True
+
+
+async def test_an_attempt_with_hooks_leaves_no_reference_cycle() -> None:
+    # The hooks hold the exchange (through the rules' view of the attempt), and the exchange
+    # holds the attempt: a request must not leave that cycle to the garbage collector.
+    app = FieldCache(ForeignApp(ANSWER), rules=[_Hooking("hooking")])
+    requests = 50
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(requests):
+            scope = scope_for(PATH, record=False)
+            await run(app, scope, TURN_ONE)
+            exchange = scope[SCOPE_KEY]
+            assert exchange.request is not None
+            exchange.detach()  # what the outermost layer of a stack does
+        del scope, exchange
+        assert gc.collect() < requests
+    finally:
+        gc.enable()
