@@ -597,6 +597,7 @@ _WHY = (
     ("first text", "stream", "Streams"),
     ("same protocol", "stream", "Streams"),
     ("translated", "translated", "Streams"),
+    ("heartbeat", None, "Many open streams"),
     ("memory", None, "Memory"),
 )
 
@@ -635,11 +636,30 @@ def _missed(
                 f"Our own code's largest: {top or DASH}. More in *Where the time goes: "
                 f"{label}* and *{section}*."
             )
+        elif section == "Many open streams" and results.get("open_streams"):
+            lines.append(f"- **{goal}**: {_lateness(results['open_streams'])}")
         elif label is None and section == "Memory" and _held_memory(results):
             lines.append(f"- **{goal}**: {_held_memory(results)} More in *{section}*.")
         else:
             lines.append(f"- **{goal}**: see *{section}*.")
     return lines
+
+
+def _lateness(many: dict[str, Any]) -> str:
+    """What the gateway was doing while the heartbeats came late: how many it sent a second
+    beside how many plain requests, and how much later those plain requests were answered."""
+    watch = many["watch"]
+    idle, busy = many["plain_idle"], many["plain_busy"]
+    per_second = watch["heartbeats"] / watch["seconds"] if watch["seconds"] else math.nan
+    return (
+        f"one gateway process sent {per_second:,.0f} heartbeats a second to "
+        f"{many['opened']:,} streams while answering {busy['rps']:,.0f} plain requests a "
+        f"second (idle: {idle['rps']:,.0f}); the plain requests' p99 went from "
+        f"{idle['p99_ms']:.1f} to {busy['p99_ms']:.1f} ms. Each due heartbeat is a timer "
+        "callback, a task and a write on the one event loop, so beside a full load of plain "
+        "requests the loop falls behind; the lateness is seen from one Python client "
+        "reading every stream, on the core the load generator and upstream share."
+    )
 
 
 def _held_memory(results: dict[str, Any]) -> str:
