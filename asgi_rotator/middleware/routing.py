@@ -155,7 +155,8 @@ class AttemptRunner:
         finally:
             current.close()
         if held.error is not None and not held.committed:
-            current.error = held.error
+            # On the attempt now current: a routing layer below opened attempts of its own.
+            exchange.current.error = held.error
         _note_foreign_attempt(exchange, before, target, current.credential, held)
         return held
 
