@@ -557,8 +557,9 @@ def markdown(results: dict[str, Any], fig: dict[str, Any], charts: list[str]) ->
             _fmt(held.get(str(meta["held"][-1]), {}).get("marginal", math.nan) / 1024, "{:.1f}")
         )
         lines.append(f"| {arm} | {entry['rss_idle'] / 2**20:.1f} | " + " | ".join(cells) + " |")
-    if _held_memory(results):
-        lines += ["", f"{_held_memory(results)} (`benchmarks/stream_memory.py`)"]
+    held_memory = _held_memory(results)
+    if held_memory:
+        lines += ["", f"{held_memory} (`benchmarks/stream_memory.py`)"]
     soak = results.get("soak")
     if soak:
         samples = soak["samples"]
@@ -638,8 +639,8 @@ def _missed(
             )
         elif section == "Many open streams" and results.get("open_streams"):
             lines.append(f"- **{goal}**: {_lateness(results['open_streams'])}")
-        elif label is None and section == "Memory" and _held_memory(results):
-            lines.append(f"- **{goal}**: {_held_memory(results)} More in *{section}*.")
+        elif section == "Memory" and (held := _held_memory(results)):
+            lines.append(f"- **{goal}**: {held} More in *{section}*.")
         else:
             lines.append(f"- **{goal}**: see *{section}*.")
     return lines

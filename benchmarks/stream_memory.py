@@ -20,7 +20,6 @@ import asyncio
 import gc
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -29,33 +28,15 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from benchmarks.apps import build_stack
 from benchmarks import inprocess
-from benchmarks.inprocess import chat_scope
+from benchmarks.apps import build_stack
+from benchmarks.run import free_port, wait_ready
 from benchmarks.upstream import HOLD_MODEL
 
 _FIRST_TEXT = b"word"  # the benchmark upstream's text
 _ROOT = str(Path(__file__).resolve().parent.parent)
 # What stands in for the server and the client: not the stack's memory.
 _CLIENT_SIDE = frozenset({__file__, inprocess.__file__})
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait_listening(port: int, process: subprocess.Popen[bytes], timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"the benchmark upstream exited with {process.returncode}")
-        with socket.socket() as sock:
-            if sock.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.1)
-    raise RuntimeError("the benchmark upstream did not start")
 
 
 class _HeldStreams:
@@ -88,7 +69,7 @@ class _HeldStreams:
                 seen = True
                 self.first_text += 1
 
-        await self.app(chat_scope(self.body, 10000 + i), receive, send)
+        await self.app(inprocess.chat_scope(self.body, 10000 + i), receive, send)
 
     async def hold(self, count: int, timeout: float = 60) -> list[asyncio.Task[None]]:
         start = self.first_text
@@ -152,13 +133,13 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.stream_memory")
     parser.add_argument("--streams", type=int, default=500)
     args = parser.parse_args(argv)
-    port = _free_port()
+    port = free_port()
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [_ROOT, env.get("PYTHONPATH")]))
     argv_up = [sys.executable, "-m", "benchmarks.apps", "upstream", "--port", str(port)]
     upstream = subprocess.Popen(argv_up, env=env, stdout=subprocess.DEVNULL)
     try:
-        _wait_listening(port, upstream)
+        wait_ready(f"http://127.0.0.1:{port}", upstream, Path(os.devnull), 60)
         figures = asyncio.run(measure(args.streams, f"http://127.0.0.1:{port}"))
     finally:
         upstream.terminate()
