@@ -219,8 +219,13 @@ class Providers:
         return [self._target(model, {}, discovered)]
 
     async def targets(self, model: str) -> list[Target]:
-        """``resolve``, after ``discover`` for the name."""
-        await self.discover(model)
+        """``resolve``, after ``discover`` for the name when the configuration alone does
+        not resolve it (what it does resolve, a discovered list cannot change)."""
+        if self.discovery:
+            try:
+                return self.resolve(model, discovered=False)
+            except GatewayError:
+                await self.discover(model)
         return self.resolve(model)
 
     async def discover(self, model: str | None = None) -> None:
