@@ -89,7 +89,9 @@ class Held:
                 return
         self.committed = True
         await self.release(self.downstream)
+        # Committed: nothing is held or released again, for as long as the stream lasts.
         self.messages = []
+        self.on_start = None
         await self.downstream(message)
 
     async def release(self, send: Send) -> None:

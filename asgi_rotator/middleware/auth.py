@@ -85,22 +85,31 @@ class InboundKeys:
         if scope["type"] != "http" or route_path(scope) in self._open:
             await self.app(scope, receive, send)
             return
-        key = presented_key(scope)
-        if key is not None:
-            digest = _sha256(key.encode()).digest()
-            matched = -1
-            # Every key is compared, each in constant time: the time does not tell which
-            # key matched, nor how much of it.
-            for i, known in enumerate(self._digests):
-                if compare_digest(digest, known):
-                    matched = i
-            if matched >= 0:
-                scope[PRINCIPAL] = digest.hex()[:32]  # fingerprint(key), from the same hash
-                scope[KEY_NAME] = self._names[matched]
-                await self.app(scope, receive, send)
-                return
+        refusal = self._check(scope)
+        if refusal is None:
+            await self.app(scope, receive, send)
+            return
         # The shared detection: the route where it names a protocol, else the headers
         # (an Anthropic client on /v1/models gets Anthropic's error shape).
         protocol = detect_protocol(scope, match_route(route_path(scope)))
-        message = "missing API key" if key is None else "invalid API key"
-        await send_error(send, protocol, GatewayError("auth", message))
+        await send_error(send, protocol, GatewayError("auth", refusal))
+
+    def _check(self, scope: Scope) -> str | None:
+        """Why the client may not call (``None``: it may, and the scope names its key).
+        Apart from ``__call__``, so the presented key is not kept for as long as the
+        request (a stream) lasts."""
+        key = presented_key(scope)
+        if key is None:
+            return "missing API key"
+        digest = _sha256(key.encode()).digest()
+        matched = -1
+        # Every key is compared, each in constant time: the time does not tell which key
+        # matched, nor how much of it.
+        for i, known in enumerate(self._digests):
+            if compare_digest(digest, known):
+                matched = i
+        if matched < 0:
+            return "invalid API key"
+        scope[PRINCIPAL] = digest.hex()[:32]  # fingerprint(key), from the same hash
+        scope[KEY_NAME] = self._names[matched]
+        return None

@@ -233,7 +233,7 @@ class CooldownRetry:
             state = ScopeState(scopes, await scopes.keys.get_all())
             now = self._clock()
             healthy, available, blocked = self._healthy(state, now)
-            fresh = [i for i in healthy if i not in tried] if tried else healthy
+            fresh = _untried(healthy, tried) if tried else healthy
             if fresh:
                 candidates, wait = fresh, 0.0
             elif healthy:
@@ -514,6 +514,12 @@ def _shown(name: str) -> str:
     if len(name) <= _SHOWN_LIMIT and name.isprintable():
         return name
     return ascii(name[:_SHOWN_LIMIT])
+
+
+def _untried(keys: list[int], tried: tuple[int, ...]) -> list[int]:
+    # A function, not a comprehension in ``__call__``: before Python 3.12 that would make
+    # ``tried`` a cell, kept for as long as the call (a whole stream) lasts.
+    return [i for i in keys if i not in tried]
 
 
 def _failing(held: Held | None, blocked: bool) -> str:

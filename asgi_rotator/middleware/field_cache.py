@@ -124,7 +124,7 @@ class FieldCache:
         provider = target.provider.name if target is not None else protocol
         model = target.model if target is not None else request.model
         client = exchange.protocol or ""
-        rules = [r for r in candidates if r.matches(provider, model, client)]
+        rules = _matching(candidates, provider, model, client)
         if not rules:
             await self.app(scope, receive, send)
             return
@@ -149,7 +149,7 @@ class FieldCache:
             except Exception:
                 # A rule never breaks a request: without it the provider's own rule decides.
                 _rule_failed(attempt, rule, "inject")
-        shapers = [r for r in rules if _shapes(attempt, r, request)]
+        shapers = _shapers(attempt, rules, request)
         if shapers:
             current.shape = _Shape(attempt, shapers, current.shape)
         observers = [r for r in rules if r.observes]
@@ -251,6 +251,18 @@ async def _extract(attempt: Attempt, rules: list[Rule], content: list[Any]) -> N
             await rule.extract(attempt, content)
         except Exception:
             _rule_failed(attempt, rule, "extract")
+
+
+# The two filters below are functions rather than comprehensions in ``__call__``: before
+# Python 3.12 a comprehension is a function of its own, and the locals it reads become cells
+# of ``__call__``, made on every call and kept for as long as it lasts (a whole stream).
+def _matching(rules: tuple[Rule, ...], provider: str, model: str, client: str) -> list[Rule]:
+    return [rule for rule in rules if rule.matches(provider, model, client)]
+
+
+def _shapers(attempt: Attempt, rules: list[Rule], request: Any) -> list[Rule]:
+    """The rules that change this attempt's provider-native body."""
+    return [rule for rule in rules if _shapes(attempt, rule, request)]
 
 
 def _shapes(attempt: Attempt, rule: Rule, request: Any) -> bool:

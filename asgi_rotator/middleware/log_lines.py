@@ -59,37 +59,48 @@ class LogLines:
             await self.app(scope, receive, send)
             return
         started = time.monotonic()
-        status = 0
-        header = self.header
-        own_id: str | None = None
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status, own_id
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                if header is not None:
-                    exchange = scope.get(SCOPE_KEY)
-                    if exchange is not None:
-                        request_id = exchange.request_id
-                    else:
-                        request_id = own_id = f"req_{getrandbits(64):016x}"
-                    message["headers"] = [
-                        *message.get("headers", ()),
-                        (header, request_id.encode()),
-                    ]
-            await send(message)
-
+        # A small object rather than a closure: a stream keeps this for as long as it lasts,
+        # and a closure over what it needs would be a function and five cells.
+        ids = _RequestId(scope, send, self.header)
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, ids.send)
         finally:
             exchange = scope.get(SCOPE_KEY)
+            status = ids.status
             failed = status >= 400 or status == 0 or _went_wrong(exchange)
             level = logging.WARNING if failed else logging.INFO
             if self.logger.isEnabledFor(level):
                 summary = request_summary(scope, exchange, status, time.monotonic() - started)
-                if exchange is None and own_id is not None:
-                    summary["request_id"] = own_id
+                if exchange is None and ids.own_id is not None:
+                    summary["request_id"] = ids.own_id
                 self.logger.log(level, _line(summary), extra={"request": summary})
+
+
+class _RequestId:
+    """One request's ``send``: notes the status, and puts the request id on the start
+    (the exchange's, or one of its own when no layer below made an exchange)."""
+
+    __slots__ = ("downstream", "header", "own_id", "scope", "status")
+
+    def __init__(self, scope: Scope, downstream: Send, header: bytes | None) -> None:
+        self.scope = scope
+        self.downstream = downstream
+        self.header = header
+        self.status = 0
+        self.own_id: str | None = None
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            header = self.header
+            if header is not None:
+                exchange = self.scope.get(SCOPE_KEY)
+                if exchange is not None:
+                    request_id = exchange.request_id
+                else:
+                    request_id = self.own_id = f"req_{getrandbits(64):016x}"
+                message["headers"] = [*message.get("headers", ()), (header, request_id.encode())]
+        await self.downstream(message)
 
 
 def _went_wrong(exchange: Exchange | None) -> bool:
