@@ -5,6 +5,7 @@ HTTP over ASGI stays the contract between layers; the exchange is the fast path 
 Whichever layer first needs it makes it with ``await Exchange.of(scope, receive)``, which
 reads the body once and keeps it; inner layers get the body again from ``exchange.replay()``
 (a fresh ``receive`` per attempt, so a layer that retries can call its inner app again).
+Once a routing layer's attempt commits, no attempt follows, and ``body`` is let go (empty).
 
 Response messages carry their unified twin beside the bytes:
 

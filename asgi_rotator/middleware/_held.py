@@ -13,6 +13,10 @@ A caller that changes the response start (the routing layers write the attempt c
 so with ``on_start``, applied to the start when it goes out, at commit or release: the start
 is always held, so no send wrapper is needed.  Once committed, the hold has nothing left to
 decide and passes every later message straight on.
+
+Given the request's ``exchange``, the hold lets go of the request's bytes at commit: no
+attempt starts after it, and only an attempt's inner app reads them, while a stream may wait
+for minutes with a whole conversation in them.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from collections.abc import Callable
 
 from .._types import App, Message, Receive, Scope, Send
 from ..errors import GatewayError, classify
-from ..exchange import ERROR, EVENT
+from ..exchange import ERROR, EVENT, Exchange
 from ..unified import Error, MessageStart, UsageEvent
 
 __all__ = ["Abandon", "Held", "run_held"]
@@ -46,16 +50,21 @@ class Held:
         "committed",
         "downstream",
         "error",
+        "exchange",
         "messages",
         "on_start",
         "status",
     )
 
     def __init__(
-        self, downstream: Send, on_start: Callable[[Message], Message] | None = None
+        self,
+        downstream: Send,
+        on_start: Callable[[Message], Message] | None = None,
+        exchange: Exchange | None = None,
     ) -> None:
         self.downstream = downstream
         self.on_start = on_start
+        self.exchange = exchange
         self.committed = False
         self.error: GatewayError | None = None
         self.messages: list[Message] = []
@@ -89,9 +98,13 @@ class Held:
                 return
         self.committed = True
         await self.release(self.downstream)
-        # Committed: nothing is held or released again, for as long as the stream lasts.
+        # Committed: nothing is held, released or replayed again, for as long as the
+        # stream lasts.
         self.messages = []
         self.on_start = None
+        if self.exchange is not None:
+            self.exchange.body = b""
+            self.exchange = None
         await self.downstream(message)
 
     async def release(self, send: Send) -> None:

@@ -147,7 +147,7 @@ class AttemptRunner:
         # leaves no error for the request log and the request span to report.
         current = exchange.current = self.entered.fresh(target, credential)
         before = self.floor = len(exchange.attempts)
-        held = Held(self.send, self.count if self.counts else None)
+        held = Held(self.send, self.count if self.counts else None, exchange)
         try:
             await self.app(scope, exchange.replay(), held.send)
         except Abandon:

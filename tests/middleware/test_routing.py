@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from asgi_rotator.exchange import SCOPE_KEY
 from asgi_rotator.middleware.cooldown import CooldownRetry
 from asgi_rotator.middleware.fallback import FallbackRouter
 from asgi_rotator.state import MemoryStore
@@ -49,3 +50,35 @@ async def test_a_routed_request_leaves_no_reference_cycle(groups: dict[str, Any]
         assert gc.collect() < requests
     finally:
         gc.enable()
+
+
+async def test_a_committed_stream_lets_go_of_the_request_body() -> None:
+    # A stream may wait for minutes with the request's bytes (a whole conversation) in them;
+    # only an attempt's inner app reads them, and none starts after commit.  Before commit,
+    # the retry still gets them.
+    providers = make_providers({"p": 2})
+    clock = Clock()
+    received: list[bytes] = []
+    after_commit: list[bytes] = []
+
+    async def inner(scope: Any, receive: Any, send: Any) -> None:
+        received.append((await receive())["body"])
+        if len(received) == 1:
+            await send({"type": "http.response.start", "status": 503, "headers": []})
+            await send({"type": "http.response.body", "body": b"busy"})
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"hello", "more_body": True})
+        after_commit.append(scope[SCOPE_KEY].body)
+        await send({"type": "http.response.body", "body": b""})
+
+    app = FallbackRouter(
+        CooldownRetry(
+            inner, providers=providers, store=MemoryStore(), clock=clock, sleep=clock.sleep
+        ),
+        providers=providers,
+    )
+    result = await call(app, "p/m", stream=True)
+    assert result.status == 200 and result.body == b"hello"
+    assert len(received) == 2 and received[0] == received[1] and b'"hi"' in received[0]
+    assert after_commit == [b""]
