@@ -59,24 +59,24 @@ class LogLines:
             await self.app(scope, receive, send)
             return
         started = time.monotonic()
-        # A small object rather than a closure: a stream keeps this for as long as it lasts,
-        # and a closure over what it needs would be a function and five cells.
-        ids = _RequestId(scope, send, self.header)
+        # An object rather than a closure: a stream keeps it for as long as it lasts, and a
+        # closure over what it needs would be a function and five cells.
+        send_with_id = _SendWithId(scope, send, self.header)
         try:
-            await self.app(scope, receive, ids.send)
+            await self.app(scope, receive, send_with_id)
         finally:
             exchange = scope.get(SCOPE_KEY)
-            status = ids.status
+            status = send_with_id.status
             failed = status >= 400 or status == 0 or _went_wrong(exchange)
             level = logging.WARNING if failed else logging.INFO
             if self.logger.isEnabledFor(level):
                 summary = request_summary(scope, exchange, status, time.monotonic() - started)
-                if exchange is None and ids.own_id is not None:
-                    summary["request_id"] = ids.own_id
+                if exchange is None and send_with_id.own_id is not None:
+                    summary["request_id"] = send_with_id.own_id
                 self.logger.log(level, _line(summary), extra={"request": summary})
 
 
-class _RequestId:
+class _SendWithId:
     """One request's ``send``: notes the status, and puts the request id on the start
     (the exchange's, or one of its own when no layer below made an exchange)."""
 
@@ -89,7 +89,7 @@ class _RequestId:
         self.status = 0
         self.own_id: str | None = None
 
-    async def send(self, message: Message) -> None:
+    async def __call__(self, message: Message) -> None:
         if message["type"] == "http.response.start":
             self.status = message["status"]
             header = self.header
