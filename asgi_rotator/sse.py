@@ -122,20 +122,41 @@ class SSEDecoder:
         tail = lines.pop()  # what follows the last line end: the start of a line
         events: list[ServerSentEvent] = []
         for line in lines:
-            self._line(line, events)
+            if not line:  # a blank line ends the event
+                if self._fields:
+                    events.append(self._dispatch())
+                self._size = 0
+                continue
+            name, colon, value = line.partition(b":")
+            if not name:  # ":" comment (heartbeats)
+                continue
+            if colon and value[:1] == b" ":
+                value = value[1:]
+            if name == b"data":
+                self._data.append(value.decode("utf-8", "replace"))
+            elif name == b"event":
+                self._event = value.decode("utf-8", "replace")
+            elif name == b"id":
+                if b"\0" not in value:
+                    # The last event id persists across events, as in browsers.
+                    self._id = value.decode("utf-8", "replace")
+            elif name == b"retry":
+                if value.isdigit():  # ASCII digits only, for bytes
+                    self._retry = int(value)
+            else:
+                continue  # unknown field: ignored, and does not make an event
+            self._fields = True
+            self._size += len(line)
+            if self._size > self._max:
+                raise EventTooLarge(self._max)
         if tail:
             self._keep(tail)
         return events
 
     def close(self) -> list[ServerSentEvent]:
-        """End of input: the unterminated last line and event are flushed, not dropped."""
-        events: list[ServerSentEvent] = []
-        if self._parts:
-            tail = self._take()
-            if not (self._bom and _BOM.startswith(tail)):
-                self._line(tail[3:] if self._bom and tail.startswith(_BOM) else tail, events)
-        self._line(b"", events)
-        return events
+        """End of input: the unterminated last line and event are flushed, not dropped (as if
+        the stream had ended with a blank line)."""
+        return self.feed(b"\n\n")
 
     def _keep(self, part: bytes) -> None:
         self._parts.append(part)
@@ -149,45 +170,15 @@ class SSEDecoder:
         self._pending = 0
         return line
 
-    def _line(self, line: bytes, events: list[ServerSentEvent]) -> None:
-        if not line:
-            if self._fields:
-                events.append(
-                    ServerSentEvent(
-                        data="\n".join(self._data),
-                        event=self._event,
-                        id=self._id,
-                        retry=self._retry,
-                    )
-                )
-                self._data = []
-                self._event = None
-                self._retry = None
-                self._fields = False
-            self._size = 0
-            return
-        name, colon, value = line.partition(b":")
-        if not name:  # ":" comment (heartbeats)
-            return
-        if colon and value[:1] == b" ":
-            value = value[1:]
-        if name == b"data":
-            self._data.append(value.decode("utf-8", "replace"))
-        elif name == b"event":
-            self._event = value.decode("utf-8", "replace")
-        elif name == b"id":
-            if b"\0" not in value:
-                # The last event id persists across events, as in browsers.
-                self._id = value.decode("utf-8", "replace")
-        elif name == b"retry":
-            if value.isdigit():  # ASCII digits only, for bytes
-                self._retry = int(value)
-        else:
-            return  # unknown field: ignored, and does not make an event
-        self._fields = True
-        self._size += len(line)
-        if self._size > self._max:
-            raise EventTooLarge(self._max)
+    def _dispatch(self) -> ServerSentEvent:
+        event = ServerSentEvent(
+            data="\n".join(self._data), event=self._event, id=self._id, retry=self._retry
+        )
+        self._data = []
+        self._event = None
+        self._retry = None
+        self._fields = False
+        return event
 
 
 def encode_event(data: str, event: str | None = None, id: str | None = None) -> bytes:

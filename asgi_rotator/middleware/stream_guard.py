@@ -344,7 +344,8 @@ class _Deadline:
         "timer",
         "timer_at",
         "total",
-        "ttfb",
+        "wait_kind",
+        "wait_limit",
     )
 
     def __init__(
@@ -356,12 +357,13 @@ class _Deadline:
     ) -> None:
         self.loop = asyncio.get_running_loop()
         self.clock = self.loop.time
-        self.ttfb = limits.ttfb_timeout
-        self.stall = limits.stall_timeout
         # inf when off: ``now + inf`` is a deadline that never comes, with no test for None.
-        self.send_limit = limits.send_timeout if limits.send_timeout is not None else math.inf
-        total = limits.total_timeout
-        self.total = now + total if total is not None else math.inf
+        self.stall = _or_inf(limits.stall_timeout)
+        self.send_limit = _or_inf(limits.send_timeout)
+        self.total = now + _or_inf(limits.total_timeout)
+        # What limits the wait for the next body message: ttfb for the first, then stall.
+        self.wait_limit = _or_inf(limits.ttfb_timeout)
+        self.wait_kind = "ttfb"
         self.on_expired: Callable[[str], None] | None = on_expired
         self.on_check: Callable[[], None] | None = on_check
         self.at = math.inf  # or _SENDING, while the client takes a message (``send_began``)
@@ -371,25 +373,34 @@ class _Deadline:
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = math.inf
 
-    def await_first(self, now: float) -> None:
-        """From ``now`` the first body message is awaited."""
-        self._wait(now, self.ttfb, "ttfb")
-
-    def await_next(self, now: float) -> None:
-        """A message went out at ``now``: the next one is awaited."""
-        self._wait(now, self.stall, "stall")
+    def waiting(self, now: float) -> None:
+        """From ``now`` the next body message is awaited (the call began, or a message went
+        out): the first within ``ttfb_timeout``, every later one within ``stall_timeout``."""
+        at, kind = now + self.wait_limit, self.wait_kind
+        if self.total <= at:
+            at, kind = self.total, "total"
+        self.at, self.kind = at, kind
+        # Never further than one send_timeout ahead: the next send's deadline is later than
+        # that, so the timer sees it without being re-armed for it (see the module docstring).
+        soon = now + self.send_limit
+        if soon < at:
+            at = soon
+        if at < self.timer_at:
+            self._arm(at)
 
     def sending(self, now: float) -> None:
-        """A message is handed to the client from ``now``: the stall clock stops and the send
-        clock runs; the total deadline stays.  The timer works out which comes first."""
+        """A body message is handed to the client from ``now``: the stall clock stops and the
+        send clock runs; the total deadline stays.  The timer works out which comes first."""
         self.at = _SENDING
         self.send_began = now
+        self.wait_limit, self.wait_kind = self.stall, "stall"  # the first one came
 
     def check(self, at: float) -> None:
         """Have ``on_check`` called at ``at``, unless a check is already due."""
         if self.check_at == math.inf and self.on_check is not None:  # not stopped
             self.check_at = at
-            self._arm(at)
+            if at < self.timer_at:
+                self._arm(at)
 
     def stop(self) -> None:
         """The call is over: the timer off, and the callbacks let go of (they are the call's
@@ -399,24 +410,13 @@ class _Deadline:
             self.timer = None
         self.on_expired = self.on_check = None
 
-    def _wait(self, now: float, limit: float | None, kind: str) -> None:
-        at = now + limit if limit is not None else math.inf
-        if self.total <= at:
-            at, kind = self.total, "total"
-        self.at, self.kind = at, kind
-        # Never further than one send_timeout ahead: the next send's deadline is later than
-        # that, so the timer sees it without being re-armed for it (see the module docstring).
-        soon = now + self.send_limit
-        self._arm(soon if soon < at else at)
-
     def _arm(self, at: float) -> None:
-        """Re-arm the timer if ``at`` is sooner than it is armed for (or none is armed).  A
-        later time leaves it alone; it re-arms itself when it fires early."""
-        if at < self.timer_at:
-            if self.timer is not None:
-                self.timer.cancel()
-            self.timer = self.loop.call_at(at, self._fire)
-            self.timer_at = at
+        """Re-arm the timer for ``at``, sooner than it is armed for (the callers see to that:
+        a later time leaves the timer alone, and it re-arms itself when it fires early)."""
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_at(at, self._fire)
+        self.timer_at = at
 
     def _fire(self) -> None:
         self.timer = None
@@ -437,7 +437,9 @@ class _Deadline:
         if now >= self.check_at:
             self.check_at = math.inf
             on_check()
-        self._arm(min(self.at, self.check_at, now + self.send_limit))
+        at = min(self.at, self.check_at, now + self.send_limit)
+        if at < self.timer_at:  # not armed by on_check, and not inf: something to wait for
+            self._arm(at)
 
 
 class _Heartbeats:
@@ -685,8 +687,8 @@ class _GuardedCall:
         self.heartbeats = _Heartbeats(limits.heartbeat_interval, early)
         self.scope = _watch.cancel_scope()
         self.timed_out: str | None = None  # the deadline kind that cancelled the call
-        # Only heartbeats make a second sender: the lock is made with the first one, and
-        # until then ``sending`` tells a heartbeat that a send is under way.
+        # Only heartbeats make a second sender: the lock is made with the first one.
+        # ``sending`` tells a heartbeat check that a send is under way.
         self.lock: asyncio.Lock | None = None
         self.sending = False
         self.last_write = now
@@ -714,7 +716,7 @@ class _GuardedCall:
         watcher = _watch.start(_watch.watch_disconnect(receive, self._on_disconnect))
         try:
             started = self.stats.started
-            self.deadline.await_first(started)
+            self.deadline.waiting(started)
             heartbeats = self.heartbeats
             if heartbeats.early:
                 # Heartbeats may have to commit before the first event: they are due now.
@@ -836,7 +838,9 @@ class _GuardedCall:
         if events is not None:
             self.twins = True
             if events:
-                self._note(events)
+                error = stats.note(events)
+                if error is not None:
+                    self._upstream_error(error)
         elif self.sse and message.get("body"):
             stats.events += 1  # a foreign app's stream: one message, one event as far as we know
         if self.own_stream is not None:
@@ -848,14 +852,15 @@ class _GuardedCall:
             # terminal event.
             error = premature_close()
             out = (self._error_message(error), message)
-            self._note([Error(error=error)])
+            stats.note(out[0][EVENT])
+            self._upstream_error(error)
             self._mark_attempt(error)
-        await self._send_locked(out)
+        await self.send_out(out)
         if self.phase is _Phase.STOPPED:
             # Our scope is cancelled (a failed send): this unwinds the inner app from here.
             await anyio.lowlevel.checkpoint()
         if more:
-            self.deadline.await_next(self.last_write)  # just set, when the send ended
+            self.deadline.waiting(self.last_write)  # just set, when the send ended
 
     async def _send_other(self, message: Message) -> None:
         """The inner app's start (held), or a message that is neither start nor body."""
@@ -871,7 +876,7 @@ class _GuardedCall:
                     # notes what goes out, so an error can continue it.
                     self.own_stream = ClientStream.open(self.exchange)
             return
-        await self._send_locked((message,))
+        await self.send_out((message,))
         if self.phase is _Phase.STOPPED:
             await anyio.lowlevel.checkpoint()
 
@@ -897,51 +902,48 @@ class _GuardedCall:
 
     # --- the one send path ------------------------------------------------------------------
 
-    async def _send_locked(self, messages: Sequence[Message]) -> None:
-        """``send_out`` as the one sender: under the lock once heartbeats exist."""
-        lock = self.lock
+    async def send_out(self, messages: Sequence[Message], *, heartbeat: bool = False) -> None:
+        """Send to the client: the held start first, then ``messages``, moving the phase on.
+        One sender at a time: once heartbeats exist, every send takes the lock (a heartbeat
+        is sent by the task that holds it already).  A failed write never raises here; it
+        stops the call instead."""
+        lock = None if heartbeat else self.lock
         if lock is not None:
-            async with lock:
-                await self.send_out(messages)
-            return
+            await lock.acquire()
         self.sending = True
         try:
-            await self.send_out(messages)
+            if self.held_start is not None:
+                messages = (self.held_start, *messages)
+                self.held_start = None
+            for message in messages:
+                if self.phase is _Phase.STOPPED:
+                    return
+                kind = message["type"]
+                if kind == "http.response.start":
+                    self.phase = _Phase.COMMITTED
+                    self.heartbeats.committed(self)
+                try:
+                    await self.send(message)
+                except _WRITE_ERRORS:
+                    self._stop("client_write_failed")
+                    return
+                except Exception as exc:
+                    self.escaped = exc
+                    self._stop(None)
+                    return
+                if kind == "http.response.body":
+                    body = message.get("body", b"")
+                    if body:
+                        self.stats.bytes += len(body)
+                        if not heartbeat:
+                            self.at_boundary = body.endswith(_BOUNDARIES)
+                    if not message.get("more_body", False) and self.phase is _Phase.COMMITTED:
+                        self.phase = _Phase.ENDED
+            self.last_write = self.clock()
         finally:
             self.sending = False
-
-    async def send_out(self, messages: Sequence[Message], *, heartbeat: bool = False) -> None:
-        """Send to the client (the caller is the one sender): the held start first, then
-        ``messages``, moving the phase on.  A failed write never raises here; it stops the
-        call instead."""
-        if self.held_start is not None:
-            messages = (self.held_start, *messages)
-            self.held_start = None
-        for message in messages:
-            if self.phase is _Phase.STOPPED:
-                return
-            kind = message["type"]
-            if kind == "http.response.start":
-                self.phase = _Phase.COMMITTED
-                self.heartbeats.committed(self)
-            try:
-                await self.send(message)
-            except _WRITE_ERRORS:
-                self._stop("client_write_failed")
-                return
-            except Exception as exc:
-                self.escaped = exc
-                self._stop(None)
-                return
-            if kind == "http.response.body":
-                body = message.get("body", b"")
-                if body:
-                    self.stats.bytes += len(body)
-                    if not heartbeat:
-                        self.at_boundary = body.endswith(_BOUNDARIES)
-                if not message.get("more_body", False) and self.phase is _Phase.COMMITTED:
-                    self.phase = _Phase.ENDED
-        self.last_write = self.clock()
+            if lock is not None:
+                lock.release()
 
     def _stop(self, reason: str | None) -> None:
         if reason is not None and (self.reason is None or reason == "client_write_failed"):
@@ -959,9 +961,10 @@ class _GuardedCall:
             message = self._error_message(error)
             if message["body"]:
                 messages.append(message)
-                self._note(message[EVENT])
+                self.stats.note(message[EVENT])
+                self._upstream_error(error)
         messages.append({"type": "http.response.body", "body": b"", "more_body": False})
-        await self._send_locked(messages)
+        await self.send_out(messages)
 
     async def _deliver_error_response(self, error: GatewayError) -> None:
         """Before commit: the whole error response, in the client's protocol."""
@@ -972,7 +975,7 @@ class _GuardedCall:
             sent.append(message)
 
         await send_error(collect, self.exchange.protocol, error)
-        await self._send_locked(sent)
+        await self.send_out(sent)
 
     def _error_message(self, error: GatewayError) -> Message:
         """The in-band error event that continues the client's stream (an empty body when
@@ -1009,16 +1012,13 @@ class _GuardedCall:
 
     # --- bookkeeping ------------------------------------------------------------------------
 
-    def _note(self, events: list[Any]) -> None:
-        error = self.stats.note(events)
-        if error is not None:
-            self.error = self.error or error
-            if self.reason is None:
-                self.reason = (
-                    "upstream_premature_close"
-                    if error.code == PREMATURE_CLOSE
-                    else "upstream_error"
-                )
+    def _upstream_error(self, error: GatewayError) -> None:
+        """An in-band error went out: the call's error, unless it had one, and its reason."""
+        self.error = self.error or error
+        if self.reason is None:
+            self.reason = (
+                "upstream_premature_close" if error.code == PREMATURE_CLOSE else "upstream_error"
+            )
 
     def _timeout_error(self, reason: str) -> GatewayError:
         limits = self.limits
@@ -1057,6 +1057,10 @@ def _streams_sse(exchange: Exchange) -> bool:
 
 def _is_stream_start(start: Message) -> bool:
     return bool(start.get("status", 200) < 400 and is_event_stream(start))
+
+
+def _or_inf(seconds: float | None) -> float:
+    return seconds if seconds is not None else math.inf
 
 
 def _seconds(name: str, value: float | None) -> float | None:

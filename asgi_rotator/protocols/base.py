@@ -55,7 +55,8 @@ class JsonStreamDecoder(StreamDecoder):
     ``feed`` owns what every such protocol does first: nothing more after the terminal event,
     an empty event is nothing, the protocol's sentinel (OpenAI's ``[DONE]``) goes to
     ``on_sentinel``, malformed JSON is an upstream ``server_error``, and a value that is not
-    an object is skipped.  A protocol decodes the object in ``feed_object``.
+    an object goes to ``object_of`` (skipped, unless the protocol finds an object in it).  A
+    protocol decodes the object in ``feed_object``.
     """
 
     # The data of an event that is not JSON and ends the stream, where the protocol has one.
@@ -73,12 +74,16 @@ class JsonStreamDecoder(StreamDecoder):
             raise GatewayError(
                 "server_error", "upstream sent malformed JSON in a stream event"
             ) from None
-        obj = self.object_of(value)
-        return [] if obj is None else self.feed_object(obj, event)
+        if type(value) is not dict:  # msgspec decodes a JSON object as a plain dict
+            value = self.object_of(value)
+            if value is None:
+                return []
+        return self.feed_object(value, event)
 
     def object_of(self, value: Any) -> dict[str, Any] | None:
-        """The object an event's JSON value carries, or ``None`` to skip the event."""
-        return value if isinstance(value, dict) else None
+        """The object that an event's JSON value other than an object carries, or ``None``
+        to skip the event."""
+        return None
 
     def on_sentinel(self) -> list[Event]:
         return []

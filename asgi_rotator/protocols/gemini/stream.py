@@ -43,9 +43,9 @@ class GeminiStreamDecoder(JsonStreamDecoder):
         self._usage: Usage | None = None
 
     def object_of(self, value: Any) -> dict[str, Any] | None:
-        if isinstance(value, list) and value:
-            value = value[0]  # a chunk sent as an array element, as the JSON-array stream does
-        return value if isinstance(value, dict) else None
+        if isinstance(value, list) and value and isinstance(value[0], dict):
+            return value[0]  # a chunk sent as an array element, as the JSON-array stream does
+        return None
 
     def feed_object(self, chunk: dict[str, Any], event: ServerSentEvent) -> list[Event]:
         out: list[Event] = []
