@@ -690,11 +690,11 @@ class _StreamRelay:
                     if self.request.include_cost and cost is not None:
                         # Asked for in-band: the request's cost in the client's usage.
                         usage = msgspec.structs.replace(usage, cost=cost)
-                        events[i] = msgspec.structs.replace(event, usage=usage)
+                        event = events[i] = msgspec.structs.replace(event, usage=usage)
             elif kind is MessageStart:
                 exchange.response_id = cast(MessageStart, event).id
-        if encoder is not None:
-            parts = [encoder.encode(event) for event in events]
+            if encoder is not None:
+                parts.append(encoder.encode(event))
         if parts or events or sse_events:
             # Also when the events have no bytes in the client's protocol (an Anthropic
             # ping, a Responses *.done translated away): an empty body message still tells

@@ -64,6 +64,26 @@ def test_final_event_without_blank_line_is_flushed() -> None:
     assert decode(b"data: [DONE]\n") == [ServerSentEvent(data="[DONE]")]
 
 
+@pytest.mark.parametrize(
+    ("stream", "expected"),
+    [
+        (b"data: a", [ServerSentEvent(data="a")]),
+        (b"data: a\r", [ServerSentEvent(data="a")]),
+        (b"data: a\r\n", [ServerSentEvent(data="a")]),
+        (b"data: a\n\n", [ServerSentEvent(data="a")]),
+        (b"event: ping", [ServerSentEvent(event="ping")]),
+        (b"\xef\xbb", []),  # only the start of a BOM
+        (b": comment", []),
+        (b"", []),
+    ],
+)
+def test_the_end_of_input_ends_the_last_line_and_event(
+    stream: bytes, expected: list[ServerSentEvent]
+) -> None:
+    assert decode(stream) == expected
+    assert decode(*(stream[i : i + 1] for i in range(len(stream)))) == expected
+
+
 def test_value_space_and_colonless_lines() -> None:
     assert decode(b"data:no-space\ndata:  two\ndata\n\n") == [
         ServerSentEvent(data="no-space\n two\n")

@@ -128,11 +128,11 @@ class ChatStreamDecoder(JsonStreamDecoder):
         delta = choice.get("delta")
         delta = delta if isinstance(delta, dict) else {}
         for key in REASONING_FIELDS:
-            if isinstance(text := delta.get(key), str) and text:
+            if (text := delta.get(key)) and isinstance(text, str):
                 out.append(ReasoningDelta(index=self._open("reasoning", out), text=text))
                 break  # vLLM repeats the same text under both names
         for key in ("content", "refusal"):
-            if isinstance(text := delta.get(key), str) and text:
+            if (text := delta.get(key)) and isinstance(text, str):
                 out.append(TextDelta(index=self._open("text", out), text=text))
         tool_calls = delta.get("tool_calls")
         for call in tool_calls if isinstance(tool_calls, list) else ():
@@ -141,7 +141,7 @@ class ChatStreamDecoder(JsonStreamDecoder):
         if isinstance(legacy := delta.get("function_call"), dict):
             self._tool_delta("function_call", {}, legacy, out)
         reason = choice.get("finish_reason")
-        if isinstance(reason, str) and reason:
+        if reason and isinstance(reason, str):
             self._close_block(out)
             self._reason = finish_reason_of(reason)
 
