@@ -940,6 +940,17 @@ def test_decoder_premature_close_and_malformed_json() -> None:
     assert caught.value.kind == "server_error"
 
 
+def test_decoder_takes_a_chunk_sent_as_an_array_element_and_skips_other_values() -> None:
+    chunk = load_fixture("gemini", "stream_text.sse").split(b"\n\n")[0][len(b"data: ") :]
+    as_element = codec.stream_decoder().feed(SSEDecoder().feed(b"data: [" + chunk + b"]\n\n")[0])
+    plain = codec.stream_decoder().feed(SSEDecoder().feed(b"data: " + chunk + b"\n\n")[0])
+    assert as_element == plain and len(plain) == 2
+    decoder = codec.stream_decoder()
+    for value in (b"[]", b"[1]", b"5", b'"text"', b"null"):
+        assert decoder.feed(SSEDecoder().feed(b"data: " + value + b"\n\n")[0]) == []
+    assert not decoder.done
+
+
 def test_decoder_blocked_prompt_ends_the_stream() -> None:
     decoder = codec.stream_decoder()
     sse = SSEDecoder().feed(

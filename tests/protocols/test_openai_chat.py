@@ -829,6 +829,12 @@ def test_stream_decoder_edge_cases() -> None:
     assert info.value.kind == "server_error"
     assert info.value.message == "upstream sent malformed JSON in a stream event"
 
+    # A JSON value that is not an object says nothing, and does not end the stream.
+    decoder = codec.stream_decoder()
+    for value in (b"[]", b'[{"choices":[]}]', b"5", b'"text"', b"null"):
+        assert decoder.feed(SSEDecoder().feed(b"data: " + value + b"\n\n")[0]) == []
+    assert not decoder.done
+
     # EOF without [DONE]: blocks are closed, no Finish is invented, done stays False.
     decoder = codec.stream_decoder()
     chunk = b'data: {"id":"c","model":"m","created":1,"choices":[{"index":0,"delta":{"content":"hi"}}]}\n\n'
