@@ -86,12 +86,11 @@ Deliberate choices:
 from __future__ import annotations
 
 import asyncio
-import enum
 import math
 import os
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import anyio
 import anyio.lowlevel
@@ -310,14 +309,14 @@ class StreamGuard:
         return limits, source
 
 
-class _Phase(enum.Enum):
-    """Where one call's response stands.  It moves forward only, and to ``STOPPED`` from
-    any phase."""
-
-    HELD = "held"  # nothing went out yet: the inner app's start, if any, is held here
-    COMMITTED = "committed"  # the start went out; body messages follow
-    ENDED = "ended"  # the last body message went out: the client has the whole response
-    STOPPED = "stopped"  # this layer cancelled the inner app: nothing more goes out
+# Where one call's response stands.  It moves forward only, and to "stopped" from any phase:
+# "held": nothing went out yet (the inner app's start, if any, is held here); "committed":
+# the start went out, body messages follow; "ended": the last body message went out, the
+# client has the whole response; "stopped": this layer cancelled the inner app, nothing more
+# goes out.  Strings typed as a Literal (mypy checks each one) rather than an Enum: the call
+# tests its phase on every message, and on Python 3.11 every Enum member lookup goes through
+# the metaclass's __getattr__.
+_Phase = Literal["held", "committed", "ended", "stopped"]
 
 
 class _Deadline:
@@ -459,11 +458,11 @@ class _Heartbeats:
     def check(self, call: _GuardedCall) -> None:
         """Is a heartbeat (or the early commit) due?"""
         phase = call.phase
-        if phase is _Phase.ENDED or phase is _Phase.STOPPED or self.task is not None:
+        if phase == "ended" or phase == "stopped" or self.task is not None:
             return
         interval = self.interval
         assert interval is not None
-        if phase is _Phase.HELD:
+        if phase == "held":
             if self.early and not self.early_tried:
                 self.early_tried = True
                 self._start(call)
@@ -505,15 +504,15 @@ class _Heartbeats:
         assert interval is not None and call.lock is not None
         try:
             async with call.lock:
-                if call.phase is _Phase.ENDED or call.phase is _Phase.STOPPED:
+                if call.phase == "ended" or call.phase == "stopped":
                     return
-                if call.phase is _Phase.HELD:
+                if call.phase == "held":
                     await self._commit_early(call)
                 elif call.clock() >= call.last_write + interval and call.at_boundary:
                     await self._beat(call)  # else something went out while we waited
         finally:
             self.task = None
-        if call.phase is _Phase.COMMITTED:
+        if call.phase == "committed":
             call.deadline.check(call.last_write + interval)
 
     async def _commit_early(self, call: _GuardedCall) -> None:
@@ -674,7 +673,7 @@ class _GuardedCall:
         self.exchange = exchange
         self.limits = limits
         self.send = send
-        self.phase = _Phase.HELD
+        self.phase: _Phase = "held"
         self.attempts_before = len(exchange.attempts)
         # The client's stream this call's inner app opens replaces this one; if none does,
         # this layer opens its own (``own_stream``) and notes what it sends.
@@ -735,7 +734,7 @@ class _GuardedCall:
             await self._stop_helpers(watcher)
         self.stats.ended_at = self.clock()
         timeout: str | None = None
-        if self.scope.cancelled_caught and self.phase is not _Phase.STOPPED:
+        if self.scope.cancelled_caught and self.phase != "stopped":
             timeout = f"{self.timed_out or self.deadline.kind}_timeout"
             self.reason = self.reason or timeout
             self.exchange.record("stream_guard.timeout", limit=timeout)
@@ -758,7 +757,7 @@ class _GuardedCall:
     async def _finish(self, failure: Exception | None, timeout: str | None) -> None:
         """Whatever the client still needs once the inner app has stopped."""
         phase = self.phase
-        if phase is _Phase.STOPPED:
+        if phase == "stopped":
             return  # the client is gone, or a layer above abandoned the attempt
         error: GatewayError | None = None
         if timeout is not None and self.reason == timeout:
@@ -773,11 +772,11 @@ class _GuardedCall:
                 )
             )
             self.reason = self.reason or "upstream_error"
-        elif phase is _Phase.ENDED:
+        elif phase == "ended":
             return
         elif self.twins and self.sse and not self.stats.terminal_sent and self.error is None:
             error = premature_close()  # the inner app stopped short of a terminal event
-        elif phase is _Phase.HELD and self.held_start is None:
+        elif phase == "held" and self.held_start is None:
             error = GatewayError("server_error", "the inner app returned without a response")
             self.reason = "upstream_error"
         if error is not None:
@@ -789,7 +788,7 @@ class _GuardedCall:
         bound = send_timeout if send_timeout is not None else _CLOSING_WRITE
         with _watch.cancel_scope() as closing:
             closing.deadline = self.clock() + bound
-            if phase is not _Phase.HELD:
+            if phase != "held":
                 await self._end_in_band(error)
             elif error is not None:
                 await self._deliver_error_response(error)
@@ -813,7 +812,7 @@ class _GuardedCall:
         return {"type": "http.disconnect"}
 
     async def _send(self, message: Message) -> None:
-        if self.phase is _Phase.STOPPED or self.rest_dropped:
+        if self.phase == "stopped" or self.rest_dropped:
             return
         if message["type"] != "http.response.body":
             await self._send_other(message)
@@ -856,7 +855,7 @@ class _GuardedCall:
             self._upstream_error(error)
             self._mark_attempt(error)
         await self.send_out(out)
-        if self.phase is _Phase.STOPPED:
+        if self.phase == "stopped":
             # Our scope is cancelled (a failed send): this unwinds the inner app from here.
             await anyio.lowlevel.checkpoint()
         if more:
@@ -877,7 +876,7 @@ class _GuardedCall:
                     self.own_stream = ClientStream.open(self.exchange)
             return
         await self.send_out((message,))
-        if self.phase is _Phase.STOPPED:
+        if self.phase == "stopped":
             await anyio.lowlevel.checkpoint()
 
     async def _inner_error_in_band(self, message: Message) -> None:
@@ -916,11 +915,11 @@ class _GuardedCall:
                 messages = (self.held_start, *messages)
                 self.held_start = None
             for message in messages:
-                if self.phase is _Phase.STOPPED:
+                if self.phase == "stopped":
                     return
                 kind = message["type"]
                 if kind == "http.response.start":
-                    self.phase = _Phase.COMMITTED
+                    self.phase = "committed"
                     self.heartbeats.committed(self)
                 try:
                     await self.send(message)
@@ -937,8 +936,8 @@ class _GuardedCall:
                         self.stats.bytes += len(body)
                         if not heartbeat:
                             self.at_boundary = body.endswith(_BOUNDARIES)
-                    if not message.get("more_body", False) and self.phase is _Phase.COMMITTED:
-                        self.phase = _Phase.ENDED
+                    if not message.get("more_body", False) and self.phase == "committed":
+                        self.phase = "ended"
             self.last_write = self.clock()
         finally:
             self.sending = False
@@ -948,13 +947,13 @@ class _GuardedCall:
     def _stop(self, reason: str | None) -> None:
         if reason is not None and (self.reason is None or reason == "client_write_failed"):
             self.reason = reason
-        self.phase = _Phase.STOPPED
+        self.phase = "stopped"
         self.scope.cancel()
 
     async def _end_in_band(self, error: GatewayError | None) -> None:
         """After commit: the in-band error event (when the protocol has one and the response
         is a stream), then the end of the body."""
-        if self.phase is _Phase.ENDED:
+        if self.phase == "ended":
             return
         messages: list[Message] = []
         if error is not None and self.sse:
@@ -989,7 +988,7 @@ class _GuardedCall:
     # --- what the helpers call: disconnect watch and timer ----------------------------------
 
     def _on_disconnect(self) -> None:
-        if self.phase is _Phase.ENDED:
+        if self.phase == "ended":
             return  # the whole response went out; the client leaving now changes nothing
         self.client_gone = True
         if self.disconnected is not None:
