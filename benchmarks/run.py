@@ -64,6 +64,7 @@ from benchmarks.upstream import EVENTS, HOLD_MODEL
 RESULTS = Path(__file__).parent / "results"
 STACK = "asgi-rotator"
 TRACED = f"{STACK} (tracing)"
+BASELINE = "baseline"
 PATH = "/v1/chat/completions"
 
 
@@ -77,6 +78,7 @@ class Spec:
     without: tuple[str, ...] = ()
     extra: tuple[str, ...] = ()  # more arguments for benchmarks.apps
     tracing: bool = False  # the stack exporting spans and metrics to the OTLP receiver
+    root: str = ""  # another checkout of asgi-rotator that serves this arm ("": this one)
 
 
 @dataclass
@@ -133,6 +135,7 @@ class Settings:
     with_portkey: bool
     profile: bool
     arms: tuple[str, ...] = ()
+    baseline: Path | None = None  # another checkout, measured as the arm BASELINE
     out: Path = RESULTS
     notes: list[str] = field(default_factory=list)
 
@@ -150,6 +153,10 @@ def arm_specs(settings: Settings) -> dict[str, Spec]:
     for lib in floors:
         specs[f"floor-{lib}"] = Spec("floor", app=f"floor-{lib}")
     specs[STACK] = Spec("stack", app="stack", client=main)
+    if settings.baseline is not None:
+        # The same stack from another checkout (a commit before a change), served and
+        # measured in-process like this one: before and after in one run, on one machine.
+        specs[BASELINE] = Spec("stack", app="stack", client=main, root=str(settings.baseline))
     if _installed("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http"):
         specs[TRACED] = Spec("stack", app="stack", client=main, tracing=True)
     else:
@@ -173,7 +180,9 @@ def arm_specs(settings: Settings) -> dict[str, Spec]:
             settings.notes.append(f"--with-portkey: {why}; the Portkey arm is skipped")
     if settings.arms:
         specs = {
-            name: spec for name, spec in specs.items() if name in settings.arms or name == "direct"
+            name: spec
+            for name, spec in specs.items()
+            if name in settings.arms or name in ("direct", BASELINE)
         }
     return specs
 
@@ -228,6 +237,7 @@ def spawn(
     log: Path,
     env: dict[str, str] | None = None,
     gateway_core: Placement | None = None,
+    cwd: str | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start a server in its own process group, its output appended to ``log``: a pipe
     nobody reads would block the server at its first 64 KiB of warnings."""
@@ -242,6 +252,7 @@ def spawn(
         return subprocess.Popen(
             argv,
             env=env,
+            cwd=cwd,
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # its own group: stopped with everything it started
@@ -419,12 +430,13 @@ class Run:
             if spec.tracing:
                 argv += ["--tracing", self.receiver_url]
             argv += list(spec.extra)
-            env = self._env()
+            env = self._env(spec.root)
         arm.process = spawn(
             self.placement.gateway_prefix() + argv,
             self.log(arm.name),
             env=env,
             gateway_core=self.placement,
+            cwd=spec.root or None,
         )
 
     def wait(self, arm: Arm) -> None:
@@ -455,9 +467,11 @@ class Run:
             self._warm(arm)
         self.say("arms restarted after the memory figure")
 
-    def _env(self) -> dict[str, str]:
+    def _env(self, root: str = "") -> dict[str, str]:
+        """The environment of a process of the run: this checkout's packages first, or
+        ``root``'s (another checkout's, for the baseline arm)."""
         env = dict(os.environ)
-        root = str(Path(__file__).resolve().parent.parent)
+        root = root or str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         return env
 
@@ -897,7 +911,8 @@ class Run:
         argv += ["--without", ",".join(arm.spec.without)]
         completed = subprocess.run(
             self.placement.gateway_prefix() + argv,
-            env=self._env(),
+            env=self._env(arm.spec.root),
+            cwd=arm.spec.root or None,
             capture_output=True,
             text=True,
         )
@@ -1084,6 +1099,13 @@ def settings_from(argv: Sequence[str] | None) -> Settings:
     )
     parser.add_argument("--arms", help="comma-separated arm names to measure (direct is always in)")
     parser.add_argument(
+        "--baseline",
+        type=_checkout,
+        metavar="DIR",
+        help=f"another checkout of asgi-rotator (git worktree add DIR <commit>), measured as "
+        f"the arm {BASELINE!r} beside this one",
+    )
+    parser.add_argument(
         "--with-litellm",
         action="store_true",
         help="add LiteLLM's proxy (installed into benchmarks/.venv-litellm on first use)",
@@ -1127,8 +1149,18 @@ def settings_from(argv: Sequence[str] | None) -> Settings:
         with_portkey=args.with_portkey,
         profile=args.profile,
         arms=tuple(args.arms.split(",")) if args.arms else (),
+        baseline=args.baseline,
         out=args.out,
     )
+
+
+def _checkout(value: str) -> Path:
+    path = Path(value).resolve()
+    if not (path / "asgi_rotator").is_dir() or not (path / "benchmarks").is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{value}: not a checkout of asgi-rotator (no asgi_rotator/ and benchmarks/)"
+        )
+    return path
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -273,3 +273,45 @@ def test_open_streams_are_capped_by_the_open_file_hard_limit(
     assert run.streams_allowed(2_000) == 2_000
     monkeypatch.setattr(resource, "getrlimit", lambda _: (1024, resource.RLIM_INFINITY))
     assert run.streams_allowed(10_000) == 10_000
+
+
+def test_a_baseline_checkout_is_measured_from_its_own_code(tmp_path: Path) -> None:
+    """``--baseline DIR`` adds an arm whose processes import DIR's packages, not this
+    checkout's: before and after figures from one run."""
+    import shutil
+
+    from benchmarks.run import BASELINE, Arm, Run, arm_specs, settings_from
+
+    baseline = tmp_path / "before"
+    for package in ("asgi_rotator", "benchmarks"):
+        shutil.copytree(ROOT / package, baseline / package)
+    # The copy's in-process figures say where they came from.
+    inprocess = baseline / "benchmarks" / "inprocess.py"
+    source = inprocess.read_text()
+    marked = source.replace(
+        "print(json.dumps(run(measure(without, args.requests, canned))))",
+        'print(json.dumps({**run(measure(without, args.requests, canned)), "from_copy": 1.0}))',
+    )
+    assert marked != source
+    inprocess.write_text(marked)
+
+    out = tmp_path / "out"
+    settings = settings_from(
+        ["--quick", "--arms", "asgi-rotator", "--baseline", str(baseline), "--out", str(out)]
+    )
+    specs = arm_specs(settings)
+    assert set(specs) == {"direct", "asgi-rotator", BASELINE}
+    assert specs[BASELINE].root == str(baseline) and specs["asgi-rotator"].root == ""
+    run = Run(settings)
+    try:
+        figures: dict[str, dict[str, list[float]]] = {}
+        for name in ("asgi-rotator", BASELINE):
+            run._inprocess(Arm(name, specs[name]), 0, 20, figures)
+    finally:
+        run.workdir.cleanup()
+    assert figures[BASELINE]["from_copy"] == [1.0]
+    assert "from_copy" not in figures["asgi-rotator"]
+    assert figures[BASELINE]["plain_us_per_request"][0] > 0
+
+    with pytest.raises(SystemExit):
+        settings_from(["--baseline", str(tmp_path / "nothing-here")])
