@@ -7,6 +7,7 @@ import asyncio
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -278,8 +279,6 @@ def test_open_streams_are_capped_by_the_open_file_hard_limit(
 def test_a_baseline_checkout_is_measured_from_its_own_code(tmp_path: Path) -> None:
     """``--baseline DIR`` adds an arm whose processes import DIR's packages, not this
     checkout's: before and after figures from one run."""
-    import shutil
-
     from benchmarks.run import BASELINE, Arm, Run, arm_specs, settings_from
 
     baseline = tmp_path / "before"
@@ -315,3 +314,26 @@ def test_a_baseline_checkout_is_measured_from_its_own_code(tmp_path: Path) -> No
 
     with pytest.raises(SystemExit):
         settings_from(["--baseline", str(tmp_path / "nothing-here")])
+
+
+def test_instruction_counts_are_read_from_cachegrind_and_divided_per_request() -> None:
+    from benchmarks.instructions import parse_refs, per_unit
+
+    summary = "==20439== \n==20439== I   refs:      2,173,352,867\n"
+    assert parse_refs(summary) == 2_173_352_867
+    with pytest.raises(ValueError):
+        parse_refs("==1== no summary: the run was killed\n")
+    assert per_unit(1_000_000, 6_000_000, 500) == 10_000
+    assert per_unit(1_000_000, 5_000_000, 100, events=40) == 1_000
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_instructions_per_request_are_counted_under_valgrind() -> None:
+    from benchmarks.instructions import ROOT as BENCH_ROOT
+    from benchmarks.instructions import measure
+
+    plain = measure(BENCH_ROOT, "plain", requests=20, warm=5)
+    # A plain request through the whole stack runs Python code of every layer: hundreds of
+    # thousands of instructions, never nothing and never the interpreter's start-up.
+    assert 50_000 < plain < 5_000_000

@@ -1,0 +1,143 @@
+"""Instructions per request, counted: ``python -m benchmarks.instructions``.
+
+Timings on a shared or virtual machine swing by a quarter between runs, and many virtual
+machines expose no hardware counters.  Valgrind's cachegrind counts the instructions a
+process executes, the same from run to run within a fraction of a percent, busy machine or
+not.  Here it counts the in-process stack (``inprocess.py``: the whole stack called
+directly, its upstream client answering from fixed bytes): one run with a few requests and
+one with more, the difference divided by the extra requests, so that start-up, imports and
+the first request's caches cancel out.
+
+Hash randomisation is fixed (``PYTHONHASHSEED=0``) and bytecode is compiled before the
+runs, or the first run would count the compiler.  What still moves between two versions of
+the code is where the allocator puts things: differences under about 10,000 instructions
+per request are within that noise.  Instructions are not time (a cache miss costs more than
+an add), but for the same Python work on the same interpreter they follow it closely.
+
+``--baseline DIR`` counts another checkout beside this one (``git worktree add DIR
+<commit>``), from its own packages.
+"""
+
+from __future__ import annotations
+
+import argparse
+import compileall
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+MODES = ("plain", "same", "translated")
+
+# Run with the checkout's own packages: the stack, its canned upstream client, and the
+# request bodies of ``benchmarks.inprocess`` (present since the first in-process figures).
+_DRIVER = """
+import sys
+from benchmarks import inprocess
+from benchmarks.apps import stack_config
+from benchmarks.upstream import harvest
+from asgi_rotator.config import parse_config
+from asgi_rotator.stack import build_app
+
+mode, count = sys.argv[1], int(sys.argv[2])
+canned = harvest()  # before the loop: it runs one of its own
+
+async def main():
+    gateway = build_app(parse_config(stack_config("http://upstream.invalid"), {}), environ={})
+    client = inprocess.CannedClient(canned)
+    for provider in gateway.providers:
+        provider.client = client
+    model = "messages/bench" if mode == "translated" else "chat/bench"
+    body = inprocess._body(model, mode != "plain")
+    for _ in range(count):
+        await inprocess._call(gateway, body)
+    await gateway.aclose()
+
+try:
+    import uvloop
+    uvloop.run(main())
+except ImportError:
+    import asyncio
+    asyncio.run(main())
+"""
+
+_REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
+
+
+def parse_refs(output: str) -> int:
+    """The instructions cachegrind counted, from its summary."""
+    found = _REFS.search(output)
+    if found is None:
+        raise ValueError(f"no instruction count in valgrind's output: {output[-400:]!r}")
+    return int(found.group(1).replace(",", ""))
+
+
+def per_unit(first: int, second: int, extra_requests: int, events: int = 0) -> int:
+    """Instructions per request (``events``: per event of a stream of that many)."""
+    return round((second - first) / (extra_requests * (events or 1)))
+
+
+def count(checkout: Path, mode: str, requests: int) -> int:
+    """The instructions one run of ``requests`` requests executes, from start to exit."""
+    completed = subprocess.run(
+        [
+            "valgrind",
+            "--tool=cachegrind",
+            "--cache-sim=no",
+            "--cachegrind-out-file=/dev/null",
+            sys.executable,
+            "-c",
+            _DRIVER,
+            mode,
+            str(requests),
+        ],
+        cwd=checkout,
+        env={**os.environ, "PYTHONPATH": str(checkout), "PYTHONHASHSEED": "0"},
+        capture_output=True,
+        text=True,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"the counted run failed: {completed.stderr[-800:]}")
+    return parse_refs(completed.stderr)
+
+
+def measure(checkout: Path, mode: str, requests: int, warm: int = 100) -> int:
+    from benchmarks.upstream import EVENTS
+
+    for package in ("asgi_rotator", "benchmarks"):
+        compileall.compile_dir(checkout / package, quiet=1)
+    first = count(checkout, mode, warm)
+    second = count(checkout, mode, warm + requests)
+    return per_unit(first, second, requests, 0 if mode == "plain" else EVENTS)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.instructions")
+    parser.add_argument("--mode", choices=(*MODES, "all"), default="plain")
+    parser.add_argument("--requests", type=int, help="extra requests counted (default 500)")
+    parser.add_argument("--baseline", type=Path, help="another checkout, counted beside")
+    args = parser.parse_args(argv)
+    if shutil.which("valgrind") is None:
+        parser.error("valgrind is not installed (apt-get install valgrind)")
+    checkouts = {"asgi-rotator": ROOT}
+    if args.baseline is not None:
+        checkouts["baseline"] = args.baseline.resolve()
+    modes = MODES if args.mode == "all" else (args.mode,)
+    out: dict[str, dict[str, int]] = {}
+    for mode in modes:
+        # Streams are 40 events each: fewer of them count as many instructions.
+        requests = args.requests or (500 if mode == "plain" else 100)
+        for name, checkout in checkouts.items():
+            out.setdefault(name, {})[f"{mode}_per_{'request' if mode == 'plain' else 'event'}"] = (
+                measure(checkout, mode, requests)
+            )
+            print(f"{name:<14} {mode:<10} {out[name]}", file=sys.stderr, flush=True)
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
