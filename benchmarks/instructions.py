@@ -30,6 +30,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks.run import checkout_dir
+from benchmarks.upstream import EVENTS
+
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("plain", "same", "translated")
 
@@ -106,8 +109,6 @@ def count(checkout: Path, mode: str, requests: int) -> int:
 
 
 def measure(checkout: Path, mode: str, requests: int, warm: int = 100) -> int:
-    from benchmarks.upstream import EVENTS
-
     for package in ("asgi_rotator", "benchmarks"):
         compileall.compile_dir(checkout / package, quiet=1)
     first = count(checkout, mode, warm)
@@ -119,13 +120,15 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.instructions")
     parser.add_argument("--mode", choices=(*MODES, "all"), default="plain")
     parser.add_argument("--requests", type=int, help="extra requests counted (default 500)")
-    parser.add_argument("--baseline", type=Path, help="another checkout, counted beside")
+    parser.add_argument(
+        "--baseline", type=checkout_dir, metavar="DIR", help="another checkout, counted beside"
+    )
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None:
         parser.error("valgrind is not installed (apt-get install valgrind)")
     checkouts = {"asgi-rotator": ROOT}
     if args.baseline is not None:
-        checkouts["baseline"] = args.baseline.resolve()
+        checkouts["baseline"] = args.baseline
     modes = MODES if args.mode == "all" else (args.mode,)
     out: dict[str, dict[str, int]] = {}
     for mode in modes:

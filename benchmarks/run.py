@@ -1100,7 +1100,7 @@ def settings_from(argv: Sequence[str] | None) -> Settings:
     parser.add_argument("--arms", help="comma-separated arm names to measure (direct is always in)")
     parser.add_argument(
         "--baseline",
-        type=_checkout,
+        type=checkout_dir,
         metavar="DIR",
         help=f"another checkout of asgi-rotator (git worktree add DIR <commit>), measured as "
         f"the arm {BASELINE!r} beside this one",
@@ -1154,7 +1154,8 @@ def settings_from(argv: Sequence[str] | None) -> Settings:
     )
 
 
-def _checkout(value: str) -> Path:
+def checkout_dir(value: str) -> Path:
+    """``value`` as a checkout of asgi-rotator (for ``--baseline``), or an argparse error."""
     path = Path(value).resolve()
     if not (path / "asgi_rotator").is_dir() or not (path / "benchmarks").is_dir():
         raise argparse.ArgumentTypeError(
