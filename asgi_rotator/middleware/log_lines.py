@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable
 from random import getrandbits
 from typing import Any
 
@@ -78,7 +79,11 @@ class LogLines:
 
 class _SendWithId:
     """One request's ``send``: notes the status, and puts the request id on the start
-    (the exchange's, or one of its own when no layer below made an exchange)."""
+    (the exchange's, or one of its own when no layer below made an exchange).
+
+    Not a coroutine: it only looks at a message on its way, so it hands back the downstream
+    send's awaitable rather than awaiting it in a coroutine of its own, which every event
+    of every stream would pass through."""
 
     __slots__ = ("downstream", "header", "own_id", "scope", "status")
 
@@ -89,7 +94,7 @@ class _SendWithId:
         self.status = 0
         self.own_id: str | None = None
 
-    async def __call__(self, message: Message) -> None:
+    def __call__(self, message: Message) -> Awaitable[None]:
         if message["type"] == "http.response.start":
             self.status = message["status"]
             header = self.header
@@ -100,7 +105,7 @@ class _SendWithId:
                 else:
                     request_id = self.own_id = f"req_{getrandbits(64):016x}"
                 message["headers"] = [*message.get("headers", ()), (header, request_id.encode())]
-        await self.downstream(message)
+        return self.downstream(message)
 
 
 def _went_wrong(exchange: Exchange | None) -> bool:
