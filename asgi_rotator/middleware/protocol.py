@@ -51,6 +51,7 @@ Deliberate choices:
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from http import HTTPStatus
 from typing import Any
 
@@ -216,15 +217,23 @@ class _Responder:
         self.stream_before = exchange.stream
         self.own_stream: ClientStream | None = None
 
-    async def send(self, message: Message) -> None:
-        kind = message["type"]
-        if kind == "http.response.body" and self.held is None:  # every event of a stream
+    def send(self, message: Message) -> Awaitable[None]:
+        """The inner app's ``send``.  Not a coroutine: a body message of a response that
+        is not held (every event of a stream) only goes on, so the awaitable that sends it
+        is handed back; anything else is ``_other``'s."""
+        if message["type"] == "http.response.body" and self.held is None:
             if self.own_stream is not None:
                 self.own_stream.sent(message.get("body", b""), message.get(EVENT))
             if not message.get("more_body", False):
                 self.ended = True
-            await self._out(message)
-        elif kind == "http.response.start":
+            return self._out(message)
+        return self._other(message)
+
+    async def _other(self, message: Message) -> None:
+        """The start (held when it is a foreign error response), a held error response's
+        body, and any other message."""
+        kind = message["type"]
+        if kind == "http.response.start":
             if message["status"] >= 400 and ERROR not in message and not self.started:
                 self.held = message
                 return
