@@ -74,6 +74,8 @@ class InboundKeys:
             raise ValueError("InboundKeys: a key must not be empty or blank")
         # Compared as digests so every comparison takes the same time whatever the key.
         self._digests = [hashlib.sha256(k.encode()).digest() for k in keys]
+        # What the scope names a client by: ``fingerprint`` of its key, made once per key.
+        self._principals = [digest.hex()[:32] for digest in self._digests]
         self._open = frozenset(open_paths)
 
     async def __call__(
@@ -110,6 +112,6 @@ class InboundKeys:
                 matched = i
         if matched < 0:
             return "invalid API key"
-        scope[PRINCIPAL] = digest.hex()[:32]  # fingerprint(key), from the same hash
+        scope[PRINCIPAL] = self._principals[matched]
         scope[KEY_NAME] = self._names[matched]
         return None
