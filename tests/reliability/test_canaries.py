@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,11 @@ def captured() -> Iterator[Captured]:
     gateway_logger.setLevel(level)
 
 
+# How long a key the provider refused (401) stays out of rotation: each 401 case waits it
+# out, so the next case reaches the provider however soon the client sends it.
+AUTH_COOLDOWN = 0.01
+
+
 @pytest.fixture(scope="module")
 def gateway(
     upstream: MockUpstream,
@@ -156,7 +162,11 @@ def gateway(
             "stream": {"close_log": str(close_log)},
             # A refused or failing key would be out of rotation: every case must reach the
             # provider, which is what quotes the secrets.
-            "cooldown": {"auth_cooldown": 0.01, "max_attempts": 1, "failure_threshold": 10**6},
+            "cooldown": {
+                "auth_cooldown": AUTH_COOLDOWN,
+                "max_attempts": 1,
+                "failure_threshold": 10**6,
+            },
         },
         environ,
     )
@@ -211,6 +221,8 @@ def test_no_secret_reaches_any_output(
             seen = "\n".join([str(response.status_code), str(response.headers), response.text])
             assert _leaks(seen) == [], (case, seen)
             assert REDACTED in response.text, (case, response.text)
+            if kind == "http_401":
+                time.sleep(2 * AUTH_COOLDOWN)
     assert _leaks(recorder.dump()) == []
     assert close_log.exists() and _leaks(close_log.read_text()) == []
     assert _leaks("\n".join(captured.lines)) == []
