@@ -34,6 +34,8 @@ MAX_MODEL_NAME = 256
 _URL_SPECIAL = frozenset("?#%\\")
 # In a path template: also a segment separator and Gemini's ":method" separator.
 _PATH_SPECIAL = _URL_SPECIAL | frozenset("/:")
+# What a path segment may not be: empty ("a//b"), "." or "..".
+_REFUSED_SEGMENTS = frozenset({"", ".", ".."})
 
 
 def check_model_name(name: str, field: str = "model") -> str:
@@ -74,10 +76,9 @@ def _problem(name: str) -> str | None:
         # no invisible format characters.
         bad = next(c for c in name if not c.isprintable())
         return f"contains a non-printable character (U+{ord(bad):04X})"
-    for char in name:
-        if char in _URL_SPECIAL:
-            return f"{char!r} is not allowed in a model name"
-    for segment in name.split("/"):
-        if segment in ("", ".", ".."):
-            return "has an empty, '.' or '..' segment between slashes"
+    if not _URL_SPECIAL.isdisjoint(name):
+        char = next(c for c in name if c in _URL_SPECIAL)
+        return f"{char!r} is not allowed in a model name"
+    if not _REFUSED_SEGMENTS.isdisjoint(name.split("/")):
+        return "has an empty, '.' or '..' segment between slashes"
     return None

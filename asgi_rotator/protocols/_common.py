@@ -122,7 +122,9 @@ def reported_cost(usage: Any) -> float | None:
     ticks = usage.get("cost_in_usd_ticks")
     if isinstance(ticks, int) and not isinstance(ticks, bool) and ticks >= 0:
         return ticks / USD_TICKS
-    total = _amount(usage.get("cost"))
+    if "cost" not in usage:
+        return None  # most providers report none
+    total = _amount(usage["cost"])
     if total is None:
         return None
     details = usage.get("cost_details")

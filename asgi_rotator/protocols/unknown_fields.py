@@ -44,16 +44,15 @@ def unknown_fields(
 ) -> dict[str, Any]:
     """The fields of ``body`` not in ``known``; with ``keep_null`` also known fields sent as
     ``null``, with ``keep_empty`` also known fields sent as ``[]``."""
-    if not (keep_null or keep_empty):
-        # The usual case, for every request and response a codec parses.
-        return {k: v for k, v in body.items() if k not in known}
-    return {
-        k: v
-        for k, v in body.items()
-        if k not in known
-        or (keep_null and v is None)
-        or (keep_empty and isinstance(v, list) and not v)
-    }
+    if not (keep_null or keep_empty) and known.issuperset(body):
+        return {}  # the usual wire object: every field known
+    # A loop rather than a comprehension: a wire object has a few fields, and a
+    # comprehension is a call of its own.
+    found: dict[str, Any] = {}
+    for k, v in body.items():
+        if k not in known or (keep_null and v is None) or (keep_empty and v == []):
+            found[k] = v
+    return found
 
 
 def marks_of(extra: Mapping[str, Any], key: str) -> dict[str, Any]:

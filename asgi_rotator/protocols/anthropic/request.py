@@ -375,7 +375,7 @@ def _build_messages(messages: list[Message], same: bool) -> list[dict[str, Any]]
         out.append(wire)
     if not same:
         for wire in out:
-            if wire["role"] == "user":
+            if wire["role"] == "user" and len(wire["content"]) > 1:
                 # tool_result blocks come first in their user message ("Tool use").
                 wire["content"].sort(key=lambda b: b["type"] != "tool_result")
     return out

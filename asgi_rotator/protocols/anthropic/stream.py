@@ -71,13 +71,8 @@ class MessagesStreamDecoder(JsonStreamDecoder):
     def feed_object(self, data: dict[str, Any], event: ServerSentEvent) -> list[Event]:
         kind = data.get("type")
         out: list[Event] = []
-        if kind == "message_start":
-            self._message_start(data, out)
-        elif kind == "error":
-            self._ensure_start(out)
-            out.append(Error(error=_stream_error(data)))
-            self.done = True
-        elif kind in ("content_block_start", "content_block_delta", "content_block_stop"):
+        # Content block events first: they are most of a stream.
+        if kind in ("content_block_delta", "content_block_start", "content_block_stop"):
             if not self._started:
                 self._ensure_start(out)
             index = data.get("index")
@@ -88,6 +83,12 @@ class MessagesStreamDecoder(JsonStreamDecoder):
                     self._block_start(index, data, out)
                 else:
                     self._block_stop(index, data, out)
+        elif kind == "message_start":
+            self._message_start(data, out)
+        elif kind == "error":
+            self._ensure_start(out)
+            out.append(Error(error=_stream_error(data)))
+            self.done = True
         elif kind == "message_delta":
             delta = data.get("delta")
             if isinstance(delta, dict):

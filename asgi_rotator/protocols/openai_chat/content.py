@@ -86,7 +86,7 @@ def parse_part(part: Any, path: str, role: str) -> Text | Image | File:
             image.media_type, image.data = match.group(1), match.group(2)
         else:
             image.url = url
-        if (detail := get_field(body, "detail")) is not None:
+        if (detail := body.get("detail")) is not None:
             image.detail = expect_str(detail, f"{path}.image_url.detail")
         _mark_native(
             image.extra,
@@ -104,16 +104,16 @@ def parse_part(part: Any, path: str, role: str) -> Text | Image | File:
         return File(data=data, media_type=media, extra=extra)
     # "file": inline ``file_data`` (a data URL) or an uploaded ``file_id``.
     file = File(extra=extra)
-    if (data := get_field(body, "file_data")) is not None:
+    if (data := body.get("file_data")) is not None:
         data = expect_str(data, f"{path}.file.file_data")
         if match := _DATA_URL.fullmatch(data):
             file.media_type, file.data = match.group(1), match.group(2)
         else:
             file.data = data
             _mark_native(file.extra, "raw_data", True)
-    if (file_id := get_field(body, "file_id")) is not None:
+    if (file_id := body.get("file_id")) is not None:
         file.file_id = expect_str(file_id, f"{path}.file.file_id")
-    if (filename := get_field(body, "filename")) is not None:
+    if (filename := body.get("filename")) is not None:
         file.filename = expect_str(filename, f"{path}.file.filename")
     if file.data is None and file.file_id is None:
         raise bad_request(f"{path}.file", "needs file_data or file_id")
@@ -272,7 +272,7 @@ def parse_tool_calls(message: Mapping[str, Any], path: str, *, strict: bool) -> 
         except GatewayError:
             if strict:
                 raise
-    legacy = get_field(message, "function_call")
+    legacy = message.get("function_call")
     if legacy is not None:
         try:
             call = _parse_function_body(legacy, f"{path}.function_call", new_id("call_"), strict)
@@ -340,7 +340,7 @@ _ARRAY_FIELDS = frozenset({"tools", "functions", "stop", "tool_calls"})
 
 def get_field(body: Mapping[str, Any], key: str) -> Any:
     """A field's value, or None when it is absent, null, or an array field's empty array
-    (kept in extra)."""
+    (kept in extra).  Only an array field needs it: any other is read with ``get``."""
     value = body.get(key)
     if key in _ARRAY_FIELDS and isinstance(value, list) and not value:
         return None

@@ -118,7 +118,8 @@ def build_request(name: str, max_tokens_field: str, request: Request) -> dict[st
         if include_usage is not None:
             stream_options["include_usage"] = include_usage
         out["stream_options"] = stream_options
-    _build_tools(request, same, marks, out)
+    if request.tools or request.tool_choice is not None or request.parallel_tool_calls is not None:
+        _build_tools(request, same, marks, out)  # what it reads; most requests have none
     if request.max_tokens is not None:
         out[marks.get("max_tokens_field", max_tokens_field)] = request.max_tokens
     for key in _NUMBER_FIELDS:
@@ -202,7 +203,7 @@ class _RequestParser:
     def parse(self, body: Any, *, model: str | None, stream: bool | None) -> Request:
         body = expect_dict(body, "")
         marks: dict[str, Any] = {}
-        model_name = get_field(body, "model")
+        model_name = body.get("model")
         if model_name is None:
             if model is None:
                 raise bad_request("model", "is required")
@@ -217,11 +218,11 @@ class _RequestParser:
         request = Request(model=model_name, messages=messages, system=system, origin=self.origin)
         if stream is not None:
             request.stream = stream
-        elif "stream" in body and (value := get_field(body, "stream")) is not None:
+        elif "stream" in body and (value := body["stream"]) is not None:
             request.stream = expect_bool(value, "stream")
             if value is False:
                 marks["stream"] = False
-        if "stream_options" in body and (options := get_field(body, "stream_options")) is not None:
+        if "stream_options" in body and (options := body["stream_options"]) is not None:
             options = dict(expect_dict(options, "stream_options"))
             if (include := options.pop("include_usage", None)) is not None:
                 request.include_usage = expect_bool(include, "stream_options.include_usage")
@@ -229,19 +230,16 @@ class _RequestParser:
         if not body.keys().isdisjoint(_TOOLING_FIELDS):
             self._tools(body, request, marks)
         self._sampling(body, request, marks)
-        if (
-            "reasoning_effort" in body
-            and (effort := get_field(body, "reasoning_effort")) is not None
-        ):
+        if "reasoning_effort" in body and (effort := body["reasoning_effort"]) is not None:
             effort = expect_str(effort, "reasoning_effort")
             request.reasoning = ReasoningConfig(
                 effort=effort, enabled=False if effort == "none" else None
             )
-        if "response_format" in body and (fmt := get_field(body, "response_format")) is not None:
+        if "response_format" in body and (fmt := body["response_format"]) is not None:
             request.output = _parse_response_format(fmt, marks)
-        if "metadata" in body and (metadata := get_field(body, "metadata")) is not None:
+        if "metadata" in body and (metadata := body["metadata"]) is not None:
             request.metadata = expect_dict(metadata, "metadata")
-        if "user" in body and (user := get_field(body, "user")) is not None:
+        if "user" in body and (user := body["user"]) is not None:
             request.user = expect_str(user, "user")
         extra = unknown_fields(body, _REQUEST_FIELDS, keep_null=True, keep_empty=True)
         # OpenRouter's opt-in for the cost in the usage object.  Answered by the gateway and
@@ -250,7 +248,7 @@ class _RequestParser:
         if isinstance(usage_option, dict) and set(usage_option) == {"include"}:
             request.include_cost = expect_bool(usage_option["include"], "usage.include")
             del extra["usage"]
-        if "function_call" in body and get_field(body, "tool_choice") is not None:
+        if "function_call" in body and body.get("tool_choice") is not None:
             extra["function_call"] = body["function_call"]  # both given: tool_choice rules
         if "max_tokens" in body and "max_completion_tokens" in body:
             extra["max_tokens"] = body["max_tokens"]  # both given: the newer one is the value
@@ -261,14 +259,15 @@ class _RequestParser:
 
     def _sampling(self, body: dict[str, Any], request: Request, marks: dict[str, Any]) -> None:
         for key in ("max_completion_tokens", "max_tokens"):
-            if key in body and (value := get_field(body, key)) is not None:
+            if key in body and (value := body[key]) is not None:
                 request.max_tokens = expect_int(value, key, minimum=1)
                 marks["max_tokens_field"] = key
                 break
-        for key in _NUMBER_FIELDS:
-            if key in body and (value := get_field(body, key)) is not None:
-                setattr(request, key, expect_number(value, key))
-        if "seed" in body and (seed := get_field(body, "seed")) is not None:
+        if not body.keys().isdisjoint(_NUMBER_FIELDS):  # most requests set none of them
+            for key in _NUMBER_FIELDS:
+                if key in body and (value := body[key]) is not None:
+                    setattr(request, key, expect_number(value, key))
+        if "seed" in body and (seed := body["seed"]) is not None:
             request.seed = expect_int(seed, "seed")
         stop = get_field(body, "stop") if "stop" in body else None
         if isinstance(stop, str):
@@ -289,11 +288,11 @@ class _RequestParser:
             tools.append(tool)
         if tools:
             request.tools = tools
-        if (parallel := get_field(body, "parallel_tool_calls")) is not None:
+        if (parallel := body.get("parallel_tool_calls")) is not None:
             request.parallel_tool_calls = expect_bool(parallel, "parallel_tool_calls")
         key = "tool_choice"
-        raw_choice = get_field(body, key)
-        if raw_choice is None and get_field(body, "function_call") is not None:
+        raw_choice = body.get(key)
+        if raw_choice is None and body.get("function_call") is not None:
             key = "function_call"
             raw_choice = body[key]
             marks["legacy_choice"] = True
@@ -322,7 +321,7 @@ class _RequestParser:
             if role in ("system", "developer") and not messages:
                 texts, form = self._content(raw, role, path)
                 desc: dict[str, Any] = {"role": role, "n": len(texts), **form}
-                if "name" in raw and (name := get_field(raw, "name")) is not None:
+                if "name" in raw and (name := raw["name"]) is not None:
                     desc["name"] = expect_str(name, f"{path}.name")
                 if extra := unknown_fields(
                     raw, _NAMED_MESSAGE_FIELDS, keep_null=True, keep_empty=True
@@ -355,7 +354,7 @@ class _RequestParser:
             content=parts,
             extra=unknown_fields(raw, known, keep_null=True, keep_empty=True),
         )
-        if "name" in raw and (name := get_field(raw, "name")) is not None:
+        if "name" in raw and (name := raw["name"]) is not None:
             message.name = expect_str(name, f"{path}.name")
         if marks:
             message.extra[MARK] = marks
@@ -442,11 +441,11 @@ def _parse_function(raw: Any, path: str) -> Tool:
         name=expect_str(raw.get("name"), f"{path}.name"),
         extra=unknown_fields(raw, _FUNCTION_FIELDS, keep_null=True, keep_empty=True),
     )
-    if (description := get_field(raw, "description")) is not None:
+    if (description := raw.get("description")) is not None:
         tool.description = expect_str(description, f"{path}.description")
-    if (parameters := get_field(raw, "parameters")) is not None:
+    if (parameters := raw.get("parameters")) is not None:
         tool.parameters = expect_dict(parameters, f"{path}.parameters")
-    if (strict := get_field(raw, "strict")) is not None:
+    if (strict := raw.get("strict")) is not None:
         tool.strict = expect_bool(strict, f"{path}.strict")
     return tool
 
@@ -481,11 +480,11 @@ def _parse_response_format(raw: Any, marks: dict[str, Any]) -> OutputFormat:
         raise bad_request("response_format.type", f"unknown response format {kind!r}")
     spec = expect_dict(raw.get("json_schema"), "response_format.json_schema")
     output = OutputFormat(name=expect_str(spec.get("name"), "response_format.json_schema.name"))
-    if (schema := get_field(spec, "schema")) is not None:
+    if (schema := spec.get("schema")) is not None:
         output.schema = expect_dict(schema, "response_format.json_schema.schema")
-    if (strict := get_field(spec, "strict")) is not None:
+    if (strict := spec.get("strict")) is not None:
         output.strict = expect_bool(strict, "response_format.json_schema.strict")
-    if (description := get_field(spec, "description")) is not None:
+    if (description := spec.get("description")) is not None:
         output.description = expect_str(description, "response_format.json_schema.description")
     if extra := unknown_fields(spec, _JSON_SCHEMA_FIELDS, keep_null=True, keep_empty=True):
         marks["json_schema"] = extra
@@ -534,7 +533,7 @@ class _RequestBuilder:
         out = self._system(request.system, marks.get("system"))
         for i, message in enumerate(request.messages):
             if message.role != "assistant":
-                out.extend(self._user_or_tool(message, f"messages[{i}]"))
+                out.extend(self._user_or_tool(message, i))
                 continue
             marks = marks_of(message.extra, MARK) if self.same else {}
             wire = build_assistant(message.content, self.origin, self.same, marks)
@@ -567,17 +566,22 @@ class _RequestBuilder:
             out.append(with_extra(message, desc.get("extra", {}), self.same))
         return out
 
-    def _user_or_tool(self, message: Message, path: str) -> list[dict[str, Any]]:
+    def _user_or_tool(self, message: Message, index: int) -> list[dict[str, Any]]:
         """Each tool result is its own ``tool`` message; the other parts make a user message
-        after them (an Anthropic user turn can hold both)."""
+        after them (an Anthropic user turn can hold both).  ``index``: the message's place in
+        ``request.messages``, for an error naming a part."""
         marks = marks_of(message.extra, MARK) if self.same else {}
         results: list[ToolResult] = []
         rest: list[Text | Image | File] = []
+        texts_only = True
         for p in message.content:
-            if isinstance(p, ToolResult):
-                results.append(p)
-            elif isinstance(p, (Text, Image, File)):
+            if isinstance(p, Text):
                 rest.append(p)
+            elif isinstance(p, ToolResult):
+                results.append(p)
+            elif isinstance(p, (Image, File)):
+                rest.append(p)
+                texts_only = False
         out: list[dict[str, Any]] = []
         for result in results:
             # Chat tool messages carry text only: images and files in a result are dropped.
@@ -593,13 +597,12 @@ class _RequestBuilder:
             user: dict[str, Any] = {"role": marks.get("role", "user")}
             string = marks.get("content") == "string"
             if rest or string or not self.same:
-                texts_only = all(isinstance(p, Text) for p in rest)
                 if texts_only and (string or (not self.same and len(rest) <= 1)):
                     # A string, as sent (or as is usual): the parts need no building.
                     user["content"] = "".join([p.text for p in rest])  # type: ignore[union-attr]
                 else:
                     user["content"] = [
-                        self._part(p, f"{path}.content[{j}]") for j, p in enumerate(rest)
+                        self._part(p, f"messages[{index}].content[{j}]") for j, p in enumerate(rest)
                     ]
             if message.name is not None:
                 user["name"] = message.name

@@ -127,19 +127,22 @@ class ChatStreamDecoder(JsonStreamDecoder):
     def _choice(self, choice: dict[str, Any], out: list[Event]) -> None:
         delta = choice.get("delta")
         delta = delta if isinstance(delta, dict) else {}
-        for key in REASONING_FIELDS:
-            if (text := delta.get(key)) and isinstance(text, str):
-                out.append(ReasoningDelta(index=self._open("reasoning", out), text=text))
-                break  # vLLM repeats the same text under both names
+        # Most deltas carry text alone: reasoning and tool calls are read where they are.
+        if "reasoning_content" in delta or "reasoning" in delta:
+            for key in REASONING_FIELDS:
+                if (text := delta.get(key)) and isinstance(text, str):
+                    out.append(ReasoningDelta(index=self._open("reasoning", out), text=text))
+                    break  # vLLM repeats the same text under both names
         for key in ("content", "refusal"):
             if (text := delta.get(key)) and isinstance(text, str):
                 out.append(TextDelta(index=self._open("text", out), text=text))
-        tool_calls = delta.get("tool_calls")
-        for call in tool_calls if isinstance(tool_calls, list) else ():
-            if isinstance(call, dict):
-                self._tool_delta(call.get("index"), call, call.get("function"), out)
-        if isinstance(legacy := delta.get("function_call"), dict):
-            self._tool_delta("function_call", {}, legacy, out)
+        if "tool_calls" in delta or "function_call" in delta:
+            tool_calls = delta.get("tool_calls")
+            for call in tool_calls if isinstance(tool_calls, list) else ():
+                if isinstance(call, dict):
+                    self._tool_delta(call.get("index"), call, call.get("function"), out)
+            if isinstance(legacy := delta.get("function_call"), dict):
+                self._tool_delta("function_call", {}, legacy, out)
         reason = choice.get("finish_reason")
         if reason and isinstance(reason, str):
             self._close_block(out)
