@@ -144,7 +144,7 @@ class StreamClose(Struct, kw_only=True):
     cost: float | None = None
 
 
-class CurrentAttempt:
+class CurrentAttempt(Struct, eq=False):
     """The attempt in progress (after the request: the last one): where it goes, with which
     key, in which upstream protocol, the hooks on it, how its stream closed, its error.
 
@@ -153,46 +153,36 @@ class CurrentAttempt:
     field by hand; the exchange starts with one for a request no routing layer handles,
     and a refusal before any routing is noted on it.  ``Attempt`` is the other thing: the
     record of one upstream call, kept in ``Exchange.attempts``.
+
+    A ``Struct`` like the records beside it: one is made for every call of the layers below
+    a routing layer, and a ``Struct`` is made without running Python code.  Compared by
+    identity (``eq=False``): two attempts are never the same because their fields match.
     """
 
-    __slots__ = (
-        "close_record",
-        "credential",
-        "error",
-        "observe",
-        "shape",
-        "target",
-        "upstream_protocol",
-    )
-
-    def __init__(
-        self,
-        target: Target | None = None,
-        credential: Credential | None = None,
-        *,
-        shape: Shape | None = None,
-        observe: Observe | None = None,
-    ) -> None:
-        self.target = target  # None: the layers below choose (dispatch: the model's first)
-        self.credential = credential  # None: the layers below choose
-        self.upstream_protocol: str | None = None  # negotiated per provider by dispatch
-        # Set by a layer above dispatch (FieldCache): ``shape(body, protocol)`` changes the
-        # provider-native body dispatch built, for fields the unified request has no place
-        # for (OpenAI Responses ``include``).  None: nothing to change.
-        self.shape = shape
-        # Likewise: ``observe(data)`` sees the provider-native answer, the decoded body of
-        # a plain response or each stream event's ``data`` text, before it is translated.
-        # None: nobody is looking.
-        self.observe = observe
-        self.close_record: StreamClose | None = None  # StreamGuard's, when it ran
-        # Why the attempt failed, or why the request did (a refusal before any attempt, or
-        # the routing layers' final answer): what the request log and the span report.
-        self.error: GatewayError | None = None
+    # None: the layers below choose (dispatch: the model's first target).
+    target: Target | None = None
+    # None: the layers below choose.
+    credential: Credential | None = None
+    # Set by a layer above dispatch (FieldCache): ``shape(body, protocol)`` changes the
+    # provider-native body dispatch built, for fields the unified request has no place for
+    # (OpenAI Responses ``include``).  None: nothing to change.
+    shape: Shape | None = None
+    # Likewise: ``observe(data)`` sees the provider-native answer, the decoded body of a
+    # plain response or each stream event's ``data`` text, before it is translated.  None:
+    # nobody is looking.
+    observe: Observe | None = None
+    # Negotiated per provider by dispatch.
+    upstream_protocol: str | None = None
+    # StreamGuard's, when it ran.
+    close_record: StreamClose | None = None
+    # Why the attempt failed, or why the request did (a refusal before any attempt, or the
+    # routing layers' final answer): what the request log and the span report.
+    error: GatewayError | None = None
 
     def fresh(self, target: Target | None, credential: Credential | None = None) -> CurrentAttempt:
         """The next attempt, on ``target`` with ``credential``: nothing of this one but its
         hooks, which a layer above the routing layer set for every attempt below it."""
-        return CurrentAttempt(target, credential, shape=self.shape, observe=self.observe)
+        return CurrentAttempt(target, credential, self.shape, self.observe)
 
     def close(self) -> None:
         """The attempt's call has returned: let go of its hooks.  They are of no more use,
@@ -291,7 +281,7 @@ class Exchange:
 
     def replay(self) -> Receive:
         """A ``receive`` that gives the body once, then passes through (disconnects)."""
-        return _Replay(self)
+        return _Replay(self, self._receive)
 
     def detach(self) -> None:
         """Let go of the request once it is answered: ``scope`` becomes a copy without this
@@ -323,16 +313,14 @@ class Exchange:
         return f"<Exchange {self.request_id} {self.protocol} model={self.model!r}>"
 
 
-class _Replay:
+class _Replay(Struct, eq=False):
     """``Exchange.replay``: an object rather than a closure, which would be a function, three
-    cells and a tuple for each routing layer of every request."""
+    cells and a tuple for each routing layer of every request; a ``Struct``, made without
+    running Python code, as one is made for every attempt of every layer that replays."""
 
-    __slots__ = ("body_sent", "exchange", "receive")
-
-    def __init__(self, exchange: Exchange) -> None:
-        self.exchange = exchange
-        self.receive = exchange._receive
-        self.body_sent = False
+    exchange: Exchange
+    receive: Receive | None
+    body_sent: bool = False
 
     async def __call__(self) -> Message:
         if not self.body_sent:

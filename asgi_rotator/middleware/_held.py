@@ -12,7 +12,8 @@ first; then nothing was sent and the caller may try again.
 A caller that changes the response start (the routing layers write the attempt count) says
 so with ``on_start``, applied to the start when it goes out, at commit or release: the start
 is always held, so no send wrapper is needed.  Once committed, the hold has nothing left to
-decide and passes every later message straight on.
+decide and passes every later message straight on: ``send`` returns the downstream's own
+awaitable.
 
 Given the request's ``exchange``, the hold lets go of the request's bytes at commit: no
 attempt starts after it, and only an attempt's inner app reads them, while a stream may wait
@@ -21,7 +22,9 @@ for minutes with a whole conversation in them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+
+from msgspec import Struct, field
 
 from .._types import App, Message, Receive, Scope, Send
 from ..errors import GatewayError, classify
@@ -39,41 +42,34 @@ class Abandon(Exception):
     caller that runs the app itself rather than through ``run_held`` catches it."""
 
 
-class Held:
+class Held(Struct, eq=False):
     """The outcome of one attempt: ``committed`` (it went out), or ``error`` and the
     messages that were held back (an error response, or a stream's prelude).
 
     ``send`` (a bound method) is what the inner app is given; ``downstream`` is where the
-    held messages go at commit, the start through ``on_start`` if given."""
+    held messages go at commit, the start through ``on_start`` if given.
 
-    __slots__ = (
-        "committed",
-        "downstream",
-        "error",
-        "exchange",
-        "messages",
-        "on_start",
-        "status",
-    )
+    A ``Struct`` (compared by identity) rather than a class with an ``__init__``: one is
+    made for every attempt of every routing layer, and a ``Struct`` is made without running
+    Python code."""
 
-    def __init__(
-        self,
-        downstream: Send,
-        on_start: Callable[[Message], Message] | None = None,
-        exchange: Exchange | None = None,
-    ) -> None:
-        self.downstream = downstream
-        self.on_start = on_start
-        self.exchange = exchange
-        self.committed = False
-        self.error: GatewayError | None = None
-        self.messages: list[Message] = []
-        self.status: int | None = None
+    downstream: Send
+    on_start: Callable[[Message], Message] | None = None
+    exchange: Exchange | None = None
+    committed: bool = False
+    error: GatewayError | None = None
+    messages: list[Message] = field(default_factory=list)
+    status: int | None = None
 
-    async def send(self, message: Message) -> None:
+    def send(self, message: Message) -> Awaitable[None]:
         if self.committed:
-            await self.downstream(message)
-            return
+            # Nothing left to decide: the message goes on, the downstream's own awaitable
+            # returned as it is, so a long stream costs the hold no coroutine per event.
+            return self.downstream(message)
+        return self._judge(message)
+
+    async def _judge(self, message: Message) -> None:
+        """Hold ``message``, or commit with it, or fail the attempt."""
         kind = message["type"]
         if kind == "http.response.start":
             status = self.status = message["status"]
@@ -106,6 +102,11 @@ class Held:
             self.exchange.body = b""
             self.exchange = None
         await self.downstream(message)
+
+    def __repr__(self) -> str:
+        # Never the held messages: a provider's error body may echo part of a key back.
+        kind = self.error.kind if self.error is not None else None
+        return f"<Held committed={self.committed} status={self.status} error={kind!r}>"
 
     async def release(self, send: Send) -> None:
         """Send the held error response as it was (for a final, non-retried failure).

@@ -68,7 +68,7 @@ from ..providers import Provider, Providers, Target
 from ..redaction import redacting_logger
 from ..state import MemoryStore, StateStore, namespaced
 from .cooldown_keys import Pool, ScopeState, model_in_key
-from .routing import AttemptRunner, Held, failover, routed_exchange, target_request
+from .routing import AttemptRunner, Held, failover, parsed_exchange, routed_exchange, target_request
 
 __all__ = [
     "BUDGET_KEY",
@@ -203,7 +203,7 @@ class CooldownRetry:
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        exchange = await routed_exchange(self.app, scope, receive, send)
+        exchange = parsed_exchange(scope) or await routed_exchange(self.app, scope, receive, send)
         if exchange is None:
             return  # not a generation request (passed on as it came), or a bad one (answered)
         attempts = AttemptRunner(self, scope, exchange, send)
@@ -220,9 +220,6 @@ class CooldownRetry:
         if pool is None or pool.provider is not target.provider:
             pool = self._make_pool(target.provider)
         model = target.model
-        # The error kinds for which the fallback layer above has another target to try now:
-        # on those this layer neither waits nor retries a key that just failed.
-        hand_over = failover(scope)
         deadline: float = scope.setdefault(BUDGET_KEY, self._clock() + self.retry_budget)
         tried: tuple[int, ...] = ()  # the keys that failed in this request (few)
         count = waits = 0
@@ -247,7 +244,9 @@ class CooldownRetry:
                     count >= self.max_attempts
                     or waits >= self.max_attempts  # keys re-cooled while we waited
                     or wait > min(self.max_wait, deadline - now)
-                    or (not fresh and _failing(held, blocked) in hand_over)
+                    # The fallback layer above has another target to try now for this
+                    # kind (``failover``): neither wait nor retry a key that just failed.
+                    or (not fresh and _failing(held, blocked) in failover(scope))
                 ):
                     await self._give_up(attempts, target, pool, held, state, now, available)
                     return
@@ -272,8 +271,7 @@ class CooldownRetry:
             held = await attempts.run(scope, target, credential)
             count += 1
             error = held.error
-            if held.committed or error is None:
-                await attempts.answered(held)
+            if error is None:
                 if not state.quiet:
                     await self._succeeded(index, state)
                 return

@@ -57,6 +57,7 @@ from .routing import (
     AttemptRunner,
     Held,
     TargetParams,
+    parsed_exchange,
     routed_exchange,
 )
 
@@ -166,7 +167,7 @@ class FallbackRouter:
         return steps
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        exchange = await routed_exchange(self.app, scope, receive, send)
+        exchange = parsed_exchange(scope) or await routed_exchange(self.app, scope, receive, send)
         if exchange is None:
             return  # not a generation request (passed on as it came), or a bad one (answered)
         original = exchange.request
@@ -188,17 +189,14 @@ class FallbackRouter:
         while position < len(steps):
             step = steps[position]
             position += 1
-            target = step.target
-            attempts.open(target, step.request(original))
             # While another target follows, the layers below fail over rather than wait.
             scope[FAILOVER_KEY] = self.fallback_on if position < len(steps) else NO_FAILOVER
             before = len(exchange.attempts)
-            held = await attempts.run(scope, target)
+            held = await attempts.run(scope, step.target, request=step.request(original))
             error = held.error
-            if held.committed or error is None:
+            if error is None:
                 if exchange.recording:
                     exchange.record("fallback.attempt", target=step.name, outcome="answered")
-                await attempts.answered(held)
                 return
             outcomes += (_Outcome(step.name, error),)
             exchange.record(

@@ -1,15 +1,17 @@
 """What the two routing layers, ``FallbackRouter`` and ``CooldownRetry``, share.
 
 * ``routed_exchange``: the exchange with its unified request, made here when no layer above
-  made it, so that each routing layer works alone around any app.
+  made it, so that each routing layer works alone around any app (``parsed_exchange``: the
+  usual case, a layer above made it).
 * ``AttemptRunner``: one layer's attempts for one request.  ``open`` moves the attempts to
-  a target with its request; ``run`` is one attempt there: it opens a fresh
-  ``exchange.current`` (``open_attempt``) with its target and credential, calls the inner
-  app held (``Held``) until the attempt commits or fails, and closes it: a failure is noted
-  on it, and an attempt a foreign app made without recording it is recorded.  The response
-  start goes out with the attempt count (``x-rotator-attempts``) when the layer is the
-  outermost router.  ``answer`` and
-  ``fail`` are how a layer ends without a committed attempt.
+  a target with its request; ``run`` is one attempt there (and moves to a target itself
+  when given the request): it opens a fresh ``exchange.current`` with its target and
+  credential, calls the inner app held (``Held``) until the attempt commits or fails, and
+  closes it: a failure is noted on it, an attempt a foreign app made without recording it
+  is recorded, and a response that neither failed nor committed goes out as it was.  The
+  response start goes out with the attempt count (``x-rotator-attempts``) when the layer
+  is the outermost router.  ``answer`` and ``fail`` are how a layer ends without a
+  committed attempt.
 * ``TargetParams`` / ``target_request``: a target's ``params`` applied to a copy of the
   request.
 * ``FAILOVER_KEY``: how the fallback layer tells the layers below, per target, for which
@@ -47,6 +49,7 @@ __all__ = [
     "TargetParams",
     "failover",
     "open_attempt",
+    "parsed_exchange",
     "routed_exchange",
     "run_held",
     "send_counted_error",
@@ -74,6 +77,16 @@ def failover(scope: Scope) -> frozenset[str]:
     """The error kinds for which a routing layer above will try another target now."""
     kinds: frozenset[str] = scope.get(FAILOVER_KEY, NO_FAILOVER)
     return kinds
+
+
+def parsed_exchange(scope: Scope) -> Exchange | None:
+    """The exchange, when a layer above made it and parsed the request: where a routing
+    layer usually sits (under ``ProtocolNegotiation``), nothing to read or answer, and no
+    coroutine for it.  ``None``: ask ``routed_exchange``."""
+    exchange: Exchange | None = scope.get(SCOPE_KEY)
+    if exchange is not None and exchange.request is not None and scope["type"] == "http":
+        return exchange
+    return None
 
 
 async def routed_exchange(app: App, scope: Scope, receive: Receive, send: Send) -> Exchange | None:
@@ -136,13 +149,24 @@ class AttemptRunner:
         open_attempt(self.exchange, self.entered, target, request)
 
     async def run(
-        self, scope: Scope, target: Target | None, credential: Credential | None = None
+        self,
+        scope: Scope,
+        target: Target | None,
+        credential: Credential | None = None,
+        *,
+        request: Request | None = None,
     ) -> Held:
         """One attempt on ``target`` with ``credential`` (``None``: the layers below
         choose): a fresh ``exchange.current``, and the inner app called once, held until
         it commits (``Held.committed``) or fails (``Held.error``, nothing sent to the
-        client, and the error on the attempt)."""
+        client, and the error on the attempt).  An attempt that ended without failing or
+        committing (a response with no content) has gone out as it was when this returns.
+
+        ``request``, when given, moves the attempts to ``target`` with it, as ``open``
+        does, in the same step: the attempt this opens is the target's first."""
         exchange = self.exchange
+        if request is not None:
+            exchange.request = request
         # Fresh, so the previous attempt's failure is not this one's: a retry that succeeds
         # leaves no error for the request log and the request span to report.
         current = exchange.current = self.entered.fresh(target, credential)
@@ -154,17 +178,14 @@ class AttemptRunner:
             pass
         finally:
             current.close()
-        if held.error is not None and not held.committed:
+        if len(exchange.attempts) == before:
+            _note_foreign_attempt(exchange, before, target, current.credential, held)
+        if held.error is not None:
             # On the attempt now current: a routing layer below opened attempts of its own.
             exchange.current.error = held.error
-        _note_foreign_attempt(exchange, before, target, current.credential, held)
-        return held
-
-    async def answered(self, held: Held) -> None:
-        """The end of an attempt that did not fail: what it sent, if still held (a response
-        with no content that would have committed it), goes out as it was."""
-        if not held.committed:
+        elif not held.committed:
             await held.release(self.send)
+        return held
 
     async def answer(self, held: Held, error: GatewayError) -> None:
         """The failed attempt's own error response, as the inner app sent it (or rendered,
@@ -245,7 +266,10 @@ def target_request(request: Request, target: Target) -> Request:
 
 
 def _with_header(message: Message, name: bytes, value: bytes) -> Message:
-    headers = [header for header in message.get("headers", ()) if header[0].lower() != name]
+    headers = []
+    for header in message.get("headers", ()):
+        if header[0].lower() != name:
+            headers.append(header)
     headers.append((name, value))
     return {**message, "headers": headers}
 
@@ -258,9 +282,8 @@ def _note_foreign_attempt(
     held: Held,
 ) -> None:
     """Record an attempt the inner app did not record itself (a foreign app), so the count
-    and the history stay right whatever sits below."""
-    if len(exchange.attempts) != before:
-        return
+    and the history stay right whatever sits below; called when the inner app recorded
+    none."""
     if held.committed:
         pass  # dispatch records its attempt before it sends anything: this app does not
     elif not held.messages or ERROR in held.messages[0]:

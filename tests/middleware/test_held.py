@@ -151,3 +151,11 @@ async def test_on_start_applies_to_a_released_error_response() -> None:
     held.on_start = lambda message: {**message, "status": 499}
     await held.release(collect)
     assert [m.get("status") for m in released] == [499, None]
+
+
+async def test_the_repr_of_a_hold_never_shows_the_held_response() -> None:
+    # A provider's error body may echo part of the key it refused.
+    error_body = b'{"error": {"message": "Incorrect API key provided: sk-live-abc123"}}'
+    held, _ = await run(app_sending(start(401), body(error_body, more=False)))
+    assert held.error is not None and held.messages
+    assert "sk-live" not in repr(held) and "401" in repr(held)
