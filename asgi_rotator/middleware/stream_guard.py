@@ -28,14 +28,15 @@ Deliberate choices:
   translated stream, upstream events with nothing to show in the client's protocol (an
   Anthropic ``ping``, the Responses ``*.done`` events) make no message, so they do not
   count as signs of life.  A total timeout closes as ``total_timeout``.  Each message only
-  moves a float; one loop timer (``call_at``) checks it when it fires and re-arms itself
-  when the deadline has moved on, so a stream of thousands of events costs no timer work
-  per event (an anyio deadline re-schedules its timer on every change).  A send only notes
-  when it began and marks the deadline as "sending"; the timer works out the send's
-  deadline when it fires.  That deadline is the one that can come sooner than
-  the timer is armed for, so the timer is never armed further than ``send_timeout`` past
-  the last write, and a send that started after that ends after the timer fires: a busy
-  stream still re-arms at most once per ``send_timeout``.
+  notes when its send began and when it ended; one loop timer (``call_at``) works out the
+  deadline that makes when it fires and re-arms itself when the deadline has moved on, so
+  a stream of thousands of events costs no timer work per event (an anyio deadline
+  re-schedules its timer on every change).  From one message to the next the deadlines
+  only move later, but a send's can come sooner than the timer is armed for, so the timer
+  is never armed further than ``send_timeout`` past the last write, and a send that
+  started after that ends after the timer fires: a busy stream still re-arms at most once
+  per ``send_timeout``.  (Only the first message can bring the wait's deadline sooner, when
+  ``stall_timeout`` is below ``ttfb_timeout``; the timer is re-armed for it then.)
 * ``http.response.start`` is held until the first body message, so "before commit" means
   nothing has left this layer: a timeout then ends the inner app and answers with the
   client protocol's error response (``answer.send_error``, status 504, ERROR twin), which
@@ -136,10 +137,6 @@ _LIMIT_KEYS = (
     "send_timeout",
     "heartbeat_interval",
 )
-# The deadline while a message is being sent: the send's own deadline (``send_began`` plus
-# send_timeout, or the total deadline if sooner) is worked out by the timer when it fires,
-# so a send moves nothing but the time it began.
-_SENDING = -math.inf
 # How long the closing writes after a timeout (in-band error, end of body) may wait for the
 # client when ``send_timeout`` is off: a limit that fired must not then wait forever.
 _CLOSING_WRITE = 10.0
@@ -325,19 +322,20 @@ class _Deadline:
     next, ``send_timeout`` while the client takes one, ``total_timeout`` over all.  The same
     timer tells the heartbeat check when it is due.
 
-    Each message only moves ``at``; the timer works out what is due when it fires, and
+    A message only notes when the send or the wait began (``began``) and which it is
+    (``in_send``); the timer works out which deadline that makes when it fires, and
     re-arms itself when the deadline has moved on.  ``on_expired`` gets the kind of the
     deadline that passed (``ttfb``, ``stall``, ``send`` or ``total``)."""
 
     __slots__ = (
-        "at",
+        "began",
         "check_at",
         "clock",
+        "in_send",
         "kind",
         "loop",
         "on_check",
         "on_expired",
-        "send_began",
         "send_limit",
         "stall",
         "timer",
@@ -351,11 +349,12 @@ class _Deadline:
         self,
         limits: Limits,
         now: float,
+        loop: asyncio.AbstractEventLoop,
         on_expired: Callable[[str], None],
         on_check: Callable[[], None],
     ) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.clock = self.loop.time
+        self.loop = loop
+        self.clock = loop.time
         # inf when off: ``now + inf`` is a deadline that never comes, with no test for None.
         self.stall = _or_inf(limits.stall_timeout)
         self.send_limit = _or_inf(limits.send_timeout)
@@ -365,33 +364,34 @@ class _Deadline:
         self.wait_kind = "ttfb"
         self.on_expired: Callable[[str], None] | None = on_expired
         self.on_check: Callable[[], None] | None = on_check
-        self.at = math.inf  # or _SENDING, while the client takes a message (``send_began``)
-        self.kind = "ttfb"
-        self.send_began = now
+        self.began = now  # of the wait for the next body message, or of its send
+        self.in_send = False  # the client is taking a message
+        self.kind = "ttfb"  # of the deadline last worked out
         self.check_at = math.inf  # when the heartbeat check is due (inf: not asked for)
         self.timer: asyncio.TimerHandle | None = None
         self.timer_at = math.inf
 
+    def start(self) -> None:
+        """The call began: the timer armed for its first deadline."""
+        self._rearm(self.began)
+
     def waiting(self, now: float) -> None:
-        """From ``now`` the next body message is awaited (the call began, or a message went
-        out): the first within ``ttfb_timeout``, every later one within ``stall_timeout``."""
-        at, kind = now + self.wait_limit, self.wait_kind
-        if self.total <= at:
-            at, kind = self.total, "total"
-        self.at, self.kind = at, kind
-        # Never further than one send_timeout ahead: the next send's deadline is later than
-        # that, so the timer sees it without being re-armed for it (see the module docstring).
-        soon = now + self.send_limit
-        if soon < at:
-            at = soon
-        if at < self.timer_at:
-            self._arm(at)
+        """From ``now`` the next body message is awaited (a message went out): the first
+        within ``ttfb_timeout``, every later one within ``stall_timeout``."""
+        self.began = now
+        self.in_send = False
+        # The timer is armed no later than this wait's deadline already, unless the wait's
+        # limit just shrank (stall_timeout below ttfb_timeout, after the first message):
+        # deadlines only move later from one message to the next, and the timer is never
+        # armed further than one send_timeout past a write.
+        if now + self.wait_limit < self.timer_at:
+            self._rearm(now)
 
     def sending(self, now: float) -> None:
         """A body message is handed to the client from ``now``: the stall clock stops and the
         send clock runs; the total deadline stays.  The timer works out which comes first."""
-        self.at = _SENDING
-        self.send_began = now
+        self.began = now
+        self.in_send = True
         self.wait_limit, self.wait_kind = self.stall, "stall"  # the first one came
 
     def check(self, at: float) -> None:
@@ -409,9 +409,29 @@ class _Deadline:
             self.timer = None
         self.on_expired = self.on_check = None
 
+    def _due(self) -> float:
+        """The deadline now in force, its kind noted in ``kind``."""
+        if self.in_send:
+            at, kind = self.began + self.send_limit, "send"
+        else:
+            at, kind = self.began + self.wait_limit, self.wait_kind
+        if self.total <= at:
+            at, kind = self.total, "total"
+        self.kind = kind
+        return at
+
+    def _rearm(self, now: float) -> None:
+        """Arm the timer for the deadline in force or the heartbeat check, whichever comes
+        first, and never further than one send_timeout ahead: a send that begins later has
+        a later deadline, so the timer sees it without being re-armed for it (see the module
+        docstring).  A time later than the timer is armed for leaves it alone: it re-arms
+        itself when it fires."""
+        at = min(self._due(), self.check_at, now + self.send_limit)
+        if at < self.timer_at:  # not inf: something to wait for
+            self._arm(at)
+
     def _arm(self, at: float) -> None:
-        """Re-arm the timer for ``at``, sooner than it is armed for (the callers see to that:
-        a later time leaves the timer alone, and it re-arms itself when it fires early)."""
+        """Re-arm the timer for ``at``, sooner than it is armed for (the callers see to that)."""
         if self.timer is not None:
             self.timer.cancel()
         self.timer = self.loop.call_at(at, self._fire)
@@ -424,32 +444,26 @@ class _Deadline:
         if on_expired is None or on_check is None:
             return  # stopped
         now = self.clock()
-        if self.at == _SENDING:
-            at = self.send_began + self.send_limit
-            if at < self.total:
-                self.at, self.kind = at, "send"
-            else:
-                self.at, self.kind = self.total, "total"
-        if now >= self.at:
+        if now >= self._due():
             on_expired(self.kind)
             return
         if now >= self.check_at:
             self.check_at = math.inf
             on_check()
-        at = min(self.at, self.check_at, now + self.send_limit)
-        if at < self.timer_at:  # not armed by on_check, and not inf: something to wait for
-            self._arm(at)
+        self._rearm(now)
 
 
 class _Heartbeats:
     """Heartbeats while a committed SSE response is idle, and the early commit
-    (``keepalive_before_first_event``).  The call's timer says when a check is due; only a
+    (``keepalive_before_first_event``).  Made only for a call that may need them (an SSE
+    response committed with a ``heartbeat_interval``, or the early commit asked for): a
+    plain response never has any.  The call's timer says when a check is due; only a
     heartbeat that is due makes a task to send it, and the call's send lock is made with
     the first one: until then the inner app is the only sender."""
 
     __slots__ = ("early", "early_tried", "interval", "task")
 
-    def __init__(self, interval: float | None, early: bool) -> None:
+    def __init__(self, interval: float, early: bool) -> None:
         self.interval = interval
         self.early = early  # may commit before the first event
         self.early_tried = False
@@ -461,7 +475,6 @@ class _Heartbeats:
         if phase == "ended" or phase == "stopped" or self.task is not None:
             return
         interval = self.interval
-        assert interval is not None
         if phase == "held":
             if self.early and not self.early_tried:
                 self.early_tried = True
@@ -481,10 +494,10 @@ class _Heartbeats:
             self._start(call)
 
     def committed(self, call: _GuardedCall) -> None:
-        """The response was committed: an SSE response gets heartbeats from now on."""
-        interval = self.interval
-        if call.sse and interval is not None and self.task is None:
-            call.deadline.check(call.clock() + interval)
+        """The SSE response was committed: heartbeats from now on (the task sending the
+        early commit checks again when it is done)."""
+        if self.task is None:
+            call.deadline.check(call.clock() + self.interval)
 
     async def stop(self) -> None:
         task = self.task
@@ -501,7 +514,7 @@ class _Heartbeats:
 
     async def _run(self, call: _GuardedCall) -> None:
         interval = self.interval
-        assert interval is not None and call.lock is not None
+        assert call.lock is not None
         try:
             async with call.lock:
                 if call.phase == "ended" or call.phase == "stopped":
@@ -553,7 +566,7 @@ class _CloseStats:
         "events",
         "first_event_at",
         "heartbeats",
-        "last_event",
+        "last_type",
         "reasoning_seen",
         "response_id",
         "started",
@@ -568,7 +581,9 @@ class _CloseStats:
         self.events = 0
         self.bytes = 0
         self.heartbeats = 0
-        self.last_event: str | None = None
+        # The last event's class: its tag (the record's ``last_event``) is looked up once, at
+        # the end, rather than for every event.
+        self.last_type: type[Any] | None = None
         self.terminal_sent = False
         self.reasoning_seen = False
         self.response_id: str | None = None
@@ -578,7 +593,7 @@ class _CloseStats:
         """Count ``events`` (never empty) and note what they tell; the first in-band error
         among them."""
         self.events += len(events)
-        self.last_event = type(events[-1]).__struct_config__.tag
+        self.last_type = type(events[-1])
         error: GatewayError | None = None
         for event in events:
             # By exact type (the unified event classes are not subclassed): most events are
@@ -602,23 +617,24 @@ class _CloseStats:
         reason: str | None,
         error: GatewayError | None,
         attempts_before: int,
-        now: float,
+        end: float,
     ) -> StreamClose:
-        end = self.ended_at if self.ended_at is not None else now
         if reason is None:
             reason = "upstream_error" if error is not None else "completed"
         made = len(exchange.attempts) > attempts_before
         attempt = exchange.attempts[-1] if made else None
         target = exchange.current.target
         credential = exchange.current.credential
-        return StreamClose(
+        last_type = self.last_type
+        close = StreamClose(
             reason=reason,
             events=self.events,
             bytes=self.bytes,
-            last_event=self.last_event,
+            last_event=last_type.__struct_config__.tag if last_type is not None else None,
             terminal_sent=self.terminal_sent,
             reasoning_seen=self.reasoning_seen,
             error=f"{error.kind}: {error.message}" if error is not None else None,
+            heartbeats=self.heartbeats,
             request_id=exchange.request_id,
             provider=target.provider.name if target is not None else None,
             model=target.model if target is not None else exchange.model,
@@ -626,12 +642,16 @@ class _CloseStats:
             attempt=attempt.number if attempt is not None else None,
             response_id=self.response_id or exchange.response_id,
             upstream_status=attempt.status if attempt is not None else self.status,
-            ttfb=self.first_event_at - self.started if self.first_event_at is not None else None,
-            duration=end - self.started,
-            heartbeats=self.heartbeats,
-            usage=exchange.usage,
-            cost=exchange.cost,
         )
+        # Timing and usage set apart: Python compiles a call with more than fifteen keywords
+        # into one that builds a dict of them first, and a dict of keywords takes msgspec's
+        # slow path, which matches each one by name.
+        first = self.first_event_at
+        close.ttfb = first - self.started if first is not None else None
+        close.duration = end - self.started
+        close.usage = exchange.usage
+        close.cost = exchange.cost
+        return close
 
 
 class _GuardedCall:
@@ -679,11 +699,15 @@ class _GuardedCall:
         # this layer opens its own (``own_stream``) and notes what it sends.
         self.stream_before = exchange.stream
         self.own_stream: ClientStream | None = None
-        self.clock = asyncio.get_running_loop().time
+        loop = asyncio.get_running_loop()
+        self.clock = loop.time
         now = self.clock()
         self.stats = _CloseStats(now)
-        self.deadline = _Deadline(limits, now, self._on_expired, self._check_heartbeat)
-        self.heartbeats = _Heartbeats(limits.heartbeat_interval, early)
+        self.deadline = _Deadline(limits, now, loop, self._on_expired, self._check_heartbeat)
+        self.heartbeats: _Heartbeats | None = None
+        if early:
+            assert limits.heartbeat_interval is not None  # StreamGuard's __init__ checks
+            self.heartbeats = _Heartbeats(limits.heartbeat_interval, early=True)
         self.scope = _watch.cancel_scope()
         self.timed_out: str | None = None  # the deadline kind that cancelled the call
         # Only heartbeats make a second sender: the lock is made with the first one.
@@ -715,13 +739,12 @@ class _GuardedCall:
         watcher = _watch.start(_watch.watch_disconnect(receive, self._on_disconnect))
         try:
             started = self.stats.started
-            self.deadline.waiting(started)
+            self.deadline.start()
             heartbeats = self.heartbeats
-            if heartbeats.early:
+            if heartbeats is not None:
                 # Heartbeats may have to commit before the first event: they are due now.
                 # Otherwise they start at commit, and only for a stream, so a plain request
-                # never has them checked.
-                assert heartbeats.interval is not None
+                # never has them.
                 self.deadline.check(started + heartbeats.interval)
             with self.scope:
                 try:
@@ -731,28 +754,28 @@ class _GuardedCall:
                     # itself, never a group around it.
                     failure = exc
         finally:
-            await self._stop_helpers(watcher)
+            # The timer off, then the heartbeats and the watcher ended (and waited for:
+            # nothing this call started outlives it).
+            watcher.cancel()  # at once: a disconnect from now on changes nothing
+            self.deadline.stop()
+            try:
+                if self.heartbeats is not None:
+                    await self.heartbeats.stop()
+            finally:
+                await _watch.stop(watcher)
         self.stats.ended_at = self.clock()
         timeout: str | None = None
         if self.scope.cancelled_caught and self.phase != "stopped":
             timeout = f"{self.timed_out or self.deadline.kind}_timeout"
             self.reason = self.reason or timeout
             self.exchange.record("stream_guard.timeout", limit=timeout)
-        await self._finish(failure, timeout)
+        if failure is not None or timeout is not None or self.phase != "ended":
+            # A response that went out whole, with nothing failed, needs nothing more.
+            await self._finish(failure, timeout)
         if self.escaped is not None:
             raise self.escaped
         if failure is not None and not isinstance(failure, GatewayError):
             raise failure
-
-    async def _stop_helpers(self, watcher: asyncio.Task[None]) -> None:
-        """The timer off, then the heartbeat and the watcher ended (and waited for: nothing
-        this call started outlives it)."""
-        watcher.cancel()  # at once: a disconnect from now on changes nothing
-        self.deadline.stop()
-        try:
-            await self.heartbeats.stop()
-        finally:
-            await _watch.stop(watcher)
 
     async def _finish(self, failure: Exception | None, timeout: str | None) -> None:
         """Whatever the client still needs once the inner app has stopped."""
@@ -821,18 +844,19 @@ class _GuardedCall:
         self.deadline.sending(now)
         stats = self.stats
         if stats.first_event_at is None:
+            # The first body message: the start it follows says what the response is.
             stats.first_event_at = now
             if self.exchange.recording:
                 self.exchange.record(
                     "stream_guard.first_event", ttfb=now - stats.started, early=self.early
                 )
-        if self.inner_start is not None and not _is_stream_start(self.inner_start):
-            await self._inner_error_in_band(message)
-            return
-        start = self.held_start
-        if start is not None and start.get("status", 200) >= 400 and self.error is None:
-            self.error = start.get(ERROR) or classify(start["status"])
-            self.reason = self.reason or "upstream_error"
+            if self.inner_start is not None and not _is_stream_start(self.inner_start):
+                await self._inner_error_in_band(message)
+                return
+            start = self.held_start
+            if start is not None and start.get("status", 200) >= 400 and self.error is None:
+                self.error = start.get(ERROR) or classify(start["status"])
+                self.reason = self.reason or "upstream_error"
         events = message.get(EVENT)
         if events is not None:
             self.twins = True
@@ -920,7 +944,8 @@ class _GuardedCall:
                 kind = message["type"]
                 if kind == "http.response.start":
                     self.phase = "committed"
-                    self.heartbeats.committed(self)
+                    if self.sse:
+                        self._start_heartbeats()
                 try:
                     await self.send(message)
                 except _WRITE_ERRORS:
@@ -1007,7 +1032,18 @@ class _GuardedCall:
         self.scope.cancel()
 
     def _check_heartbeat(self) -> None:
+        # Only heartbeats ask the timer for a check, so they exist by now.
+        assert self.heartbeats is not None
         self.heartbeats.check(self)
+
+    def _start_heartbeats(self) -> None:
+        """An SSE response was committed: it gets heartbeats from now on, if configured."""
+        interval = self.limits.heartbeat_interval
+        if interval is None:
+            return
+        if self.heartbeats is None:
+            self.heartbeats = _Heartbeats(interval, early=False)
+        self.heartbeats.committed(self)
 
     # --- bookkeeping ------------------------------------------------------------------------
 
@@ -1039,9 +1075,10 @@ class _GuardedCall:
             self.exchange.attempts[-1].kind = error.kind
 
     def close_record(self) -> StreamClose:
-        return self.stats.record(
-            self.exchange, self.reason, self.error, self.attempts_before, self.clock()
-        )
+        stats = self.stats
+        # Not ended only when the run itself was interrupted (its caller cancelled).
+        end = stats.ended_at if stats.ended_at is not None else self.clock()
+        return stats.record(self.exchange, self.reason, self.error, self.attempts_before, end)
 
 
 def _streams_sse(exchange: Exchange) -> bool:

@@ -357,6 +357,21 @@ async def test_ttfb_timeout_covers_waiting_for_headers_and_plain_requests() -> N
     )
 
 
+async def test_with_the_ttfb_limit_off_the_total_limit_bounds_the_wait_for_an_answer() -> None:
+    # No TTFB deadline: the first one in force is then the total one.
+    script = Script(Script.FOREVER)
+    with anyio.fail_after(10):
+        client, exchange = await run(
+            guard(script, ttfb_timeout=None, total_timeout=0.2), make_scope(stream=False)
+        )
+    assert script.cancelled
+    assert client.sent[0]["status"] == 504 and client.sent[0][ERROR].code == "total_timeout"
+    assert (
+        exchange.current.close_record is not None
+        and exchange.current.close_record.reason == "total_timeout"
+    )
+
+
 async def test_ttfb_timeout_is_retryable_for_a_routing_layer_above() -> None:
     script = Script(start(), Script.FOREVER)
     client = Client()
