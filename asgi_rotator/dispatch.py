@@ -155,7 +155,10 @@ class ProviderDispatch:
     async def _generate(self, scope: Scope, receive: Receive, send: Send, route: Route) -> None:
         protocol = route.protocol or "openai_chat"
         try:
-            exchange = await Exchange.of(scope, receive, max_body=self.max_body)
+            # Made by a layer above, as a rule: then no coroutine is needed to find it.
+            exchange = scope.get(SCOPE_KEY) or await Exchange.of(
+                scope, receive, max_body=self.max_body
+            )
         except GatewayError as error:
             await send_error(send, protocol, error)
             return

@@ -107,6 +107,7 @@ from ..exchange import (
     DISCONNECT_WATCHED,
     ERROR,
     EVENT,
+    SCOPE_KEY,
     Exchange,
     StreamClose,
 )
@@ -221,7 +222,10 @@ class StreamGuard:
             await self.app(scope, receive, send)
             return
         try:
-            exchange = await Exchange.of(scope, receive, max_body=self.max_body)
+            # Made by a layer above, as a rule: then no coroutine is needed to find it.
+            exchange = scope.get(SCOPE_KEY) or await Exchange.of(
+                scope, receive, max_body=self.max_body
+            )
         except GatewayError as error:
             await send_error(send, None, error)
             return
