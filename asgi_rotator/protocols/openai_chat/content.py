@@ -104,12 +104,12 @@ def parse_part(part: Any, path: str, role: str) -> Text | Image | File:
         return File(data=data, media_type=media, extra=extra)
     # "file": inline ``file_data`` (a data URL) or an uploaded ``file_id``.
     file = File(extra=extra)
-    if (data := body.get("file_data")) is not None:
-        data = expect_str(data, f"{path}.file.file_data")
-        if match := _DATA_URL.fullmatch(data):
+    if (file_data := body.get("file_data")) is not None:
+        file_data = expect_str(file_data, f"{path}.file.file_data")
+        if match := _DATA_URL.fullmatch(file_data):
             file.media_type, file.data = match.group(1), match.group(2)
         else:
-            file.data = data
+            file.data = file_data
             _mark_native(file.extra, "raw_data", True)
     if (file_id := body.get("file_id")) is not None:
         file.file_id = expect_str(file_id, f"{path}.file.file_id")
