@@ -16,25 +16,38 @@ an add), but for the same Python work on the same interpreter they follow it clo
 
 ``--baseline DIR`` counts another checkout beside this one (``git worktree add DIR
 <commit>``), from its own packages.
+
+``--mode served`` counts what a served plain request costs the server's process, the way the
+goal "CPU per plain request <= 2x the passthrough's" is put: the aiohttp passthrough
+(``floor-aiohttp``) and the stack (aiohttp as its upstream client, as the floor's) each run
+under valgrind in uvicorn, as ``python -m benchmarks`` serves them, and take one keep-alive
+connection's plain requests from the harness's upstream, which runs outside valgrind.  The
+server's start-up and shutdown cancel out of the difference between two runs, as above.
 """
 
 from __future__ import annotations
 
 import argparse
 import compileall
+import contextlib
+import http.client
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
-from benchmarks.run import checkout_dir
+from benchmarks.run import checkout_dir, free_port, spawn, stop, wait_ready
 from benchmarks.upstream import EVENTS
 
 ROOT = Path(__file__).resolve().parent.parent
 MODES = ("plain", "same", "translated")
+FLOOR = "floor-aiohttp"
+_VALGRIND = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
 
 # Run with the checkout's own packages: the stack, its canned upstream client, and the
 # request bodies of ``benchmarks.inprocess`` (present since the first in-process figures).
@@ -116,9 +129,95 @@ def measure(checkout: Path, mode: str, requests: int, warm: int = 100) -> int:
     return per_unit(first, second, requests, 0 if mode == "plain" else EVENTS)
 
 
+def _served_body() -> bytes:
+    return json.dumps(
+        {
+            "model": "chat/bench",
+            "messages": [{"role": "user", "content": "Say hello"}],
+            "max_tokens": 16,
+        }
+    ).encode()
+
+
+def served_count(checkout: Path, app: str, upstream: str, requests: int, logs: Path) -> int:
+    """The instructions a server process (``app`` of ``benchmarks.apps``, from ``checkout``)
+    executes from start to exit, having answered ``requests`` plain requests on one
+    keep-alive connection."""
+    port = free_port()
+    argv = [*_VALGRIND, sys.executable, "-m", "benchmarks.apps", app, "--port", str(port)]
+    argv += ["--upstream", upstream]
+    if app == "stack":
+        argv += ["--client", "aiohttp"]  # the floor's client
+    log = logs / f"{app}-{requests}-{port}.log"
+    env = {**os.environ, "PYTHONPATH": str(checkout), "PYTHONHASHSEED": "0"}
+    process = spawn(argv, log, env=env, cwd=str(checkout))
+    try:
+        wait_ready(f"http://127.0.0.1:{port}", process, log, timeout=600)
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        headers = {"content-type": "application/json", "authorization": "Bearer bench-key"}
+        body = _served_body()
+        for _ in range(requests):
+            connection.request("POST", "/v1/chat/completions", body, headers)
+            response = connection.getresponse()
+            answer = response.read()
+            if response.status != 200:
+                raise RuntimeError(f"{app}: {response.status} {answer[:300]!r}")
+        connection.close()
+    finally:
+        # uvicorn shuts down on SIGINT and valgrind then writes its summary, which takes
+        # longer than ``run.stop`` waits before it kills.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(300)
+        finally:
+            stop(process)
+    return parse_refs(log.read_text(errors="replace"))
+
+
+def measure_served(
+    checkout: Path, app: str, upstream: str, requests: int, logs: Path, warm: int = 100
+) -> int:
+    for package in ("asgi_rotator", "benchmarks"):
+        compileall.compile_dir(checkout / package, quiet=1)
+    first = served_count(checkout, app, upstream, warm, logs)
+    second = served_count(checkout, app, upstream, warm + requests, logs)
+    return per_unit(first, second, requests)
+
+
+def served(
+    checkouts: dict[str, Path], requests: int, warm: int = 100
+) -> dict[str, dict[str, float]]:
+    """Per plain request, served: the floor's count, and each checkout's with its ratio."""
+    out: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="instructions-") as tmp:
+        logs = Path(tmp)
+        port = free_port()
+        upstream_log = logs / "upstream.log"
+        upstream = spawn(
+            [sys.executable, "-m", "benchmarks.apps", "upstream", "--port", str(port)],
+            upstream_log,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+            cwd=str(ROOT),
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_ready(url, upstream, upstream_log, timeout=120)
+            floor = measure_served(ROOT, FLOOR, url, requests, logs, warm)
+            out[FLOOR] = {"served_per_request": floor}
+            print(f"{FLOOR:<14} served     {out[FLOOR]}", file=sys.stderr, flush=True)
+            for name, checkout in checkouts.items():
+                count = measure_served(checkout, "stack", url, requests, logs, warm)
+                out[name] = {"served_per_request": count, "over_floor": round(count / floor, 3)}
+                print(f"{name:<14} served     {out[name]}", file=sys.stderr, flush=True)
+        finally:
+            stop(upstream)
+    return out
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.instructions")
-    parser.add_argument("--mode", choices=(*MODES, "all"), default="plain")
+    parser.add_argument("--mode", choices=(*MODES, "all", "served"), default="plain")
     parser.add_argument("--requests", type=int, help="extra requests counted (default 500)")
     parser.add_argument(
         "--baseline", type=checkout_dir, metavar="DIR", help="another checkout, counted beside"
@@ -129,6 +228,9 @@ def main(argv: list[str] | None = None) -> None:
     checkouts = {"asgi-rotator": ROOT}
     if args.baseline is not None:
         checkouts["baseline"] = args.baseline
+    if args.mode == "served":
+        print(json.dumps(served(checkouts, args.requests or 500)))
+        return
     modes = MODES if args.mode == "all" else (args.mode,)
     out: dict[str, dict[str, int]] = {}
     for mode in modes:

@@ -337,3 +337,18 @@ def test_instructions_per_request_are_counted_under_valgrind() -> None:
     # A plain request through the whole stack runs Python code of every layer: hundreds of
     # thousands of instructions, never nothing and never the interpreter's start-up.
     assert 50_000 < plain < 5_000_000
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("valgrind") is None, reason="valgrind is not installed")
+def test_served_instructions_are_counted_for_the_floor_and_the_stack() -> None:
+    pytest.importorskip("aiohttp")
+    from benchmarks.instructions import FLOOR, served
+    from benchmarks.instructions import ROOT as BENCH_ROOT
+
+    figures = served({"asgi-rotator": BENCH_ROOT}, requests=10, warm=5)
+    floor = figures[FLOOR]["served_per_request"]
+    stack = figures["asgi-rotator"]["served_per_request"]
+    # Both answer through uvicorn and aiohttp's client; the stack runs every layer besides.
+    assert 50_000 < floor < stack < 10_000_000
+    assert figures["asgi-rotator"]["over_floor"] == round(stack / floor, 3)
