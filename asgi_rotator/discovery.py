@@ -154,6 +154,10 @@ async def fetch_models(provider: Provider, protocol: str) -> tuple[str, ...]:
             data = _decode(raw)
         except msgspec.DecodeError:
             raise DiscoveryError("the models endpoint answered with invalid JSON") from None
+        except RecursionError:
+            raise DiscoveryError(
+                "the models endpoint answered with JSON nested too deeply"
+            ) from None
         found, page = read(data)
         names += found
         if page is None:

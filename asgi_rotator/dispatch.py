@@ -384,6 +384,10 @@ class ProviderDispatch:
             raise GatewayError(
                 "server_error", "upstream sent a response that is not valid JSON", status=502
             ) from None
+        except RecursionError:
+            raise GatewayError(
+                "server_error", "upstream sent a response nested too deeply", status=502
+            ) from None
         # The bytes go to the client as they came when they are the client's protocol; not
         # when they came in an envelope.
         raw: bytes | None = body
@@ -768,7 +772,8 @@ def _unwrapped(sse_event: ServerSentEvent, shaping: Shaping) -> ServerSentEvent:
     as they are)."""
     try:
         data = _json_decode(sse_event.data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
+        # The stream's decoder rejects it as the upstream's error.
         return sse_event
     inner = shaping.unwrap(data)
     if inner is data:
@@ -792,5 +797,5 @@ def _too_large(exc: EventTooLarge) -> GatewayError:
 def _maybe_json(raw: bytes) -> Any:
     try:
         return _json_decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return raw

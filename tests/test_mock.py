@@ -722,6 +722,26 @@ def test_malformed_json(protocol: str, base: str, mock: MockUpstream) -> None:
         json.loads(broken[1])
 
 
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+def test_deep_json(protocol: str, base: str, mock: MockUpstream) -> None:
+    mock.add_fault(Fault(deep_json=True, times=2))
+    with httpx.Client(base_url=base) as client:
+        path, body = raw_request(protocol, stream=False)
+        plain = client.post(path, json=body)
+        path, body = raw_request(protocol, stream=True)
+        streamed = client.post(path, json=body)
+    assert plain.status_code == 200
+    # Valid JSON, only deeper than a decoder goes.
+    assert plain.content.count(b"[") == 10_000
+    with pytest.raises(RecursionError):
+        plain.json()
+    first, deep = sse(streamed.content)
+    json.loads(first[1])
+    assert deep[1].count("[") == 10_000
+    with pytest.raises(RecursionError):
+        json.loads(deep[1])
+
+
 def test_malformed_sse(base: str, mock: MockUpstream) -> None:
     mock.add_fault(Fault(malformed_sse=True, eof_after=2))
     path, body = raw_request("anthropic_messages", stream=True)

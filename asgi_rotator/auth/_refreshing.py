@@ -235,7 +235,7 @@ class RefreshingStrategy(AuthStrategy):
             await response.aclose()
         try:
             data = _decode_json(raw) if raw else {}
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             data = None
         if response.status >= 400 or not isinstance(data, dict):
             code = ""

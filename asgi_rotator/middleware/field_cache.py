@@ -205,7 +205,7 @@ class _Observe:
         if isinstance(data, (str, bytes)):
             try:
                 data = _json_decode(data)
-            except (ValueError, msgspec.DecodeError):
+            except (ValueError, msgspec.DecodeError, RecursionError):
                 return  # not JSON ([DONE], a comment): nothing for a path to reach
         for rule in self.rules:
             try:

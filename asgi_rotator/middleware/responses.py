@@ -567,7 +567,7 @@ class ResponsesState:
             return page
         try:
             head = _head_decoder.decode(raw)
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             raise _not_found(response_id) from None
         exchange.record("responses.retrieve", id=response_id, status=head.status)
         if head.turn is None or not head.turn.output:
@@ -860,7 +860,7 @@ def _key(principal: str, response_id: str) -> str:
 def _decode_record(raw: bytes) -> _Record | None:
     try:
         return _record_decoder.decode(raw)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         logger.warning("a stored response could not be decoded; treated as absent")
         return None
 

@@ -74,6 +74,9 @@ _SSE_HEADERS = [
 # What a broken proxy in front of a provider sends instead of an event stream.
 _GARBAGE = b"<html><body><h1>502 Bad Gateway</h1></body></html>\r\n\r\n"
 _BROKEN_JSON = b'{"id": "broken", "choices": [{"index": 0, "delta": {"content": "x"'
+# Valid JSON nested far deeper than any decoder's limit (msgspec's and the standard
+# library's are about 1000 levels).
+_DEEP_JSON = b'{"id": "deep", "choices": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"
 _DONE = b"data: [DONE]\n\n"
 
 # Strings under these keys are conversation text: they feed the word count (input tokens),
@@ -112,8 +115,10 @@ class Fault(msgspec.Struct, kw_only=True):
     faults (delays after headers, stall, eof, error event, malformed SSE) are ignored on
     non-streamed requests.  ``event_delay`` is a pause before every event after the first
     (an injected error or ending included), so each arrives in a read of its own.
-    ``reset``, ``malformed_json``, ``malformed_sse`` and ``oversized_event`` on a stream
-    happen after ``eof_after`` events (default 1) and end the stream there.  ``oversized_event`` is the size in bytes of a ``data:`` line that
+    ``reset``, ``malformed_json``, ``deep_json``, ``malformed_sse`` and ``oversized_event``
+    on a stream happen after ``eof_after`` events (default 1) and end the stream there.
+    ``deep_json`` is valid JSON nested 10,000 levels deep: the plain body (the error body with
+    ``status``) or, on a stream, the last event.  ``oversized_event`` is the size in bytes of a ``data:`` line that
     never ends, sent in 64 KiB pieces.  ``invalid_utf8`` puts bytes that are not UTF-8 in
     the reply text (every event of a stream, or the plain body).
     """
@@ -131,6 +136,7 @@ class Fault(msgspec.Struct, kw_only=True):
     eof_after: int | None = None
     error_event_after: int | None = None
     malformed_json: bool = False
+    deep_json: bool = False
     malformed_sse: bool = False
     oversized_event: int | None = None
     invalid_utf8: bool = False
@@ -256,7 +262,8 @@ class MockUpstream:
 
     ``authority`` (a ``TokenAuthority``) serves the token endpoints and makes every model
     request and model listing carry one of its valid access tokens: anything else is the
-    protocol's 401."""
+    protocol's 401.  A fault armed with a token endpoint's ``path`` and ``malformed_json``
+    or ``deep_json`` makes that endpoint answer 200 with such a body instead."""
 
     def __init__(
         self,
@@ -323,7 +330,7 @@ class MockUpstream:
         protocol, model, stream = _route(method, path, query)
         try:
             body = _decode.decode(raw) if raw else None
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             body = None
         if protocol in ("openai_chat", "openai_responses", "anthropic_messages") and isinstance(
             body, dict
@@ -352,7 +359,15 @@ class MockUpstream:
         if authority is not None and authority.handles(method, path):
             if authority.latency:
                 await anyio.sleep(authority.latency)
-            status, answer = authority.answer(method, path, headers, raw)
+            # A token endpoint is faulted only by name, and only with a body that is not
+            # the JSON it should be (the endpoint does nothing else then).
+            fault = self._match(None, None, None, path)
+            if fault is not None and fault.malformed_json:
+                status, answer = 200, _BROKEN_JSON
+            elif fault is not None and fault.deep_json:
+                status, answer = 200, _DEEP_JSON
+            else:
+                status, answer = authority.answer(method, path, headers, raw)
             await _send_bytes(send, status, _JSON_HEADERS, answer)
             return
         if protocol is None:
@@ -456,7 +471,12 @@ class MockUpstream:
             status, body = listing_error(shape, 401, "Invalid or expired access token.")
         else:
             status, body = listing(self.models, shape, query)
-        raw = _BROKEN_JSON if fault is not None and fault.malformed_json else _json.encode(body)
+        if fault is not None and fault.malformed_json:
+            raw = _BROKEN_JSON
+        elif fault is not None and fault.deep_json:
+            raw = _DEEP_JSON
+        else:
+            raw = _json.encode(body)
         await _send_bytes(send, status, _JSON_HEADERS, raw)
 
     def _match(
@@ -538,7 +558,7 @@ class MockUpstream:
             await anyio.sleep(fault.header_delay)
         extra = _fault_headers(fault)
         if fault.status is not None:
-            body = codec.error_body(_failure(fault))
+            body = _DEEP_JSON if fault.deep_json else codec.error_body(_failure(fault))
             await _send_bytes(send, fault.status, _JSON_HEADERS + extra, body)
         elif fault.reset:
             body = codec.body(reply)
@@ -549,7 +569,12 @@ class MockUpstream:
             )
             raise _ConnectionReset("mock fault: connection reset mid-body")
         else:
-            body = _BROKEN_JSON if fault.malformed_json else codec.body(reply)
+            if fault.malformed_json:
+                body = _BROKEN_JSON
+            elif fault.deep_json:
+                body = _DEEP_JSON
+            else:
+                body = codec.body(reply)
             if fault.invalid_utf8:
                 body = _break_utf8(body)
             await _send_bytes(send, 200, _JSON_HEADERS + extra, body)
@@ -666,6 +691,8 @@ def _stream_fault_at(fault: Fault, i: int, end_at: int) -> bytes | str | None:
         return "oversized"
     if fault.malformed_json:
         return b"data: " + _BROKEN_JSON + b"\n\n"
+    if fault.deep_json:
+        return b"data: " + _DEEP_JSON + b"\n\n"
     if fault.malformed_sse:
         return _GARBAGE
     if fault.eof_after is not None:

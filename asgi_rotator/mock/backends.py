@@ -121,7 +121,7 @@ class MockBackends:
             headers[k] = f"{headers[k]}, {v}" if k in headers else v
         try:
             body = _decode.decode(raw) if raw else None
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, RecursionError):
             body = None
         query = scope["query_string"].decode("latin-1")
         record = BackendRequest(
@@ -289,7 +289,7 @@ class _Enveloping:
 def _wrap(data: bytes) -> bytes:
     try:
         inner = _decode.decode(data)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return data
     return _json.encode({"response": inner, "traceId": "mock-trace"})
 

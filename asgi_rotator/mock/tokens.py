@@ -229,7 +229,7 @@ def _jwt(claims: dict[str, Any]) -> str:
 def _object(raw: bytes) -> dict[str, Any] | None:
     try:
         data = json.loads(raw) if raw else None
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     return data if isinstance(data, dict) else None
 

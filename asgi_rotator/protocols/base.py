@@ -74,6 +74,10 @@ class JsonStreamDecoder(StreamDecoder):
             raise GatewayError(
                 "server_error", "upstream sent malformed JSON in a stream event"
             ) from None
+        except RecursionError:
+            raise GatewayError(
+                "server_error", "upstream sent a stream event nested too deeply"
+            ) from None
         if type(value) is not dict:  # msgspec decodes a JSON object as a plain dict
             value = self.object_of(value)
             if value is None:

@@ -211,6 +211,26 @@ async def test_the_grant_carries_the_files_context(
     assert authority.refreshes == 0  # fresh: nothing to do
 
 
+@pytest.mark.parametrize("garbled", ["malformed_json", "deep_json"])
+def test_a_token_endpoint_answering_garbled_json_is_a_502_not_a_gateway_failure(
+    upstream: tuple[MockUpstream, str], authority: TokenAuthority, tmp_path: Path, garbled: str
+) -> None:
+    mock, url = upstream
+    access, refresh, _ = authority.issue(expires_in=-1)
+    path = claude_file(tmp_path / "c.json", access, refresh, time.time() - 1)
+    mock.add_fault(Fault(path="/v1/oauth/token", times=None, **{garbled: True}))
+    with (
+        gateway({"claude": claude_provider(url, path)}) as gw,
+        anthropic.Anthropic(base_url=gw, api_key="client", max_retries=0) as client,
+        pytest.raises(anthropic.APIStatusError) as caught,
+    ):
+        client.messages.create(model="claude/mock-claude", max_tokens=64, messages=HI)
+    # The token endpoint's failure, not the gateway's own (a deep body was a 500).
+    assert caught.value.status_code == 502
+    assert "token refresh failed" in str(caught.value)
+    assert model_keys(mock) == []
+
+
 def test_a_refused_refresh_is_an_auth_error_naming_the_endpoint_not_the_token(
     upstream: tuple[MockUpstream, str], authority: TokenAuthority, tmp_path: Path
 ) -> None:

@@ -193,7 +193,7 @@ def test_a_list_is_fetched_again_once_its_ttl_has_passed(
 
 @pytest.mark.parametrize(
     "failure",
-    ["http_500", "http_401", "invalid_json", "timeout", "connection_refused"],
+    ["http_500", "http_401", "invalid_json", "deep_json", "timeout", "connection_refused"],
 )
 def test_a_discovery_failure_fails_no_request_and_is_logged_once(
     upstreams: dict[str, tuple[MockUpstream, str]],
@@ -210,6 +210,8 @@ def test_a_discovery_failure_fails_no_request_and_is_logged_once(
         mock.add_fault(Fault(path=listing, status=401, message=f"bad key {OPENAI_KEY}", times=None))
     elif failure == "invalid_json":
         mock.add_fault(Fault(path=listing, malformed_json=True, times=None))
+    elif failure == "deep_json":
+        mock.add_fault(Fault(path=listing, deep_json=True, times=None))
     elif failure == "timeout":
         mock.add_fault(Fault(path=listing, header_delay=2, times=None))
         environ["ASGI_ROTATOR__PROVIDERS__OPENAI__TIMEOUT"] = "0.3"
@@ -236,6 +238,9 @@ def test_a_discovery_failure_fails_no_request_and_is_logged_once(
     assert [(r.levelno, r.getMessage().split(":")[0]) for r in warnings] == [
         (logging.WARNING, "provider openai")
     ]
+    if failure == "deep_json":
+        # Our words for it, not the decoder's recursion message.
+        assert "nested too deeply" in warnings[0].getMessage()
     assert OPENAI_KEY not in caplog.text
 
 

@@ -292,6 +292,27 @@ async def test_unreadable_store_is_a_server_error_in_the_clients_shape() -> None
     assert refused.status == 500 and provider.calls == 0
 
 
+@pytest.mark.parametrize(
+    "raw",
+    [b"{not json", b'{"status": "completed", "body": ' + b"[" * 10_000 + b"]" * 10_000 + b"}"],
+)
+async def test_a_stored_entry_that_cannot_be_read_is_answered_as_absent(raw: bytes) -> None:
+    class Garbled(MemoryStore):
+        async def get(self, key: str) -> bytes | None:
+            return raw
+
+    rid = "resp_" + "a" * 48
+    provider = Provider(text_reply("x"))
+    app = ResponsesState(provider, store=Garbled())
+    for path in (rid, f"{rid}/input_items"):
+        got = await call(app, "GET", f"/v1/responses/{path}")
+        assert got.status == 404
+        assert got.json["error"]["message"] == f"Response with id '{rid}' not found."
+    refused = await create(app, "x", previous_response_id=rid)
+    assert refused.status == 400 and provider.calls == 0
+    assert refused.json["error"]["param"] == "previous_response_id"
+
+
 async def test_foreign_app_without_twins_is_passed_on_untouched() -> None:
     async def foreign(scope: Any, receive: Any, send: Any) -> None:
         await receive()

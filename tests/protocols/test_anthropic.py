@@ -974,6 +974,49 @@ def test_decoder_rejects_malformed_json() -> None:
     assert info.value.message == "upstream sent malformed JSON in a stream event"
 
 
+# Valid JSON nested deeper than the decoder goes (about 1000 levels).
+DEEP = '{"a": ' + "[" * 10_000 + "]" * 10_000 + "}"
+
+
+@pytest.mark.parametrize(
+    "protocol", ["anthropic_messages", "openai_chat", "openai_responses", "gemini"]
+)
+def test_decoder_rejects_an_event_nested_too_deeply_as_the_upstreams_error(protocol: str) -> None:
+    decoder = get_codec(protocol).stream_decoder()
+    with pytest.raises(GatewayError) as info:
+        decoder.feed(ServerSentEvent(data=DEEP))
+    assert info.value.kind == "server_error"
+    assert info.value.message == "upstream sent a stream event nested too deeply"
+
+
+def test_decoder_skips_a_delta_whose_type_is_not_a_string() -> None:
+    decoder = codec.stream_decoder()
+    events = []
+    for kind in ('["text_delta"]', '{"a": 1}'):
+        data = f'{{"type":"content_block_delta","index":3,"delta":{{"type":{kind},"text":"x"}}}}'
+        events += decoder.feed(ServerSentEvent(data=data))
+    # Only the message start the first event always brings: no block was opened.
+    assert [type(e) for e in events] == [MessageStart]
+    assert not decoder.done
+
+
+def test_tool_arguments_nested_too_deeply_are_dropped_like_invalid_ones() -> None:
+    request = foreign(
+        messages=[
+            Message(role="user", content=[Text(text="hi")]),
+            Message(role="assistant", content=[ToolCall(id="c1", name="f", arguments=DEEP)]),
+            Message(
+                role="tool", content=[ToolResult(tool_call_id="c1", content=[Text(text="ok")])]
+            ),
+        ],
+    )
+    body = codec.build_request(request)
+    validate_request(body)
+    assert body["messages"][1]["content"] == [
+        {"type": "tool_use", "id": "c1", "name": "f", "input": {}}
+    ]
+
+
 # --- stream encoding ------------------------------------------------------------------------
 
 

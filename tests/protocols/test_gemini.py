@@ -575,6 +575,24 @@ def test_foreign_tool_results_with_images_and_bad_arguments() -> None:
     ]
 
 
+def test_foreign_tool_json_nested_too_deeply_is_kept_as_text() -> None:
+    deep = '{"a": ' + "[" * 10_000 + "]" * 10_000 + "}"
+    request = foreign_request(
+        messages=[
+            Message(role="user", content=[Text(text="hi")]),
+            Message(role="assistant", content=[ToolCall(id="c1", name="f", arguments=deep)]),
+            Message(
+                role="tool", content=[ToolResult(tool_call_id="c1", content=[Text(text=deep)])]
+            ),
+        ]
+    )
+    body = codec.build_request(request)
+    assert body["contents"][1]["parts"][0]["functionCall"]["args"] == {"arguments": deep}
+    assert body["contents"][2]["parts"] == [
+        {"functionResponse": {"name": "f", "response": {"result": deep}}}
+    ]
+
+
 def test_foreign_requests_that_cannot_be_sent_are_refused() -> None:
     orphan = foreign_request(
         messages=[

@@ -713,6 +713,17 @@ def test_decoder_rejects_malformed_json_and_ignores_unknown_events() -> None:
     assert info.value.message == "upstream sent malformed JSON in a stream event"
 
 
+def test_stream_id_rewrite_leaves_events_it_cannot_read_as_they_are() -> None:
+    deep = '{"response": ' + "[" * 10_000 + "]" * 10_000 + "}"
+    body = f"event: response.created\ndata: {deep}\n\n".encode()
+    assert codec.rewrite_stream_ids(body, "resp_new", None) == (body, None)
+    # A status that is not a string is no terminal status (and no crash hashing it).
+    for status in ('["completed"]', '{"a": 1}'):
+        odd = f'data: {{"type":"response.completed","response":{{"id":"r","status":{status}}}}}\n\n'
+        rewritten, final = codec.rewrite_stream_ids(odd.encode(), "resp_new", "resp_old")
+        assert final is None and b'"id":"resp_new"' in rewritten
+
+
 def test_premature_close_is_not_done() -> None:
     raw = fixture("stream_text.sse")
     cut = raw[: raw.index(b"event: response.completed")]

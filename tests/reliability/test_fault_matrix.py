@@ -67,6 +67,15 @@ FAULTS: dict[str, tuple[Fault | None, Fault | None, Any, Any, str]] = {
         429,
         "upstream_error",
     ),
+    # An error body nested too deeply to decode is read as one that is not JSON: the
+    # upstream's status still decides (it was a 500 from the gateway itself).
+    "429_deep_body": (
+        Fault(status=429, retry_after=1, deep_json=True, times=None),
+        Fault(status=429, retry_after=1, deep_json=True, times=None),
+        429,
+        429,
+        "upstream_error",
+    ),
     "500": (
         Fault(status=500, times=None),
         Fault(status=500, times=None),
@@ -114,6 +123,15 @@ FAULTS: dict[str, tuple[Fault | None, Fault | None, Any, Any, str]] = {
         Fault(malformed_json=True, times=None),
         Fault(malformed_json=True, eof_after=AFTER, times=None),
         502,  # was 500, as if the gateway itself had failed
+        IN_BAND,
+        "upstream_error",
+    ),
+    # Valid JSON nested deeper than the decoder goes is the upstream's fault like malformed
+    # JSON (it was a 500, or an unhandled exception that cut the stream).
+    "deep_json": (
+        Fault(deep_json=True, times=None),
+        Fault(deep_json=True, eof_after=AFTER, times=None),
+        502,
         IN_BAND,
         "upstream_error",
     ),

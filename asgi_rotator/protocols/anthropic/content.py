@@ -75,7 +75,7 @@ def _arguments_object(arguments: str) -> dict[str, Any]:
     object (a model's broken output from another provider) becomes ``{}``."""
     try:
         value = _decode_json(arguments) if arguments.strip() else {}
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return {}
     return value if isinstance(value, dict) else {}
 

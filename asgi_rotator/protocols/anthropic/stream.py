@@ -184,7 +184,8 @@ class MessagesStreamDecoder(JsonStreamDecoder):
         kind = delta.get("type")
         if wire not in self._blocks:
             # A delta with no start opens its block (a lenient upstream).
-            opens = _DELTA_OPENS.get(kind)
+            # Hashed only when a string: a list or object there is an unknown type too.
+            opens = _DELTA_OPENS.get(kind) if isinstance(kind, str) else None
             if opens is None:
                 return
             self._open_block(wire, opens)

@@ -121,7 +121,7 @@ def args_object(arguments: str) -> dict[str, Any]:
         return {}
     try:
         value = msgspec.json.decode(arguments)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return {"arguments": arguments}
     return value if isinstance(value, dict) else {"arguments": arguments}
 
@@ -132,7 +132,7 @@ def _json_object(text: str) -> dict[str, Any] | None:
         return None
     try:
         value = msgspec.json.decode(stripped)
-    except msgspec.DecodeError:
+    except (msgspec.DecodeError, RecursionError):
         return None
     return value if isinstance(value, dict) else None
 

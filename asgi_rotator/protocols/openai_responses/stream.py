@@ -94,13 +94,15 @@ def rewrite_ids(
         if '"response"' in data:
             try:
                 payload = _json_decode(data)
-            except msgspec.DecodeError:
+            except (msgspec.DecodeError, RecursionError):
                 payload = None
             response = payload.get("response") if isinstance(payload, dict) else None
             if isinstance(response, dict):
                 response["id"] = response_id
                 response["previous_response_id"] = previous_id
-                if response.get("status") in _TERMINAL_STATUS:
+                # Hashed only when a string: a list or object there would raise TypeError.
+                status = response.get("status")
+                if isinstance(status, str) and status in _TERMINAL_STATUS:
                     final = response
                 data = _json_encode(payload).decode()
                 changed = True
