@@ -207,6 +207,27 @@ def test_code_assist_envelopes(gateway: tuple[MockBackends, str], stream: bool) 
     assert cli.body["request"]["contents"][0]["parts"] == [{"text": "Hello there"}]
 
 
+@pytest.mark.parametrize("stream", [False, True], ids=["plain", "stream"])
+def test_an_envelope_nested_too_deeply_is_the_backends_error(
+    gateway: tuple[MockBackends, str], stream: bool
+) -> None:
+    mock, url = gateway
+    # Before the first event: the whole answer is an HTTP error, not an in-band one.
+    mock.upstream.add_fault(Fault(deep_json=True, eof_after=0))
+    with openai.OpenAI(base_url=f"{url}/v1", api_key="client-key", max_retries=0) as client:
+        with pytest.raises(openai.APIStatusError) as caught:
+            answer = client.chat.completions.create(
+                model="gemini_cli/gemini-2.5-pro",
+                messages=[{"role": "user", "content": "hi"}],
+                stream=stream,
+            )
+            if stream:
+                list(answer)  # type: ignore[arg-type]
+    # The event's own error has no status (as for malformed JSON in an event): a 500 then.
+    assert caught.value.status_code == (500 if stream else 502)
+    assert "nested too deeply" in caught.value.message
+
+
 def test_a_backend_declared_from_steps(gateway: tuple[MockBackends, str]) -> None:
     mock, url = gateway
     with DRIVERS["gemini"](url) as driver:

@@ -330,6 +330,29 @@ class _Hooking(Rule):
         return True
 
 
+async def test_an_answer_that_is_not_json_reaches_no_rule() -> None:
+    # A stream event's data is decoded for the rules; what cannot be decoded (malformed, or
+    # nested deeper than the decoder goes) is nothing for them, and no failure here: the
+    # stream's decoder reports it as the upstream's error.
+    seen: list[Any] = []
+
+    class Recording(_Hooking):
+        def observe(self, attempt: Any, data: Any) -> None:
+            seen.append(data)
+
+    class Observed(ForeignApp):
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            observe = scope[SCOPE_KEY].current.observe
+            for data in ("{not json", "[" * 10_000 + "]" * 10_000, '{"ok": 1}'):
+                observe(data)
+            await super().__call__(scope, receive, send)
+
+    await run(
+        FieldCache(Observed(ANSWER), rules=[Recording("recording")]), scope_for(PATH), TURN_ONE
+    )
+    assert seen == [{"ok": 1}]
+
+
 async def test_an_attempt_with_hooks_leaves_no_reference_cycle() -> None:
     # The hooks hold the exchange (through the rules' view of the attempt), and the exchange
     # holds the attempt: a request must not leave that cycle to the garbage collector.
