@@ -387,6 +387,8 @@ def load_config(
         raise ConfigError(
             f"{path}: not valid {'JSON' if path.suffix == '.json' else 'TOML'}: {exc}"
         ) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: nested too deeply") from None
     return parse_config(data, environ, source=str(path), check_secrets=check_secrets)
 
 
@@ -510,7 +512,7 @@ def _apply_env(
             continue
         try:
             value: Any = json.loads(raw)
-        except ValueError:
+        except (ValueError, RecursionError):
             value = raw
         node = data
         for part in parts[:-1]:

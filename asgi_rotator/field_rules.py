@@ -576,7 +576,7 @@ def turn_hash(position: int, calls: Sequence[ToolCall]) -> str:
     for call in calls:
         try:
             arguments = json.dumps(json.loads(call.arguments), sort_keys=True)
-        except ValueError:
+        except (ValueError, RecursionError):
             arguments = call.arguments
         digest.update(f"{call.name}\0{arguments}\0".encode())
     return digest.hexdigest()[:32]

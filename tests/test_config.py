@@ -289,6 +289,21 @@ def test_environment_overrides() -> None:
     assert config.providers["local"].preset == "ollama"
 
 
+@pytest.mark.parametrize("name", ["gateway.toml", "gateway.json"])
+def test_a_file_nested_too_deeply_is_a_config_error(tmp_path: Path, name: str) -> None:
+    deep = "[" * 10_000 + "]" * 10_000
+    text = f'{{"server": {{"host": {deep}}}}}' if name.endswith(".json") else f"a = {deep}"
+    with pytest.raises(ConfigError) as info:
+        load_config(write(tmp_path, text, name), {})
+    assert str(info.value) == f"{tmp_path / name}: nested too deeply"
+
+
+def test_an_override_nested_too_deeply_is_taken_as_text_like_any_non_json() -> None:
+    deep = "[" * 10_000 + "]" * 10_000
+    config = parse_config({}, {"ASGI_ROTATOR__SERVER__HOST": deep})
+    assert config.server.host == deep
+
+
 def test_providers_from_standard_environment_variables() -> None:
     env = {
         "OPENAI_API_KEY": "a",

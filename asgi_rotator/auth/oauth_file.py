@@ -280,7 +280,7 @@ class TokenFile:
         return f"TokenFile({self.path.name!r})"
 
     def read(self) -> TokenSet:
-        data = json.loads(self.path.read_text())
+        data = _load(self.path.read_text())
         layout, at = self.layout, self._at
         access = _get(data, at["access_token"])
         if not isinstance(access, str) or not access:
@@ -310,7 +310,7 @@ class TokenFile:
     def write(self, tokens: TokenSet) -> None:
         """The file with ``tokens`` in it, every other field as it was, replaced atomically."""
         layout, at = self.layout, self._at
-        data = json.loads(self.path.read_text())
+        data = _load(self.path.read_text())
         write(data, at["access_token"], tokens.access_token, always=True)
         if tokens.refresh_token is not None:
             write(data, at["refresh_token"], tokens.refresh_token, always=True)
@@ -373,6 +373,15 @@ def _expiry_to(expires_at: float, unit: ExpiresUnit) -> Any:
     return int(expires_at)
 
 
+def _load(text: str) -> Any:
+    """A token file's JSON; nested deeper than the decoder goes, a ``ValueError`` like any
+    other file that cannot be read."""
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+
+
 def _jwt_expiry(token: str) -> float | None:
     """The ``exp`` claim of a JWT (unverified: the gateway only schedules its refresh by it)."""
     parts = token.split(".")
@@ -381,7 +390,7 @@ def _jwt_expiry(token: str) -> float | None:
     payload = parts[1] + "=" * (-len(parts[1]) % 4)
     try:
         claims = json.loads(base64.urlsafe_b64decode(payload))
-    except (ValueError, binascii.Error):
+    except (ValueError, binascii.Error, RecursionError):
         return None
     exp = claims.get("exp") if isinstance(claims, dict) else None
     if isinstance(exp, int | float) and not isinstance(exp, bool):

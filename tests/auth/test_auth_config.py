@@ -3,6 +3,8 @@ pluggable by entry point."""
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,7 @@ import pytest
 
 import asgi_rotator.auth as auth
 from asgi_rotator.auth import AuthStrategy, Credential, Grant
+from asgi_rotator.auth.oauth_file import LAYOUTS, TokenFile
 from asgi_rotator.config import ConfigError, parse_config
 from asgi_rotator.mock import MockUpstream
 from asgi_rotator.providers import Providers
@@ -77,6 +80,23 @@ def test_a_missing_token_file_is_a_config_error_at_startup(tmp_path: Path) -> No
     )
     with pytest.raises(ConfigError, match=r"providers\.p\.credential\.path: no such file"):
         Providers(config, {})
+
+
+def test_a_token_file_nested_too_deeply_is_a_config_error_at_startup(tmp_path: Path) -> None:
+    path = tmp_path / "deep.json"
+    path.write_text('{"claudeAiOauth": ' + "[" * 10_000 + "]" * 10_000 + "}")
+    config = parse_config(provider(strategy="oauth_file", layout="claude_code", path=str(path)), {})
+    with pytest.raises(ConfigError) as caught:
+        Providers(config, {})
+    assert str(caught.value) == "providers.p.credential.path: JSON nested too deeply"
+
+
+def test_a_jwt_whose_claims_are_nested_too_deeply_has_no_expiry(tmp_path: Path) -> None:
+    claims = base64.urlsafe_b64encode(b"[" * 10_000 + b"]" * 10_000).decode().rstrip("=")
+    path = tmp_path / "auth.json"
+    path.write_text(json.dumps({"tokens": {"access_token": f"e30.{claims}.sig"}}))
+    tokens = TokenFile(path, LAYOUTS["codex"]).read()
+    assert tokens.access_token == f"e30.{claims}.sig" and tokens.expires_at is None
 
 
 def test_an_unset_token_variable_is_named(tmp_path: Path) -> None:

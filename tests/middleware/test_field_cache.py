@@ -10,7 +10,7 @@ import pytest
 
 from asgi_rotator.config import ConfigError, parse_config
 from asgi_rotator.exchange import EVENT, RECORD, RESPONSE, SCOPE_KEY, CurrentAttempt, Exchange
-from asgi_rotator.field_rules import GEMINI_PLACEHOLDER, ReasoningRule, Rule
+from asgi_rotator.field_rules import GEMINI_PLACEHOLDER, ReasoningRule, Rule, turn_hash
 from asgi_rotator.middleware.field_cache import FieldCache
 from asgi_rotator.state import MemoryStore
 from asgi_rotator.unified import (
@@ -351,6 +351,14 @@ async def test_an_answer_that_is_not_json_reaches_no_rule() -> None:
         FieldCache(Observed(ANSWER), rules=[Recording("recording")]), scope_for(PATH), TURN_ONE
     )
     assert seen == [{"ok": 1}]
+
+
+def test_a_turn_whose_arguments_are_nested_too_deeply_is_addressed_by_their_text() -> None:
+    # As arguments that are not JSON: the turn still has an address, the rule no failure.
+    deep = "[" * 10_000 + "]" * 10_000
+    address = turn_hash(3, [ToolCall(id="c", name="f", arguments=deep)])
+    assert address == turn_hash(3, [ToolCall(id="other", name="f", arguments=deep)])
+    assert address != turn_hash(3, [ToolCall(id="c", name="f", arguments=deep + " ")])
 
 
 async def test_an_attempt_with_hooks_leaves_no_reference_cycle() -> None:
