@@ -211,14 +211,21 @@ async def test_the_grant_carries_the_files_context(
     assert authority.refreshes == 0  # fresh: nothing to do
 
 
-@pytest.mark.parametrize("garbled", ["malformed_json", "deep_json"])
+@pytest.mark.parametrize(
+    "fault",
+    [
+        Fault(path="/v1/oauth/token", malformed_json=True, times=None),
+        Fault(path="/v1/oauth/token", deep_json=True, times=None),
+    ],
+    ids=["malformed_json", "deep_json"],
+)
 def test_a_token_endpoint_answering_garbled_json_is_a_502_not_a_gateway_failure(
-    upstream: tuple[MockUpstream, str], authority: TokenAuthority, tmp_path: Path, garbled: str
+    upstream: tuple[MockUpstream, str], authority: TokenAuthority, tmp_path: Path, fault: Fault
 ) -> None:
     mock, url = upstream
     access, refresh, _ = authority.issue(expires_in=-1)
     path = claude_file(tmp_path / "c.json", access, refresh, time.time() - 1)
-    mock.add_fault(Fault(path="/v1/oauth/token", times=None, **{garbled: True}))
+    mock.add_fault(fault)
     with (
         gateway({"claude": claude_provider(url, path)}) as gw,
         anthropic.Anthropic(base_url=gw, api_key="client", max_retries=0) as client,

@@ -222,7 +222,7 @@ def test_an_envelope_nested_too_deeply_is_the_backends_error(
                 stream=stream,
             )
             if stream:
-                list(answer)  # type: ignore[arg-type]
+                list(answer)
     # The event's own error has no status (as for malformed JSON in an event): a 500 then.
     assert caught.value.status_code == (500 if stream else 502)
     assert "nested too deeply" in caught.value.message

@@ -198,6 +198,36 @@ def test_sdks_raise_bad_request_with_the_gateways_message(
     assert mock.requests == []  # nothing that failed validation reached a provider
 
 
+@pytest.mark.parametrize("upstream", ["gemini", "anthropic_messages"])
+def test_tool_arguments_nested_too_deeply_are_translated_like_invalid_ones(
+    gateway_url: str, mock: MockUpstream, upstream: str
+) -> None:
+    # Arguments are text a model wrote: JSON nested deeper than the decoder goes is kept as
+    # text for Gemini and dropped for Anthropic, as arguments that are not JSON are (it was
+    # a 500 from the gateway itself).
+    deep = "[" * 10_000 + "]" * 10_000
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": deep}}
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    with openai.OpenAI(base_url=f"{gateway_url}/v1", api_key="client", max_retries=0) as client:
+        answer = client.chat.completions.create(
+            model=f"{UPSTREAMS[upstream]}/model-x",
+            messages=[
+                {"role": "user", "content": "go"},
+                {"role": "assistant", "content": None, "tool_calls": [call]},  # type: ignore[list-item]
+                {"role": "tool", "tool_call_id": "call_1", "content": "done"},
+            ],
+            tools=[tool],  # type: ignore[list-item]
+        )
+    assert answer.choices[0].finish_reason in ("stop", "tool_calls")
+    (request,) = mock.requests
+    if upstream == "gemini":
+        part = request.body["contents"][1]["parts"][0]
+        assert part["functionCall"]["args"] == {"arguments": deep}
+    else:
+        block = request.body["messages"][1]["content"][0]
+        assert block["type"] == "tool_use" and block["input"] == {}
+
+
 @pytest.mark.parametrize("protocol", list(DRIVERS))
 def test_sdks_raise_not_found_for_an_unknown_model_and_endpoint(
     stack: tuple[str, Recorded], mock: MockUpstream, protocol: str
