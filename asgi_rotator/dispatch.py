@@ -773,7 +773,7 @@ def _unwrapped(sse_event: ServerSentEvent, shaping: Shaping) -> ServerSentEvent:
     try:
         data = _json_decode(sse_event.data)
     except (msgspec.DecodeError, RecursionError):
-        # The stream's decoder rejects it as the upstream's error.
+        # Too deep as well: the stream's decoder then reports it as the upstream's error.
         return sse_event
     inner = shaping.unwrap(data)
     if inner is data:
