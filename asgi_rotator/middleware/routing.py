@@ -96,8 +96,8 @@ async def routed_exchange(app: App, scope: Scope, receive: Receive, send: Send) 
     if scope["type"] != "http":
         await app(scope, receive, send)
         return None
-    exchange: Exchange | None = scope.get(SCOPE_KEY)
-    if exchange is not None and exchange.request is not None:
+    exchange = parsed_exchange(scope)
+    if exchange is not None:
         return exchange
     route = match_route(route_path(scope))
     if route is None or route.endpoint != "generate" or scope["method"] not in route.allowed:
@@ -266,10 +266,7 @@ def target_request(request: Request, target: Target) -> Request:
 
 
 def _with_header(message: Message, name: bytes, value: bytes) -> Message:
-    headers = []
-    for header in message.get("headers", ()):
-        if header[0].lower() != name:
-            headers.append(header)
+    headers = [header for header in message.get("headers", ()) if header[0].lower() != name]
     headers.append((name, value))
     return {**message, "headers": headers}
 
