@@ -352,3 +352,28 @@ def test_served_instructions_are_counted_for_the_floor_and_the_stack() -> None:
     # Both answer through uvicorn and aiohttp's client; the stack runs every layer besides.
     assert 50_000 < floor < stack < 10_000_000
     assert figures["asgi-rotator"]["over_floor"] == round(stack / floor, 3)
+
+
+def test_bytecodes_are_charged_to_the_functions_that_ran_them() -> None:
+    from benchmarks.bytecodes import by_file, count, table
+
+    full = count(ROOT, "plain", requests=3, warm=3)
+    # Every layer's own code runs for a plain request, and the same request counts the same
+    # every time: the run is deterministic.
+    assert full["asgi_rotator/dispatch.py:ProviderDispatch._forward"] > 0
+    assert full["asgi_rotator/middleware/log_lines.py:LogLines.__call__"] > 0
+    assert count(ROOT, "plain", requests=3, warm=3) == full
+    files = by_file(full)
+    assert files["asgi_rotator/dispatch.py"] > 0
+    assert "asyncio" in files  # a library by its package, not by where it is installed
+    assert sum(files.values()) == pytest.approx(sum(full.values()))
+    codecs = by_file(full, codecs_apart=False)["asgi_rotator/protocols/"]
+    assert codecs == pytest.approx(
+        sum(n for name, n in files.items() if name.startswith("asgi_rotator/protocols/"))
+    )
+    without = by_file(count(ROOT, "plain", requests=3, warm=3, without=frozenset({"log_lines"})))
+    assert "asgi_rotator/middleware/log_lines.py" not in without
+    assert sum(without.values()) < sum(files.values())
+    shown = table({"asgi-rotator": files, "baseline": without}, top=3).splitlines()
+    assert shown[1].startswith("asgi_rotator/middleware/log_lines.py")  # the largest difference
+    assert shown[-1].startswith("total")
