@@ -400,9 +400,10 @@ class ProviderDispatch:
         unified = upstream_codec.parse_response(data)
         if upstream_codec is not codec:
             raw = None
-            exchange.record(
-                "dispatch.translate_response", source=upstream_codec.name, target=codec.name
-            )
+            if exchange.recording:
+                exchange.record(
+                    "dispatch.translate_response", source=upstream_codec.name, target=codec.name
+                )
         await self._answer(exchange, codec, request, unified, raw, send, progress, pricer)
 
     async def _aggregate(

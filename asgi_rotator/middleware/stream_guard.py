@@ -360,11 +360,12 @@ class _Deadline:
         self.loop = loop
         self.clock = loop.time
         # inf when off: ``now + inf`` is a deadline that never comes, with no test for None.
-        self.stall = _or_inf(limits.stall_timeout)
-        self.send_limit = _or_inf(limits.send_timeout)
-        self.total = now + _or_inf(limits.total_timeout)
+        # (A limit is a positive number or None, so ``or`` only ever replaces None.)
+        self.stall = limits.stall_timeout or math.inf
+        self.send_limit = limits.send_timeout or math.inf
+        self.total = now + (limits.total_timeout or math.inf)
         # What limits the wait for the next body message: ttfb for the first, then stall.
-        self.wait_limit = _or_inf(limits.ttfb_timeout)
+        self.wait_limit = limits.ttfb_timeout or math.inf
         self.wait_kind = "ttfb"
         self.on_expired: Callable[[str], None] | None = on_expired
         self.on_check: Callable[[], None] | None = on_check
@@ -1097,10 +1098,6 @@ def _streams_sse(exchange: Exchange) -> bool:
 
 def _is_stream_start(start: Message) -> bool:
     return bool(start.get("status", 200) < 400 and is_event_stream(start))
-
-
-def _or_inf(seconds: float | None) -> float:
-    return seconds if seconds is not None else math.inf
 
 
 def _seconds(name: str, value: float | None) -> float | None:
