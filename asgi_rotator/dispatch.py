@@ -244,11 +244,7 @@ class ProviderDispatch:
         path = upstream_codec.request_path(outgoing)
         strategy = provider.strategy
         grant = await strategy.grant(credential) if credential is not None else None
-        forwarded = (
-            _forwarded(exchange.scope, upstream_protocol)
-            if upstream_protocol == exchange.protocol
-            else []
-        )
+        forwarded = _forwarded(exchange, upstream_protocol)
         context = None
         if shaping is not None:
             # Before the attempt is opened: a body rule that refuses the request, or a
@@ -468,8 +464,11 @@ class ProviderDispatch:
             # its attempts, in the usage object the client reads.
             raw = _json_encode(codec.build_response(_with_cost(unified, cost), request))
         exchange.response_id = unified.id
-        headers = [JSON_HEADER, (b"content-length", str(len(raw)).encode())]
-        headers.append((USAGE_HEADER, format_usage(usage).encode()))
+        headers = [
+            JSON_HEADER,
+            (b"content-length", str(len(raw)).encode()),
+            (USAGE_HEADER, format_usage(usage).encode()),
+        ]
         if cost is not None:
             headers.append((COST_HEADER, format_cost(cost).encode()))
         progress.started = True
@@ -741,13 +740,17 @@ def _shaping_context(exchange: Exchange, provider: Provider, grant: Grant | None
     )
 
 
-def _forwarded(scope: Scope, protocol: str) -> list[tuple[str, str]]:
-    """The client's headers that go on to a provider of its own protocol (a function, not a
-    comprehension in ``_forward``, whose cells would be kept for as long as it streams)."""
+def _forwarded(exchange: Exchange, protocol: str) -> list[tuple[str, str]]:
+    """The client's headers that go on to a provider of ``protocol`` when it is the client's
+    own (a function, not a comprehension in ``_forward``, whose cells would be kept for as
+    long as it streams)."""
+    names = _FORWARD.get(protocol) if protocol == exchange.protocol else None
+    if names is None:
+        return []
     return [
         (name, value.decode("latin-1"))
-        for name in _FORWARD.get(protocol, ())
-        for key, value in scope["headers"]
+        for name in names
+        for key, value in exchange.scope["headers"]
         if key.decode("latin-1") == name
     ]
 
