@@ -244,7 +244,11 @@ class ProviderDispatch:
         path = upstream_codec.request_path(outgoing)
         strategy = provider.strategy
         grant = await strategy.grant(credential) if credential is not None else None
-        forwarded = _forwarded(exchange, upstream_protocol)
+        forwarded = (
+            _forwarded(exchange.scope, upstream_protocol)
+            if upstream_protocol == exchange.protocol
+            else []
+        )
         context = None
         if shaping is not None:
             # Before the attempt is opened: a body rule that refuses the request, or a
@@ -740,17 +744,13 @@ def _shaping_context(exchange: Exchange, provider: Provider, grant: Grant | None
     )
 
 
-def _forwarded(exchange: Exchange, protocol: str) -> list[tuple[str, str]]:
-    """The client's headers that go on to a provider of ``protocol`` when it is the client's
-    own (a function, not a comprehension in ``_forward``, whose cells would be kept for as
-    long as it streams)."""
-    names = _FORWARD.get(protocol) if protocol == exchange.protocol else None
-    if names is None:
-        return []
+def _forwarded(scope: Scope, protocol: str) -> list[tuple[str, str]]:
+    """The client's headers that go on to a provider of its own protocol (a function, not a
+    comprehension in ``_forward``, whose cells would be kept for as long as it streams)."""
     return [
         (name, value.decode("latin-1"))
-        for name in names
-        for key, value in exchange.scope["headers"]
+        for name in _FORWARD.get(protocol, ())
+        for key, value in scope["headers"]
         if key.decode("latin-1") == name
     ]
 
