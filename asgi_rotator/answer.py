@@ -108,7 +108,7 @@ def is_event_stream(start: Message) -> bool:
     """Whether a response start announces an SSE stream."""
     for name, value in start.get("headers", ()):
         if name.lower() == b"content-type":
-            return bool(value.lower().startswith(b"text/event-stream"))
+            return value.lower().startswith(b"text/event-stream")
     return False
 
 

@@ -36,8 +36,9 @@ def presented_key(scope: Scope) -> str | None:
     for name, value in scope["headers"]:
         if name == b"authorization":
             scheme, _, token = value.decode("latin-1").partition(" ")
-            if scheme.lower() == "bearer" and token.strip():
-                return token.strip()
+            token = token.strip()
+            if scheme.lower() == "bearer" and token:
+                return token
         elif name in (b"x-api-key", b"x-goog-api-key"):
             # An empty header is no key at all, never a match for a misconfigured empty one.
             key = value.decode("latin-1").strip()
