@@ -296,9 +296,10 @@ class Exchange:
         still finds everything on it, and the scope's entries in the copy.
         """
         scope = self.scope
-        if scope.get(SCOPE_KEY) is self:
-            copy = self.scope = dict(scope)  # C-speed copy, then the one key out
-            del copy[SCOPE_KEY]
+        if scope.get(SCOPE_KEY) is not self:
+            return  # let go of already: the layer that made it, then the stack, both call this
+        copy = self.scope = dict(scope)  # C-speed copy, then the one key out
+        del copy[SCOPE_KEY]
         self._receive = None
         self.current.close()  # closed already if a routing layer opened it
 
