@@ -11,6 +11,10 @@ any), ``matches(provider, model, client)`` and four hooks, each a no-op by defau
 * ``extract(attempt, content)``: the unified content of the answer (a plain response, or a
   stream put back together block by block, never buffered as bytes).
 
+``FieldCache`` asks ``matches`` once per (upstream protocol, provider, model, client) and
+keeps the answer, so a rule's matching must depend on nothing else; a hook a ``Rule``
+subclass leaves as the base's no-op is never called.
+
 The built-in rules (``BUILTIN_RULES``) are ``ReasoningRule`` instances, one per provider whose
 reasoning payloads must come back, and ``SessionKeyRule``, for the session keys the presets
 declare; ``docs/field-cache.md`` says why each exists.  Configured
@@ -30,8 +34,9 @@ from typing import Any
 
 import msgspec
 
+from ._types import Scope
 from .config import FieldCacheConfig
-from .exchange import Exchange
+from .exchange import PRINCIPAL, Exchange
 from .presets import BACKENDS
 from .state import StateStore
 from .unified import (
@@ -81,16 +86,18 @@ _encode = msgspec.json.Encoder().encode
 _decode_parts = msgspec.json.Decoder(list[Reasoning]).decode
 _decode_turn = msgspec.json.Decoder(list[tuple[int, list[Reasoning]]]).decode
 _MAX_IDENT = 200
+# Headers (and the query parameter) a client presents its key in; hashed, never kept.
+_KEY_HEADERS = (b"authorization", b"x-api-key", b"x-goog-api-key")
 
 
 class Attempt:
     """What a rule knows about the attempt it runs for."""
 
     __slots__ = (
+        "_inbound",
         "client",
         "credential",
         "exchange",
-        "inbound",
         "model",
         "notes",
         "position",
@@ -108,7 +115,6 @@ class Attempt:
         provider: str,
         model: str,
         client: str,
-        inbound: str,
         credential: str,
     ) -> None:
         self.exchange = exchange
@@ -117,7 +123,7 @@ class Attempt:
         self.provider = provider
         self.model = model
         self.client = client  # the client's protocol
-        self.inbound = inbound  # a fingerprint, never the key
+        self._inbound: str | None = None
         self.credential = credential  # the credential id, never the key
         # Where the answer will sit in the conversation the client sends back: its index
         # among the unified messages (the client's own history, so stable between turns).
@@ -125,6 +131,16 @@ class Attempt:
         self.position = len(request.messages) if request is not None else 0
         # What a rule keeps between its hooks within this attempt (its own keys).
         self.notes: dict[Any, Any] = {}
+
+    @property
+    def inbound(self) -> str:
+        """Who the client is, as a fingerprint, never the key: InboundKeys' principal, else a
+        hash of the key the client presented (so two clients with different keys never share
+        values even when the gateway checks no keys), else ``anonymous``.  Worked out when a
+        key is first made: most requests make none."""
+        if self._inbound is None:
+            self._inbound = _fingerprint(self.exchange.scope)
+        return self._inbound
 
     def key(self, rule: str, scope: Sequence[str], kind: str, ident: str) -> str:
         """A store key: always the inbound key first, then the rule's scope, then what the
@@ -166,6 +182,23 @@ class Attempt:
         exchange = self.exchange
         if exchange.recording:
             exchange.record(name, **data)
+
+
+def _fingerprint(scope: Scope) -> str:
+    principal = scope.get(PRINCIPAL)
+    if principal:
+        return str(principal)
+    digest = hashlib.sha256()
+    found = False
+    for name, value in scope.get("headers", ()):
+        if name in _KEY_HEADERS:
+            digest.update(name + b"=" + value + b"\n")
+            found = True
+    query = scope.get("query_string", b"")
+    if b"key=" in query:
+        digest.update(b"?" + query)
+        found = True
+    return digest.hexdigest()[:32] if found else "anonymous"
 
 
 def _short(value: str) -> str:
@@ -282,6 +315,9 @@ class ReasoningRule(Rule):
 
     async def inject(self, attempt: Attempt, request: Request) -> Request:
         messages = request.messages
+        if not any(message.role == "assistant" for message in messages):
+            # A first turn: no payload to drop, look up or replace, no tool loop to check.
+            return request
         # The current turn: what follows the last user message.  Older turns' payloads are
         # not checked by any provider (Anthropic strips them, Gemini validates the current
         # turn only), so they are not looked up.

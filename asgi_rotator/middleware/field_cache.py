@@ -35,9 +35,9 @@ The rules themselves are in ``asgi_rotator.field_rules``.
 
 from __future__ import annotations
 
-import hashlib
+import functools
 import logging
-from collections.abc import Iterable
+from collections.abc import Awaitable, Iterable
 from typing import Any
 
 import msgspec
@@ -45,7 +45,7 @@ import msgspec
 from .._types import Message, Receive, Scope, Send
 from ..answer import ensure_request, send_error
 from ..errors import GatewayError
-from ..exchange import EVENT, PRINCIPAL, RESPONSE, SCOPE_KEY, Exchange
+from ..exchange import EVENT, RESPONSE, SCOPE_KEY, Exchange
 from ..field_rules import BUILTIN_RULES, Attempt, Rule, StreamExtract
 from ..state import MemoryStore, StateStore, namespaced
 
@@ -55,8 +55,6 @@ logger = logging.getLogger("asgi_rotator.field_cache")
 _json_decode = msgspec.json.decode
 
 _NAMESPACE = "field_cache:"
-# Headers (and the query parameter) a client presents its key in; hashed, never kept.
-_KEY_HEADERS = (b"authorization", b"x-api-key", b"x-goog-api-key")
 
 
 class FieldCache:
@@ -82,13 +80,23 @@ class FieldCache:
             raise ValueError(f"field cache rules: duplicate names {sorted(duplicate)}")
         self.store = namespaced(store if store is not None else MemoryStore(), _NAMESPACE)
         self.providers = providers
-        # The rules by upstream protocol: the only work a request pays when none applies is
-        # one dict lookup.
-        self._by_protocol: dict[str, tuple[Rule, ...]] = {}
-        for rule in self.rules:
-            for protocol in rule.protocols:
-                self._by_protocol[protocol] = (*self._by_protocol.get(protocol, ()), rule)
-        self._any_protocol = tuple(r for r in self.rules if not r.protocols)
+        # Which rules apply, and which of their hooks run, depends only on where the attempt
+        # goes and who asks: resolved once per (protocol, provider, model, client).  Bounded,
+        # as a model name may be the client's own.
+        self._plan = functools.lru_cache(maxsize=1024)(self._resolve)
+        # The upstream protocols the rules are for (None: some rule is for any): an attempt
+        # in another goes straight on.
+        self._protocols: frozenset[str] | None = None
+        if all(rule.protocols for rule in self.rules):
+            self._protocols = frozenset(p for rule in self.rules for p in rule.protocols)
+
+    def _resolve(self, protocol: str, provider: str, model: str, client: str) -> _Plan | None:
+        """The rules for one (upstream protocol, provider, model, client): those of the
+        protocol first, then those of any protocol; ``None`` when none matches."""
+        candidates = [r for r in self.rules if protocol in r.protocols]
+        candidates += [r for r in self.rules if not r.protocols]
+        rules = [r for r in candidates if r.matches(provider, model, client)]
+        return _Plan(rules) if rules else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or not self.rules:
@@ -117,15 +125,16 @@ class FieldCache:
                 protocol = target.provider.protocol_for(exchange.protocol)
             else:
                 protocol = exchange.protocol or "openai_chat"
-        candidates = self._by_protocol.get(protocol, ()) + self._any_protocol
-        if not candidates:
+        if self._protocols is not None and protocol not in self._protocols:
             await self.app(scope, receive, send)
             return
-        provider = target.provider.name if target is not None else protocol
-        model = target.model if target is not None else request.model
+        if target is not None:
+            provider, model = target.provider.name, target.model
+        else:
+            provider, model = protocol, request.model
         client = exchange.protocol or ""
-        rules = _matching(candidates, provider, model, client)
-        if not rules:
+        plan = self._plan(protocol, provider, model, client)
+        if plan is None:
             await self.app(scope, receive, send)
             return
         if current.credential is None and target is not None and target.provider.credentials:
@@ -139,29 +148,47 @@ class FieldCache:
             provider=provider,
             model=model,
             client=client,
-            inbound=_inbound(scope),
             credential=current.credential.id if current.credential is not None else "-",
         )
         original = request
-        for rule in rules:
+        for rule in plan.injectors:
             try:
                 request = await rule.inject(attempt, request)
             except Exception:
                 # A rule never breaks a request: without it the provider's own rule decides.
                 _rule_failed(attempt, rule, "inject")
-        shapers = _shapers(attempt, rules, request)
-        if shapers:
-            current.shape = _Shape(attempt, shapers, current.shape)
-        observers = [r for r in rules if r.observes]
-        if observers:
-            current.observe = _Observe(attempt, observers, current.observe)
+        if plan.shapers:
+            shapers = _shapers(attempt, plan.shapers, request)
+            if shapers:
+                current.shape = _Shape(attempt, shapers, current.shape)
+        if plan.observers:
+            current.observe = _Observe(attempt, plan.observers, current.observe)
         exchange.request = request
-        out = _ExtractingSend(send, attempt, rules)
+        if plan.extractors:
+            send = _ExtractingSend(send, attempt, plan.extractors, plan.wants_text)
         try:
-            await self.app(scope, receive, out)
+            await self.app(scope, receive, send)
         finally:
             # The next attempt (another target) starts again from the routing layer's copy.
             exchange.request = original
+
+
+class _Plan:
+    """The rules that apply to one (protocol, provider, model, client), by the hooks they
+    have: a hook a rule leaves as the base's no-op is never called."""
+
+    __slots__ = ("extractors", "injectors", "observers", "shapers", "wants_text")
+
+    def __init__(self, rules: list[Rule]) -> None:
+        self.injectors = [r for r in rules if _overrides(r, "inject")]
+        self.shapers = [r for r in rules if _overrides(r, "shapes")]
+        self.observers = [r for r in rules if r.observes]
+        self.extractors = [r for r in rules if _overrides(r, "extract")]
+        self.wants_text = any(r.wants_text for r in self.extractors)
+
+
+def _overrides(rule: Rule, hook: str) -> bool:
+    return getattr(type(rule), hook) is not getattr(Rule, hook)
 
 
 class _Shape:
@@ -215,62 +242,57 @@ class _Observe:
 
 
 class _ExtractingSend:
-    """Passes every message on at once; feeds the unified twins to the rules' extractors."""
+    """Passes every message on at once; feeds the unified twins to the rules' extractors.
 
-    __slots__ = ("attempt", "blocks", "rules", "send")
+    Not a coroutine: a message with nothing to extract goes straight to the downstream
+    send, whose awaitable it hands back (as LogLines' send does)."""
 
-    def __init__(self, send: Send, attempt: Attempt, rules: list[Rule]) -> None:
+    __slots__ = ("attempt", "blocks", "rules", "send", "wants_text")
+
+    def __init__(self, send: Send, attempt: Attempt, rules: list[Rule], wants_text: bool) -> None:
         self.send = send
         self.attempt = attempt
         self.rules = rules
+        self.wants_text = wants_text
         self.blocks: StreamExtract | None = None
 
-    async def __call__(self, message: Message) -> None:
+    def __call__(self, message: Message) -> Awaitable[None]:
         if message["type"] == "http.response.body":
             events = message.get(EVENT)
             if events:
                 blocks = self.blocks
                 if blocks is None:
-                    blocks = self.blocks = StreamExtract(any(r.wants_text for r in self.rules))
+                    blocks = self.blocks = StreamExtract(self.wants_text)
                 if blocks.feed(events):
-                    # Stored before the terminal event goes on: the client's next turn may
-                    # start the moment it has it.
-                    content = blocks.content()
                     self.blocks = None
-                    await _extract(self.attempt, self.rules, content)
+                    return self._extract_then_send(blocks.content(), message)
             else:
                 response = message.get(RESPONSE)
                 if response is not None:
-                    await _extract(self.attempt, self.rules, response.content)
+                    return self._extract_then_send(response.content, message)
+        return self.send(message)
+
+    async def _extract_then_send(self, content: list[Any], message: Message) -> None:
+        # Stored before the terminal event or the answer goes on: the client's next turn
+        # may start the moment it has it.
+        for rule in self.rules:
+            try:
+                await rule.extract(self.attempt, content)
+            except Exception:
+                _rule_failed(self.attempt, rule, "extract")
         await self.send(message)
-
-
-async def _extract(attempt: Attempt, rules: list[Rule], content: list[Any]) -> None:
-    for rule in rules:
-        try:
-            await rule.extract(attempt, content)
-        except Exception:
-            _rule_failed(attempt, rule, "extract")
-
-
-# The two filters below are functions rather than comprehensions in ``__call__``: before
-# Python 3.12 a comprehension is a function of its own, and the locals it reads become cells
-# of ``__call__``, made on every call and kept for as long as it lasts (a whole stream).
-def _matching(rules: tuple[Rule, ...], provider: str, model: str, client: str) -> list[Rule]:
-    return [rule for rule in rules if rule.matches(provider, model, client)]
 
 
 def _shapers(attempt: Attempt, rules: list[Rule], request: Any) -> list[Rule]:
     """The rules that change this attempt's provider-native body."""
-    return [rule for rule in rules if _shapes(attempt, rule, request)]
-
-
-def _shapes(attempt: Attempt, rule: Rule, request: Any) -> bool:
-    try:
-        return rule.shapes(attempt, request)
-    except Exception:
-        _rule_failed(attempt, rule, "shapes")
-        return False
+    shapers = []
+    for rule in rules:
+        try:
+            if rule.shapes(attempt, request):
+                shapers.append(rule)
+        except Exception:
+            _rule_failed(attempt, rule, "shapes")
+    return shapers
 
 
 def _rule_failed(attempt: Attempt, rule: Rule, hook: str) -> None:
@@ -281,26 +303,6 @@ def _rule_failed(attempt: Attempt, rule: Rule, hook: str) -> None:
         attempt.exchange.request_id,
     )
     attempt.record("field_cache.rule_failed", rule=rule.name, hook=hook)
-
-
-def _inbound(scope: Scope) -> str:
-    """Who the client is, as a fingerprint: InboundKeys' principal, else a hash of the key
-    the client presented (so two clients with different keys never share values even when
-    the gateway checks no keys), else ``anonymous``."""
-    principal = scope.get(PRINCIPAL)
-    if principal:
-        return str(principal)
-    digest = hashlib.sha256()
-    found = False
-    for name, value in scope.get("headers", ()):
-        if name in _KEY_HEADERS:
-            digest.update(name + b"=" + value + b"\n")
-            found = True
-    query = scope.get("query_string", b"")
-    if b"key=" in query:
-        digest.update(b"?" + query)
-        found = True
-    return digest.hexdigest()[:32] if found else "anonymous"
 
 
 async def _parsed(app: Any, scope: Scope, receive: Receive, send: Send) -> Exchange | None:
