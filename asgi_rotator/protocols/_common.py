@@ -18,6 +18,7 @@ __all__ = [
     "expect_model",
     "expect_number",
     "expect_str",
+    "int_or_zero",
     "new_id",
     "reported_cost",
 ]
@@ -89,6 +90,13 @@ def expect_bool(value: Any, path: str) -> bool:
     if not isinstance(value, bool):
         raise bad_request(path, f"expected a boolean, got {_kind(value)}")
     return value
+
+
+def int_or_zero(value: Any) -> int:
+    """A count or index as a provider sent it, or 0 when it is not an integer (absent,
+    null, a string, a boolean)."""
+    # Exactly int: JSON's true decodes to bool, a subclass of int.
+    return value if type(value) is int else 0
 
 
 def _kind(value: Any) -> str:

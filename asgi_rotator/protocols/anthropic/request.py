@@ -164,10 +164,12 @@ def build_request(default_max_tokens: int, request: Request) -> dict[str, Any]:
     tool_choice = _build_tool_choice(request, same, marks)
     if tool_choice is not None and (same or "tools" in body):
         body["tool_choice"] = tool_choice
-    for key in ("temperature", "top_p", "top_k"):
-        value = getattr(request, key)
-        if value is not None:
-            body[key] = value
+    if request.temperature is not None:
+        body["temperature"] = request.temperature
+    if request.top_p is not None:
+        body["top_p"] = request.top_p
+    if request.top_k is not None:
+        body["top_k"] = request.top_k
     if request.stop is not None:
         body["stop_sequences"] = list(request.stop)
     if same and "metadata" in marks:

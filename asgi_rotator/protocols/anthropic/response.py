@@ -10,7 +10,7 @@ from typing import Any
 
 from ...errors import GatewayError, classify
 from ...unified import FinishReason, Part, Reasoning, Request, Response, Text, ToolCall, Usage
-from .._common import reported_cost
+from .._common import int_or_zero, reported_cost
 from ..unknown_fields import marks_of, unknown_fields, wire_fields, with_marks
 from .content import (
     KEYS_TYPE_DATA,
@@ -86,9 +86,7 @@ def parse_response(body: Any) -> Response:
     if "stop_sequence" not in body:
         marks["no_stop_sequence"] = True
     if isinstance(body.get("usage"), dict):
-        diff = _diff(build_usage(response.usage), body["usage"])
-        if diff:
-            marks["usage"] = diff
+        marks["usage"] = body["usage"]  # what a same-protocol rebuild restores (_usage_body)
     response.extra = with_marks(unknown_fields(body, _RESPONSE_KEYS), MARK, marks)
     return response
 
@@ -114,7 +112,7 @@ def build_response(response: Response, request: Request | None = None) -> dict[s
         if "stop_reason" in marks
         else stop_reason_of(response.finish_reason, response.stop_sequence),
         stop_sequence=response.stop_sequence,
-        usage=_apply_diff(build_usage(response.usage), marks.get("usage")),
+        usage=_usage_body(response.usage, marks.get("usage")),
     )
     if marks.get("no_stop_sequence") and body["stop_sequence"] is None:
         del body["stop_sequence"]
@@ -137,28 +135,20 @@ def build_error(error: GatewayError) -> tuple[int, dict[str, Any]]:
     return status, {"type": "error", "error": {"type": error_type, "message": message}}
 
 
-def _diff(built: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any]:
-    """What turns ``built`` back into ``raw``: keys to set and keys to drop."""
-    diff: dict[str, Any] = {}
-    changed = {k: v for k, v in raw.items() if k not in built or built[k] != v}
-    dropped = [k for k in built if k not in raw]
-    if changed:
-        diff["set"] = changed
-    if dropped:
-        diff["drop"] = dropped
-    return diff
-
-
-def _apply_diff(built: dict[str, Any], diff: Any) -> dict[str, Any]:
-    if isinstance(diff, dict):
-        built.update(diff.get("set", {}))
-        for key in diff.get("drop", ()):
-            built.pop(key, None)
+def _usage_body(usage: Usage, raw: Any) -> dict[str, Any]:
+    """``usage`` in this protocol's shape.  Given the provider's own usage object (a
+    same-protocol rebuild), what it sent beyond what the counts build is restored: fields
+    the unified model has no place for, values it normalised, keys it would not have sent.
+    The difference is taken here, not when parsing, since most responses are never rebuilt
+    in their own protocol."""
+    built = build_usage(usage)
+    if not isinstance(raw, dict):
+        return built
+    as_parsed = build_usage(parse_usage(raw))
+    built.update({k: v for k, v in raw.items() if k not in as_parsed or as_parsed[k] != v})
+    for key in as_parsed.keys() - raw.keys():
+        built.pop(key, None)
     return built
-
-
-def _as_int(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def _parse_response_blocks(raw: Any) -> tuple[list[Part], list[list[Any]]]:
@@ -226,17 +216,19 @@ def stop_reason_of(finish: str, stop_sequence: str | None) -> str:
 def parse_usage(raw: Any) -> Usage:
     if not isinstance(raw, dict):
         return Usage()
-    cache_write = _as_int(raw.get("cache_creation_input_tokens"))
-    cache_read = _as_int(raw.get("cache_read_input_tokens"))
+    cache_write = int_or_zero(raw.get("cache_creation_input_tokens"))
+    cache_read = int_or_zero(raw.get("cache_read_input_tokens"))
     details = raw.get("output_tokens_details")
     # ``cache_creation`` breaks cache_creation_input_tokens down by TTL (5 min, 1 hour): a
     # breakdown, never added; the one-hour part is kept because it is priced higher.
     by_ttl = raw.get("cache_creation")
-    one_hour = _as_int(by_ttl.get("ephemeral_1h_input_tokens")) if isinstance(by_ttl, dict) else 0
+    one_hour = (
+        int_or_zero(by_ttl.get("ephemeral_1h_input_tokens")) if isinstance(by_ttl, dict) else 0
+    )
     return Usage(
-        input_tokens=_as_int(raw.get("input_tokens")) + cache_write + cache_read,
-        output_tokens=_as_int(raw.get("output_tokens")),
-        reasoning_tokens=_as_int(details.get("thinking_tokens"))
+        input_tokens=int_or_zero(raw.get("input_tokens")) + cache_write + cache_read,
+        output_tokens=int_or_zero(raw.get("output_tokens")),
+        reasoning_tokens=int_or_zero(details.get("thinking_tokens"))
         if isinstance(details, dict)
         else 0,
         cache_read_tokens=cache_read,

@@ -8,7 +8,7 @@ from typing import Any
 
 from ...errors import GatewayError, classify
 from ...unified import FinishReason, Part, Reasoning, Request, Response, ToolCall, Usage
-from .._common import expect_dict, new_id
+from .._common import expect_dict, int_or_zero, new_id
 from ..unknown_fields import marks_of, own_marks, unknown_fields, wire_fields
 from .content import (
     MARK,
@@ -297,8 +297,7 @@ def build_error(error: GatewayError) -> tuple[int, dict[str, Any]]:
 
 def parse_usage(usage: Mapping[str, Any], snake: set[str]) -> tuple[Usage, int]:
     def count(name: str) -> int:
-        value = get_field(usage, name, snake)
-        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+        return int_or_zero(get_field(usage, name, snake))
 
     thoughts = count("thoughtsTokenCount")
     tool_tokens = count("toolUsePromptTokenCount")

@@ -164,7 +164,8 @@ def build_assistant(
     texts: list[Text] = []
     refusals: list[str] = []
     reasoning: list[Reasoning] = []
-    calls: list[ToolCall] = []
+    tool_calls: list[dict[str, Any]] = []
+    legacy: list[ToolCall] = []  # legacy function calls, of which the wire holds one
     for part in content:
         if isinstance(part, Text):
             if same and marks_of(part.extra, MARK).get("refusal") == "field":
@@ -176,7 +177,10 @@ def build_assistant(
             if part.text and (response or part.source == origin):
                 reasoning.append(part)
         elif isinstance(part, ToolCall):
-            calls.append(part)
+            if same and marks_of(part.extra, MARK).get("legacy"):
+                legacy.append(part)
+            else:
+                tool_calls.append(_build_tool_call(part, same))
     if not same:
         # Consecutive text blocks join as a stream would; no text is a null content.
         message["content"] = "".join(t.text for t in texts) if texts else None
@@ -196,8 +200,6 @@ def build_assistant(
         message[field] = "".join(r.text for r in reasoning)
         if same and marks_of(reasoning[0].extra, MARK).get("both"):
             message["reasoning"] = message["reasoning_content"]
-    legacy = [c for c in calls if same and marks_of(c.extra, MARK).get("legacy")]
-    tool_calls = [_build_tool_call(c, same) for c in calls if not any(c is x for x in legacy)]
     if tool_calls:
         message["tool_calls"] = tool_calls
     if legacy:

@@ -122,10 +122,14 @@ def build_request(name: str, max_tokens_field: str, request: Request) -> dict[st
         _build_tools(request, same, marks, out)  # what it reads; most requests have none
     if request.max_tokens is not None:
         out[marks.get("max_tokens_field", max_tokens_field)] = request.max_tokens
-    for key in _NUMBER_FIELDS:
-        value = getattr(request, key)
-        if value is not None:
-            out[key] = value
+    if request.temperature is not None:
+        out["temperature"] = request.temperature
+    if request.top_p is not None:
+        out["top_p"] = request.top_p
+    if request.presence_penalty is not None:
+        out["presence_penalty"] = request.presence_penalty
+    if request.frequency_penalty is not None:
+        out["frequency_penalty"] = request.frequency_penalty
     if request.seed is not None:
         out["seed"] = request.seed
     if request.stop is not None:

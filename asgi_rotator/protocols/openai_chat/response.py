@@ -9,7 +9,7 @@ from typing import Any
 
 from ...errors import DEFAULT_STATUS, GatewayError, classify
 from ...unified import FinishReason, Part, Request, Response, Text, ToolCall, Usage
-from .._common import expect_dict, new_id, reported_cost
+from .._common import expect_dict, int_or_zero, new_id, reported_cost
 from ..unknown_fields import marks_of, unknown_fields, write_back
 from .content import MARK, REASONING_FIELDS, build_assistant, parse_reasoning, parse_tool_calls
 
@@ -181,11 +181,11 @@ def parse_usage(raw: Any) -> Usage:
     prompt = prompt if isinstance(prompt, dict) else {}
     completion = completion if isinstance(completion, dict) else {}
     return Usage(
-        input_tokens=_int(raw.get("prompt_tokens")),
-        output_tokens=_int(raw.get("completion_tokens")),
-        cache_read_tokens=_int(prompt.get("cached_tokens")),
-        cache_write_tokens=_int(prompt.get("cache_write_tokens")),
-        reasoning_tokens=_int(completion.get("reasoning_tokens")),
+        input_tokens=int_or_zero(raw.get("prompt_tokens")),
+        output_tokens=int_or_zero(raw.get("completion_tokens")),
+        cache_read_tokens=int_or_zero(prompt.get("cached_tokens")),
+        cache_write_tokens=int_or_zero(prompt.get("cache_write_tokens")),
+        reasoning_tokens=int_or_zero(completion.get("reasoning_tokens")),
         cost=reported_cost(raw),
     )
 
@@ -252,12 +252,6 @@ def error_body(error: GatewayError) -> dict[str, Any]:
     elif error.kind == "auth" and error.status == 403:
         kind, code = "permission_error", None
     return {"message": error.message, "type": kind, "param": error.param, "code": code}
-
-
-def _int(value: Any) -> int:
-    if value.__class__ is int:  # the common case, checked first
-        return value  # type: ignore[no-any-return]
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def str_or(value: Any, default: str) -> str:

@@ -9,7 +9,7 @@ from typing import Any
 
 from ...errors import DEFAULT_STATUS, GatewayError, classify
 from ...unified import FinishReason, Part, Request, Response, Text, ToolCall, Usage
-from .._common import reported_cost
+from .._common import int_or_zero, reported_cost
 from ..unknown_fields import marks_of, unknown_fields, wire_fields
 from .content import (
     MARK,
@@ -202,10 +202,6 @@ def parse_usage(raw: Any) -> Usage:
         cache_write_tokens=int_or_zero(inp.get("cache_write_tokens")),
         cost=reported_cost(raw),  # xAI and OpenRouter report it here too
     )
-
-
-def int_or_zero(value: Any) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else 0
 
 
 def usage_body(usage: Usage) -> dict[str, Any]:

@@ -28,12 +28,11 @@ from ...unified import (
     Usage,
     UsageEvent,
 )
-from .._common import new_id
+from .._common import int_or_zero, new_id
 from ..base import Codec, JsonStreamDecoder, StreamEncoder
 from .content import NAME, REASONING_SEP
 from .response import (
     INCOMPLETE_FINISH,
-    int_or_zero,
     parse_usage,
     response_envelope,
     status_fields,
