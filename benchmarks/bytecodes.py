@@ -8,9 +8,10 @@ fixed, asyncio's own event loop whether or not uvloop is installed), so two vers
 code can be compared module by module, or function by function, without valgrind.
 
 A bytecode is not an instruction: what one costs ranges from a few instructions (a local
-read) to thousands (a call into C that builds a dict).  Across a whole request of this
-stack the average is about 70 instructions; a difference between two versions of the same
-function tracks the instructions closely, a difference between unrelated functions less so.
+read) to thousands (a call into C that builds a dict), about 70 on average across a whole
+request of this stack.  Work done inside C is not seen at all (``None in d.values()`` is one
+bytecode, whatever it compares), so a change that saves bytecodes may still cost
+instructions: ``benchmarks.instructions`` judges it, this says where to look.
 
 A coroutine that waits pays bytecodes again each time it is resumed, so a deep stack of
 layers waiting on the same upstream call shows up in every layer's count.

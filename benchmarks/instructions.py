@@ -45,7 +45,10 @@ from benchmarks.run import checkout_dir, free_port, spawn, stop, wait_ready
 from benchmarks.upstream import EVENTS
 
 ROOT = Path(__file__).resolve().parent.parent
-MODES = ("plain", "same", "translated")
+# plain and translated-plain: per request (an OpenAI Chat client; a Chat upstream, or an
+# Anthropic one); same and translated: the same two, streamed, per event.
+MODES = ("plain", "translated-plain", "same", "translated")
+_PLAIN = ("plain", "translated-plain")
 FLOOR = "floor-aiohttp"
 _VALGRIND = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
 
@@ -67,8 +70,8 @@ async def main():
     client = inprocess.CannedClient(canned)
     for provider in gateway.providers:
         provider.client = client
-    model = "messages/bench" if mode == "translated" else "chat/bench"
-    body = inprocess._body(model, mode != "plain")
+    model = "messages/bench" if mode.startswith("translated") else "chat/bench"
+    body = inprocess._body(model, mode in ("same", "translated"))
     for _ in range(count):
         await inprocess._call(gateway, body)
     await gateway.aclose()
@@ -126,7 +129,7 @@ def measure(checkout: Path, mode: str, requests: int, warm: int = 100) -> int:
         compileall.compile_dir(checkout / package, quiet=1)
     first = count(checkout, mode, warm)
     second = count(checkout, mode, warm + requests)
-    return per_unit(first, second, requests, 0 if mode == "plain" else EVENTS)
+    return per_unit(first, second, requests, 0 if mode in _PLAIN else EVENTS)
 
 
 def _served_body() -> bytes:
@@ -235,9 +238,9 @@ def main(argv: list[str] | None = None) -> None:
     out: dict[str, dict[str, int]] = {}
     for mode in modes:
         # Streams are 40 events each: fewer of them count as many instructions.
-        requests = args.requests or (500 if mode == "plain" else 100)
+        requests = args.requests or (500 if mode in _PLAIN else 100)
         for name, checkout in checkouts.items():
-            out.setdefault(name, {})[f"{mode}_per_{'request' if mode == 'plain' else 'event'}"] = (
+            out.setdefault(name, {})[f"{mode}_per_{'request' if mode in _PLAIN else 'event'}"] = (
                 measure(checkout, mode, requests)
             )
             print(f"{name:<14} {mode:<10} {out[name]}", file=sys.stderr, flush=True)
