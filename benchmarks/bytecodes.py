@@ -25,12 +25,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks.run import checkout_dir
+from benchmarks.run import checkout_dir, run_in_checkout
 
 ROOT = Path(__file__).resolve().parent.parent
 # Each mode: the model the request names (the benchmark config routes ``chat/`` to an OpenAI
@@ -116,7 +114,8 @@ def count(
     ``sys.path``'s directories)."""
     model, stream = MODES[mode]
     roots = [str(checkout), *(p for p in sys.path if p and p != str(checkout))]
-    completed = subprocess.run(
+    completed = run_in_checkout(
+        checkout,
         [
             sys.executable,
             "-c",
@@ -129,13 +128,7 @@ def count(
             # Longest first: a site-packages directory sits inside the interpreter's own.
             *sorted(roots, key=len, reverse=True),
         ],
-        cwd=checkout,
-        env={**os.environ, "PYTHONPATH": str(checkout), "PYTHONHASHSEED": "0"},
-        capture_output=True,
-        text=True,
     )
-    if completed.returncode != 0:
-        raise RuntimeError(f"the counted run failed: {completed.stderr[-800:]}")
     out = json.loads(completed.stdout.splitlines()[-1])
     return {name: n / out["requests"] for name, n in out["counts"].items()}
 

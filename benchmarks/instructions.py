@@ -36,12 +36,11 @@ import os
 import re
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from benchmarks.run import checkout_dir, free_port, spawn, stop, wait_ready
+from benchmarks.run import checkout_dir, free_port, run_in_checkout, spawn, stop, wait_ready
 from benchmarks.upstream import EVENTS
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,25 +101,9 @@ def per_unit(first: int, second: int, extra_requests: int, events: int = 0) -> i
 
 def count(checkout: Path, mode: str, requests: int) -> int:
     """The instructions one run of ``requests`` requests executes, from start to exit."""
-    completed = subprocess.run(
-        [
-            "valgrind",
-            "--tool=cachegrind",
-            "--cache-sim=no",
-            "--cachegrind-out-file=/dev/null",
-            sys.executable,
-            "-c",
-            _DRIVER,
-            mode,
-            str(requests),
-        ],
-        cwd=checkout,
-        env={**os.environ, "PYTHONPATH": str(checkout), "PYTHONHASHSEED": "0"},
-        capture_output=True,
-        text=True,
+    completed = run_in_checkout(
+        checkout, [*_VALGRIND, sys.executable, "-c", _DRIVER, mode, str(requests)]
     )
-    if completed.returncode != 0:
-        raise RuntimeError(f"the counted run failed: {completed.stderr[-800:]}")
     return parse_refs(completed.stderr)
 
 

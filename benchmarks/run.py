@@ -1154,6 +1154,21 @@ def settings_from(argv: Sequence[str] | None) -> Settings:
     )
 
 
+def run_in_checkout(checkout: Path, argv: list[str]) -> subprocess.CompletedProcess[str]:
+    """``argv`` run in ``checkout`` with its own packages first and hash randomisation fixed
+    (so a count is the same from run to run), its output captured; raises when it fails."""
+    completed = subprocess.run(
+        argv,
+        cwd=checkout,
+        env={**os.environ, "PYTHONPATH": str(checkout), "PYTHONHASHSEED": "0"},
+        capture_output=True,
+        text=True,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"the counted run failed: {completed.stderr[-800:]}")
+    return completed
+
+
 def checkout_dir(value: str) -> Path:
     """``value`` as a checkout of asgi-rotator (for ``--baseline``), or an argparse error."""
     path = Path(value).resolve()
