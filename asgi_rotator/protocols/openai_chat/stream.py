@@ -128,7 +128,7 @@ class ChatStreamDecoder(JsonStreamDecoder):
         delta = choice.get("delta")
         delta = delta if isinstance(delta, dict) else {}
         # Most deltas carry text alone: reasoning and tool calls are read where they are.
-        if "reasoning_content" in delta or "reasoning" in delta:
+        if not delta.keys().isdisjoint(REASONING_FIELDS):
             for key in REASONING_FIELDS:
                 if (text := delta.get(key)) and isinstance(text, str):
                     out.append(ReasoningDelta(index=self._open("reasoning", out), text=text))
