@@ -28,17 +28,10 @@ import json
 import sys
 from pathlib import Path
 
+from benchmarks.instructions import MODES
 from benchmarks.run import checkout_dir, run_in_checkout
 
 ROOT = Path(__file__).resolve().parent.parent
-# Each mode: the model the request names (the benchmark config routes ``chat/`` to an OpenAI
-# Chat upstream and ``messages/`` to an Anthropic one) and whether it streams (40 events).
-MODES = {
-    "plain": ("chat/bench", False),
-    "translated-plain": ("messages/bench", False),
-    "same": ("chat/bench", True),
-    "translated": ("messages/bench", True),
-}
 
 # Run in the checkout's own interpreter state: its stack, its canned upstream client and its
 # request bodies (``benchmarks.inprocess``).  Prints {"file:function": bytecodes, ...} for

@@ -44,10 +44,15 @@ from benchmarks.run import checkout_dir, free_port, run_in_checkout, spawn, stop
 from benchmarks.upstream import EVENTS
 
 ROOT = Path(__file__).resolve().parent.parent
-# plain and translated-plain: per request (an OpenAI Chat client; a Chat upstream, or an
-# Anthropic one); same and translated: the same two, streamed, per event.
-MODES = ("plain", "translated-plain", "same", "translated")
-_PLAIN = ("plain", "translated-plain")
+# Each mode: the model an OpenAI Chat client names (the benchmark config routes ``chat/`` to
+# a Chat upstream and ``messages/`` to an Anthropic one) and whether it streams (40 events).
+# A plain mode is counted per request, a streamed one per event.
+MODES = {
+    "plain": ("chat/bench", False),
+    "translated-plain": ("messages/bench", False),
+    "same": ("chat/bench", True),
+    "translated": ("messages/bench", True),
+}
 FLOOR = "floor-aiohttp"
 _VALGRIND = ["valgrind", "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null"]
 
@@ -61,7 +66,7 @@ from benchmarks.upstream import harvest
 from asgi_rotator.config import parse_config
 from asgi_rotator.stack import build_app
 
-mode, count = sys.argv[1], int(sys.argv[2])
+model, stream, count = sys.argv[1], sys.argv[2] == "1", int(sys.argv[3])
 canned = harvest()  # before the loop: it runs one of its own
 
 async def main():
@@ -69,8 +74,7 @@ async def main():
     client = inprocess.CannedClient(canned)
     for provider in gateway.providers:
         provider.client = client
-    model = "messages/bench" if mode.startswith("translated") else "chat/bench"
-    body = inprocess._body(model, mode in ("same", "translated"))
+    body = inprocess._body(model, stream)
     for _ in range(count):
         await inprocess._call(gateway, body)
     await gateway.aclose()
@@ -101,8 +105,10 @@ def per_unit(first: int, second: int, extra_requests: int, events: int = 0) -> i
 
 def count(checkout: Path, mode: str, requests: int) -> int:
     """The instructions one run of ``requests`` requests executes, from start to exit."""
+    model, stream = MODES[mode]
     completed = run_in_checkout(
-        checkout, [*_VALGRIND, sys.executable, "-c", _DRIVER, mode, str(requests)]
+        checkout,
+        [*_VALGRIND, sys.executable, "-c", _DRIVER, model, "1" if stream else "0", str(requests)],
     )
     return parse_refs(completed.stderr)
 
@@ -112,7 +118,8 @@ def measure(checkout: Path, mode: str, requests: int, warm: int = 100) -> int:
         compileall.compile_dir(checkout / package, quiet=1)
     first = count(checkout, mode, warm)
     second = count(checkout, mode, warm + requests)
-    return per_unit(first, second, requests, 0 if mode in _PLAIN else EVENTS)
+    streamed = MODES[mode][1]
+    return per_unit(first, second, requests, EVENTS if streamed else 0)
 
 
 def _served_body() -> bytes:
@@ -221,10 +228,11 @@ def main(argv: list[str] | None = None) -> None:
     out: dict[str, dict[str, int]] = {}
     for mode in modes:
         # Streams are 40 events each: fewer of them count as many instructions.
-        requests = args.requests or (500 if mode in _PLAIN else 100)
+        streamed = MODES[mode][1]
+        requests = args.requests or (100 if streamed else 500)
         for name, checkout in checkouts.items():
-            out.setdefault(name, {})[f"{mode}_per_{'request' if mode in _PLAIN else 'event'}"] = (
-                measure(checkout, mode, requests)
+            out.setdefault(name, {})[f"{mode}_per_{'event' if streamed else 'request'}"] = measure(
+                checkout, mode, requests
             )
             print(f"{name:<14} {mode:<10} {out[name]}", file=sys.stderr, flush=True)
     print(json.dumps(out))
