@@ -252,7 +252,7 @@ class CooldownRetry:
                     return
                 if wait > 0:
                     exchange.record("cooldown.wait", seconds=round(wait, 3), attempt=count + 1)
-                    await self._sleep(wait)
+                    await self._sleep_until(now + wait)
                 if not candidates:
                     waits += 1
                     continue  # a key should be back: read the state again
@@ -284,6 +284,15 @@ class CooldownRetry:
             pause_until = self._clock() + (
                 retry_after if retry_after is not None else self._backoff(count)
             )
+
+    async def _sleep_until(self, until: float) -> None:
+        """Sleep until the clock reads ``until``.  A loop timer may end a little before: its
+        clock is not this one (the wall clock the cooldown state is kept in), and uvloop's
+        timers count whole milliseconds from the time the loop last read.  A wait that
+        ended early would find the key still cooling, count as a second wait and, with
+        ``max_attempts = 1``, answer 429 "available again in 0.0s"."""
+        while (left := until - self._clock()) > 0:
+            await self._sleep(left)
 
     async def _give_up(
         self,

@@ -605,6 +605,28 @@ async def test_waits_for_a_key_that_is_back_within_max_wait() -> None:
     assert result.status == 200 and clock.slept == [3] and result.attempts == 2
 
 
+class EarlyClock(Clock):
+    """A clock whose sleeps end half a millisecond early, as a loop timer's may (uvloop's
+    count whole milliseconds from when the loop last read its clock)."""
+
+    async def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds - min(0.0005, seconds / 2)
+
+
+async def test_a_wait_that_ends_early_is_still_one_wait_for_the_key() -> None:
+    clock = EarlyClock()
+    answers = iter([rate_limited(3)])
+    upstream = Upstream(lambda t, key, n: next(answers, "ok"))
+    app = layer(upstream, make_providers({"p": 1}), clock, max_wait=5, max_attempts=1)
+    assert (await call(app)).status == 429  # its one attempt was refused; the key cools 3 s
+    # The next request waits for the key.  Its timer ending a hair early is not the key
+    # cooling down again: no 429 "available again in 0.0s".
+    result = await call(app)
+    assert result.status == 200 and result.attempts == 1
+    assert clock.slept[0] == 3 and clock.now >= 1_000_003
+
+
 async def test_budget_is_shared_by_every_target_of_one_request() -> None:
     clock = Clock()
 
