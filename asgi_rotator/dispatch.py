@@ -32,7 +32,7 @@ import anyio
 import msgspec
 
 from . import _watch
-from ._types import Receive, Scope, Send
+from ._types import Message, Receive, Scope, Send
 from .aggregate import StreamAggregate
 from .answer import (
     JSON_HEADER,
@@ -52,6 +52,7 @@ from .exchange import (
     EVENT,
     RESPONSE,
     SCOPE_KEY,
+    WANT_RESPONSE,
     Attempt,
     Exchange,
 )
@@ -397,6 +398,18 @@ class ProviderDispatch:
         observe = exchange.current.observe
         if observe is not None:
             observe(data)
+        if (
+            raw is not None
+            and upstream_codec is codec
+            and not request.include_cost
+            and not exchange.scope.get(WANT_RESPONSE)
+        ):
+            # The bytes go on as they came and no layer reads the twin: of the answer, only
+            # what the gateway itself reports (its id and usage) is read.
+            response_id, usage = codec.response_id_and_usage(data)
+            pricer(usage)
+            await self._respond(exchange, raw, response_id, usage, None, send, progress)
+            return
         unified = upstream_codec.parse_response(data)
         if upstream_codec is not codec:
             raw = None
@@ -457,17 +470,33 @@ class ProviderDispatch:
         pricer: _Pricer,
     ) -> None:
         """A plain answer to the client: ``raw`` as the upstream sent it when it is already
-        in the client's protocol, else built from ``unified``."""
+        in the client's protocol, else built from ``unified``, which goes with it as its
+        twin."""
         if raw is None:
             raw = _json_encode(codec.build_response(unified, request))
-        usage = exchange.usage = unified.usage
-        pricer(usage)
+        pricer(unified.usage)
+        if request.include_cost:
+            cost = exchange.cost
+            if cost is not None:
+                # Asked for in-band (OpenRouter's usage.include): the request's cost, over
+                # all its attempts, in the usage object the client reads.
+                raw = _json_encode(codec.build_response(_with_cost(unified, cost), request))
+        await self._respond(exchange, raw, unified.id, unified.usage, unified, send, progress)
+
+    async def _respond(
+        self,
+        exchange: Exchange,
+        raw: bytes,
+        response_id: str | None,
+        usage: Usage,
+        twin: Response | None,
+        send: Send,
+        progress: _Progress,
+    ) -> None:
+        """The plain answer's start, with the usage and cost headers, and its body."""
+        exchange.usage = usage
+        exchange.response_id = response_id
         cost = exchange.cost
-        if request.include_cost and cost is not None:
-            # Asked for in-band (OpenRouter's usage.include): the request's cost, over all
-            # its attempts, in the usage object the client reads.
-            raw = _json_encode(codec.build_response(_with_cost(unified, cost), request))
-        exchange.response_id = unified.id
         headers = [
             JSON_HEADER,
             (b"content-length", str(len(raw)).encode()),
@@ -477,7 +506,10 @@ class ProviderDispatch:
             headers.append((COST_HEADER, format_cost(cost).encode()))
         progress.started = True
         await send({"type": "http.response.start", "status": 200, "headers": headers})
-        await send({"type": "http.response.body", "body": raw, RESPONSE: unified})
+        body: Message = {"type": "http.response.body", "body": raw}
+        if twin is not None:
+            body[RESPONSE] = twin
+        await send(body)
 
     # --- listings and lifespan --------------------------------------------------------------
 

@@ -1,19 +1,22 @@
-"""How dispatch frames a stream for the layers above: one body message per upstream read,
-each carrying the whole events that read completed, never part of one and never fewer
-events than came in."""
+"""How dispatch frames an answer for the layers above.  A stream: one body message per
+upstream read, each carrying the whole events that read completed, never part of one and
+never fewer events than came in.  A plain answer: its bytes, with its twin when a layer asked
+for it or the answer was translated."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import pytest
 
 from asgi_rotator.config import parse_config
-from asgi_rotator.exchange import DISCONNECT_WATCHED, ERROR, EVENT
+from asgi_rotator.dispatch import USAGE_HEADER
+from asgi_rotator.exchange import DISCONNECT_WATCHED, ERROR, EVENT, RESPONSE, WANT_RESPONSE
 from asgi_rotator.sse import SSEDecoder
 from asgi_rotator.stack import LAYERS, build_app
-from asgi_rotator.unified import Error, Finish, TextDelta
+from asgi_rotator.unified import Error, Finish, Response, Text, TextDelta
 from tests.conftest import load_fixture
 
 pytestmark = pytest.mark.anyio
@@ -57,6 +60,14 @@ def _events(raw: bytes) -> list[bytes]:
 
 async def _stream(upstream: str, reads: list[bytes]) -> list[dict[str, Any]]:
     """The body messages dispatch sends a Chat client for an upstream stream in ``reads``."""
+    sent = await _dispatch(upstream, reads, stream=True)
+    return [m for m in sent if m["type"] == "http.response.body"]
+
+
+async def _dispatch(
+    upstream: str, reads: list[bytes], *, stream: bool, scope_extra: Mapping[str, Any] = {}
+) -> list[dict[str, Any]]:
+    """Every message dispatch sends a Chat client for an upstream answer in ``reads``."""
     base = "http://upstream.invalid" + ("/v1" if upstream == "openai_chat" else "")
     config = parse_config(
         {"providers": {"up": {"protocol": upstream, "base_url": base, "keys": ["k"]}}}, {}
@@ -64,7 +75,9 @@ async def _stream(upstream: str, reads: list[bytes]) -> list[dict[str, Any]]:
     gateway = build_app(config, environ={}, without=LAYERS)  # dispatch alone
     for provider in gateway.providers:
         provider.client = _Client(reads)
-    body = b'{"model":"up/m","messages":[{"role":"user","content":"hi"}],"stream":true}'
+    body = b'{"model":"up/m","messages":[{"role":"user","content":"hi"}],"stream":%s}' % (
+        b"true" if stream else b"false"
+    )
     delivered = False
     sent: list[dict[str, Any]] = []
 
@@ -87,10 +100,11 @@ async def _stream(upstream: str, reads: list[bytes]) -> list[dict[str, Any]]:
         "query_string": b"",
         "headers": [(b"content-type", b"application/json")],
         DISCONNECT_WATCHED: True,  # a layer above would watch
+        **scope_extra,
     }
     await gateway(scope, receive, send)
     await gateway.aclose()
-    return [m for m in sent if m["type"] == "http.response.body"]
+    return sent
 
 
 def _chat_upstream_events() -> list[bytes]:
@@ -156,3 +170,37 @@ async def test_events_before_a_malformed_one_in_the_same_read_still_go_out() -> 
     assert first["body"] == events[0] + events[1]
     assert isinstance(error[EVENT][0], Error) and error[ERROR].kind == "server_error"
     assert end["more_body"] is False
+
+
+# --- plain answers and their twin ----------------------------------------------------------
+
+
+async def test_a_plain_answer_in_the_clients_protocol_goes_on_as_it_came() -> None:
+    raw = json.dumps(load_fixture("openai_chat", "response_text.json")).encode()
+    start, body = await _dispatch("openai_chat", [raw], stream=False)
+    assert body["body"] == raw
+    # Nobody asked for the twin: none is made, and the gateway's own figures still come
+    # from the answer.
+    assert RESPONSE not in body
+    headers = dict(start["headers"])
+    assert headers[USAGE_HEADER] == b"input=1117, output=46, cache_read=1024"
+    assert headers[b"content-length"] == str(len(raw)).encode()
+
+
+async def test_a_plain_answer_has_its_twin_when_a_layer_asks_or_it_was_translated() -> None:
+    raw = json.dumps(load_fixture("openai_chat", "response_text.json")).encode()
+    start, body = await _dispatch(
+        "openai_chat", [raw], stream=False, scope_extra={WANT_RESPONSE: True}
+    )
+    assert body["body"] == raw
+    twin = body[RESPONSE]
+    assert twin.id == "chatcmpl-B9MHDbslfkBeAs8l4bebGdFOJ6PeG"
+    assert twin.content == [
+        Text(text="The image shows a wooden boardwalk extending through a lush green marshland.")
+    ]
+    assert dict(start["headers"])[USAGE_HEADER] == b"input=1117, output=46, cache_read=1024"
+
+    translated = json.dumps(load_fixture("anthropic_messages", "response_text.json")).encode()
+    _, body = await _dispatch("anthropic_messages", [translated], stream=False)
+    assert isinstance(body[RESPONSE], Response)
+    assert json.loads(body["body"])["object"] == "chat.completion"

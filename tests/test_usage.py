@@ -18,7 +18,7 @@ from asgi_rotator.errors import GatewayError
 from asgi_rotator.protocols import get_codec
 from asgi_rotator.sse import SSEDecoder
 from asgi_rotator.unified import Finish, Request, Response, Text, Usage
-from tests.conftest import load_fixture
+from tests.conftest import FIXTURES, load_fixture
 
 CHAT, RESPONSES, ANTHROPIC, GEMINI = (
     "openai_chat",
@@ -125,6 +125,47 @@ def test_plain_response_usage_follows_the_rule(case: str) -> None:
     protocol, expected = TABLE[case]
     response = get_codec(protocol).parse_response(load_fixture("usage", f"{case}.json"))
     same_usage(response.usage, expected)
+
+
+# Where each protocol's response carries its id.
+ID_FIELDS = {
+    CHAT: ("id",),
+    RESPONSES: ("id",),
+    ANTHROPIC: ("id",),
+    GEMINI: ("responseId", "response_id"),
+}
+RESPONSE_BODIES = [
+    (protocol, folder, path.name)
+    for protocol, folder in [*((p, p) for p in PROTOCOLS), *((p, "usage") for p in PROTOCOLS)]
+    for path in sorted((FIXTURES / folder).glob("*.json"))
+    if path.name.startswith("response_") or TABLE.get(path.stem, ("",))[0] == protocol
+]
+
+
+@pytest.mark.parametrize(("protocol", "folder", "name"), RESPONSE_BODIES)
+def test_id_and_usage_read_alone_are_what_the_whole_parse_reads(
+    protocol: str, folder: str, name: str
+) -> None:
+    # What dispatch reads of an answer it passes on untouched, with no twin.
+    body = load_fixture(folder, name)
+    codec = get_codec(protocol)
+    whole = codec.parse_response(body)
+    response_id, usage = codec.response_id_and_usage(body)
+    assert usage == whole.usage
+    if any(body.get(key) for key in ID_FIELDS[protocol]):
+        assert response_id == whole.id
+    else:
+        assert response_id is None  # not the id the whole parse makes up
+
+
+@pytest.mark.parametrize("protocol", PROTOCOLS)
+@pytest.mark.parametrize("body", [[], "text", 3, None])
+def test_a_response_that_is_not_an_object_is_the_upstreams_fault(protocol: str, body: Any) -> None:
+    codec = get_codec(protocol)
+    for read in (codec.parse_response, codec.response_id_and_usage):
+        with pytest.raises(GatewayError) as caught:
+            read(body)
+        assert (caught.value.kind, caught.value.status) == ("server_error", 502)
 
 
 @pytest.mark.parametrize("case", STREAMED)

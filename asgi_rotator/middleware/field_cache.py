@@ -45,7 +45,7 @@ import msgspec
 from .._types import Message, Receive, Scope, Send
 from ..answer import ensure_request, send_error
 from ..errors import GatewayError
-from ..exchange import EVENT, RESPONSE, SCOPE_KEY, Exchange
+from ..exchange import EVENT, RESPONSE, SCOPE_KEY, WANT_RESPONSE, Exchange
 from ..field_rules import BUILTIN_RULES, Attempt, Rule, StreamExtract
 from ..state import MemoryStore, StateStore, namespaced
 
@@ -166,6 +166,7 @@ class FieldCache:
         exchange.request = request
         if plan.extractors:
             send = _ExtractingSend(send, attempt, plan.extractors, plan.wants_text)
+            scope[WANT_RESPONSE] = True  # a plain answer's twin is what they read
         try:
             await self.app(scope, receive, send)
         finally:

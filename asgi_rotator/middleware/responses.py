@@ -96,7 +96,7 @@ from ..aggregate import StreamAggregate
 from ..answer import ensure_request, is_event_stream, send_error, send_json
 from ..config import ResponsesConfig
 from ..errors import GatewayError
-from ..exchange import DEFAULT_MAX_BODY, EVENT, PRINCIPAL, RESPONSE, Exchange
+from ..exchange import DEFAULT_MAX_BODY, EVENT, PRINCIPAL, RESPONSE, WANT_RESPONSE, Exchange
 from ..protocols import get_codec
 from ..protocols.openai_responses import as_instructions
 from ..providers import Providers
@@ -299,6 +299,7 @@ class ResponsesState:
             exchange.current.error = error
             await send_error(send, NAME, error)
             return
+        scope[WANT_RESPONSE] = True  # a plain answer is rebuilt and stored from its twin
         recorder = _Recorder(turn, send)
         try:
             if turn.native:

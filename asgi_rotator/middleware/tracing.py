@@ -43,7 +43,17 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from .._types import App, Message, Receive, Scope, Send
 from ..config import TracingConfig
 from ..errors import GatewayError
-from ..exchange import ATTEMPT_HOOK, ERROR, EVENT, RECORD, RESPONSE, SCOPE_KEY, Attempt, Exchange
+from ..exchange import (
+    ATTEMPT_HOOK,
+    ERROR,
+    EVENT,
+    RECORD,
+    RESPONSE,
+    SCOPE_KEY,
+    WANT_RESPONSE,
+    Attempt,
+    Exchange,
+)
 from ..redaction import register_secret
 from ..routes import match_route, route_path
 from ..unified import Finish, MessageStart, Response
@@ -157,6 +167,7 @@ class Tracing:
             return
         traced = _Traced(self, scope, send)
         scope[RECORD] = True
+        scope[WANT_RESPONSE] = True  # the span's finish reason and model are read from it
         scope[ATTEMPT_HOOK] = traced.on_attempt
         token = traced.start()
         try:

@@ -120,7 +120,8 @@ class Fault(msgspec.Struct, kw_only=True):
     ``deep_json`` is valid JSON nested 10,000 levels deep: the plain body (the error body with
     ``status``) or, on a stream, the last event.  ``oversized_event`` is the size in bytes of a ``data:`` line that
     never ends, sent in 64 KiB pieces.  ``invalid_utf8`` puts bytes that are not UTF-8 in
-    the reply text (every event of a stream, or the plain body).
+    the reply text (every event of a stream, or the plain body).  ``not_an_object`` is valid
+    JSON that is not an object (``[]``): the plain body or, on a stream, the last event.
     """
 
     status: int | None = None
@@ -137,6 +138,7 @@ class Fault(msgspec.Struct, kw_only=True):
     error_event_after: int | None = None
     malformed_json: bool = False
     deep_json: bool = False
+    not_an_object: bool = False
     malformed_sse: bool = False
     oversized_event: int | None = None
     invalid_utf8: bool = False
@@ -573,6 +575,8 @@ class MockUpstream:
                 body = _BROKEN_JSON
             elif fault.deep_json:
                 body = _DEEP_JSON
+            elif fault.not_an_object:
+                body = b"[]"
             else:
                 body = codec.body(reply)
             if fault.invalid_utf8:
@@ -693,6 +697,8 @@ def _stream_fault_at(fault: Fault, i: int, end_at: int) -> bytes | str | None:
         return b"data: " + _BROKEN_JSON + b"\n\n"
     if fault.deep_json:
         return b"data: " + _DEEP_JSON + b"\n\n"
+    if fault.not_an_object:
+        return b"data: []\n\n"
     if fault.malformed_sse:
         return _GARBAGE
     if fault.eof_after is not None:

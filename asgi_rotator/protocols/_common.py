@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from typing import Any
 
+from ..errors import GatewayError
 from ..model_names import check_model_name
 from .base import bad_request
 
@@ -21,6 +22,7 @@ __all__ = [
     "int_or_zero",
     "new_id",
     "reported_cost",
+    "response_object",
 ]
 
 # One table for every codec, so effort -> budget -> effort is stable across hops.
@@ -45,6 +47,16 @@ def budget_to_effort(budget: int) -> str:
 def new_id(prefix: str) -> str:
     """A fresh opaque id (``prefix`` + 24 hex chars), as providers shape theirs."""
     return f"{prefix}{os.urandom(12).hex()}"
+
+
+def response_object(body: Any) -> dict[str, Any]:
+    """An upstream's plain response body, which a JSON object must be.  Anything else is the
+    upstream's fault: a 502, never a 400 that would blame the client."""
+    if not isinstance(body, dict):
+        raise GatewayError(
+            "server_error", "upstream sent a response that is not a JSON object", status=502
+        )
+    return body
 
 
 def expect_dict(value: Any, path: str) -> dict[str, Any]:

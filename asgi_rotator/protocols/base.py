@@ -18,7 +18,7 @@ import msgspec
 from .._types import Send
 from ..errors import GatewayError
 from ..sse import ServerSentEvent
-from ..unified import Event, MessageStart, Request, Response
+from ..unified import Event, MessageStart, Request, Response, Usage
 
 __all__ = ["Codec", "JsonStreamDecoder", "StreamDecoder", "StreamEncoder", "bad_request"]
 
@@ -152,6 +152,14 @@ class Codec:
 
     def build_response(self, response: Response, request: Request | None = None) -> dict[str, Any]:
         raise NotImplementedError
+
+    def response_id_and_usage(self, body: Any) -> tuple[str | None, Usage]:
+        """The id and usage of a plain response, for when its bytes go to a client of this
+        protocol as they came and no layer reads its twin.  Raises on a body that is not a
+        response at all, as ``parse_response`` does; the rest of it is not looked at.  The
+        default parses the whole response."""
+        response = self.parse_response(body)
+        return response.id, response.usage
 
     # --- errors -----------------------------------------------------------------------------
 

@@ -135,6 +135,16 @@ FAULTS: dict[str, tuple[Fault | None, Fault | None, Any, Any, str]] = {
         IN_BAND,
         "upstream_error",
     ),
+    # Valid JSON that is not an object: the upstream's fault too (a plain one was a 400
+    # blaming the client, or a 500), passed on or translated alike.  A stream's event of it
+    # says nothing, and the stream then ends short.
+    "not_an_object": (
+        Fault(not_an_object=True, times=None),
+        Fault(not_an_object=True, eof_after=AFTER, times=None),
+        502,
+        IN_BAND,
+        "upstream_premature_close",
+    ),
     "malformed_sse": (
         Fault(malformed_sse=True, times=None),
         Fault(malformed_sse=True, eof_after=AFTER, times=None),
@@ -245,12 +255,19 @@ def sse_data(text: str) -> list[tuple[str | None, str]]:
     return out
 
 
+def _payload(data: str) -> dict[str, Any]:
+    # A same-protocol stream passes the upstream's events on as they came, and an event that
+    # is not an object (the not_an_object fault) is neither an error nor an end.
+    payload = json.loads(data)
+    return payload if isinstance(payload, dict) else {}
+
+
 def is_error_event(client: str, name: str | None, data: str) -> bool:
     if client == "anthropic_messages":
         return name == "error"
     if data == "[DONE]":
         return False
-    payload = json.loads(data)
+    payload = _payload(data)
     if client == "openai_responses":
         return payload.get("type") in ("error", "response.failed")
     return "error" in payload
@@ -260,14 +277,12 @@ def is_success_end(client: str, name: str | None, data: str) -> bool:
     if client == "openai_chat":
         if data == "[DONE]":
             return False
-        payload = json.loads(data)
-        return any(c.get("finish_reason") for c in payload.get("choices", ()))
+        return any(c.get("finish_reason") for c in _payload(data).get("choices", ()))
     if client == "openai_responses":
-        return json.loads(data).get("type") == "response.completed"
+        return _payload(data).get("type") == "response.completed"
     if client == "anthropic_messages":
         return name == "message_stop"
-    payload = json.loads(data)
-    return any(c.get("finishReason") for c in payload.get("candidates", ()))
+    return any(c.get("finishReason") for c in _payload(data).get("candidates", ()))
 
 
 @pytest.mark.parametrize("fault_name", list(FAULTS))

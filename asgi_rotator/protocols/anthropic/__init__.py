@@ -71,11 +71,17 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ...errors import GatewayError
-from ...unified import Request, Response
+from ...unified import Request, Response, Usage
 from ..base import Codec, StreamDecoder, StreamEncoder
 from .content import NAME
 from .request import build_request, parse_request
-from .response import build_error, build_response, parse_error, parse_response
+from .response import (
+    build_error,
+    build_response,
+    parse_error,
+    parse_response,
+    response_id_and_usage,
+)
 from .stream import MessagesStreamDecoder, MessagesStreamEncoder
 
 __all__ = ["AnthropicCodec"]
@@ -104,6 +110,9 @@ class AnthropicCodec(Codec):
 
     def parse_response(self, body: Any) -> Response:
         return parse_response(body)
+
+    def response_id_and_usage(self, body: Any) -> tuple[str | None, Usage]:
+        return response_id_and_usage(body)
 
     def build_response(self, response: Response, request: Request | None = None) -> dict[str, Any]:
         return build_response(response, request)

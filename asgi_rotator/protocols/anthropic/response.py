@@ -10,7 +10,7 @@ from typing import Any
 
 from ...errors import GatewayError, classify
 from ...unified import FinishReason, Part, Reasoning, Request, Response, Text, ToolCall, Usage
-from .._common import int_or_zero, reported_cost
+from .._common import int_or_zero, reported_cost, response_object
 from ..unknown_fields import marks_of, unknown_fields, wire_fields, with_marks
 from .content import (
     KEYS_TYPE_DATA,
@@ -64,8 +64,7 @@ _RATELIMIT_RESETS = tuple(
 
 
 def parse_response(body: Any) -> Response:
-    if not isinstance(body, dict):
-        raise GatewayError("server_error", "upstream sent a response that is not a JSON object")
+    body = response_object(body)
     marks: dict[str, Any] = {}
     content, opaque = _parse_response_blocks(body.get("content"))
     if opaque:
@@ -89,6 +88,12 @@ def parse_response(body: Any) -> Response:
         marks["usage"] = body["usage"]  # what a same-protocol rebuild restores (_usage_body)
     response.extra = with_marks(unknown_fields(body, _RESPONSE_KEYS), MARK, marks)
     return response
+
+
+def response_id_and_usage(body: Any) -> tuple[str | None, Usage]:
+    body = response_object(body)
+    response_id = body.get("id")
+    return str(response_id) if response_id else None, parse_usage(body.get("usage"))
 
 
 def build_response(response: Response, request: Request | None = None) -> dict[str, Any]:

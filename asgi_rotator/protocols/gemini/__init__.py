@@ -66,12 +66,18 @@ from urllib.parse import parse_qs
 from ..._types import Send
 from ...errors import GatewayError
 from ...model_names import path_segment
-from ...unified import Request, Response
+from ...unified import Request, Response, Usage
 from ..base import Codec, StreamDecoder, StreamEncoder
 from ..framing import JsonArrayStream
 from .content import NAME
 from .request import build_request, parse_request
-from .response import build_error, build_response, parse_error, parse_response
+from .response import (
+    build_error,
+    build_response,
+    parse_error,
+    parse_response,
+    response_id_and_usage,
+)
 from .stream import GeminiStreamDecoder, GeminiStreamEncoder
 
 __all__ = ["GeminiCodec"]
@@ -106,6 +112,9 @@ class GeminiCodec(Codec):
 
     def parse_response(self, body: Any) -> Response:
         return parse_response(body)
+
+    def response_id_and_usage(self, body: Any) -> tuple[str | None, Usage]:
+        return response_id_and_usage(body)
 
     def build_response(self, response: Response, request: Request | None = None) -> dict[str, Any]:
         return build_response(response, request)

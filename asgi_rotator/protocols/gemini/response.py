@@ -8,7 +8,7 @@ from typing import Any
 
 from ...errors import GatewayError, classify
 from ...unified import FinishReason, Part, Reasoning, Request, Response, ToolCall, Usage
-from .._common import expect_dict, int_or_zero, new_id
+from .._common import int_or_zero, new_id, response_object
 from ..unknown_fields import marks_of, own_marks, unknown_fields, wire_fields
 from .content import (
     MARK,
@@ -109,17 +109,28 @@ def _retry_delay(seconds: float) -> str:
 
 
 def parse_response(body: Any) -> Response:
+    body = response_object(body)
     try:
         return _parse_response(body)
     except GatewayError as error:
         # A malformed upstream body is the provider's fault, not the client's.
         raise GatewayError(
-            "server_error", f"upstream sent a malformed response: {error.message}"
+            "server_error", f"upstream sent a malformed response: {error.message}", status=502
         ) from None
 
 
-def _parse_response(body: Any) -> Response:
-    body = expect_dict(body, "")
+def response_id_and_usage(body: Any) -> tuple[str | None, Usage]:
+    body = response_object(body)
+    snake: set[str] = set()
+    response_id = get_field(body, "responseId", snake)
+    usage = get_field(body, "usageMetadata", snake)
+    return (
+        response_id if isinstance(response_id, str) and response_id else None,
+        parse_usage(usage, snake)[0] if isinstance(usage, dict) else Usage(),
+    )
+
+
+def _parse_response(body: dict[str, Any]) -> Response:
     snake: set[str] = set()
     extra = unknown_fields(body, _RESPONSE_BODY_KNOWN)
     response_id = get_field(body, "responseId", snake)

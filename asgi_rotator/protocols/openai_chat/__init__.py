@@ -44,11 +44,17 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from ...errors import GatewayError
-from ...unified import Request, Response
+from ...unified import Request, Response, Usage
 from ..base import Codec, StreamDecoder, StreamEncoder
 from .content import MARK
 from .request import build_request, parse_request
-from .response import build_error, build_response, parse_error, parse_response
+from .response import (
+    build_error,
+    build_response,
+    parse_error,
+    parse_response,
+    response_id_and_usage,
+)
 from .stream import ChatStreamDecoder, ChatStreamEncoder
 
 __all__ = ["MARK", "OpenAIChatCodec"]
@@ -78,6 +84,9 @@ class OpenAIChatCodec(Codec):
 
     def parse_response(self, body: Any) -> Response:
         return parse_response(self.name, body)
+
+    def response_id_and_usage(self, body: Any) -> tuple[str | None, Usage]:
+        return response_id_and_usage(body)
 
     def build_response(self, response: Response, request: Request | None = None) -> dict[str, Any]:
         return build_response(self.name, response, request)

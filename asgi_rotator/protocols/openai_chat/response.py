@@ -9,7 +9,7 @@ from typing import Any
 
 from ...errors import DEFAULT_STATUS, GatewayError, classify
 from ...unified import FinishReason, Part, Request, Response, Text, ToolCall, Usage
-from .._common import expect_dict, int_or_zero, new_id, reported_cost
+from .._common import int_or_zero, new_id, reported_cost, response_object
 from ..unknown_fields import marks_of, unknown_fields, write_back
 from .content import MARK, REASONING_FIELDS, build_assistant, parse_reasoning, parse_tool_calls
 
@@ -52,7 +52,7 @@ _ERROR_SHAPE: dict[str, tuple[str, str | None]] = {
 
 
 def parse_response(name: str, body: Any) -> Response:
-    body = expect_dict(body, "")
+    body = response_object(body)
     marks: dict[str, Any] = {}
     choices = body.get("choices")
     choice: dict[str, Any] = {}
@@ -106,6 +106,11 @@ def parse_response(name: str, body: Any) -> Response:
         origin=name,
         extra=extra,
     )
+
+
+def response_id_and_usage(body: Any) -> tuple[str | None, Usage]:
+    body = response_object(body)
+    return str_or(body.get("id"), "") or None, parse_usage(body.get("usage"))
 
 
 def build_response(name: str, response: Response, request: Request | None = None) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from typing import Any
 
 from ...errors import DEFAULT_STATUS, GatewayError, classify
 from ...unified import FinishReason, Part, Request, Response, Text, ToolCall, Usage
-from .._common import int_or_zero, reported_cost
+from .._common import int_or_zero, reported_cost, response_object
 from ..unknown_fields import marks_of, unknown_fields, wire_fields
 from .content import (
     MARK,
@@ -46,8 +46,7 @@ _KEYS_CONTENT = frozenset({"content"})
 
 
 def parse_response(body: Any) -> Response:
-    if not isinstance(body, dict):
-        raise GatewayError("server_error", "upstream sent a response that is not an object")
+    body = response_object(body)
     output = body.get("output")
     output = output if isinstance(output, list) else []
     content, opaque = _parse_output(output)
@@ -88,6 +87,12 @@ def parse_response(body: Any) -> Response:
         extra[MARK] = mark
     response.extra = extra
     return response
+
+
+def response_id_and_usage(body: Any) -> tuple[str | None, Usage]:
+    body = response_object(body)
+    response_id = body.get("id")
+    return str(response_id) if response_id else None, parse_usage(body.get("usage"))
 
 
 def build_response(response: Response, request: Request | None = None) -> dict[str, Any]:
