@@ -316,6 +316,22 @@ def test_the_upstream_request_carries_the_attempt_spans_traceparent(
     assert int(flags, 16) & 1  # sampled
 
 
+def test_a_plain_answer_in_the_clients_own_protocol_gives_its_finish_and_model(
+    gateway: Gateway, url: str, receiver: Receiver
+) -> None:
+    # Passed on as its bytes: the span still reads its finish reason and model from the
+    # answer's twin, which the tracing layer asks dispatch for.
+    with chat(url) as client:
+        answer = client.chat.completions.create(
+            model="up-chat/good", messages=[{"role": "user", "content": "hi"}]
+        )
+    spans = collect(gateway, receiver, lambda s: any(x.kind == "CLIENT" for x in s))
+    _server, (attempt,) = trace_of(spans)
+    assert attempt.attributes["gen_ai.response.finish_reasons"] == ["stop"]
+    assert attempt.attributes["gen_ai.response.model"] == answer.model
+    assert attempt.attributes["gen_ai.response.id"] == answer.id
+
+
 def test_a_client_traceparent_is_continued(gateway: Gateway, url: str, receiver: Receiver) -> None:
     trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
     with chat(url) as client:
