@@ -79,8 +79,6 @@ _json_decode = msgspec.json.decode
 _json_encode = msgspec.json.Encoder().encode
 
 _DRAIN_SECONDS = 1.0
-# Client headers worth passing on when the provider speaks the client's own protocol.
-_FORWARD = {"anthropic_messages": ("anthropic-beta",)}
 
 
 class ProviderDispatch:
@@ -246,7 +244,7 @@ class ProviderDispatch:
         strategy = provider.strategy
         grant = await strategy.grant(credential) if credential is not None else None
         forwarded = (
-            _forwarded(exchange.scope, upstream_protocol)
+            _forwarded(exchange.scope, upstream_codec.forwarded_headers)
             if upstream_protocol == exchange.protocol
             else []
         )
@@ -776,12 +774,13 @@ def _shaping_context(exchange: Exchange, provider: Provider, grant: Grant | None
     )
 
 
-def _forwarded(scope: Scope, protocol: str) -> list[tuple[str, str]]:
-    """The client's headers that go on to a provider of its own protocol (a function, not a
-    comprehension in ``_forward``, whose cells would be kept for as long as it streams)."""
+def _forwarded(scope: Scope, names: tuple[str, ...]) -> list[tuple[str, str]]:
+    """The client's headers of ``names`` (``Codec.forwarded_headers``), which go on to a
+    provider of its own protocol (a function, not a comprehension in ``_forward``, whose
+    cells would be kept for as long as it streams)."""
     return [
         (name, value.decode("latin-1"))
-        for name in _FORWARD.get(protocol, ())
+        for name in names
         for key, value in scope["headers"]
         if key.decode("latin-1") == name
     ]

@@ -128,6 +128,10 @@ class Codec:
     # What a heartbeat writes between two events of this protocol's stream: an SSE comment,
     # unless the protocol's clients would read one as data.
     heartbeat: ClassVar[bytes] = b": keepalive\n\n"
+    # The client's request headers (lower case) that go on to a provider of this protocol
+    # when the client speaks it too: what a client of it may send that changes the answer
+    # and has no place in the unified request (Anthropic's ``anthropic-beta``).
+    forwarded_headers: ClassVar[tuple[str, ...]] = ()
 
     # --- requests ---------------------------------------------------------------------------
 

@@ -57,8 +57,15 @@ def test_two_turn_tool_call(
 def test_stream_headers_and_one_event_per_message(gateway_url: str, mock: MockUpstream) -> None:
     import httpx
 
-    body = {"model": "up-anthropic/model-x", "messages": [{"role": "user", "content": "one two three"}], "stream": True}
-    with httpx.Client(base_url=gateway_url) as client, client.stream("POST", "/v1/chat/completions", json=body) as response:
+    body = {
+        "model": "up-anthropic/model-x",
+        "messages": [{"role": "user", "content": "one two three"}],
+        "stream": True,
+    }
+    with (
+        httpx.Client(base_url=gateway_url) as client,
+        client.stream("POST", "/v1/chat/completions", json=body) as response,
+    ):
         assert response.headers["content-type"].startswith("text/event-stream")
         assert response.headers["cache-control"] == "no-cache, no-transform"
         assert response.headers["x-accel-buffering"] == "no"
@@ -66,3 +73,25 @@ def test_stream_headers_and_one_event_per_message(gateway_url: str, mock: MockUp
     # Every event is whole and the stream ends with the protocol's terminal event.
     assert raw.endswith(b"data: [DONE]\n\n")
     assert all(chunk.startswith(b"data: ") for chunk in raw.split(b"\n\n") if chunk)
+
+
+@pytest.mark.parametrize(
+    ("model", "forwarded"), [("up-anthropic/model-x", True), ("up-chat/model-x", False)]
+)
+def test_an_anthropic_clients_beta_header_goes_on_only_to_an_anthropic_provider(
+    gateway_url: str, mock: MockUpstream, model: str, forwarded: bool
+) -> None:
+    import anthropic
+
+    client = anthropic.Anthropic(base_url=gateway_url, api_key="unused", max_retries=0)
+    client.messages.create(
+        model=model,
+        max_tokens=16,
+        messages=[{"role": "user", "content": "hi"}],
+        extra_headers={"anthropic-beta": "extended-cache-ttl-2025-04-11"},
+    )
+    (sent,) = mock.requests
+    # A beta flag turns on what only Anthropic's API knows; another protocol's provider
+    # would take it for an unknown header at best.
+    assert (sent.headers.get("anthropic-beta") == "extended-cache-ttl-2025-04-11") is forwarded
+    client.close()

@@ -90,6 +90,8 @@ __all__ = ["AnthropicCodec"]
 class AnthropicCodec(Codec):
     name: ClassVar[str] = NAME
     auth: ClassVar[str] = "x-api-key"
+    # Beta features a client turns on for its request (1-hour cache TTL, extended outputs).
+    forwarded_headers: ClassVar[tuple[str, ...]] = ("anthropic-beta",)
     # Anthropic requires max_tokens; requests from protocols where it is optional get this.
     default_max_tokens: ClassVar[int] = 4096
 
