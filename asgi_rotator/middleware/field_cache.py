@@ -91,11 +91,14 @@ class FieldCache:
             self._protocols = frozenset(p for rule in self.rules for p in rule.protocols)
 
     def _resolve(self, protocol: str, provider: str, model: str, client: str) -> _Plan | None:
-        """The rules for one (upstream protocol, provider, model, client): those of the
-        protocol first, then those of any protocol; ``None`` when none matches."""
-        candidates = [r for r in self.rules if protocol in r.protocols]
-        candidates += [r for r in self.rules if not r.protocols]
-        rules = [r for r in candidates if r.matches(provider, model, client)]
+        """The rules for one (upstream protocol, provider, model, client), in the order they
+        were given (``rules_from_config``: adapters first, so that the rules after them see
+        the request as it will go); ``None`` when none matches."""
+        rules = [
+            r
+            for r in self.rules
+            if (not r.protocols or protocol in r.protocols) and r.matches(provider, model, client)
+        ]
         return _Plan(rules) if rules else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

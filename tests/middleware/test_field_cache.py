@@ -234,6 +234,33 @@ async def test_no_rule_for_the_protocol_passes_straight_through() -> None:
     assert inner.seen[0] is not None
 
 
+class _Noting(Rule):
+    """Notes its name in ``order`` when its inject runs."""
+
+    def __init__(self, name: str, order: list[str], protocols: tuple[str, ...] = ()) -> None:
+        super().__init__(name)
+        self.order = order
+        self.protocols = protocols
+
+    async def inject(self, attempt: Any, request: Any) -> Any:
+        self.order.append(self.name)
+        return request
+
+
+async def test_rules_run_in_the_order_they_are_given() -> None:
+    # An adapter (for any protocol) is given first so that the rules after it see the
+    # request as it will go: its model, its reasoning knob.  A rule's protocols choose
+    # whether it runs, never when.
+    order: list[str] = []
+    rules = [
+        _Noting("adapter", order),
+        _Noting("gemini_rule", order, protocols=("gemini",)),
+        _Noting("any_rule", order),
+    ]
+    await run(FieldCache(ForeignApp([Text(text="hi")]), rules=rules), scope_for(PATH), TURN_ONE)
+    assert order == ["adapter", "gemini_rule", "any_rule"]
+
+
 async def test_lifespan_and_other_scopes_pass_through() -> None:
     seen: list[str] = []
 
